@@ -1,0 +1,24 @@
+"""`python -m llm_magics demo`: load the packaged model and generate, as a first check."""
+import sys
+
+from . import Session
+
+
+def demo() -> None:
+    session = Session()
+    loaded = session.load("default")
+    print(f"Loaded {loaded.name} on {loaded.device} ({loaded.dtype}).")
+    prompt = "Once upon a time"
+    print(f"\n>>> generate: {prompt}")
+    print(prompt, end="")
+    session.generate(prompt, max_new_tokens=40, seed=0, on_text=lambda t: print(t, end="", flush=True))
+    question = "What is the capital of France?"
+    print(f"\n\n>>> chat: {question}")
+    reply = session.chat(question, do_sample=False, max_new_tokens=30)
+    print(reply.text)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["demo"]:
+        sys.exit("usage: python -m llm_magics demo")
+    demo()

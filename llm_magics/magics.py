@@ -1,0 +1,227 @@
+"""`%llm` / `%%llm`: parse the arguments, call the Session, print one line on user errors."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from IPython.core.magic import Magics, line_cell_magic, magics_class
+
+from .errors import LLMError
+
+
+class _HelpShown(Exception):
+    """--help was asked: the help text is printed and nothing runs."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting the kernel."""
+
+    def error(self, message):
+        raise LLMError(f"{message} (see `%llm {self.prog.split()[-1]} --help`)"
+                       if " " in self.prog else f"{message} (see `%llm --help`)")
+
+    def exit(self, status=0, message=None):
+        if message:
+            print(message, file=sys.stderr)
+        raise _HelpShown
+
+
+def _sampling_options(parser: argparse.ArgumentParser, greedy_default: bool = False):
+    group = parser.add_argument_group("sampling")
+    group.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default 64)")
+    group.add_argument("--temperature", type=float, default=0.7, help="softmax temperature (default 0.7)")
+    group.add_argument("--top-k", type=int, default=50, help="keep the k likeliest tokens; 0 = off (default 50)")
+    group.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    group.add_argument("--repetition-penalty", type=float, default=1.0, help="> 1 discourages repeats")
+    group.add_argument("--seed", type=int, default=None, help="same seed => same text")
+    mode = group.add_mutually_exclusive_group()
+    mode.add_argument("--do-sample", dest="do_sample", action="store_true", default=not greedy_default,
+                      help="sample (default for generate)")
+    mode.add_argument("--greedy", dest="do_sample", action="store_false", help="always take the likeliest token")
+
+
+def _training_options(parser: argparse.ArgumentParser, lr: float | None):
+    group = parser.add_argument_group("training")
+    group.add_argument("--data", help="a .txt or .jsonl file; '-' or none = the cell body")
+    group.add_argument("--eval-data", help="held-out .txt/.jsonl evaluated during training")
+    group.add_argument("--steps", type=int, help="optimizer steps")
+    group.add_argument("--batch-size", type=int, default=8)
+    group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    group.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warmup + cosine)")
+    group.add_argument("--warmup", type=float, default=0.1, help="warmup: a fraction (<1) or a step count")
+    group.add_argument("--seq-len", type=int, default=128, help="tokens per training sequence")
+    group.add_argument("--eval-every", type=int, help="evaluate --eval-data every N steps")
+    group.add_argument("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps")
+    group.add_argument("--output-dir", help="where checkpoints go (default llm_runs/<kind>-<time>)")
+    group.add_argument("--resume", help="continue from a checkpoint directory")
+    group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="llm", description="Load, generate with, chat with, train and fine-tune a "
+                     "language model that lives in this kernel.")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    load = commands.add_parser("load", help="load a model: hub id, local dir, .gguf file, 'default' or 'minilm'")
+    load.add_argument("model", nargs="?", default="default")
+    load.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
+    load.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
+    load.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+
+    commands.add_parser("status", help="the loaded model: name, parameters, device, dtype, memory")
+
+    generate = commands.add_parser("generate", help="cell body = prompt; streams the continuation")
+    generate.add_argument("prompt", nargs="*", help="prompt (line magic); the cell body otherwise")
+    _sampling_options(generate)
+    generate.add_argument("--num-return-sequences", type=int, default=1, help="samples to draw")
+
+    chat = commands.add_parser("chat", help="cell body = your message; the history is kept across cells")
+    chat.add_argument("message", nargs="*")
+    chat.add_argument("--system", help="system prompt (kept until --reset or a new --system)")
+    chat.add_argument("--reset", action="store_true", help="forget the conversation")
+    _sampling_options(chat)
+
+    train = commands.add_parser("train", help="pre-train on text (cell body or --data)")
+    train.add_argument("--from-scratch", action="store_true", help="a fresh model built from --config")
+    train.add_argument("--config", default="tiny", help="tiny, small, gpt2-124m or a config .json")
+    train.add_argument("--arch", default="llama", choices=["llama", "gpt2"])
+    train.add_argument("--tokenizer", default="bytes", help="bytes (byte-level), default (SmolLM2's), loaded, or a dir")
+    train.add_argument("--device", default="auto")
+    _training_options(train, lr=3e-3)
+
+    finetune = commands.add_parser("finetune", help="fine-tune the loaded model on --data")
+    finetune.add_argument("--lora", action="store_true", help="train a LoRA adapter (peft) instead of all weights")
+    finetune.add_argument("--lora-r", type=int, default=8)
+    finetune.add_argument("--lora-alpha", type=int)
+    finetune.add_argument("--epochs", type=float, default=1.0)
+    finetune.add_argument("--task", default="lm", choices=["lm", "classify"])
+    finetune.add_argument("--labels", help="comma-separated class labels for --task classify")
+    _training_options(finetune, lr=None)
+
+    save = commands.add_parser("save", help="save the model (LoRA merged) and tokenizer to DIR")
+    save.add_argument("directory")
+    save.add_argument("--adapter", action="store_true", help="save only the LoRA adapter")
+
+    commands.add_parser("stop", help="ask the active run to stop after its current step")
+    return parser
+
+
+PARSER = build_parser()
+
+
+@magics_class
+class LLMMagics(Magics):
+    def __init__(self, shell, session):
+        super().__init__(shell)
+        self.session = session
+
+    @line_cell_magic
+    def llm(self, line: str, cell: str | None = None):
+        """Run `%llm --help` for the commands."""
+        try:
+            argv = shlex.split(line)
+        except ValueError as error:
+            print(f"llm: cannot parse the line: {error}", file=sys.stderr)
+            return None
+        if not argv:
+            PARSER.print_help()
+            return None
+        try:
+            args = PARSER.parse_args(argv)
+            result = getattr(self, f"_{args.command}")(args, cell)
+        except _HelpShown:
+            return None
+        except LLMError as error:
+            print(f"llm {argv[0]}: {error}", file=sys.stderr)
+            return None
+        if result is not None:
+            self.shell.user_ns["_llm"] = result
+        return None
+
+    # Each handler turns parsed args into one Session call.
+    def _load(self, args, cell):
+        loaded = self.session.load(args.model, args.device, args.dtype, args.trust_remote_code)
+        status = self.session.status()
+        print(f"Loaded {loaded.name}: {status['parameters'] / 1e6:.1f}M parameters, {loaded.kind}, "
+              f"{status['device']}, {status['dtype']}")
+        return loaded
+
+    def _status(self, args, cell):
+        status = self.session.status()
+        if status["model"] is None:
+            print("No model loaded. `%llm load default` loads SmolLM2-135M-Instruct.")
+        else:
+            width = max(map(len, status))
+            for key, value in status.items():
+                print(f"{key:<{width}}  {value:,}" if isinstance(value, int) else f"{key:<{width}}  {value}")
+        return status
+
+    def _generate(self, args, cell):
+        prompt = cell if cell is not None else " ".join(args.prompt)
+        result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
+                                       num_return_sequences=args.num_return_sequences)
+        if args.num_return_sequences > 1:
+            for index, text in enumerate(result.texts, 1):
+                print(f"--- sample {index} ---\n{text}")
+        else:
+            print()
+        if result.interrupted:
+            print(f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]")
+        return result
+
+    def _chat(self, args, cell):
+        message = (cell if cell is not None else " ".join(args.message)).strip()
+        if args.reset:
+            self.session.reset_chat(args.system)
+            if not message:
+                print("Chat history cleared.")
+                return None
+        result = self.session.chat(message, system=args.system, on_text=_print_streaming, **_sampling(args))
+        print()
+        return result
+
+    def _train(self, args, cell):
+        result = self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
+                                    config=args.config, arch=args.arch, tokenizer=args.tokenizer,
+                                    eval_data=args.eval_data, device=args.device, progress=args.progress,
+                                    **_train_options(args))
+        print(result.summary())
+        return result
+
+    def _finetune(self, args, cell):
+        result = self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
+                                       lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
+                                       labels=args.labels, progress=args.progress, epochs=args.epochs,
+                                       **_train_options(args))
+        print(result.summary())
+        return result
+
+    def _save(self, args, cell):
+        path = self.session.save(args.directory, adapter_only=args.adapter)
+        print(f"Saved {'LoRA adapter' if args.adapter else 'model'} and tokenizer to {path}")
+        return path
+
+    def _stop(self, args, cell):
+        self.session.stop()
+
+
+def _print_streaming(text: str):
+    print(text, end="", flush=True)
+
+
+def _sampling(args) -> dict:
+    return dict(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
+                top_p=args.top_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
+                do_sample=args.do_sample)
+
+
+def _train_options(args) -> dict:
+    options = dict(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
+                   warmup=args.warmup, seq_len=args.seq_len, eval_every=args.eval_every,
+                   checkpoint_every=args.checkpoint_every, output_dir=args.output_dir, resume=args.resume,
+                   seed=args.seed)
+    if args.lr is not None:
+        options["lr"] = args.lr
+    return options
