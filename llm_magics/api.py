@@ -94,7 +94,8 @@ class Session:
         elif adapter_only and not isinstance(model, PeftModel):
             raise LLMError("--adapter saves a LoRA adapter, but the loaded model has none")
         path.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(path)
+        with loading.quiet_transformers():
+            model.save_pretrained(path)
         loaded.tokenizer.save_pretrained(path)
         return str(path)
 
@@ -138,6 +139,8 @@ class Session:
         opts = TrainOptions(**train_options).validated()
         records = read_records(data, text)
         eval_records = read_records(eval_data) if eval_data else None
+        if opts.resume:
+            training.check_checkpoint(opts.resume)
         if opts.resume and from_scratch:
             self.load(opts.resume, device=device)  # the checkpoint holds the architecture and weights
         elif from_scratch:
@@ -174,6 +177,8 @@ class Session:
             labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
         records = read_records(data, text)
         eval_records = read_records(eval_data) if eval_data else None
+        if opts.resume:
+            training.check_checkpoint(opts.resume)
         return self._run(lambda stop, callbacks: training.finetune(
             loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,
             eval_records=eval_records, on_step=callbacks, stop=stop), on_step, progress, task)

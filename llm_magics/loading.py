@@ -125,7 +125,7 @@ def _from_pretrained(path: Path, dtype: torch.dtype, trust_remote_code: bool):
     kind = model_kind(config)
     auto = {CAUSAL: AutoModelForCausalLM, ENCODER: AutoModel,
             CLASSIFIER: AutoModelForSequenceClassification}[kind]
-    with _quiet_transformers():
+    with quiet_transformers():
         model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     return model, kind
 
@@ -169,7 +169,7 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
 
     print(f"Converting {gguf_path.name} to safetensors once (cached in {target})...", flush=True)
     try:
-        with _quiet_transformers():
+        with quiet_transformers():
             tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
                                                          dtype=torch.float32)
@@ -219,7 +219,7 @@ def _hub_reachable(timeout: float = 3.0) -> bool:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
+def quiet_transformers():
     """transformers prints load reports and per-tensor progress bars; the user sees our own line."""
     from transformers.utils import logging
 

@@ -23,7 +23,7 @@ from .data import (IGNORE_INDEX, RandomWindows, classification_examples, pad_bat
 from .errors import LLMError
 from .generation import context_length
 from .interrupts import StopFlag, graceful_interrupts
-from .loading import CAUSAL, CLASSIFIER, LoadedModel
+from .loading import CAUSAL, CLASSIFIER, LoadedModel, quiet_transformers
 
 # Architectures for --from-scratch. Sizes are (hidden, layers, heads, context).
 CONFIG_SIZES = {"tiny": (128, 4, 4, 512), "small": (512, 8, 8, 1024), "gpt2-124m": (768, 12, 12, 1024)}
@@ -484,7 +484,8 @@ def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, 
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
     model = getattr(loaded.model, "module", loaded.model)
-    model.save_pretrained(partial)
+    with quiet_transformers():
+        model.save_pretrained(partial)
     loaded.tokenizer.save_pretrained(partial)
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "batches": batches.state_dict(), "history": result.history, "eval_history": result.eval_history,
@@ -497,11 +498,15 @@ def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, 
     return str(directory)
 
 
-def _restore(directory: str, optimizer, scheduler, batches, result: TrainResult) -> int:
-    path = Path(directory) / STATE_FILE
+def check_checkpoint(directory: str) -> Path:
+    path = Path(directory).expanduser() / STATE_FILE
     if not path.is_file():
         raise LLMError(f"--resume {directory}: not a checkpoint directory (no {STATE_FILE})")
-    state = torch.load(path, weights_only=False)
+    return path
+
+
+def _restore(directory: str, optimizer, scheduler, batches, result: TrainResult) -> int:
+    state = torch.load(check_checkpoint(directory), weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["batches"])

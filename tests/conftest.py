@@ -1,0 +1,64 @@
+"""Shared fixtures: a real IPython shell with the extension loaded, and the real packaged weights."""
+import os
+import signal
+import threading
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "examples" / "data"
+ARTIFACTS = ROOT / "test-artifacts"
+
+
+@pytest.fixture(scope="session")
+def shell():
+    from IPython.core.interactiveshell import InteractiveShell
+
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "llm_magics")
+    return ip
+
+
+@pytest.fixture(scope="session")
+def default_model_dir():
+    """The de-quantized SmolLM2 (converted once, then read from the cache)."""
+    from llm_magics.loading import gguf_to_safetensors, packaged_path
+
+    return gguf_to_safetensors(packaged_path("default"))
+
+
+@pytest.fixture
+def session(default_model_dir):
+    """A fresh Session with the default model loaded (0.3 s from the cache)."""
+    from llm_magics import Session
+
+    s = Session()
+    s.load("default")
+    return s
+
+
+@pytest.fixture
+def magic_session(shell, default_model_dir):
+    """The kernel session the magics use, with a freshly loaded default model."""
+    import llm_magics
+
+    llm_magics.session.load("default")
+    llm_magics.session.reset_chat()
+    return llm_magics.session
+
+
+def run(shell, line, cell=None):
+    """Run a magic the way a notebook cell does; return the shell's `_llm`."""
+    shell.user_ns.pop("_llm", None)
+    source = f"%%llm {line}\n{cell}" if cell is not None else f"%llm {line}"
+    result = shell.run_cell(source)
+    assert result.error_in_exec is None, result.error_in_exec
+    return shell.user_ns.get("_llm")
+
+
+def interrupt_after(seconds: float) -> threading.Timer:
+    """Deliver a real SIGINT to this process, as Jupyter's interrupt button does."""
+    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    return timer

@@ -1,0 +1,108 @@
+"""The magics through a real IPython InteractiveShell, on the real packaged weights."""
+import json
+
+import llm_magics
+from conftest import DATA, interrupt_after, run
+
+
+def test_help_lists_every_command_and_option(shell, capsys):
+    run(shell, "--help")
+    out = capsys.readouterr().out
+    for command in ("load", "status", "generate", "chat", "train", "finetune", "save"):
+        assert command in out
+    run(shell, "generate --help", "Once upon a time")
+    out = capsys.readouterr().out
+    for option in ("--max-new-tokens", "--temperature", "--top-k", "--top-p", "--repetition-penalty",
+                   "--num-return-sequences", "--seed", "--do-sample", "--greedy"):
+        assert option in out
+
+
+def test_user_errors_are_one_line_without_traceback(shell, capsys):
+    llm_magics.session.loaded = None
+    run(shell, "generate --max-new-tokens 5", "hello")
+    err = capsys.readouterr().err
+    assert "no model loaded" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    run(shell, "generate --temprature 3", "hello")
+    err = capsys.readouterr().err
+    assert "unrecognized arguments: --temprature" in err and "Traceback" not in err
+    run(shell, "frobnicate")
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
+
+
+def test_load_status_generate(shell, capsys, magic_session):
+    loaded = run(shell, "load default")
+    assert loaded is llm_magics.session.loaded
+    status = run(shell, "status")
+    out = capsys.readouterr().out
+    assert "parameters" in out and status["device"] == "cpu"
+    first = run(shell, "generate --seed 7 --max-new-tokens 12", "Once upon a time")
+    printed = capsys.readouterr().out
+    assert first.text.strip() in printed
+    second = run(shell, "generate --seed 7 --max-new-tokens 12", "Once upon a time")
+    assert first.text == second.text and llm_magics.last is second
+    three = run(shell, "generate --num-return-sequences 3 --max-new-tokens 8 --seed 1", "Hello")
+    assert len(three.texts) == 3 and "--- sample 3 ---" in capsys.readouterr().out
+
+
+def test_chat_magic_keeps_history_and_resets(shell, capsys, magic_session):
+    reply = run(shell, "chat --greedy --max-new-tokens 30", "What is the capital of France?")
+    assert "Paris" in reply.text and "Paris" in capsys.readouterr().out
+    run(shell, "chat --greedy --max-new-tokens 20", "Thanks! Say that again.")
+    assert len(magic_session.history) == 4
+    run(shell, "chat --reset")
+    assert magic_session.history == [] and "cleared" in capsys.readouterr().out
+    run(shell, "chat --system 'Answer in French.' --greedy --max-new-tokens 10", "Hello")
+    assert magic_session.system == "Answer in French."
+
+
+def test_train_from_scratch_magic_loss_falls(shell, capsys):
+    corpus = (DATA / "tiny_corpus.txt").read_text() * 5
+    result = run(shell, "train --from-scratch --config tiny --steps 80 --batch-size 8 --seq-len 64 --no-progress",
+                 corpus)
+    assert result.final_loss < 0.7 * result.initial_loss
+    assert "80/80 steps" in capsys.readouterr().out
+    assert llm_magics.session.loaded.name.startswith("from-scratch tiny")
+    sample = run(shell, "generate --greedy --max-new-tokens 20", "The cat")
+    assert sample.new_tokens > 0
+
+
+def test_data_errors_name_the_problem(shell, capsys, magic_session, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "a", "response": "b"}\n{"prompt": "c", "response": \n')
+    run(shell, f"finetune --data {bad}")
+    assert "line 2: invalid JSON" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n")
+    run(shell, f"finetune --data {empty}")
+    assert "is empty" in capsys.readouterr().err
+    run(shell, f"finetune --data {tmp_path / 'missing.jsonl'}")
+    assert "data file not found" in capsys.readouterr().err
+    run(shell, f"finetune --data {DATA / 'instructions.jsonl'} --seq-len 100000")
+    assert "larger than the model's context (8192" in capsys.readouterr().err
+    run(shell, "train --steps 5", "   ")
+    assert "no data" in capsys.readouterr().err
+
+
+def test_interrupting_generation_keeps_partial_text(shell, capsys, magic_session):
+    timer = interrupt_after(1.5)
+    result = run(shell, "generate --max-new-tokens 2000 --seed 0", "Write a very long story about a dragon.")
+    timer.join()
+    assert result.interrupted and 0 < result.new_tokens < 2000
+    assert "stopped after" in capsys.readouterr().out
+    again = run(shell, "generate --greedy --max-new-tokens 5", "The capital of France is")
+    assert again.new_tokens == 5 and not again.interrupted
+
+
+def test_interrupting_training_keeps_model_and_checkpoint(shell, capsys, tmp_path):
+    corpus = (DATA / "tiny_corpus.txt").read_text()
+    timer = interrupt_after(4)
+    result = run(shell, f"train --from-scratch --steps 100000 --checkpoint-every 20 --output-dir {tmp_path} "
+                 "--no-progress --seq-len 32 --batch-size 4", corpus)
+    timer.join()
+    assert result.interrupted and 0 < result.steps_done < 100000
+    assert result.checkpoint.endswith(f"checkpoint-{result.steps_done}")
+    assert "Stopped early" in capsys.readouterr().out
+    state = json.loads((tmp_path / f"checkpoint-{result.steps_done}" / "config.json").read_text())
+    assert state["model_type"] == "llama"
+    sample = run(shell, "generate --greedy --max-new-tokens 5", "The cat")
+    assert sample.new_tokens == 5
