@@ -202,6 +202,38 @@ class Session:
         if self.stop_flag is not None:
             self.stop_flag.request("stop button")
 
+    # --- attention ---
+    def attention(self, text: str, layer: int | None = None, head: int | None = None, view: str | None = None,
+                  backend: str = "widget"):
+        """An interactive attention view (widget), or bertviz's head view (backend='bertviz')."""
+        from . import attention
+
+        loaded = self.require_model("attention")
+        if backend == "bertviz":
+            captured = attention.capture(loaded, text, layers=layer if layer is not None else
+                                         list(range(attention.model_shape(loaded.model)[0])))
+            self.last = captured
+            return attention.bertviz_html(captured, view or "head")
+        if backend != "widget":
+            raise LLMError(f"unknown backend {backend!r}: use widget or bertviz")
+        from .attention_view import AttentionView
+
+        widget = AttentionView(loaded, text, layer=layer, head=head, view=view)
+        self.last = widget.capture
+        return widget
+
+    def explain(self, text: str) -> dict:
+        """Which input tokens drive the next-token prediction: attention rollout and gradient × input."""
+        from . import attention
+
+        loaded = self.require_model("explain")
+        captured = attention.capture(loaded, text, rollout=True)
+        explanation = {"tokens": captured.tokens, "rollout": captured.rollout[-1].tolist()}
+        if loaded.kind == CAUSAL:
+            explanation["saliency"] = attention.saliency(loaded, text)[1].tolist()
+        self.last = explanation
+        return explanation
+
     # --- classification ---
     def classify(self, texts: list[str] | str) -> list[str]:
         loaded = self.require_model("classify")

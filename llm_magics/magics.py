@@ -6,6 +6,7 @@ import shlex
 import sys
 
 from IPython.core.magic import Magics, line_cell_magic, magics_class
+from IPython.display import HTML, display
 
 from .errors import LLMError
 
@@ -76,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("prompt", nargs="*", help="prompt (line magic); the cell body otherwise")
     _sampling_options(generate)
     generate.add_argument("--num-return-sequences", type=int, default=1, help="samples to draw")
+    generate.add_argument("--attention", action="store_true", help="then show the attention of prompt + output")
 
     chat = commands.add_parser("chat", help="cell body = your message; the history is kept across cells")
     chat.add_argument("message", nargs="*")
@@ -103,6 +105,17 @@ def build_parser() -> argparse.ArgumentParser:
     save = commands.add_parser("save", help="save the model (LoRA merged) and tokenizer to DIR")
     save.add_argument("directory")
     save.add_argument("--adapter", action="store_true", help="save only the LoRA adapter")
+
+    attention = commands.add_parser("attention", help="interactive attention view of TEXT (or the cell body)")
+    attention.add_argument("text", nargs="*")
+    attention.add_argument("--layer", type=int, help="layer to open first (default: the last)")
+    attention.add_argument("--head", type=int, help="head to open first (default: mean of all heads)")
+    attention.add_argument("--view", choices=["head", "model", "matrix"],
+                           help="default: head view up to 256 tokens, matrix view beyond")
+    attention.add_argument("--backend", default="widget", choices=["widget", "bertviz"],
+                           help="bertviz needs its CDN (require.js, d3): blank offline")
+    attention.add_argument("--explain", action="store_true",
+                           help="also shade tokens by attention rollout and gradient x input for the next token")
 
     commands.add_parser("stop", help="ask the active run to stop after its current step")
     return parser
@@ -169,6 +182,9 @@ class LLMMagics(Magics):
             print()
         if result.interrupted:
             print(f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]")
+        if args.attention:
+            display(self.session.attention(prompt + result.text))
+            self.session.last = result
         return result
 
     def _chat(self, args, cell):
@@ -202,6 +218,21 @@ class LLMMagics(Magics):
         path = self.session.save(args.directory, adapter_only=args.adapter)
         print(f"Saved {'LoRA adapter' if args.adapter else 'model'} and tokenizer to {path}")
         return path
+
+    def _attention(self, args, cell):
+        from .attention import tokens_html
+
+        text = cell if cell is not None else " ".join(args.text)
+        view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view, backend=args.backend)
+        display(view)
+        captured = self.session.last
+        if args.explain:
+            explanation = self.session.explain(text)
+            display(HTML(tokens_html(explanation["tokens"], explanation["rollout"], "attention rollout → next token")))
+            if "saliency" in explanation:
+                display(HTML(tokens_html(explanation["tokens"], explanation["saliency"], "gradient × input → next token")))
+            self.session.last = captured
+        return view
 
     def _stop(self, args, cell):
         self.session.stop()
