@@ -58,6 +58,10 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--resume", help="continue from a checkpoint directory")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    view = group.add_mutually_exclusive_group()
+    view.add_argument("--widget", dest="widget", action="store_true", default=None,
+                      help="live loss chart with a Stop button (default in a notebook)")
+    view.add_argument("--no-widget", dest="widget", action="store_false", help="no live chart")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,6 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     _sampling_options(generate)
     generate.add_argument("--num-return-sequences", type=int, default=1, help="samples to draw")
     generate.add_argument("--attention", action="store_true", help="then show the attention of prompt + output")
+    generate.add_argument("--widget", action="store_true",
+                          help="sampling playground pre-filled with these settings, tokens coloured by probability")
+
+    playground = commands.add_parser("playground", help="sampling playground (cell body = prompt)")
+    playground.add_argument("prompt", nargs="*")
+    _sampling_options(playground)
+    playground.add_argument("--num-return-sequences", type=int, default=1)
 
     chat = commands.add_parser("chat", help="cell body = your message; the history is kept across cells")
     chat.add_argument("message", nargs="*")
@@ -173,6 +184,8 @@ class LLMMagics(Magics):
 
     def _generate(self, args, cell):
         prompt = cell if cell is not None else " ".join(args.prompt)
+        if args.widget:
+            return self._playground(args, cell)
         result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
                                        num_return_sequences=args.num_return_sequences)
         if args.num_return_sequences > 1:
@@ -187,6 +200,19 @@ class LLMMagics(Magics):
             self.session.last = result
         return result
 
+    def _playground(self, args, cell):
+        from .generation import SamplingSettings
+        from .widgets import SamplingPanel
+
+        prompt = cell if cell is not None else " ".join(args.prompt)
+        settings = SamplingSettings(**_sampling(args), num_return_sequences=args.num_return_sequences).validated()
+        panel = SamplingPanel(self.session, prompt, settings)
+        display(panel)
+        if prompt.strip():
+            self.session.require_model("generate")
+            panel.generate()
+        return panel
+
     def _chat(self, args, cell):
         message = (cell if cell is not None else " ".join(args.message)).strip()
         if args.reset:
@@ -199,20 +225,31 @@ class LLMMagics(Magics):
         return result
 
     def _train(self, args, cell):
+        view = self._training_view(args, "train")
         result = self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
                                     config=args.config, arch=args.arch, tokenizer=args.tokenizer,
-                                    eval_data=args.eval_data, device=args.device, progress=args.progress,
-                                    **_train_options(args))
+                                    eval_data=args.eval_data, device=args.device, on_step=view,
+                                    progress=args.progress and not view, **_train_options(args))
         print(result.summary())
         return result
 
     def _finetune(self, args, cell):
+        view = self._training_view(args, f"finetune ({args.task}{', LoRA' if args.lora else ''})")
         result = self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
                                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
-                                       labels=args.labels, progress=args.progress, epochs=args.epochs,
-                                       **_train_options(args))
+                                       labels=args.labels, on_step=view, progress=args.progress and not view,
+                                       epochs=args.epochs, **_train_options(args))
         print(result.summary())
         return result
+
+    def _training_view(self, args, title: str) -> list:
+        from .widgets import TrainingView, in_notebook
+
+        if not (args.widget if args.widget is not None else in_notebook()):
+            return []
+        view = TrainingView(self.session, title)
+        display(view)
+        return [view]
 
     def _save(self, args, cell):
         path = self.session.save(args.directory, adapter_only=args.adapter)

@@ -1,0 +1,56 @@
+"""Our one-layer attention capture vs transformers' output_attentions=True (eager), same input.
+
+    python bench/attention_capture.py [--lengths 128 512 1024]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import best_time, device_name, markdown_table, peak_memory_mb  # noqa: E402
+
+from llm_magics import Session  # noqa: E402
+from llm_magics.attention import capture  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024])
+    parser.add_argument("--layer", type=int, default=15)
+    args = parser.parse_args()
+    session = Session()
+    loaded = session.load("default")
+    eager = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager",
+                                                 dtype=loaded.dtype).to(loaded.device).eval()
+    rows = []
+    for n in args.lengths:
+        ids = torch.randint(100, 40000, (1, n))
+        text = loaded.tokenizer.decode(ids[0])
+        ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"][:, :n].to(loaded.device)
+        text = loaded.tokenizer.decode(ids[0])
+        n = len(loaded.tokenizer(text)["input_ids"])
+
+        def ours():
+            return capture(loaded, text, layers=args.layer)
+
+        def baseline():
+            with torch.inference_mode():
+                return eager(input_ids=ids, output_attentions=True).attentions
+
+        ours_s, base_s = best_time(ours), best_time(baseline)
+        ours_mb, base_mb = peak_memory_mb(ours), peak_memory_mb(baseline)
+        rows.append([n, f"{ours_s * 1000:.0f}", f"{base_s * 1000:.0f}", f"{base_s / ours_s:.2f}x",
+                     f"{ours_mb:.0f}", f"{base_mb:.0f}",
+                     f"{base_mb / ours_mb:.1f}x" if ours_mb >= 16 else "(ours below RSS resolution)"])
+        print(f"n={n}: ours {ours_s:.3f}s {ours_mb:.0f}MB | output_attentions {base_s:.3f}s {base_mb:.0f}MB",
+              flush=True)
+    table = markdown_table(["tokens", "ours ms", "eager ms", "speed-up", "ours peak MB", "eager peak MB",
+                            "memory ratio"], rows)
+    print(f"\nAttention capture, SmolLM2-135M, layer {args.layer} of 30, on {device_name()}\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""`Session.generate` (what `%%llm generate` calls) vs raw `model.generate`, identical settings,
+side by side in one process; and streaming on vs off.
+
+    python bench/generate_overhead.py [--tokens 64] [--repeats 5]
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import best_time, device_name, markdown_table  # noqa: E402
+
+from llm_magics import Session  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args()
+    session = Session()
+    loaded = session.load("default")
+    prompt = "Once upon a time, in a small village by the sea,"
+    inputs = loaded.tokenizer(prompt, return_tensors="pt").to(loaded.device)
+    # min_new_tokens pins the length so both sides decode exactly the same number of tokens.
+    settings = dict(max_new_tokens=args.tokens, do_sample=False)
+
+    def raw():
+        with torch.inference_mode():
+            return loaded.model.generate(**inputs, **settings, min_new_tokens=args.tokens, temperature=None,
+                                         top_p=None, top_k=None, pad_token_id=loaded.tokenizer.pad_token_id)
+
+    def ours(stream):
+        loaded.model.generation_config.min_new_tokens = args.tokens
+        try:
+            return session.generate(prompt, **settings, on_text=(lambda text: None) if stream else None)
+        finally:
+            loaded.model.generation_config.min_new_tokens = None
+
+    raw_s = best_time(raw, args.repeats)
+    plain_s = best_time(lambda: ours(False), args.repeats)
+    stream_s = best_time(lambda: ours(True), args.repeats)
+    rows = [["raw model.generate", f"{raw_s * 1000:.0f}", f"{args.tokens / raw_s:.1f}", "1.000"],
+            ["Session.generate, no streaming", f"{plain_s * 1000:.0f}", f"{args.tokens / plain_s:.1f}",
+             f"{plain_s / raw_s:.3f}"],
+            ["Session.generate, streaming", f"{stream_s * 1000:.0f}", f"{args.tokens / stream_s:.1f}",
+             f"{stream_s / raw_s:.3f}"]]
+    print(f"Greedy generation of {args.tokens} tokens, SmolLM2-135M, best of {args.repeats}, on {device_name()}\n")
+    print(markdown_table(["path", "ms", "tokens/s", "time vs raw"], rows))
+
+
+if __name__ == "__main__":
+    main()
