@@ -19,7 +19,7 @@ from .data import classification_examples, read_records
 from .devices import memory_report
 from .errors import LLMError
 from .generation import GenerationResult, SamplingSettings
-from .interrupts import StopFlag
+from .interrupts import StopFlag, graceful_interrupts
 from .progress import ProgressBar
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 from .training import TrainOptions, TrainResult
@@ -43,6 +43,7 @@ class Session:
         self.history: list[dict] = []  # chat messages
         self.system: str | None = None
         self.runs: list[TrainResult] = []
+        self.evaluations: list = []
         self.last = None  # the latest result of any command
         self.stop_flag: StopFlag | None = None  # set while a run is active (Stop button, interrupt)
 
@@ -104,12 +105,8 @@ class Session:
                  output_scores: bool = False, **settings) -> GenerationResult:
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "generate")
-        self.stop_flag = StopFlag()
-        try:
-            result = generation.generate(self.loaded, prompt, SamplingSettings(**sampling), on_text,
-                                         self.stop_flag, output_scores)
-        finally:
-            self.stop_flag = None
+        result = self._stoppable(lambda stop: generation.generate(
+            self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores))
         self.last = result
         return result
 
@@ -119,8 +116,8 @@ class Session:
             self.system = system or None
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "chat")
-        result = generation.chat_turn(self.loaded, self.history, message, self.system,
-                                      SamplingSettings(**sampling), on_text)
+        result = self._stoppable(lambda stop: generation.chat_turn(
+            self.loaded, self.history, message, self.system, SamplingSettings(**sampling), on_text, stop))
         self.last = result
         return result
 
@@ -186,21 +183,41 @@ class Session:
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str) -> TrainResult:
         callbacks = list(on_step) + ([ProgressBar(description)] if progress else [])
-        self.stop_flag = StopFlag()
         try:
-            result = work(self.stop_flag, callbacks)
+            result = self._stoppable(lambda stop: work(stop, callbacks))
         finally:
-            self.stop_flag = None
             for callback in callbacks:
                 getattr(callback, "close", lambda: None)()
         self.runs.append(result)
         self.last = result
         return result
 
+    def _stoppable(self, work):
+        """Run `work(stop_flag)` with a graceful interrupt handler from its very first line."""
+        self.stop_flag = StopFlag()
+        try:
+            with graceful_interrupts(self.stop_flag):
+                return work(self.stop_flag)
+        finally:
+            self.stop_flag = None
+
     def stop(self):
         """Ask the active run (train, finetune or generate) to stop after its current step."""
         if self.stop_flag is not None:
             self.stop_flag.request("stop button")
+
+    # --- evaluation ---
+    def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,
+             seq_len: int = 512):
+        """Score the loaded model on a data file; the result is also recorded with the latest run."""
+        from . import evaluation
+
+        result = evaluation.evaluate(self.loaded, metric, read_records(data, text), max_new_tokens, seq_len)
+        self.evaluations.append(result)
+        if self.runs:
+            self.runs[-1].metrics[f"eval_{metric}"] = result.value
+        self.last = result
+        return result
 
     # --- attention ---
     def attention(self, text: str, layer: int | None = None, head: int | None = None, view: str | None = None,

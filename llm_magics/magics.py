@@ -128,6 +128,12 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--explain", action="store_true",
                            help="also shade tokens by attention rollout and gradient x input for the next token")
 
+    evaluate = commands.add_parser("eval", help="score the loaded model on --data (or the cell body)")
+    evaluate.add_argument("--metric", required=True, choices=["perplexity", "accuracy", "f1", "bleu", "rouge"])
+    evaluate.add_argument("--data", help=".txt / .jsonl file; '-' or none = the cell body")
+    evaluate.add_argument("--max-new-tokens", type=int, default=64, help="for bleu / rouge generations")
+    evaluate.add_argument("--seq-len", type=int, default=512, help="window for perplexity")
+
     commands.add_parser("stop", help="ask the active run to stop after its current step")
     return parser
 
@@ -270,6 +276,12 @@ class LLMMagics(Magics):
                 display(HTML(tokens_html(explanation["tokens"], explanation["saliency"], "gradient × input → next token")))
             self.session.last = captured
         return view
+
+    def _eval(self, args, cell):
+        result = self.session.eval(args.metric, data=args.data, text=cell, max_new_tokens=args.max_new_tokens,
+                                   seq_len=args.seq_len)
+        print(result.summary())
+        return result
 
     def _stop(self, args, cell):
         self.session.stop()

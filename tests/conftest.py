@@ -2,6 +2,7 @@
 import os
 import signal
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -57,8 +58,21 @@ def run(shell, line, cell=None):
     return shell.user_ns.get("_llm")
 
 
-def interrupt_after(seconds: float) -> threading.Timer:
-    """Deliver a real SIGINT to this process, as Jupyter's interrupt button does."""
-    timer = threading.Timer(seconds, os.kill, (os.getpid(), signal.SIGINT))
-    timer.start()
-    return timer
+def interrupt_after(seconds: float, session=None) -> threading.Thread:
+    """Deliver a real SIGINT to this process, as Jupyter's interrupt button does, `seconds` after
+    the session's run has started (and only while it is still running)."""
+    import llm_magics
+
+    session = session or llm_magics.session
+
+    def fire():
+        deadline = time.monotonic() + 120
+        while session.stop_flag is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(seconds)
+        if session.stop_flag is not None:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=fire, daemon=True)
+    thread.start()
+    return thread

@@ -84,7 +84,7 @@ def test_data_errors_name_the_problem(shell, capsys, magic_session, tmp_path):
 
 
 def test_interrupting_generation_keeps_partial_text(shell, capsys, magic_session):
-    timer = interrupt_after(1.5)
+    timer = interrupt_after(0.5)
     result = run(shell, "generate --max-new-tokens 2000 --seed 0", "Write a very long story about a dragon.")
     timer.join()
     assert result.interrupted and 0 < result.new_tokens < 2000
@@ -95,7 +95,7 @@ def test_interrupting_generation_keeps_partial_text(shell, capsys, magic_session
 
 def test_interrupting_training_keeps_model_and_checkpoint(shell, capsys, tmp_path):
     corpus = (DATA / "tiny_corpus.txt").read_text()
-    timer = interrupt_after(4)
+    timer = interrupt_after(2)
     result = run(shell, f"train --from-scratch --steps 100000 --checkpoint-every 20 --output-dir {tmp_path} "
                  "--no-progress --seq-len 32 --batch-size 4", corpus)
     timer.join()
