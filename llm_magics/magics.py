@@ -189,7 +189,7 @@ class LLMMagics(Magics):
         return status
 
     def _generate(self, args, cell):
-        prompt = cell if cell is not None else " ".join(args.prompt)
+        prompt = _body(cell) if cell is not None else " ".join(args.prompt)
         if args.widget:
             return self._playground(args, cell)
         result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
@@ -210,7 +210,7 @@ class LLMMagics(Magics):
         from .generation import SamplingSettings
         from .widgets import SamplingPanel
 
-        prompt = cell if cell is not None else " ".join(args.prompt)
+        prompt = _body(cell) if cell is not None else " ".join(args.prompt)
         settings = SamplingSettings(**_sampling(args), num_return_sequences=args.num_return_sequences).validated()
         panel = SamplingPanel(self.session, prompt, settings)
         display(panel)
@@ -265,7 +265,7 @@ class LLMMagics(Magics):
     def _attention(self, args, cell):
         from .attention import tokens_html
 
-        text = cell if cell is not None else " ".join(args.text)
+        text = _body(cell) if cell is not None else " ".join(args.text)
         view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view, backend=args.backend)
         display(view)
         captured = self.session.last
@@ -285,6 +285,11 @@ class LLMMagics(Magics):
 
     def _stop(self, args, cell):
         self.session.stop()
+
+
+def _body(cell: str) -> str:
+    """The cell body as a prompt: IPython's trailing newline is not part of it."""
+    return cell.rstrip("\n")
 
 
 def _print_streaming(text: str):

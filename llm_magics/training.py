@@ -12,6 +12,7 @@ import json
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -288,6 +289,8 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
     if resume:
         loaded.model = PeftModel.from_pretrained(loaded.model, resume, is_trainable=True)
         return
+    # peft still calls a transformers API that v5 renamed; the warning is theirs, not the user's.
+    warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     task_type = TaskType.SEQ_CLS if task == "classify" else TaskType.CAUSAL_LM
     config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.05, task_type=task_type)
     try:
