@@ -20,7 +20,21 @@ def __getattr__(name):
     raise AttributeError(f"module 'llm_magics' has no attribute {name!r}")
 
 
+def _jupyter_labextension_paths():
+    """Where JupyterLab finds the prebuilt extension (labextension/ builds into llm_magics/labextension)."""
+    return [{"src": "labextension", "dest": "llm-magics"}]
+
+
+bridge = None  # the JupyterLab extension's kernel side, set when the IPython extension loads
+
+
 def load_ipython_extension(ipython):
+    global bridge
+    from .frontend import FrontendBridge
     from .magics import LLMMagics
 
+    if bridge is None:
+        bridge = FrontendBridge(session)
+        ipython.events.register("post_run_cell", bridge.after_cell)
+        session.step_listeners.append(bridge.on_step)
     ipython.register_magics(LLMMagics(ipython, session))

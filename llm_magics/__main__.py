@@ -18,7 +18,17 @@ def demo() -> None:
     print(reply.text)
 
 
+def commands() -> None:
+    """The sub-commands and options, as JSON, for labextension/src/commands.json."""
+    import json
+
+    from .magics import command_spec
+
+    print(json.dumps(command_spec(), indent=1))
+
+
 if __name__ == "__main__":
-    if sys.argv[1:] != ["demo"]:
-        sys.exit("usage: python -m llm_magics demo")
-    demo()
+    actions = {"demo": demo, "commands": commands}
+    if len(sys.argv) != 2 or sys.argv[1] not in actions:
+        sys.exit("usage: python -m llm_magics demo|commands")
+    actions[sys.argv[1]]()

@@ -46,6 +46,7 @@ class Session:
         self.evaluations: list = []
         self.last = None  # the latest result of any command
         self.stop_flag: StopFlag | None = None  # set while a run is active (Stop button, interrupt)
+        self.step_listeners: list[Callable] = []  # called on every training step of every run
 
     # --- models ---
     @property
@@ -182,7 +183,7 @@ class Session:
 
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str) -> TrainResult:
-        callbacks = list(on_step) + ([ProgressBar(description)] if progress else [])
+        callbacks = list(on_step) + self.step_listeners + ([ProgressBar(description)] if progress else [])
         try:
             result = self._stoppable(lambda stop: work(stop, callbacks))
         finally:

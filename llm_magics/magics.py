@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
 PARSER = build_parser()
 
 
+def command_spec() -> dict[str, list[str]]:
+    """Every sub-command and its long options; the JupyterLab extension completes from this."""
+    actions = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction))
+    return {name: sorted(o for action in sub._actions for o in action.option_strings if o.startswith("--"))
+            for name, sub in actions.choices.items()}
+
+
 @magics_class
 class LLMMagics(Magics):
     def __init__(self, shell, session):

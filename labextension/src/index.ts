@@ -1,0 +1,93 @@
+import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/codemirror';
+import { ICompletionProviderManager } from '@jupyterlab/completer';
+import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
+import { IStatusBar } from '@jupyterlab/statusbar';
+import { LlmCompletionProvider } from './completion';
+import { llmHighlighter } from './highlight';
+import { ISnapshot } from './magic';
+import { RunsPanel, StatusItem } from './views';
+
+const COMM_TARGET = 'llm_magics';
+
+// The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
+type KernelConnection = NonNullable<NonNullable<NotebookPanel['sessionContext']['session']>['kernel']>;
+
+const plugin: JupyterFrontEndPlugin<void> = {
+  id: 'llm-magics:plugin',
+  description: '%%llm cells, model status and runs for llm-magics',
+  autoStart: true,
+  requires: [INotebookTracker, IEditorExtensionRegistry],
+  optional: [IStatusBar, ICompletionProviderManager, ILabShell],
+  activate: (
+    app: JupyterFrontEnd,
+    tracker: INotebookTracker,
+    editorExtensions: IEditorExtensionRegistry,
+    statusBar: IStatusBar | null,
+    completions: ICompletionProviderManager | null
+  ) => {
+    editorExtensions.addExtension({
+      name: 'llm-magics:highlight',
+      factory: () => EditorExtensionRegistry.createImmutableExtension(llmHighlighter)
+    });
+    completions?.registerProvider(new LlmCompletionProvider());
+
+    // The latest snapshot per kernel; the views show the current notebook's.
+    const snapshots = new Map<string, ISnapshot>();
+    const registered = new WeakSet<KernelConnection>();
+    const currentKernel = () => tracker.currentWidget?.sessionContext.session?.kernel ?? null;
+
+    const panel = new RunsPanel(() => {
+      // The kernel is busy training, so a comm message would wait; an interrupt is what our
+      // training loop turns into a graceful stop after the current step.
+      void currentKernel()?.interrupt();
+    });
+    const item = new StatusItem(() => {
+      if (!panel.isAttached) {
+        app.shell.add(panel, 'right', { rank: 700 });
+      }
+      app.shell.activateById(panel.id);
+    });
+    const refresh = () => {
+      const kernel = currentKernel();
+      const snapshot = kernel ? snapshots.get(kernel.id) ?? null : null;
+      item.render(snapshot);
+      panel.render(snapshot);
+    };
+
+    const watch = (kernel: KernelConnection | null | undefined) => {
+      if (!kernel || registered.has(kernel)) {
+        return;
+      }
+      registered.add(kernel);
+      kernel.registerCommTarget(COMM_TARGET, (comm, openMsg) => {
+        const receive = (data: unknown) => {
+          const snapshot = data as ISnapshot;
+          if (snapshot && snapshot.type === 'status') {
+            snapshots.set(kernel.id, snapshot);
+            refresh();
+          }
+        };
+        receive(openMsg.content.data);
+        comm.onMsg = msg => receive(msg.content.data);
+      });
+    };
+
+    tracker.widgetAdded.connect((_, notebook: NotebookPanel) => {
+      watch(notebook.sessionContext.session?.kernel);
+      notebook.sessionContext.kernelChanged.connect((_, change) => {
+        watch(change.newValue);
+        refresh();
+      });
+    });
+    tracker.currentChanged.connect(refresh);
+
+    if (statusBar) {
+      statusBar.registerStatusItem('llm-magics:status', { item, align: 'left', rank: 50 });
+    }
+    app.shell.add(panel, 'right', { rank: 700 });
+    refresh();
+  }
+};
+
+export default plugin;

@@ -1,0 +1,145 @@
+// Pure functions about %llm / %%llm text: highlighting tokens, completion and status text.
+// Kept free of JupyterLab imports so jest tests them directly.
+import commandSpec from './commands.json';
+
+export const COMMANDS: Record<string, string[]> = commandSpec;
+
+export type TokenType = 'magic' | 'command' | 'option' | 'value' | 'unknown';
+
+export interface IToken {
+  from: number;
+  to: number;
+  type: TokenType;
+}
+
+/** Whether a cell is a %%llm cell (the magic must be its first line). */
+export function isLlmCell(text: string): boolean {
+  return /^%%llm(\s|$)/.test(text);
+}
+
+/** Tokens of a `%llm ...` / `%%llm ...` line, with offsets inside the line. */
+export function tokenizeMagicLine(line: string): IToken[] {
+  const match = /^(\s*)(%%?llm)(?=\s|$)/.exec(line);
+  if (!match) {
+    return [];
+  }
+  const tokens: IToken[] = [];
+  const start = match[1].length;
+  tokens.push({ from: start, to: start + match[2].length, type: 'magic' });
+  const word = /\S+/g;
+  word.lastIndex = start + match[2].length;
+  let command: string | null = null;
+  let part: RegExpExecArray | null;
+  while ((part = word.exec(line)) !== null) {
+    const text = part[0];
+    const from = part.index;
+    const to = from + text.length;
+    if (command === null && !text.startsWith('-')) {
+      command = text;
+      tokens.push({ from, to, type: text in COMMANDS ? 'command' : 'unknown' });
+    } else if (text.startsWith('--')) {
+      const name = text.split('=')[0];
+      const known = name === '--help' || (command !== null && (COMMANDS[command] || []).includes(name));
+      tokens.push({ from, to, type: known ? 'option' : 'unknown' });
+    } else {
+      tokens.push({ from, to, type: 'value' });
+    }
+  }
+  return tokens;
+}
+
+/** Completion candidates for the text before the cursor on a magic line, or null if none apply. */
+export function completeMagic(before: string): { start: number; items: string[] } | null {
+  const match = /^(\s*%%?llm)(\s+.*)?$/.exec(before);
+  if (!match) {
+    return null;
+  }
+  const rest = match[2] || '';
+  const words = rest.trim().length ? rest.trim().split(/\s+/) : [];
+  const typingNew = rest.length === 0 || /\s$/.test(rest);
+  const current = typingNew ? '' : words[words.length - 1];
+  const start = before.length - current.length;
+  const done = typingNew ? words : words.slice(0, -1);
+  if (rest.length === 0) {
+    return null; // the cursor is right after "%%llm": wait for a space
+  }
+  if (done.length === 0) {
+    return { start, items: Object.keys(COMMANDS).filter(c => c.startsWith(current)) };
+  }
+  const options = COMMANDS[done[0]];
+  if (!options || !current.startsWith('-') && current !== '') {
+    return options && current === '' ? { start, items: options.filter(o => !done.includes(o)) } : null;
+  }
+  return { start, items: options.filter(o => o.startsWith(current) && !done.includes(o)) };
+}
+
+export interface IModelStatus {
+  model: string | null;
+  kind?: string;
+  device?: string;
+  dtype?: string;
+  parameters?: number;
+  trainable_parameters?: number;
+  context_length?: number | null;
+  weights_mb?: number;
+  gpu_memory_mb?: number;
+  process_memory_mb?: number;
+}
+
+export interface IRun {
+  index: number;
+  kind: string;
+  steps: number;
+  total_steps: number;
+  initial_loss: number | null;
+  final_loss: number | null;
+  interrupted: boolean;
+  checkpoint: string | null;
+  output_dir: string | null;
+  metrics: Record<string, number>;
+  tokens_per_second: number;
+}
+
+export interface IActiveRun {
+  kind: string;
+  step: number;
+  total_steps: number;
+  loss: number;
+}
+
+export interface ISnapshot {
+  type: 'status';
+  status: IModelStatus;
+  runs: IRun[];
+  active: IActiveRun | null;
+}
+
+export function shortModelName(name: string): string {
+  const base = name.split(' (')[0];
+  const parts = base.split('/');
+  return parts[parts.length - 1] || base;
+}
+
+/** The status bar text: model · device · memory · training progress. */
+export function statusText(snapshot: ISnapshot | null): string {
+  if (!snapshot || !snapshot.status.model) {
+    return '';
+  }
+  const s = snapshot.status;
+  const memory = s.gpu_memory_mb !== undefined ? `GPU ${Math.round(s.gpu_memory_mb)} MB`
+    : s.process_memory_mb !== undefined ? `RAM ${Math.round(s.process_memory_mb)} MB` : '';
+  const parts = [`LLM: ${shortModelName(s.model!)}`, s.device || '', memory];
+  if (snapshot.active) {
+    const a = snapshot.active;
+    parts.push(`${a.kind} ${a.step}/${a.total_steps} loss ${a.loss.toFixed(3)}`);
+  }
+  return parts.filter(p => p).join(' · ');
+}
+
+export function formatParameters(count: number | undefined): string {
+  if (count === undefined) {
+    return '?';
+  }
+  return count >= 1e9 ? `${(count / 1e9).toFixed(2)}B` : count >= 1e6 ? `${(count / 1e6).toFixed(1)}M`
+    : `${(count / 1e3).toFixed(1)}K`;
+}

@@ -1,0 +1,147 @@
+"""A real JupyterLab on loopback and a real headless Chromium: the extension, the live loss chart and the
+attention view as a person sees them. Screenshots land in test-artifacts/."""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import nbformat
+import pytest
+
+from conftest import ARTIFACTS, DATA
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
+TOKEN = "llm-magics-test-token"
+CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab")
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in [
+        "%load_ext llm_magics",
+        "%llm load default",
+        "%llm attention --layer 3 The cat sat on the mat because it was tired.",
+        f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
+    ]]
+    nbformat.write(notebook, root / "demo.ipynb")
+    plain = nbformat.v4.new_notebook()
+    plain.metadata["kernelspec"] = notebook.metadata["kernelspec"]
+    plain.cells = [nbformat.v4.new_code_cell("print(1 + 1)")]
+    nbformat.write(plain, root / "plain.ipynb")
+    port = _free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / "jupyterlab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
+         "--ServerApp.disable_check_xsrf=True", "--allow-root"],
+        stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(120):
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
+            break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        server.kill()
+        pytest.fail("JupyterLab did not start: see test-artifacts/jupyterlab.log")
+    yield base
+    server.terminate()
+    server.wait(timeout=30)
+    log.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield chromium
+        chromium.close()
+
+
+def _open(browser, lab, name):
+    page = browser.new_page(viewport={"width": 1500, "height": 1000})
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(f"{lab}/lab/tree/{name}?reset&token={TOKEN}")  # reset: no notebooks restored from before
+    page.wait_for_selector(".jp-Notebook", timeout=60_000)
+    page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget && "
+                           "window.jupyterapp.shell.currentWidget.sessionContext && "
+                           "window.jupyterapp.shell.currentWidget.sessionContext.session && "
+                           "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel && "
+                           "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=90_000)
+    return page, errors
+
+
+def _ours(errors):
+    return [e for e in errors if "llm" in e.lower()]
+
+
+def test_extension_chart_attention_status_and_panel(browser, lab):
+    page, errors = _open(browser, lab, "demo.ipynb")
+    assert page.evaluate("window.jupyterapp.isPluginActivated('llm-magics:plugin')")
+    # The %%llm cell's magic line is highlighted by token, before anything runs.
+    page.wait_for_selector(".cm-llm-command", timeout=30_000)
+    commands = page.eval_on_selector_all(".cm-llm-command", "nodes => nodes.map(n => n.textContent)")
+    assert "train" in commands and "load" in commands
+    assert page.locator(".cm-llm-body").count() >= 1
+    assert page.locator(".llm-status-item").evaluate("n => n.style.display") == "none"  # nothing loaded yet
+
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    # The attention view: lines drawn in the head view.
+    page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
+    assert page.locator(".llm-attention line.llm-line").count() > 5
+    # The live loss chart: plotly draws the loss trace with points.
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"
+        ".some(p => (p.getAttribute('d') || '').split('L').length > 10)", timeout=180_000)
+    page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=180_000)
+    page.wait_for_function("document.querySelector('.llm-status-item') && "
+                           "document.querySelector('.llm-status-item').textContent.includes('from-scratch')",
+                           timeout=30_000)
+    status = page.locator(".llm-status-item").text_content()
+    assert "cpu" in status and "RAM" in status
+    page.screenshot(path=str(ARTIFACTS / "lab-notebook.png"), full_page=False)
+
+    page.locator(".llm-status-item").click()
+    page.wait_for_selector("#llm-magics-panel .llm-run", state="attached", timeout=30_000)
+    run = page.locator("#llm-magics-panel .llm-run").first.text_content()
+    assert "train: 40/40 steps" in run and "→" in run
+    assert "parameters" in page.locator("#llm-magics-panel .llm-card").text_content()
+    page.screenshot(path=str(ARTIFACTS / "lab-panel.png"))
+    assert not _ours(errors), errors
+    page.close()
+
+
+def test_notebook_without_llm_magics_shows_nothing(browser, lab):
+    page, errors = _open(browser, lab, "plain.ipynb")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function("window.jupyterapp.shell.currentWidget.content.model.cells.get(0).outputs.length > 0",
+                           timeout=60_000)
+    page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
+    assert page.locator(".llm-status-item").evaluate("n => n.style.display") == "none"
+    page.screenshot(path=str(ARTIFACTS / "lab-plain.png"))
+    assert not _ours(errors), errors
+    page.close()
