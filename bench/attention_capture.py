@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import best_time, device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.attention import capture  # noqa: E402
+from llm_magics.attention import bertviz_html, capture  # noqa: E402
+from llm_magics.attention_view import AttentionView  # noqa: E402
 
 
 def main():
@@ -25,7 +26,7 @@ def main():
     loaded = session.load("default")
     eager = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager",
                                                  dtype=loaded.dtype).to(loaded.device).eval()
-    rows = []
+    rows, payload = [], []
     for n in args.lengths:
         ids = torch.randint(100, 40000, (1, n))
         text = loaded.tokenizer.decode(ids[0])
@@ -42,6 +43,11 @@ def main():
 
         ours_s, base_s = best_time(ours), best_time(baseline)
         ours_mb, base_mb = peak_memory_mb(ours), peak_memory_mb(baseline)
+        # What each view sends to the browser for this one layer: our widget's state vs bertviz's page.
+        view = AttentionView(loaded, text, layer=args.layer)
+        widget_mb = (len(view.weights) + len(view.thumbnails) + 16 * len(view.tokens)) / 2**20
+        bertviz_mb = len(bertviz_html(capture(loaded, text, layers=args.layer)).data) / 2**20
+        payload.append([n, f"{widget_mb:.2f}", f"{bertviz_mb:.1f}", f"{bertviz_mb / widget_mb:.0f}x"])
         rows.append([n, f"{ours_s * 1000:.0f}", f"{base_s * 1000:.0f}", f"{base_s / ours_s:.2f}x",
                      f"{ours_mb:.0f}", f"{base_mb:.0f}",
                      f"{base_mb / ours_mb:.1f}x" if ours_mb >= 16 else "(ours below RSS resolution)"])
@@ -50,6 +56,9 @@ def main():
     table = markdown_table(["tokens", "ours ms", "eager ms", "speed-up", "ours peak MB", "eager peak MB",
                             "memory ratio"], rows)
     print(f"\nAttention capture, SmolLM2-135M, layer {args.layer} of 30, on {device_name()}\n\n{table}")
+    print("\nSent to the browser for that layer (all heads): our widget state vs bertviz's head-view HTML "
+          "(which also needs require.js and d3 from a CDN)\n")
+    print(markdown_table(["tokens", "our widget MB", "bertviz MB", "ratio"], payload))
 
 
 if __name__ == "__main__":

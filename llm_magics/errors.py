@@ -3,3 +3,13 @@
 
 class LLMError(Exception):
     """A problem the user can fix (bad option, missing file, no model loaded...)."""
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU allocator's RuntimeError, both mean 'ask for less'."""
+    import torch
+
+    if isinstance(error, torch.cuda.OutOfMemoryError):
+        return True
+    message = str(error)
+    return isinstance(error, RuntimeError) and ("can't allocate memory" in message or "out of memory" in message)

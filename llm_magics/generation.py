@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer, set_seed
 
-from .errors import LLMError
+from .errors import LLMError, is_out_of_memory
 from .interrupts import StopFlag, graceful_interrupts
 from .loading import CAUSAL, LoadedModel
 
@@ -129,12 +129,18 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
         streamer = _CallbackStreamer(loaded.tokenizer, on_text)
     with graceful_interrupts(stop) as flag:
         start = time.perf_counter()
-        with torch.inference_mode():
-            output = loaded.model.generate(
-                **inputs, **settings.generate_kwargs(), streamer=streamer,
-                stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
-                pad_token_id=loaded.tokenizer.pad_token_id,
-                return_dict_in_generate=True, output_scores=output_scores)
+        try:
+            with torch.inference_mode():
+                output = loaded.model.generate(
+                    **inputs, **settings.generate_kwargs(), streamer=streamer,
+                    stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
+                    pad_token_id=loaded.tokenizer.pad_token_id,
+                    return_dict_in_generate=True, output_scores=output_scores)
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            raise LLMError(f"out of memory generating {settings.num_return_sequences} x "
+                           f"{settings.max_new_tokens} tokens: ask for fewer sequences or tokens") from None
         seconds = time.perf_counter() - start
     new_ids = output.sequences[:, prompt_length:]
     texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)

@@ -21,7 +21,7 @@ import torch
 
 from .data import (IGNORE_INDEX, RandomWindows, classification_examples, pad_batch,
                    read_records, supervised_examples, texts_of, token_stream)
-from .errors import LLMError
+from .errors import LLMError, is_out_of_memory
 from .generation import context_length
 from .interrupts import StopFlag, graceful_interrupts
 from .loading import CAUSAL, CLASSIFIER, LoadedModel, quiet_transformers
@@ -448,12 +448,16 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                     save(step)
                     last_saved = step
             result.interrupted = flag.requested
-    except torch.cuda.OutOfMemoryError:
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
         optimizer.zero_grad(set_to_none=True)
-        torch.cuda.empty_cache()
-        raise LLMError(f"out of GPU memory at --batch-size {options.batch_size} --seq-len {options.seq_len}: "
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        where = "GPU" if loaded.device.type == "cuda" else "CPU"
+        raise LLMError(f"out of {where} memory at --batch-size {options.batch_size} --seq-len {options.seq_len}: "
                        f"try --batch-size {max(1, options.batch_size // 2)} --grad-accum "
-                       f"{options.grad_accum * 2}") from None
+                       f"{options.grad_accum * 2} (the model is unchanged)") from None
     finally:
         model.eval()
         loaded.model = accelerator.unwrap_model(model)

@@ -53,6 +53,7 @@ class TrainingView:
         self.redraws = 0
         self._last_draw = 0.0
         self._result = None
+        self._handle = None  # the cell output, replaced by a static figure when training ends
         self.figure = go.FigureWidget(layout=go.Layout(
             height=320, margin=dict(l=50, r=50, t=30, b=40), xaxis_title="step", yaxis_title="loss",
             yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False),
@@ -72,7 +73,7 @@ class TrainingView:
     def _ipython_display_(self):
         from IPython.display import display
 
-        display(self.widget)
+        self._handle = display(self.widget, display_id=True)
 
     def __call__(self, row: dict, result) -> None:
         self._result = result
@@ -113,6 +114,22 @@ class TrainingView:
     def close(self) -> None:
         self.redraw()
         self.stop_button.disabled = True
+        if self._handle is not None and self._result is not None:
+            # Swap the live widget for a plain plotly figure: saved in the notebook as JSON and drawn by
+            # the plotly JupyterLab/Notebook extension with its bundled plotly.js, no kernel or CDN needed.
+            self._handle.update(self.static_figure(), raw=True)
+
+    def static_figure(self) -> dict:
+        """The final chart as a plotly mime bundle, the header as its title."""
+        import re
+
+        import plotly.io as pio
+
+        figure = go.Figure(self.figure)
+        figure.update_layout(title=dict(text=re.sub("<[^>]+>", "", self.header.value), font=dict(size=13)))
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
+        bundle["text/plain"] = re.sub("<[^>]+>", "", self.header.value)
+        return bundle
 
 
 def _duration(seconds: float) -> str:

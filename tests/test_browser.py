@@ -35,6 +35,7 @@ def lab(tmp_path_factory):
         "%load_ext llm_magics",
         "%llm load default",
         "%llm attention --layer 3 The cat sat on the mat because it was tired.",
+        "long_text = 'The quick brown fox jumps over the lazy dog. ' * 108\n%llm attention --layer 5 {long_text}",
         f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
     ]]
     nbformat.write(notebook, root / "demo.ipynb")
@@ -112,6 +113,19 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
     # The attention view: lines drawn in the head view.
     page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
     assert page.locator(".llm-attention line.llm-line").count() > 5
+    # Over 1,024 tokens open in the matrix view: a full-resolution canvas with attention drawn on it.
+    page.wait_for_function("[...document.querySelectorAll('canvas.llm-matrix')].some(c => c.width >= 1024)",
+                           timeout=120_000)
+    inked = """() => { const c = [...document.querySelectorAll('canvas.llm-matrix')].find(c => c.width >= 1024);
+        const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 0; i < d.length; i += 4) { if (d[i] < 250) n++; } return n; }"""
+    assert page.evaluate(inked) > 1000
+    before = page.evaluate("document.querySelector('canvas.llm-matrix').toDataURL().length")
+    page.locator(".llm-layer").nth(1).select_option("7")  # the long text's view: recaptured in the kernel
+    page.wait_for_function(f"document.querySelector('canvas.llm-matrix').toDataURL().length !== {before}",
+                           timeout=60_000)
+    page.locator("canvas.llm-matrix").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lab-attention-1024.png"))
     # The live loss chart: plotly draws the loss trace with points.
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"

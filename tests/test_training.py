@@ -126,3 +126,14 @@ def test_interrupt_via_stop_flag_between_steps(tmp_path):
     with torch.no_grad():
         logits = s.model(**s.tokenizer("The cat", return_tensors="pt")).logits
     assert torch.isfinite(logits).all()
+
+
+def test_out_of_memory_is_one_clear_line_and_the_model_survives():
+    s = Session()
+    s.train(text=CORPUS * 4, from_scratch=True, steps=2, seq_len=32, progress=False)
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    # 200k x 512 tokens: the activations (~50 GB) cannot be allocated on any CI machine.
+    with pytest.raises(LLMError, match="out of (CPU|GPU) memory at --batch-size 200000.*try --batch-size 100000"):
+        s.train(text=CORPUS * 4, steps=2, seq_len=512, batch_size=200000, progress=False)
+    assert all(torch.equal(before[k], v) for k, v in s.model.state_dict().items())
+    assert s.generate("The cat", max_new_tokens=2, do_sample=False).new_tokens >= 1

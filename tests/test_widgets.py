@@ -26,6 +26,10 @@ def test_live_training_view_plots_every_step_throttled():
     assert "60/60" in view.header.value and "done" in view.header.value
     assert view.progress.value == 60 and view.stop_button.disabled
     assert list(result.history_frame()["step"]) == list(range(1, 61))
+    bundle = view.static_figure()  # what replaces the live widget in the saved notebook
+    figure = bundle["application/vnd.plotly.v1+json"]
+    assert [len(trace["x"]) for trace in figure["data"]] == [60, 60, 3, 60]
+    assert "60/60" in bundle["text/plain"]
 
 
 def test_stop_button_ends_training_with_model_usable(tmp_path):

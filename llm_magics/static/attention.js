@@ -24,11 +24,11 @@ function shortToken(t) {
 function drawMatrix(canvas, data, n, size) {
   canvas.width = n; canvas.height = n;
   canvas.style.width = size + "px"; canvas.style.height = size + "px";
-  canvas.style.imageRendering = "pixelated";
+  canvas.style.imageRendering = n <= size ? "pixelated" : "auto";  // upscale crisply, downscale smoothly
   const ctx = canvas.getContext("2d");
   const image = ctx.createImageData(n, n);
   for (let i = 0; i < n * n; i++) {
-    const v = data[i];
+    const v = Math.sqrt(data[i] / 255) * 255;  // sqrt: faint long-range attention stays visible
     image.data[4 * i] = 255 - v * 0.8; image.data[4 * i + 1] = 255 - v * 0.55; image.data[4 * i + 2] = 255 - v * 0.1;
     image.data[4 * i + 3] = 255;
   }
