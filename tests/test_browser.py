@@ -43,15 +43,32 @@ def lab(tmp_path_factory):
     plain.metadata["kernelspec"] = notebook.metadata["kernelspec"]
     plain.cells = [nbformat.v4.new_code_cell("print(1 + 1)")]
     nbformat.write(plain, root / "plain.ipynb")
+    yield from _serve("lab", root)
+
+
+@pytest.fixture(scope="module")
+def notebook7(lab, tmp_path_factory):
+    root = tmp_path_factory.mktemp("nb7")
+    for name in ("demo.ipynb",):
+        shutil.copy(lab.root / name, root / name)
+    yield from _serve("notebook", root)
+
+
+class Server(str):
+    root = None
+
+
+def _serve(app: str, root):
     port = _free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / "jupyterlab.log", "w")
+    log = open(ARTIFACTS / f"jupyter-{app}.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--LabApp.expose_app_in_browser=True",
-         "--ServerApp.disable_check_xsrf=True", "--allow-root"],
+        [sys.executable, "-m", "jupyter", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
+         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True",
+         "--allow-root", "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True"],
         stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    base = Server(f"http://127.0.0.1:{port}")
+    base.root = root
     for _ in range(120):
         try:
             urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
@@ -60,7 +77,7 @@ def lab(tmp_path_factory):
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail("JupyterLab did not start: see test-artifacts/jupyterlab.log")
+        pytest.fail(f"jupyter {app} did not start: see test-artifacts/jupyter-{app}.log")
     yield base
     server.terminate()
     server.wait(timeout=30)
@@ -79,12 +96,12 @@ def browser():
         chromium.close()
 
 
-def _open(browser, lab, name):
+def _open(browser, lab, name, path="lab/tree"):
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     errors = []
     page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{lab}/lab/tree/{name}?reset&token={TOKEN}")  # reset: no notebooks restored from before
+    page.goto(f"{lab}/{path}/{name}?reset&token={TOKEN}")  # reset: no notebooks restored from before
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget && "
                            "window.jupyterapp.shell.currentWidget.sessionContext && "
@@ -157,5 +174,17 @@ def test_notebook_without_llm_magics_shows_nothing(browser, lab):
     page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
     assert page.locator(".llm-status-item").evaluate("n => n.style.display") == "none"
     page.screenshot(path=str(ARTIFACTS / "lab-plain.png"))
+    assert not _ours(errors), errors
+    page.close()
+
+
+def test_notebook7_renders_the_chart_and_attention_offline(browser, notebook7):
+    page, errors = _open(browser, notebook7, "demo.ipynb", path="notebooks")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"
+        ".some(p => (p.getAttribute('d') || '').split('L').length > 10)", timeout=180_000)
+    page.screenshot(path=str(ARTIFACTS / "notebook7.png"))
     assert not _ours(errors), errors
     page.close()
