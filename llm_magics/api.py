@@ -17,7 +17,7 @@ import torch
 from . import generation, loading, training
 from .data import classification_examples, read_records
 from .devices import memory_report
-from .errors import LLMError
+from .errors import LLMError, no_model
 from .generation import GenerationResult, SamplingSettings
 from .interrupts import StopFlag, graceful_interrupts
 from .progress import ProgressBar
@@ -66,7 +66,7 @@ class Session:
 
     def require_model(self, action: str) -> LoadedModel:
         if self.loaded is None:
-            raise LLMError(f"no model loaded: run `%llm load default` (or a path / hub id) before {action}")
+            raise no_model(action)
         return self.loaded
 
     def status(self) -> dict:

@@ -16,7 +16,7 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .errors import LLMError
+from .errors import LLMError, no_model
 from .loading import LoadedModel
 
 CAPTURE = "llm_magics_capture"
@@ -142,7 +142,7 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
             rollout: bool = False) -> AttentionCapture:
     """Attention of `text` for the asked layers (default: the last) and heads (default: all)."""
     if loaded is None:
-        raise LLMError("no model loaded: run `%llm load default` (or `minilm`) first")
+        raise no_model("attention")
     if not text or not text.strip():
         raise LLMError("the text is empty: give the text whose attention to show")
     num_layers, num_heads = model_shape(loaded.model)

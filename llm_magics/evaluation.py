@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .data import classification_examples, texts_of, token_stream
-from .errors import LLMError
+from .errors import LLMError, no_model
 from .generation import SamplingSettings, context_length, generate_ids
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 
@@ -30,7 +30,7 @@ class EvalResult:
 def evaluate(loaded: LoadedModel | None, metric: str, records: list[dict], max_new_tokens: int = 64,
              seq_len: int = 512) -> EvalResult:
     if loaded is None:
-        raise LLMError("no model loaded: run `%llm load ...` first")
+        raise no_model("eval")
     if metric not in METRICS:
         raise LLMError(f"unknown --metric {metric!r}: use {', '.join(METRICS)}")
     if metric == "perplexity":

@@ -8,7 +8,7 @@ from typing import Callable
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer, set_seed
 
-from .errors import LLMError, is_out_of_memory
+from .errors import LLMError, is_out_of_memory, no_model
 from .interrupts import StopFlag, graceful_interrupts
 from .loading import CAUSAL, LoadedModel
 
@@ -96,7 +96,7 @@ class _StopWhenFlagged(StoppingCriteria):
 
 def require_causal(loaded: LoadedModel | None, action: str) -> LoadedModel:
     if loaded is None:
-        raise LLMError(f"no model loaded: run `%llm load default` (or a path / hub id) before {action}")
+        raise no_model(action)
     if loaded.kind != CAUSAL:
         raise LLMError(f"{action} needs a causal language model; {loaded.name} is a {loaded.kind} model")
     return loaded

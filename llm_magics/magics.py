@@ -134,7 +134,6 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-new-tokens", type=int, default=64, help="for bleu / rouge generations")
     evaluate.add_argument("--seq-len", type=int, default=512, help="window for perplexity")
 
-    commands.add_parser("stop", help="ask the active run to stop after its current step")
     return parser
 
 
@@ -289,9 +288,6 @@ class LLMMagics(Magics):
                                    seq_len=args.seq_len)
         print(result.summary())
         return result
-
-    def _stop(self, args, cell):
-        self.session.stop()
 
 
 def _body(cell: str) -> str:

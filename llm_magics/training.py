@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from .data import (IGNORE_INDEX, RandomWindows, classification_examples, pad_batch,
-                   read_records, supervised_examples, texts_of, token_stream)
+                   supervised_examples, texts_of, token_stream)
 from .errors import LLMError, is_out_of_memory
 from .generation import context_length
 from .interrupts import StopFlag, graceful_interrupts

@@ -21,18 +21,6 @@ def in_notebook() -> bool:
     return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
 
 
-def _poll_ui_events():
-    """Let button clicks reach the kernel while the cell is still running (jupyter-ui-poll)."""
-    if not in_notebook():
-        return
-    try:
-        from jupyter_ui_poll import ui_events
-        with ui_events() as poll:
-            poll(5)
-    except Exception:  # an unsupported kernel: the interrupt button still stops gracefully
-        pass
-
-
 class TrainingView:
     """Live loss / eval loss / learning-rate chart with tokens/s, ETA, a progress bar and Stop.
 
@@ -40,8 +28,9 @@ class TrainingView:
     """
 
     def __init__(self, session, title: str = "training", max_redraws_per_second: float = 4.0,
-                 smoothing: float = 0.9):
+                 smoothing: float = 0.9, max_points: int = 1000):
         self.session, self.title = session, title
+        self.max_points = max_points  # per trace: the browser redraws the whole array on each update
         self.min_interval = 1.0 / max_redraws_per_second
         self.smoothing = smoothing
         self.steps: list[int] = []
@@ -66,6 +55,10 @@ class TrainingView:
         self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="60%"))
         self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
                                           tooltip="Stop after the current step (the model and checkpoint are kept)")
+        # The kernel is busy training, so the click message itself waits until the cell ends: in JupyterLab
+        # and Notebook 7 the llm-magics extension turns a click on this class into a kernel interrupt,
+        # which the loop handles as a stop after the current step. The Python handler serves API use.
+        self.stop_button.add_class("llm-stop-training")
         self.stop_button.on_click(lambda _: self.session.stop())
         self.widget = widgets.VBox([widgets.HBox([self.header]), widgets.HBox([self.progress, self.stop_button]),
                                     self.figure])
@@ -89,18 +82,19 @@ class TrainingView:
         if now - self._last_draw >= self.min_interval or row["step"] == result.total_steps:
             self.redraw()
             self._last_draw = time.perf_counter()
-            _poll_ui_events()
 
     def redraw(self) -> None:
         result = self._result
         if result is None:
             return
+        keep = self._shown_indices()
+        steps = [self.steps[i] for i in keep]
         with self.figure.batch_update():
             raw, smooth, evals, lr = self.figure.data
-            raw.x, raw.y = self.steps, self.losses
-            smooth.x, smooth.y = self.steps, self.smoothed
+            raw.x, raw.y = steps, [self.losses[i] for i in keep]
+            smooth.x, smooth.y = steps, [self.smoothed[i] for i in keep]
             evals.x, evals.y = self.eval_steps, self.eval_losses
-            lr.x, lr.y = self.steps, self.lrs
+            lr.x, lr.y = steps, [self.lrs[i] for i in keep]
         step, total = self.steps[-1], result.total_steps
         rate = result.tokens_per_second
         seconds_per_step = result.seconds / max(len(self.steps), 1)
@@ -110,6 +104,14 @@ class TrainingView:
         self.header.value = (f"<b>{html.escape(self.title)}</b>: step {step}/{total} · loss {self.losses[-1]:.4f}"
                              f" · {rate:,.0f} tokens/s · {state}")
         self.redraws += 1
+
+    def _shown_indices(self) -> list[int]:
+        """All steps, or at most max_points evenly spaced ones (the last always): long runs stay light."""
+        count = len(self.steps)
+        if count <= self.max_points:
+            return list(range(count))
+        stride = count / self.max_points
+        return sorted({int(i * stride) for i in range(self.max_points)} | {count - 1})
 
     def close(self) -> None:
         self.redraw()

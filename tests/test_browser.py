@@ -1,6 +1,5 @@
 """A real JupyterLab on loopback and a real headless Chromium: the extension, the live loss chart and the
 attention view as a person sees them. Screenshots land in test-artifacts/."""
-import json
 import os
 import shutil
 import socket
@@ -43,6 +42,13 @@ def lab(tmp_path_factory):
     plain.metadata["kernelspec"] = notebook.metadata["kernelspec"]
     plain.cells = [nbformat.v4.new_code_cell("print(1 + 1)")]
     nbformat.write(plain, root / "plain.ipynb")
+    endless = nbformat.v4.new_notebook()
+    endless.metadata["kernelspec"] = notebook.metadata["kernelspec"]
+    endless.cells = [nbformat.v4.new_code_cell(source) for source in [
+        "%load_ext llm_magics",
+        f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
+    ]]
+    nbformat.write(endless, root / "stop.ipynb")
     yield from _serve("lab", root)
 
 
@@ -186,5 +192,24 @@ def test_notebook7_renders_the_chart_and_attention_offline(browser, notebook7):
         "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"
         ".some(p => (p.getAttribute('d') || '').split('L').length > 10)", timeout=180_000)
     page.screenshot(path=str(ARTIFACTS / "notebook7.png"))
+    assert not _ours(errors), errors
+    page.close()
+
+
+def _stop_training_from_the_browser(page, click):
+    # Not awaiting the command: it resolves only when the (endless) cell ends.
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    page.wait_for_function("() => /step ([6-9]|\\d\\d+)\\//.test(document.body.innerText)", timeout=120_000)
+    click()
+    page.wait_for_function("document.body.innerText.includes('Stopped early: the model in memory keeps step')",
+                           timeout=60_000)
+    page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+                           timeout=60_000)
+
+
+def test_stop_button_of_the_live_chart_stops_training(browser, lab):
+    page, errors = _open(browser, lab, "stop.ipynb")
+    _stop_training_from_the_browser(page, lambda: page.locator("button:has-text('Stop')").first.click())
+    page.screenshot(path=str(ARTIFACTS / "lab-stopped.png"))
     assert not _ours(errors), errors
     page.close()

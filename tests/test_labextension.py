@@ -47,3 +47,16 @@ def test_kernel_side_snapshot_and_throttled_progress():
     json.dumps(message)  # plain JSON for the comm
     assert message["status"]["model"].startswith("from-scratch") and message["runs"][0]["steps"] == 12
     assert message["active"] is None and message["status"]["process_memory_mb"] > 0
+
+
+def test_wheel_ships_the_prebuilt_extension(tmp_path):
+    import sys
+    import zipfile
+
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
+                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    names = zipfile.ZipFile(next(tmp_path.glob("llm_magics-*.whl"))).namelist()
+    shared = [n for n in names if "/share/jupyter/labextensions/llm-magics/" in n]
+    assert any(n.endswith("/package.json") for n in shared)
+    assert any("/static/remoteEntry." in n for n in shared)
+    assert "llm_magics/static/attention.js" in names  # the attention widget's JS, no CDN

@@ -32,6 +32,16 @@ def test_live_training_view_plots_every_step_throttled():
     assert "60/60" in bundle["text/plain"]
 
 
+def test_long_runs_are_thinned_for_the_browser():
+    s = Session()
+    view = TrainingView(s, "tiny", max_points=50)
+    result = s.train(text=CORPUS, from_scratch=True, steps=300, seq_len=16, batch_size=2, on_step=[view],
+                     progress=False)
+    raw = view.figure.data[0]
+    assert len(raw.x) <= 51 and raw.x[0] == 1 and raw.x[-1] == 300
+    assert len(view.losses) == 300 and len(result.history) == 300  # the full history is kept
+
+
 def test_stop_button_ends_training_with_model_usable(tmp_path):
     s = Session()
     view = TrainingView(s, "tiny")

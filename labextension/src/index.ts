@@ -82,6 +82,25 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     tracker.currentChanged.connect(refresh);
 
+    // The live training chart's Stop button: its click would queue behind the running cell, so interrupt
+    // the kernel of the notebook it sits in; the training loop turns that into a stop after the step.
+    document.addEventListener(
+      'click',
+      event => {
+        const button = (event.target as HTMLElement | null)?.closest?.('.llm-stop-training') as HTMLButtonElement | null;
+        if (!button || button.disabled) {
+          return;
+        }
+        const notebook = tracker.find(panel => panel.node.contains(button));
+        const kernel = notebook?.sessionContext.session?.kernel;
+        if (kernel) {
+          button.disabled = true; // one interrupt: a second one would stop mid-step
+          void kernel.interrupt();
+        }
+      },
+      true
+    );
+
     if (statusBar) {
       statusBar.registerStatusItem('llm-magics:status', { item, align: 'left', rank: 50 });
     }
