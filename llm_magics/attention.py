@@ -9,7 +9,7 @@ generation never pays for it. Attention rollout is accumulated layer by layer in
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from transformers import AttentionInterface
@@ -17,6 +17,7 @@ from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_f
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .errors import LLMError, no_model
+from .generation import context_length
 from .loading import LoadedModel
 
 CAPTURE = "llm_magics_capture"
@@ -33,10 +34,6 @@ class AttentionCapture:
     causal: bool
     thumbnails: torch.Tensor | None = None  # (layers, heads, t, t) pooled maps for the model view
     rollout: torch.Tensor | None = None  # (n, n) attention rollout over all layers
-    extra: dict = field(default_factory=dict)
-
-    def layer(self, index: int) -> torch.Tensor:
-        return self.weights[index]
 
     def head(self, layer: int, head: int) -> torch.Tensor:
         return self.weights[layer][self.heads.index(head)]
@@ -156,7 +153,7 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
             raise LLMError(f"head {head} is out of range: this model has heads 0..{num_heads - 1}")
     inputs = loaded.tokenizer(text, return_tensors="pt")
     n = inputs["input_ids"].shape[1]
-    limit = _context(loaded.model)
+    limit = context_length(loaded.model)
     if limit and n > limit:
         raise LLMError(f"the text is {n} tokens, longer than the model's context of {limit}")
     recorder = _Recorder(set(layers), heads, thumbnails, rollout)
@@ -173,12 +170,6 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
                             weights=recorder.weights, num_layers=num_layers, num_heads=num_heads,
                             causal=recorder.causal, thumbnails=thumbs,
                             rollout=recorder.rollout.cpu() if recorder.rollout is not None else None)
-
-
-def _context(model) -> int | None:
-    from .generation import context_length
-
-    return context_length(model)
 
 
 def saliency(loaded: LoadedModel, text: str) -> tuple[list[str], torch.Tensor]:
