@@ -34,7 +34,7 @@ class FrontendBridge:
         self.session = session
         self.min_interval = min_interval
         self.comm = None
-        self._last = 0.0
+        self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
         self.sent: list[dict] = []  # what was sent, for the tests
 
     def _send(self, message: dict) -> None:
@@ -56,7 +56,8 @@ class FrontendBridge:
     def on_step(self, row: dict, result) -> None:
         """A training callback: live progress for the status bar, at most once a second."""
         now = time.monotonic()
-        if now - self._last < self.min_interval and row["step"] != result.total_steps:
+        throttled = self._last is not None and now - self._last < self.min_interval
+        if throttled and row["step"] != result.total_steps:
             return
         self._last = now
         self._send(snapshot(self.session, active={"kind": result.kind, "step": row["step"],

@@ -40,7 +40,7 @@ class TrainingView:
         self.eval_steps: list[int] = []
         self.eval_losses: list[float] = []
         self.redraws = 0
-        self._last_draw = 0.0
+        self._last_draw: float | None = None  # None: never drawn (perf_counter's origin is arbitrary)
         self._result = None
         self._handle = None  # the cell output, replaced by a static figure when training ends
         self.figure = go.FigureWidget(layout=go.Layout(
@@ -79,7 +79,8 @@ class TrainingView:
             self.eval_steps.append(row["step"])
             self.eval_losses.append(row["eval_loss"])
         now = time.perf_counter()
-        if now - self._last_draw >= self.min_interval or row["step"] == result.total_steps:
+        due = self._last_draw is None or now - self._last_draw >= self.min_interval
+        if due or row["step"] == result.total_steps:
             self.redraw()
             self._last_draw = time.perf_counter()
 

@@ -76,3 +76,16 @@ def interrupt_after(seconds: float, session=None) -> threading.Thread:
     thread = threading.Thread(target=fire, daemon=True)
     thread.start()
     return thread
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from browser_support import CHROMIUM
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+            "--disable-component-update", "--disable-sync"])
+        yield chromium
+        chromium.close()

@@ -1,28 +1,15 @@
 """A real JupyterLab on loopback and a real headless Chromium: the extension, the live loss chart and the
 attention view as a person sees them. Screenshots land in test-artifacts/."""
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import nbformat
 import pytest
 
+from browser_support import needs_chromium, open_page, ours, serve
 from conftest import ARTIFACTS, DATA
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
-TOKEN = "llm-magics-test-token"
+pytestmark = needs_chromium
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +36,7 @@ def lab(tmp_path_factory):
         f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
     ]]
     nbformat.write(endless, root / "stop.ipynb")
-    yield from _serve("lab", root)
+    yield from serve("lab", root)
 
 
 @pytest.fixture(scope="module")
@@ -57,73 +44,11 @@ def notebook7(lab, tmp_path_factory):
     root = tmp_path_factory.mktemp("nb7")
     for name in ("demo.ipynb",):
         shutil.copy(lab.root / name, root / name)
-    yield from _serve("notebook", root)
-
-
-class Server(str):
-    root = None
-
-
-def _serve(app: str, root):
-    port = _free_port()
-    ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / f"jupyter-{app}.log", "w")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True",
-         "--allow-root", "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True"],
-        stdout=log, stderr=subprocess.STDOUT)
-    base = Server(f"http://127.0.0.1:{port}")
-    base.root = root
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={TOKEN}", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        server.kill()
-        pytest.fail(f"jupyter {app} did not start: see test-artifacts/jupyter-{app}.log")
-    yield base
-    server.terminate()
-    server.wait(timeout=30)
-    log.close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
-        yield chromium
-        chromium.close()
-
-
-def _open(browser, lab, name, path="lab/tree"):
-    page = browser.new_page(viewport={"width": 1500, "height": 1000})
-    errors = []
-    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-    page.on("pageerror", lambda e: errors.append(str(e)))
-    page.goto(f"{lab}/{path}/{name}?reset&token={TOKEN}")  # reset: no notebooks restored from before
-    page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext.session && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=90_000)
-    return page, errors
-
-
-def _ours(errors):
-    return [e for e in errors if "llm" in e.lower()]
+    yield from serve("notebook", root)
 
 
 def test_extension_chart_attention_status_and_panel(browser, lab):
-    page, errors = _open(browser, lab, "demo.ipynb")
+    page, errors = open_page(browser, lab, "demo.ipynb")
     assert page.evaluate("window.jupyterapp.isPluginActivated('llm-magics:plugin')")
     # The %%llm cell's magic line is highlighted by token, before anything runs.
     page.wait_for_selector(".cm-llm-command", timeout=30_000)
@@ -168,31 +93,31 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
     assert "train: 40/40 steps" in run and "→" in run
     assert "parameters" in page.locator("#llm-magics-panel .llm-card").text_content()
     page.screenshot(path=str(ARTIFACTS / "lab-panel.png"))
-    assert not _ours(errors), errors
+    assert not ours(errors), errors
     page.close()
 
 
 def test_notebook_without_llm_magics_shows_nothing(browser, lab):
-    page, errors = _open(browser, lab, "plain.ipynb")
+    page, errors = open_page(browser, lab, "plain.ipynb")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function("window.jupyterapp.shell.currentWidget.content.model.cells.get(0).outputs.length > 0",
                            timeout=60_000)
     page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
     assert page.locator(".llm-status-item").evaluate("n => n.style.display") == "none"
     page.screenshot(path=str(ARTIFACTS / "lab-plain.png"))
-    assert not _ours(errors), errors
+    assert not ours(errors), errors
     page.close()
 
 
 def test_notebook7_renders_the_chart_and_attention_offline(browser, notebook7):
-    page, errors = _open(browser, notebook7, "demo.ipynb", path="notebooks")
+    page, errors = open_page(browser, notebook7, "demo.ipynb", path="notebooks")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"
         ".some(p => (p.getAttribute('d') || '').split('L').length > 10)", timeout=180_000)
     page.screenshot(path=str(ARTIFACTS / "notebook7.png"))
-    assert not _ours(errors), errors
+    assert not ours(errors), errors
     page.close()
 
 
@@ -208,8 +133,8 @@ def _stop_training_from_the_browser(page, click):
 
 
 def test_stop_button_of_the_live_chart_stops_training(browser, lab):
-    page, errors = _open(browser, lab, "stop.ipynb")
+    page, errors = open_page(browser, lab, "stop.ipynb")
     _stop_training_from_the_browser(page, lambda: page.locator("button:has-text('Stop')").first.click())
     page.screenshot(path=str(ARTIFACTS / "lab-stopped.png"))
-    assert not _ours(errors), errors
+    assert not ours(errors), errors
     page.close()
