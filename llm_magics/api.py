@@ -223,10 +223,12 @@ class Session:
     # --- attention ---
     def attention(self, text: str, layer: int | None = None, head: int | None = None, view: str | None = None,
                   backend: str = "widget"):
-        """An interactive attention view (widget), or bertviz's head view (backend='bertviz')."""
+        """An interactive attention view (widget; view='lens' opens its logit-lens tab), or bertviz's own
+        head/model view HTML (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
         from . import attention
 
         loaded = self.require_model("attention")
+        attention.check_layer_head(loaded.model, layer, head)
         if backend == "bertviz":
             captured = attention.capture(loaded, text, layers=layer if layer is not None else
                                          list(range(attention.model_shape(loaded.model)[0])))
@@ -241,16 +243,21 @@ class Session:
         return widget
 
     def explain(self, text: str) -> dict:
-        """Which input tokens drive the next-token prediction: attention rollout and gradient × input."""
+        """Which input tokens drive a prediction: attention rollout (attention sinks dropped) and, for causal
+        models, gradient × input for the next token. 'target' names what is explained."""
         from . import attention
 
-        loaded = self.require_model("explain")
-        captured = attention.capture(loaded, text, rollout=True)
-        explanation = {"tokens": captured.tokens, "rollout": captured.rollout[-1].tolist()}
-        if loaded.kind == CAUSAL:
-            explanation["saliency"] = attention.saliency(loaded, text)[1].tolist()
+        explanation = attention.explain(self.require_model("explain"), text)
         self.last = explanation
         return explanation
+
+    def lens(self, text: str, top_k: int = 5):
+        """The logit lens: every layer's top-k next-token guesses at every position (causal models)."""
+        from .lens import logit_lens
+
+        result = logit_lens(self.require_model("lens"), text, top_k=top_k)
+        self.last = result
+        return result
 
     # --- classification ---
     def classify(self, texts: list[str] | str) -> list[str]:

@@ -121,12 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("text", nargs="*")
     attention.add_argument("--layer", type=int, help="layer to open first (default: the last)")
     attention.add_argument("--head", type=int, help="head to open first (default: mean of all heads)")
-    attention.add_argument("--view", choices=["head", "model", "matrix"],
-                           help="default: head view up to 256 tokens, matrix view beyond")
+    attention.add_argument("--view", choices=["head", "model", "matrix", "lens"],
+                           help="default: head view up to 256 tokens, matrix view beyond; lens: the logit lens")
     attention.add_argument("--backend", default="widget", choices=["widget", "bertviz"],
-                           help="bertviz needs its CDN (require.js, d3): blank offline")
+                           help="bertviz needs its CDN (require.js, d3, jQuery): offline our view is shown instead")
     attention.add_argument("--explain", action="store_true",
-                           help="also shade tokens by attention rollout and gradient x input for the next token")
+                           help="also shade tokens by attention rollout (sinks dropped) and gradient x input")
+
+    lens = commands.add_parser("lens", help="logit lens of TEXT (or the cell body): every layer's next-token guesses")
+    lens.add_argument("text", nargs="*")
 
     evaluate = commands.add_parser("eval", help="score the loaded model on --data (or the cell body)")
     evaluate.add_argument("--metric", required=True, choices=["perplexity", "accuracy", "f1", "bleu", "rouge"])
@@ -269,18 +272,31 @@ class LLMMagics(Magics):
         return path
 
     def _attention(self, args, cell):
-        from .attention import tokens_html
+        from .attention import BERTVIZ_OFFLINE, tokens_html
 
         text = _body(cell) if cell is not None else " ".join(args.text)
-        view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view, backend=args.backend)
+        if args.backend == "bertviz":
+            print(f"bertviz: {BERTVIZ_OFFLINE}")
+        view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view)
         display(view)
         captured = self.session.last
         if args.explain:
             explanation = self.session.explain(text)
-            display(HTML(tokens_html(explanation["tokens"], explanation["rollout"], "attention rollout → next token")))
+            sinks = explanation["sinks"]
+            display(HTML(tokens_html(explanation["tokens"], explanation["rollout"],
+                                     f"attention rollout → {explanation['target']} (attention to sinks dropped)",
+                                     sinks)))
             if "saliency" in explanation:
-                display(HTML(tokens_html(explanation["tokens"], explanation["saliency"], "gradient × input → next token")))
+                display(HTML(tokens_html(explanation["tokens"], explanation["saliency"],
+                                         f"gradient × input → {explanation['target']} "
+                                         f"(predicted: '{explanation['predicted']}')")))
             self.session.last = captured
+        return view
+
+    def _lens(self, args, cell):
+        text = _body(cell) if cell is not None else " ".join(args.text)
+        view = self.session.attention(text, view="lens")
+        display(view)
         return view
 
     def _eval(self, args, cell):

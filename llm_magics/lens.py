@@ -1,0 +1,85 @@
+"""The logit lens (nostalgebraist, 2020): what the model would predict if it stopped after each layer.
+
+Every layer's residual stream (transformers' `output_hidden_states`) is read out through the model's own
+final norm and unembedding, giving a next-token distribution per layer and position; we keep its top-k.
+The same thing as Ecco's `layer_predictions` or TransformerLens's `accumulated_resid` + `ln_final` +
+`unembed`, for any causal model transformers loads. transformers' last hidden state already has the final
+norm applied, so it goes straight to the unembedding (its read-out equals the model's own logits).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import LLMError, no_model
+from .generation import context_length
+from .loading import LoadedModel
+
+_NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
+
+
+@dataclass
+class LensResult:
+    tokens: list[str]  # the input tokens; column i guesses the token after tokens[i]
+    rows: list[str]  # "embeddings", then "layer 0" .. "layer L-1" (the last row is the model's output)
+    top_ids: torch.Tensor  # (rows, positions, k) token ids, likeliest first
+    top_probs: torch.Tensor  # (rows, positions, k) their probabilities
+    top_tokens: list[list[list[str]]]  # the ids decoded
+
+    def guess(self, row: int, position: int) -> str:
+        return self.top_tokens[row][position][0]
+
+
+def final_norm(model) -> torch.nn.Module:
+    """The norm applied before the unembedding (Llama's `norm`, GPT-2's `ln_f`, ...)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model  # through a LoRA wrapper
+    base = getattr(inner, "base_model", inner)
+    for name in _NORM_NAMES:
+        norm = getattr(base, name, None)
+        if isinstance(norm, torch.nn.Module):
+            return norm
+    raise LLMError(f"cannot find the final norm of {type(inner).__name__} (looked for {', '.join(_NORM_NAMES)})")
+
+
+def check_causal(loaded: LoadedModel):
+    if loaded.kind != "causal":
+        raise LLMError(f"the logit lens reads next-token guesses out of each layer: it needs a causal language "
+                       f"model, and {loaded.name} is an encoder ({loaded.kind}); try `%llm load default`")
+
+
+def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5) -> LensResult:
+    """Top-k next-token guesses of every layer at every position of `text`, in one forward pass."""
+    if loaded is None:
+        raise no_model("lens")
+    check_causal(loaded)
+    if not text or not text.strip():
+        raise LLMError("the text is empty: give the text to read the layers' guesses of")
+    model, tokenizer = loaded.model, loaded.tokenizer
+    inputs = tokenizer(text, return_tensors="pt").to(loaded.device)
+    n = inputs["input_ids"].shape[1]
+    limit = context_length(model)
+    if limit and n > limit:
+        raise LLMError(f"the text is {n} tokens, longer than the model's context of {limit}")
+    norm, unembed = final_norm(model), model.get_output_embeddings()
+    with torch.inference_mode():
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
+        ids, probs = [], []
+        for index, state in enumerate(hidden):
+            state = state[0] if index == len(hidden) - 1 else norm(state[0])  # the last one is already normed
+            # One row at a time: the full (rows, n, vocab) distribution would be GBs at 1k tokens.
+            top = torch.softmax(unembed(state).float(), dim=-1).topk(top_k, dim=-1)
+            ids.append(top.indices.cpu())
+            probs.append(top.values.cpu())
+    top_ids, top_probs = torch.stack(ids), torch.stack(probs)
+    vocabulary: dict[int, str] = {}
+
+    def decode(token: int) -> str:
+        if token not in vocabulary:
+            vocabulary[token] = tokenizer.decode([token])
+        return vocabulary[token]
+
+    return LensResult(tokens=[decode(i) for i in inputs["input_ids"][0].tolist()],
+                      rows=["embeddings"] + [f"layer {i}" for i in range(len(hidden) - 1)],
+                      top_ids=top_ids, top_probs=top_probs,
+                      top_tokens=[[[decode(i) for i in position] for position in row] for row in top_ids.tolist()])
