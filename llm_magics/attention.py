@@ -285,7 +285,7 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     captured = capture(loaded, text, rollout=True)
     tokens, last = captured.tokens, captured.tokens[-1]
     if loaded.kind == "causal":
-        target = f"next token after '{last.strip() or last}'"
+        target = f"next token after {last.strip() or last!r}"
         row = captured.rollout[-1]
     elif 0 in captured.sinks:
         target, row = f"{tokens[0].strip()} (position 0, the sequence summary)", captured.rollout[0]

@@ -289,7 +289,7 @@ class LLMMagics(Magics):
             if "saliency" in explanation:
                 display(HTML(tokens_html(explanation["tokens"], explanation["saliency"],
                                          f"gradient × input → {explanation['target']} "
-                                         f"(predicted: '{explanation['predicted']}')")))
+                                         f"(predicted: {explanation['predicted']!r})")))
             self.session.last = captured
         return view
 
