@@ -69,17 +69,20 @@ function shortToken(t, length = 16) {
 }
 
 // A CSS colour (variables resolved against `root`) as [r, g, b].
-function cssColour(root, value) {
+function cssColour(root, value, fallback) {
+  if (!root.isConnected) return fallback;  // not in the page yet: nothing to resolve the variables against
   const probe = el("span", { style: { color: value, display: "none" } });
   root.append(probe);
-  const parts = getComputedStyle(probe).color.match(/[\d.]+/g) || ["0", "0", "0"];
+  const parts = getComputedStyle(probe).color.match(/[\d.]+/g);
   probe.remove();
-  return parts.slice(0, 3).map(Number);
+  return parts ? parts.slice(0, 3).map(Number) : fallback;
 }
 
 function palette(root) {
-  return { bg: cssColour(root, "var(--llm-bg)"), accent: cssColour(root, "var(--llm-accent)") };
+  return { bg: cssColour(root, "var(--llm-bg)", [255, 255, 255]), accent: cssColour(root, "var(--llm-accent)", [25, 118, 210]) };
 }
+
+const blend = (a, b, t) => a.map((x, i) => Math.round(x + (b[i] - x) * t));
 
 // Fill an image with value (0..255, share of the row max) -> background..accent on a square-root scale.
 function paint(canvas, data, rows, cols, colours) {
@@ -95,6 +98,13 @@ function paint(canvas, data, rows, cols, colours) {
     image.data[4 * i + 3] = 255;
   }
   ctx.putImageData(image, 0, 0);
+}
+
+// Black or white, whichever reads better on an [r, g, b] background (WCAG contrast).
+function textOn(rgb) {
+  const linear = rgb.map((c) => { c /= 255; return c <= 0.03928 ? c / 12.92 : ((c + 0.055) / 1.055) ** 2.4; });
+  const luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2];
+  return (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) ? "#000" : "#fff";
 }
 
 function legend(colours, caption) {
@@ -206,7 +216,7 @@ function render({ model, el: root }) {
         title: "click: keep this token's lines", style: { position: "absolute", left: "0", width: column - 6 + "px", textAlign: "right", top: i * rowHeight + "px", lineHeight: rowHeight + "px" },
         onclick: () => set({ selected_token: i === selected ? -1 : i }), onmouseenter: hoverOn("query", i) }, [shortToken(t)]);
       // Key tokens are shaded by attention rollout (the explanation of the prediction).
-      const shade = rollout.length === n ? `rgba(255,140,0,${(0.55 * rollout[i] / peak).toFixed(3)})` : "";
+      const shade = rollout.length === n ? `rgba(255,140,0,${(0.4 * rollout[i] / peak).toFixed(3)})` : "";
       const right = el("div", { class: "llm-token llm-key",
         title: rollout.length === n ? `rollout into ${model.get("rollout_target")}: ${rollout[i].toFixed(4)}${sinks.includes(i) ? " (attention sink, dropped)" : ""}` : "",
         style: { position: "absolute", left: width - column + 6 + "px", width: column - 6 + "px", top: i * rowHeight + "px", lineHeight: rowHeight + "px", background: shade },
@@ -227,7 +237,7 @@ function render({ model, el: root }) {
     const w = map(head) || new Uint8Array(n * n);
     const colours = palette(root);
     if (!zoom.span || zoom.span > n) Object.assign(zoom, { r0: 0, c0: 0, span: n });
-    const size = Math.min(640, Math.max(260, n * 8)), margin = 110;
+    const size = Math.min(640, Math.max(320, n * 16)), margin = 110;
     const frame = el("div", { class: "llm-matrix-frame", style: { position: "relative", width: margin + size + 4 + "px", height: margin + size + 4 + "px" } });
     const viewport = el("div", { class: "llm-viewport", style: { left: margin + "px", top: margin + "px", width: size + "px", height: size + "px" } });
     const canvas = el("canvas", { class: "llm-matrix" });
@@ -324,7 +334,7 @@ function render({ model, el: root }) {
   function lensView() {
     const lens = model.get("lens"), tokens = model.get("tokens"), error = model.get("lens_error");
     if (error) return el("div", { class: "llm-lens-error" }, [error]);
-    const { accent } = palette(root);
+    const { bg, accent } = palette(root);
     const limit = 256, start = Math.max(0, tokens.length - limit);
     const table = el("table", { class: "llm-lens llm-mono", style: { borderCollapse: "collapse" } });
     const header = el("tr", {}, [el("th", { class: "llm-sticky", style: { top: "0", left: "0", zIndex: 2 } }, ["after →"]),
@@ -336,7 +346,7 @@ function render({ model, el: root }) {
         const guesses = lens.tokens[r][p], probs = lens.probs[r][p], q = probs[0];
         const top5 = guesses.map((g, k) => `${JSON.stringify(g)} ${probs[k].toFixed(3)}`).join("\n");
         row.append(el("td", { class: "llm-lens-cell", "data-row": r, "data-position": p, title: `${name}, after ${JSON.stringify(tokens[p])}:\n${top5}`,
-          style: { background: `rgba(${accent.join(",")},${(0.9 * q).toFixed(3)})`, color: q > 0.45 ? "#fff" : "var(--llm-fg)" },
+          style: { background: `rgb(${blend(bg, accent, Math.sqrt(q)).join(",")})`, color: textOn(blend(bg, accent, Math.sqrt(q))) },
           onmouseenter: () => { info.textContent = `${name} · after ${shortToken(tokens[p])} (${p}): ` + guesses.map((g, k) => `${shortToken(g)} ${probs[k].toFixed(3)}`).join(", "); } },
         [shortToken(guesses[0], 8)]));
       }
@@ -344,7 +354,7 @@ function render({ model, el: root }) {
     });
     info.textContent = "each cell: that layer's likeliest next token after the column's token, read through the final norm and unembedding; shade = probability; hover for the top 5";
     const box = el("div", { class: "llm-scroll", style: { maxHeight: "min(620px, 75vh)", maxWidth: "100%" } }, [table]);
-    return el("div", {}, [box, legend({ bg: palette(root).bg, accent }, "probability of the top guess (√ scale)"),
+    return el("div", {}, [box, legend({ bg, accent }, "probability of the top guess (√ scale)"),
       start ? el("div", {}, [`showing the last ${limit} of ${tokens.length} positions (Session.lens(text) has them all)`]) : ""]);
   }
 
@@ -388,7 +398,11 @@ function render({ model, el: root }) {
   // Canvases take their colours from the theme: repaint when JupyterLab switches it.
   const observer = new MutationObserver(schedule);
   observer.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
+  // The first draw may happen before the output is attached: repaint once it is in the page.
+  let attached = root.isConnected;
+  const sized = new ResizeObserver(() => { if (!attached && root.isConnected) { attached = true; schedule(); } });
+  sized.observe(root);
   draw();
-  return () => observer.disconnect();
+  return () => { observer.disconnect(); sized.disconnect(); };
 }
 export default { render };
