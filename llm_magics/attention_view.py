@@ -27,7 +27,8 @@ from .errors import LLMError
 from .loading import LoadedModel
 
 VIEWS = ("head", "model", "matrix", "lens")
-ALL_HEADS_UP_TO = 256  # the head view colours each head's lines up to this many tokens, the mean beyond
+ALL_HEADS_UP_TO = 256
+STATIC_PIXELS = 384  # the saved snapshot's matrix is at most this many pixels a side  # the head view colours each head's lines up to this many tokens, the mean beyond
 
 
 def _as_bytes(maps: torch.Tensor) -> bytes:
@@ -202,7 +203,10 @@ def _short(token: str) -> str:
 def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = None) -> str:
     n = len(tokens)
     size = size or min(480, max(200, 14 * n))
-    image = _colours(matrix / np.clip(matrix.max(-1, keepdims=True), 1e-12, None))
+    scaled = matrix / np.clip(matrix.max(-1, keepdims=True), 1e-12, None)
+    if n > STATIC_PIXELS:  # keep the saved notebook small: average-pool long texts
+        scaled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(scaled)[None], STATIC_PIXELS)[0].numpy()
+    image = _colours(scaled)
     step = max(1, -(-n // (size // 12)))  # at most one label per 12 px
     cell, margin = size / n, 110
     rows = "".join(f'<div class="llm-axis-label llm-row-label" style="position:absolute;left:0;width:{margin - 4}px;'
