@@ -159,24 +159,22 @@ def test_attention_magic(shell, capsys, magic_session):
     view = run(shell, "attention --backend bertviz --layer 1 --view head", "The cat sat")
     assert isinstance(view, AttentionView) and view.layer == 1  # our view, not a blank box
     assert "cdnjs" in capsys.readouterr().out  # ... and one line saying why
-    shell.run_cell("%%llm attention --explain\nThe cat sat on the mat")
-    assert isinstance(shell.user_ns["_llm"], AttentionView)
-    result = run(shell, "generate --greedy --max-new-tokens 4 --attention", "The capital of France is")
-    assert result is llm_magics.last and result.new_tokens == 4
-
-
-def test_explain_names_its_target(shell, capsys, magic_session):
+    # --explain: two shaded token rows, each naming the token it explains, with a colour scale.
     from IPython.core import display_functions
 
     shown = []
     original = display_functions.publish_display_data
     display_functions.publish_display_data = lambda data, **kwargs: shown.append(data)
     try:
-        run(shell, "attention --explain The cat sat on the mat")
+        shell.run_cell("%%llm attention --explain\nThe cat sat on the mat")
     finally:
         display_functions.publish_display_data = original
+    assert isinstance(shell.user_ns["_llm"], AttentionView)
     html = [d["text/html"] for d in shown if "llm-explain" in d.get("text/html", "")]
     assert len(html) == 2
     assert "attention rollout → next token after &#x27;mat&#x27;" in html[0] and "sinks dropped" in html[0]
     assert "gradient × input → next token after &#x27;mat&#x27;" in html[1]
-    assert all("linear-gradient" in h for h in html)  # the colour scale
+    assert all("linear-gradient" in h for h in html)
+    result = run(shell, "generate --greedy --max-new-tokens 4 --attention", "The capital of France is")
+    assert result is llm_magics.last and result.new_tokens == 4
+
