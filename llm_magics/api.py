@@ -205,6 +205,9 @@ class Session:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
+        if opts.resume:
+            read_state(opts.resume)  # refused before anything runs if unpickling it could run code
+            loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
         loaded = self.require_model("finetune")
         if isinstance(labels, str):
             labels = [label.strip() for label in labels.split(",") if label.strip()]
@@ -212,9 +215,6 @@ class Session:
             labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
         records = read_records(data, text)
         eval_records = read_records(eval_data) if eval_data else None
-        if opts.resume:
-            read_state(opts.resume)  # refused before anything runs if unpickling it could run code
-            loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
         seed_everything(opts.seed)  # LoRA init and dropout follow --seed
         return self._run(lambda stop, callbacks: training.finetune(
             loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,

@@ -90,7 +90,8 @@ def _config_from_json(name: str, arch: str, special: dict, tokenizer):
 
 def _check_sizes(config, values: dict, name: str, tokenizer):
     """Catch what would otherwise be a traceback from inside torch, or a model that cannot see every token."""
-    spelled = {config.attribute_map.get(key, key): key for key in values}  # the field as the user wrote it
+    canonical_of = {alias: canonical for canonical, alias in config.attribute_map.items()}  # n_embd: hidden_size
+    spelled = {canonical_of.get(key, key): key for key in values}  # the field as the user wrote it
 
     def field(canonical):
         return spelled.get(canonical, canonical)
