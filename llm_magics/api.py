@@ -117,8 +117,10 @@ class Session:
             with loading.quiet_transformers():
                 model.save_pretrained(staging)
             loaded.tokenizer.save_pretrained(staging)
-            written = sorted(p.name for p in staging.iterdir())
             path.mkdir(exist_ok=True)
+            # everything save_pretrained wrote, except peft's model card where the user has a README.md
+            written = sorted(p.name for p in staging.iterdir() if not (
+                p.name == "README.md" and (path / p.name).exists() and p.name not in (ours or [])))
             for name in ours or []:  # our earlier files: no stale adapter_config.json or orphan shard stays
                 old = path / name
                 shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
