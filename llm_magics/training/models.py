@@ -182,7 +182,10 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
     if isinstance(loaded.model, PeftModel):
         return  # keep training the adapter that is already there
     if resume:
-        loaded.model = PeftModel.from_pretrained(loaded.model, resume, is_trainable=True)
+        try:
+            loaded.model = PeftModel.from_pretrained(loaded.model, resume, is_trainable=True)
+        except Exception as error:  # no adapter there, a truncated file, an adapter for another model
+            raise LLMError(f"--resume {resume}: cannot load its LoRA adapter ({_first_line(error)})") from None
         return
     # peft still calls a transformers API that v5 renamed; the warning is theirs, not the user's.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
