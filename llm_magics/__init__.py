@@ -38,3 +38,6 @@ def load_ipython_extension(ipython):
         ipython.events.register("post_run_cell", bridge.after_cell)
         session.step_listeners.append(bridge.on_step)
     ipython.register_magics(LLMMagics(ipython, session))
+    from .cells import register
+
+    register(ipython)

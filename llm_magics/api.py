@@ -8,6 +8,10 @@
 from __future__ import annotations
 
 import copy
+import json
+import os
+import shutil
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 from typing import Callable
@@ -23,6 +27,9 @@ from .interrupts import StopFlag, graceful_interrupts
 from .progress import ProgressBar
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 from .training import TrainOptions, TrainResult
+from .training.checkpoints import STATE_FILE, read_state, seed_everything
+
+SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
 
 def _split(kwargs: dict, cls) -> tuple[dict, dict]:
@@ -82,23 +89,50 @@ class Session:
                 **memory_report(loaded.model, loaded.device),
                 "chat_turns": len(self.history) // 2, "runs": len(self.runs)}
 
-    def save(self, directory: str, adapter_only: bool = False) -> str:
-        """Save weights + tokenizer; LoRA is merged into a copy unless adapter_only."""
+    def save(self, directory: str, adapter_only: bool = False, overwrite: bool = False) -> str:
+        """Save weights + tokenizer; LoRA is merged into a copy unless adapter_only.
+
+        A folder we saved before is replaced (all our earlier files go); a non-empty folder of anything
+        else needs overwrite=True, and even then only the files we write are touched."""
         from peft import PeftModel
 
         loaded = self.require_model("save")
         path = Path(directory).expanduser()
         if path.exists() and not path.is_dir():
             raise LLMError(f"{directory} exists and is not a directory")
+        if (path / STATE_FILE).exists():
+            raise LLMError(f"{directory} is a training checkpoint: save into another folder")
+        ours = _saved_files(path)
+        if ours is None and path.is_dir() and any(path.iterdir()) and not overwrite:
+            raise LLMError(f"{directory} is not empty and not an earlier `save`: pick another folder, or pass "
+                           "--overwrite (overwrite=True) to write into it (its other files are kept)")
         model = loaded.model
         if isinstance(model, PeftModel) and not adapter_only:
             model = copy.deepcopy(model).merge_and_unload()
         elif adapter_only and not isinstance(model, PeftModel):
             raise LLMError("--adapter saves a LoRA adapter, but the loaded model has none")
-        path.mkdir(parents=True, exist_ok=True)
-        with loading.quiet_transformers():
-            model.save_pretrained(path)
-        loaded.tokenizer.save_pretrained(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+        try:  # write everything aside first: a failed save leaves the folder as it was
+            with loading.quiet_transformers():
+                model.save_pretrained(staging)
+            loaded.tokenizer.save_pretrained(staging)
+            path.mkdir(exist_ok=True)
+            # everything save_pretrained wrote, except peft's model card where the user has a README.md
+            written = sorted(p.name for p in staging.iterdir() if not (
+                p.name == "README.md" and (path / p.name).exists() and p.name not in (ours or [])))
+            for name in ours or []:  # our earlier files: no stale adapter_config.json or orphan shard stays
+                old = path / name
+                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
+            for name in written:
+                if (path / name).is_dir():
+                    shutil.rmtree(path / name)
+                os.replace(staging / name, path / name)
+            (path / SAVE_MANIFEST).write_text(json.dumps(
+                {"saved_by": "llm_magics", "model": loaded.name, "adapter_only": adapter_only, "files": written},
+                indent=1))
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return str(path)
 
     # --- generation ---
@@ -130,31 +164,36 @@ class Session:
     def train(self, text: str | None = None, data: str | None = None, from_scratch: bool = False,
               config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
               eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
-              progress: bool = True, **options) -> TrainResult:
-        """Pre-train on text: a fresh model (from_scratch) or the loaded one."""
+              progress: bool = True, trust_remote_code: bool = False, **options) -> TrainResult:
+        """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a
+        checkpoint's run from its own weights."""
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
         records = read_records(data, text)
         eval_records = read_records(eval_data) if eval_data else None
         if opts.resume:
-            training.check_checkpoint(opts.resume)
-        if opts.resume and from_scratch:
-            self.load(opts.resume, device=device)  # the checkpoint holds the architecture and weights
+            reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
+            if reached >= (opts.steps or 100):
+                raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
+            # the checkpoint holds the architecture and the weights the run had reached
+            self.load(opts.resume, device=device, trust_remote_code=trust_remote_code)
         elif from_scratch:
-            self.loaded = self._scratch_model(config, arch, tokenizer, device)
+            self.loaded = self._scratch_model(config, arch, tokenizer, device, trust_remote_code)
             self.history = []
         else:
             self.require_model("train")
             if self.loaded.kind != CAUSAL:
                 raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
+        seed_everything(opts.seed)
         return self._run(lambda stop, callbacks: training.train_causal_lm(
             self.loaded, records, opts, callbacks, stop, eval_records), on_step, progress, "train")
 
-    def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str) -> LoadedModel:
+    def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str,
+                       trust_remote_code: bool = False) -> LoadedModel:
         from .devices import resolve_device
 
-        tokenizer = training.resolve_tokenizer(tokenizer_name, self.loaded)
+        tokenizer = training.resolve_tokenizer(tokenizer_name, self.loaded, trust_remote_code)
         model_config = training.scratch_config(config, arch, tokenizer)
         torch_device = resolve_device(device)
         model = training.new_model(model_config, torch_device)
@@ -164,10 +203,13 @@ class Session:
     def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
                  lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
                  labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
-                 **options) -> TrainResult:
+                 trust_remote_code: bool = False, **options) -> TrainResult:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
+        if opts.resume:
+            read_state(opts.resume)  # refused before anything runs if unpickling it could run code
+            loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
         loaded = self.require_model("finetune")
         if isinstance(labels, str):
             labels = [label.strip() for label in labels.split(",") if label.strip()]
@@ -175,17 +217,26 @@ class Session:
             labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
         records = read_records(data, text)
         eval_records = read_records(eval_data) if eval_data else None
-        if opts.resume:
-            training.check_checkpoint(opts.resume)
+        seed_everything(opts.seed)  # LoRA init and dropout follow --seed
         return self._run(lambda stop, callbacks: training.finetune(
             loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,
             eval_records=eval_records, on_step=callbacks, stop=stop), on_step, progress, task)
 
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str) -> TrainResult:
-        callbacks = list(on_step) + self.step_listeners + ([ProgressBar(description)] if progress else [])
+        reached = _LatestResult()
+        callbacks = [reached] + list(on_step) + self.step_listeners + ([ProgressBar(description)] if progress else [])
         try:
             result = self._stoppable(lambda stop: work(stop, callbacks))
+        except BaseException as error:  # a failed run is still a run: keep what it reached
+            failed = reached.result or TrainResult(kind={"lm": "finetune"}.get(description, description),
+                                                   total_steps=0)
+            failed.error = str(error) if isinstance(error, LLMError) else \
+                "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+            failed.interrupted = isinstance(error, KeyboardInterrupt)
+            self.runs.append(failed)
+            self.last = failed
+            raise
         finally:
             for callback in callbacks:
                 getattr(callback, "close", lambda: None)()
@@ -203,19 +254,22 @@ class Session:
             self.stop_flag = None
 
     def stop(self):
-        """Ask the active run (train, finetune or generate) to stop after its current step."""
+        """Ask the active run (train, finetune, generate or eval) to stop after its current step."""
         if self.stop_flag is not None:
             self.stop_flag.request("stop button")
 
     # --- evaluation ---
     def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,
              seq_len: int = 512):
-        """Score the loaded model on a data file; the result is also recorded with the latest run."""
+        """Score the loaded model on a data file; the result is also recorded with the latest run.
+        Stopped (interrupt, Stop button, `stop()`), it is marked partial and is not a score."""
         from . import evaluation
 
-        result = evaluation.evaluate(self.loaded, metric, read_records(data, text), max_new_tokens, seq_len)
+        records = read_records(data, text)
+        result = self._stoppable(lambda stop: evaluation.evaluate(self.loaded, metric, records, max_new_tokens,
+                                                                  seq_len, stop))
         self.evaluations.append(result)
-        if self.runs:
+        if self.runs and not result.partial:
             self.runs[-1].metrics[f"eval_{metric}"] = result.value
         self.last = result
         return result
@@ -269,3 +323,25 @@ class Session:
         records = [{"text": t, "label": labels[0], "_line": i} for i, t in enumerate(texts, 1)]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]
+
+
+class _LatestResult:
+    """A step callback that remembers the run's live result, so a failing run can still be recorded."""
+
+    def __init__(self):
+        self.result: TrainResult | None = None
+
+    def __call__(self, row: dict, result: TrainResult):
+        self.result = result
+
+
+def _saved_files(path: Path) -> list[str] | None:
+    """The files an earlier `save` wrote into path (None if it was not one); only plain names count."""
+    try:
+        manifest = json.loads((path / SAVE_MANIFEST).read_text())
+        files = manifest["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(files, list):
+        return None
+    return [f for f in files if isinstance(f, str) and f not in ("", ".", "..") and Path(f).name == f]

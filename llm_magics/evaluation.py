@@ -1,5 +1,8 @@
 """`%%llm eval`: perplexity, accuracy, F1, BLEU and ROUGE on a data file, with the field's libraries
-(scikit-learn, sacrebleu, rouge-score); perplexity is exp of the model's own mean token loss."""
+(scikit-learn, sacrebleu, rouge-score); perplexity is exp of the model's own mean token loss.
+
+A stop (interrupt, Stop button, `Session.stop()`) ends the whole evaluation between examples: the result
+is marked partial, its value is nan (a score over part of the data is not the score)."""
 from __future__ import annotations
 
 import math
@@ -10,6 +13,7 @@ import torch
 from .data import classification_examples, texts_of, token_stream
 from .errors import LLMError, no_model
 from .generation import SamplingSettings, context_length, generate_ids
+from .interrupts import StopFlag
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 
 METRICS = ("perplexity", "accuracy", "f1", "bleu", "rouge")
@@ -21,58 +25,88 @@ class EvalResult:
     value: float
     details: dict = field(default_factory=dict)
     examples: int = 0
+    partial: bool = False  # stopped before the end: `value` is nan, `details["so_far"]` what was reached
+    total: int = 0  # examples (windows for perplexity) there were to score
 
     def summary(self) -> str:
+        if self.partial:
+            return (f"{self.metric}: partial: {self.examples} of {self.total} "
+                    f"{'windows' if self.metric == 'perplexity' else 'examples'}, stopped (not a score)")
         extra = ", ".join(f"{k} {v:.4f}" for k, v in self.details.items() if isinstance(v, float))
         return f"{self.metric}: {self.value:.4f} on {self.examples} examples" + (f" ({extra})" if extra else "")
 
 
 def evaluate(loaded: LoadedModel | None, metric: str, records: list[dict], max_new_tokens: int = 64,
-             seq_len: int = 512) -> EvalResult:
+             seq_len: int = 512, stop: StopFlag | None = None) -> EvalResult:
     if loaded is None:
         raise no_model("eval")
     if metric not in METRICS:
         raise LLMError(f"unknown --metric {metric!r}: use {', '.join(METRICS)}")
+    stop = stop or StopFlag()
     if metric == "perplexity":
-        return _perplexity(loaded, records, seq_len)
+        if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+            raise LLMError(f"--seq-len must be at least 2 for perplexity (a window predicts its next tokens); "
+                           f"got {seq_len!r}")
+        return _perplexity(loaded, records, seq_len, stop)
     if metric in ("accuracy", "f1"):
-        return _classification(loaded, metric, records)
-    return _generation(loaded, metric, records, max_new_tokens)
+        return _classification(loaded, metric, records, stop)
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise LLMError(f"--max-new-tokens must be at least 1; got {max_new_tokens!r}")
+    return _generation(loaded, metric, records, max_new_tokens, stop)
+
+
+def _stopped(metric: str, done: int, total: int, so_far: float | None) -> EvalResult:
+    return EvalResult(metric, math.nan, {} if so_far is None else {"so_far": so_far}, examples=done,
+                      partial=True, total=total)
 
 
 @torch.no_grad()
-def _perplexity(loaded: LoadedModel, records: list[dict], seq_len: int) -> EvalResult:
+def _perplexity(loaded: LoadedModel, records: list[dict], seq_len: int, stop: StopFlag) -> EvalResult:
     if loaded.kind != CAUSAL:
         raise LLMError("perplexity needs a causal language model")
     seq_len = min(seq_len, context_length(loaded.model) or seq_len)
     stream = token_stream(loaded.tokenizer, texts_of(records))
+    starts = [s for s in range(0, max(len(stream) - 1, 1), seq_len) if len(stream[s:s + seq_len]) >= 2]
+    if not starts:
+        raise LLMError("the text is too short for perplexity: it needs at least 2 tokens")
     total, count = 0.0, 0
     loaded.model.eval()
-    for start in range(0, max(len(stream) - 1, 1), seq_len):  # non-overlapping windows
+    for done, start in enumerate(starts):  # non-overlapping windows
+        if stop.requested:
+            return _stopped("perplexity", done, len(starts), math.exp(total / count) if count else None)
         window = stream[start:start + seq_len].unsqueeze(0).to(loaded.device)
-        if window.shape[1] < 2:
-            break
         loss = loaded.model(input_ids=window, labels=window).loss
         total += float(loss) * (window.shape[1] - 1)
         count += window.shape[1] - 1
     mean = total / max(count, 1)
-    return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(records))
+    return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(records), total=len(starts))
 
 
-def _classification(loaded: LoadedModel, metric: str, records: list[dict]) -> EvalResult:
-    from .training import classification_metrics
+def _classification(loaded: LoadedModel, metric: str, records: list[dict], stop: StopFlag,
+                    batch_size: int = 16) -> EvalResult:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    from .training import predict_labels
 
     if loaded.kind != CLASSIFIER:
         raise LLMError(f"{metric} needs a classifier: run `%%llm finetune --task classify --labels ...` first")
     config = loaded.model.config
     labels = [config.id2label[i] for i in range(config.num_labels)]
     examples = classification_examples(loaded.tokenizer, records, labels, 512)
-    scores = classification_metrics(loaded, examples)
+    predicted = []
+    for start in range(0, len(examples), batch_size):
+        if stop.requested:
+            return _stopped(metric, start, len(examples), None)
+        predicted += predict_labels(loaded, examples[start:start + batch_size], batch_size)
+    truth = [e["labels"] for e in examples]
+    scores = {"accuracy": float(accuracy_score(truth, predicted)),
+              "f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
     other = "f1" if metric == "accuracy" else "accuracy"
-    return EvalResult(metric, scores[metric], {other: scores[other]}, examples=len(examples))
+    return EvalResult(metric, scores[metric], {other: scores[other]}, examples=len(examples), total=len(examples))
 
 
-def _generation(loaded: LoadedModel, metric: str, records: list[dict], max_new_tokens: int) -> EvalResult:
+def _generation(loaded: LoadedModel, metric: str, records: list[dict], max_new_tokens: int,
+                stop: StopFlag) -> EvalResult:
     if loaded.kind != CAUSAL:
         raise LLMError(f"{metric} compares generated text: it needs a causal language model")
     pairs = []
@@ -83,22 +117,29 @@ def _generation(loaded: LoadedModel, metric: str, records: list[dict], max_new_t
     settings = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False)
     predictions = []
     for prompt, _ in pairs:
+        if stop.requested:
+            break
         if getattr(loaded.tokenizer, "chat_template", None):
             inputs = loaded.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
                                                           add_generation_prompt=True, return_dict=True,
                                                           return_tensors="pt")
         else:
             inputs = loaded.tokenizer(prompt, return_tensors="pt")
-        predictions.append(generate_ids(loaded, dict(inputs), prompt, settings).text.strip())
+        answer = generate_ids(loaded, dict(inputs), prompt, settings, stop=stop)
+        if answer.interrupted:
+            break  # an answer cut short is not the model's answer
+        predictions.append(answer.text.strip())
+    if len(predictions) < len(pairs):
+        return _stopped(metric, len(predictions), len(pairs), None)
     references = [response for _, response in pairs]
     if metric == "bleu":
         import sacrebleu
 
         bleu = sacrebleu.corpus_bleu(predictions, [references])
-        return EvalResult("bleu", bleu.score, {"brevity_penalty": bleu.bp}, len(pairs))
+        return EvalResult("bleu", bleu.score, {"brevity_penalty": bleu.bp}, len(pairs), total=len(pairs))
     from rouge_score import rouge_scorer
 
     scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
     scores = [scorer.score(reference, prediction) for reference, prediction in zip(references, predictions)]
     means = {name: sum(s[name].fmeasure for s in scores) / len(scores) for name in ("rouge1", "rouge2", "rougeL")}
-    return EvalResult("rouge", means["rougeL"], means, len(pairs))
+    return EvalResult("rouge", means["rougeL"], means, len(pairs), total=len(pairs))

@@ -25,6 +25,10 @@ class SamplingSettings:
     do_sample: bool = True
 
     def validated(self) -> "SamplingSettings":
+        from .training.options import check_finite, check_seed
+
+        check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
+        check_seed(self.seed)
         checks = [
             (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
             (self.temperature > 0, "--temperature must be > 0 (use --greedy for deterministic output)"),

@@ -77,7 +77,7 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto",
     if path.suffix == ".gguf":
         if not path.is_file():
             raise LLMError(f"no such .gguf file: {path}")
-        path = gguf_to_safetensors(path)
+        path = gguf_to_safetensors(path, trust_remote_code)
     elif not path.exists():
         if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
             raise LLMError(f"no such model directory: {spec}")
@@ -90,18 +90,39 @@ def load_model(spec: str, device: str = "auto", dtype: str = "auto",
         return _load_adapter(path, name, torch_device, torch_dtype, trust_remote_code)
     if not (path / "config.json").is_file():
         raise LLMError(f"{path} has no config.json: it is not a transformers model directory")
-    _refuse_remote_code(path, trust_remote_code)
-    model, kind = _from_pretrained(path, torch_dtype, trust_remote_code)
-    tokenizer = _load_tokenizer(path, trust_remote_code)
-    model.to(torch_device).eval()
+    refuse_remote_code(path, trust_remote_code)
+    try:
+        model, kind = _from_pretrained(path, torch_dtype, trust_remote_code)
+        tokenizer = _load_tokenizer(path, trust_remote_code)
+        model.to(torch_device).eval()
+    except LLMError:
+        raise
+    except Exception as error:  # transformers/safetensors: truncated weights, bad config values, ...
+        raise LLMError(f"cannot load {path}: {_first_line(error)}") from None
     return LoadedModel(model, tokenizer, name, str(path), kind, torch_device, torch_dtype)
 
 
-def _refuse_remote_code(path: Path, trust_remote_code: bool) -> None:
-    config = json.loads((path / "config.json").read_text())
-    if "auto_map" in config and not trust_remote_code:
-        raise LLMError(f"{path} runs custom code from the model files (auto_map in config.json); "
-                       "load it with --trust-remote-code only if you trust its author")
+def refuse_remote_code(path: Path, trust_remote_code: bool) -> None:
+    """Refuse a folder whose config or tokenizer config maps to Python files in it, unless trusted:
+    transformers would import them (or ask on stdin, which a kernel cannot answer)."""
+    for name in ("config.json", "tokenizer_config.json"):
+        file = path / name
+        if not file.is_file():
+            continue
+        try:
+            values = json.loads(file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise LLMError(f"{file} is not valid JSON ({error})") from None
+        if not isinstance(values, dict):
+            raise LLMError(f"{file} is not a JSON object")
+        if "auto_map" in values and not trust_remote_code:
+            raise LLMError(f"{path} runs custom code from the model files (auto_map in {name}); "
+                           "load it with --trust-remote-code only if you trust its author")
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def model_kind(config) -> str:
@@ -142,14 +163,21 @@ def _load_tokenizer(path: Path, trust_remote_code: bool):
 def _load_adapter(path: Path, name: str, device, dtype, trust_remote_code) -> LoadedModel:
     from peft import PeftModel
 
-    base_source = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-    if not base_source:
+    try:
+        base_source = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        raise LLMError(f"{path / 'adapter_config.json'} is not a valid JSON object") from None
+    if not base_source or not isinstance(base_source, str):
         raise LLMError(f"{path} is a LoRA adapter without base_model_name_or_path in adapter_config.json")
+    refuse_remote_code(path, trust_remote_code)
     base = load_model(base_source, str(device), _dtype_name(dtype), trust_remote_code)
-    model = PeftModel.from_pretrained(base.model, path, is_trainable=False)
-    model.to(device).eval()
-    tokenizer = _load_tokenizer(path, trust_remote_code) if (path / "tokenizer_config.json").is_file() \
-        else base.tokenizer
+    try:
+        model = PeftModel.from_pretrained(base.model, path, is_trainable=False)
+        model.to(device).eval()
+        tokenizer = _load_tokenizer(path, trust_remote_code) if (path / "tokenizer_config.json").is_file() \
+            else base.tokenizer
+    except Exception as error:  # a truncated adapter_model.safetensors, an adapter for another model, ...
+        raise LLMError(f"cannot load the LoRA adapter in {path}: {_first_line(error)}") from None
     return LoadedModel(model, tokenizer, f"{name} (LoRA on {base.name})", str(path), base.kind,
                        device, dtype)
 
@@ -158,8 +186,9 @@ def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def gguf_to_safetensors(gguf_path: Path) -> Path:
+def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Path:
     """De-quantize a .gguf once (about 20 s on CPU) and keep the result as safetensors."""
+    refuse_remote_code(gguf_path.parent, trust_remote_code)  # transformers reads the folder's configs too
     stat = gguf_path.stat()
     key = hashlib.sha256(f"{gguf_path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()).hexdigest()[:16]
     target = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
@@ -170,9 +199,10 @@ def gguf_to_safetensors(gguf_path: Path) -> Path:
     print(f"Converting {gguf_path.name} to safetensors once (cached in {target})...", flush=True)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
+                                                      trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                         dtype=torch.float32)
+                                                         dtype=torch.float32, trust_remote_code=trust_remote_code)
     except (ValueError, OSError, KeyError) as error:
         raise LLMError(f"could not read {gguf_path.name} as a transformers GGUF model: {error}") from None
     # The weights are de-quantized now; drop the GGUF marker so save_pretrained accepts them.

@@ -57,6 +57,8 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--output-dir", help="where checkpoints go (default llm_runs/<kind>-<time>)")
     group.add_argument("--resume", help="continue from a checkpoint directory")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--trust-remote-code", action="store_true",
+                       help="allow Python code shipped with a --tokenizer or --resume folder")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
     view = group.add_mutually_exclusive_group()
     view.add_argument("--widget", dest="widget", action="store_true", default=None,
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     save = commands.add_parser("save", help="save the model (LoRA merged) and tokenizer to DIR")
     save.add_argument("directory")
     save.add_argument("--adapter", action="store_true", help="save only the LoRA adapter")
+    save.add_argument("--overwrite", action="store_true",
+                      help="write into a non-empty folder that is not an earlier save (its other files are kept)")
 
     attention = commands.add_parser("attention", help="interactive attention view of TEXT (or the cell body)")
     attention.add_argument("text", nargs="*")
@@ -244,7 +248,8 @@ class LLMMagics(Magics):
         result = self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
                                     config=args.config, arch=args.arch, tokenizer=args.tokenizer,
                                     eval_data=args.eval_data, device=args.device, on_step=view,
-                                    progress=args.progress and not view, **_train_options(args))
+                                    progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
+                                    **_train_options(args))
         print(result.summary())
         return result
 
@@ -253,7 +258,8 @@ class LLMMagics(Magics):
         result = self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
                                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
                                        labels=args.labels, on_step=view, progress=args.progress and not view,
-                                       epochs=args.epochs, **_train_options(args))
+                                       trust_remote_code=args.trust_remote_code, epochs=args.epochs,
+                                       **_train_options(args))
         print(result.summary())
         return result
 
@@ -267,7 +273,7 @@ class LLMMagics(Magics):
         return [view]
 
     def _save(self, args, cell):
-        path = self.session.save(args.directory, adapter_only=args.adapter)
+        path = self.session.save(args.directory, adapter_only=args.adapter, overwrite=args.overwrite)
         print(f"Saved {'LoRA adapter' if args.adapter else 'model'} and tokenizer to {path}")
         return path
 

@@ -20,7 +20,7 @@ from ..generation import context_length
 from ..interrupts import StopFlag, graceful_interrupts
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel
 from .batches import EpochBatches, _fixed_windows, _padded_batches
-from .checkpoints import _restore, save_checkpoint
+from .checkpoints import _restore, prepare_output_dir, save_checkpoint
 from .models import _add_lora, _load_weights, classifier_from
 from .options import TrainOptions, TrainResult
 from .scoring import _mean_loss, classification_metrics
@@ -113,18 +113,18 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
-    output_dir = Path(options.output_dir or f"llm_runs/{kind}-{time.strftime('%Y%m%d-%H%M%S')}")
-    result = TrainResult(kind=kind, total_steps=total_steps,
-                         output_dir=str(output_dir) if options.checkpoint_every else None)
+    result = TrainResult(kind=kind, total_steps=total_steps)
     start_step = 0
     if options.resume:
         start_step = _restore(options.resume, optimizer, scheduler, batches, result)
         if start_step >= total_steps:
             raise LLMError(f"--resume {options.resume} is at step {start_step}; ask for more --steps than that")
+    output_dir = prepare_output_dir(options.output_dir, kind, result.run_id) if options.checkpoint_every else None
+    result.output_dir = str(output_dir) if output_dir else None
 
     def save(step: int):
         result.checkpoint = save_checkpoint(output_dir / f"checkpoint-{step}", loaded, optimizer, scheduler,
-                                            batches, step, result, options.keep_checkpoints)
+                                            batches, step, result, options.keep_checkpoints, result.run_id)
 
     model.train()
     last_saved = start_step

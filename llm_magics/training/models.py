@@ -21,8 +21,10 @@ def byte_tokenizer():
     return ByT5Tokenizer()
 
 
-def resolve_tokenizer(name: str, current: LoadedModel | None):
+def resolve_tokenizer(name: str, current: LoadedModel | None, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
+
+    from ..loading import refuse_remote_code
 
     if name == "bytes":
         return byte_tokenizer()
@@ -33,32 +35,97 @@ def resolve_tokenizer(name: str, current: LoadedModel | None):
     if name == "default":
         from .loading import gguf_to_safetensors, packaged_path
 
-        return AutoTokenizer.from_pretrained(gguf_to_safetensors(packaged_path("default")))
+        return AutoTokenizer.from_pretrained(gguf_to_safetensors(packaged_path("default")), trust_remote_code=False)
     path = Path(name).expanduser()
     if not path.is_dir():
         raise LLMError(f"--tokenizer must be bytes, default, loaded or a tokenizer directory; got {name!r}")
-    return AutoTokenizer.from_pretrained(path)
+    refuse_remote_code(path, trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError, KeyError) as error:
+        raise LLMError(f"--tokenizer {name}: cannot read a tokenizer there ({_first_line(error)})") from None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
+
+
+# Sizes a --config JSON may set, as the config exposes them (gpt2's n_embd is hidden_size, ...).
+_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
+          "intermediate_size", "n_inner", "max_position_embeddings")
+
+
+def _config_from_json(name: str, arch: str, special: dict, tokenizer):
+    from transformers import CONFIG_MAPPING
+
+    path = Path(name).expanduser()
+    if not path.is_file():
+        raise LLMError(f"config file not found: {name}")
+    try:
+        values = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise LLMError(f"{name} is not valid JSON: {error.msg} (line {error.lineno})") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise LLMError(f"cannot read {name}: {error}") from None
+    if not isinstance(values, dict):
+        raise LLMError(f"{name} must hold one JSON object of config fields")
+    model_type = values.pop("model_type", arch)
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
+        raise LLMError(f"{name}: unknown model_type {model_type!r} (e.g. llama or gpt2)")
+    config_class = CONFIG_MAPPING[model_type]
+    known = set(config_class().to_dict()) | set(config_class.attribute_map)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise LLMError(f"{name}: {unknown[0]!r} is not a {model_type} config field")
+    try:
+        config = config_class(**{**special, **values})
+    except Exception as error:  # transformers' strict dataclass checks: wrong types, bad values
+        message = _first_line(error)
+        detail = [line.strip() for line in str(error).splitlines()[1:] if line.strip()]
+        raise LLMError(f"{name}: {detail[0].split(': ', 1)[-1] if detail else message}") from None
+    _check_sizes(config, values, name, tokenizer)
+    return config
+
+
+def _check_sizes(config, values: dict, name: str, tokenizer):
+    """Catch what would otherwise be a traceback from inside torch, or a model that cannot see every token."""
+    canonical_of = {alias: canonical for canonical, alias in config.attribute_map.items()}  # n_embd: hidden_size
+    spelled = {canonical_of.get(key, key): key for key in values}  # the field as the user wrote it
+
+    def field(canonical):
+        return spelled.get(canonical, canonical)
+
+    for canonical in _SIZES:
+        value = getattr(config, canonical, None)
+        if value is None and canonical in ("n_inner", "num_key_value_heads", "intermediate_size"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise LLMError(f"{name}: {field(canonical)} must be a whole number >= 1; got {value!r}")
+    hidden, heads = config.hidden_size, config.num_attention_heads
+    if hidden % heads:
+        raise LLMError(f"{name}: {field('hidden_size')} ({hidden}) must be divisible by "
+                       f"{field('num_attention_heads')} ({heads})")
+    kv_heads = getattr(config, "num_key_value_heads", None)
+    if kv_heads and heads % kv_heads:
+        raise LLMError(f"{name}: {field('num_attention_heads')} ({heads}) must be divisible by "
+                       f"num_key_value_heads ({kv_heads})")
+    if config.vocab_size < len(tokenizer):
+        raise LLMError(f"{name}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
+                       f"{len(tokenizer)} tokens")
+    for key, value in values.items():
+        if ("dropout" in key or "pdrop" in key) and not (isinstance(value, (int, float)) and 0 <= value < 1):
+            raise LLMError(f"{name}: {key} must be a probability in [0, 1); got {value!r}")
 
 
 def scratch_config(name: str, arch: str, tokenizer):
     """A fresh GPT-2 or Llama config, sized by name or read from a JSON file."""
-    from transformers import AutoConfig, GPT2Config, LlamaConfig
+    from transformers import GPT2Config, LlamaConfig
 
     special = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id or tokenizer.eos_token_id,
                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     if name.endswith(".json"):
-        path = Path(name).expanduser()
-        if not path.is_file():
-            raise LLMError(f"config file not found: {name}")
-        try:
-            values = json.loads(path.read_text())
-        except json.JSONDecodeError as error:
-            raise LLMError(f"{name} is not valid JSON: {error.msg} (line {error.lineno})") from None
-        model_type = values.pop("model_type", arch)
-        try:
-            return AutoConfig.for_model(model_type, **{**special, **values})
-        except ValueError as error:
-            raise LLMError(f"{name}: {error}") from None
+        return _config_from_json(name, arch, special, tokenizer)
     if name not in CONFIG_SIZES:
         raise LLMError(f"unknown --config {name!r}: use {', '.join(CONFIG_SIZES)} or a .json file")
     hidden, layers, heads, context = CONFIG_SIZES[name]
@@ -75,7 +142,10 @@ def new_model(config, device: torch.device):
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config).to(device)
+    try:
+        return AutoModelForCausalLM.from_config(config).to(device)
+    except (ValueError, TypeError, RuntimeError) as error:
+        raise LLMError(f"--config: cannot build a {config.model_type} model from it ({_first_line(error)})") from None
 
 
 def classifier_from(loaded: LoadedModel, labels: list[str]):
@@ -112,7 +182,10 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
     if isinstance(loaded.model, PeftModel):
         return  # keep training the adapter that is already there
     if resume:
-        loaded.model = PeftModel.from_pretrained(loaded.model, resume, is_trainable=True)
+        try:
+            loaded.model = PeftModel.from_pretrained(loaded.model, resume, is_trainable=True)
+        except Exception as error:  # no adapter there, a truncated file, an adapter for another model
+            raise LLMError(f"--resume {resume}: cannot load its LoRA adapter ({_first_line(error)})") from None
         return
     # peft still calls a transformers API that v5 renamed; the warning is theirs, not the user's.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
@@ -127,7 +200,22 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
 def _load_weights(loaded: LoadedModel, directory: str):
     from safetensors.torch import load_file
 
-    weights = Path(directory) / "model.safetensors"
+    weights = Path(directory).expanduser() / "model.safetensors"
     if not weights.is_file():
         raise LLMError(f"--resume {directory}: no model.safetensors there")
-    loaded.model.load_state_dict(load_file(weights, device=str(loaded.device)), strict=False)
+    try:
+        state = load_file(weights, device=str(loaded.device))
+    except Exception as error:  # safetensors' own error type for a truncated or corrupted file
+        raise LLMError(f"--resume {directory}: model.safetensors is unreadable ({_first_line(error)})") from None
+    model = loaded.model
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state and not _tied(model, k)]
+    if missing or any(k not in expected or state[k].shape != expected[k].shape for k in state):
+        raise LLMError(f"--resume {directory}: its weights do not fit {loaded.name} (another model's checkpoint?)")
+    model.load_state_dict(state, strict=False)
+
+
+def _tied(model, key: str) -> bool:
+    """Tied output embeddings are saved once (as the input embeddings)."""
+    output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    return output is not None and key.startswith("lm_head") and bool(getattr(model.config, "tie_word_embeddings", False))

@@ -1,9 +1,26 @@
 """What a training run is asked to do (TrainOptions) and what it reports (TrainResult)."""
 from __future__ import annotations
 
+import math
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..errors import LLMError
+
+SEED_MAX = 2**32 - 1  # numpy's limit, and so transformers.set_seed's
+
+
+def check_seed(seed) -> None:
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
+        raise LLMError(f"--seed must be a whole number from 0 to {SEED_MAX}; got {seed!r}")
+
+
+def check_finite(**values) -> None:
+    """inf and nan pass every `> 0` check but train or sample nothing meaningful."""
+    for name, value in values.items():
+        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+            raise LLMError(f"--{name.replace('_', '-')} must be a finite number; got {value!r}")
 
 
 @dataclass
@@ -25,6 +42,9 @@ class TrainOptions:
     seed: int = 0
 
     def validated(self) -> "TrainOptions":
+        check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
+                     max_grad_norm=self.max_grad_norm)
+        check_seed(self.seed)
         checks = [
             (self.steps is None or self.steps >= 1, "--steps must be at least 1"),
             (self.epochs > 0, "--epochs must be > 0"),
@@ -54,6 +74,8 @@ class TrainResult:
     output_dir: str | None = None
     seconds: float = 0.0
     tokens: int = 0
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # checkpoints carry it
+    error: str | None = None  # why a failed run ended (it is still in Session.runs)
 
     @property
     def steps_done(self) -> int:
@@ -77,15 +99,18 @@ class TrainResult:
         return pd.DataFrame(self.history)
 
     def summary(self) -> str:
+        if self.error:
+            return f"{self.kind}: failed after {self.steps_done}/{self.total_steps} steps: {self.error}"
         if not self.history:
             return f"{self.kind}: stopped before the first step"
         line = (f"{self.kind}: {self.steps_done}/{self.total_steps} steps, loss "
                 f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, {self.tokens_per_second:,.0f} tokens/s")
         if self.metrics:
             line += ", " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+        checkpoint = self.checkpoint if self.checkpoint and Path(self.checkpoint).is_dir() else None
         if self.interrupted:
-            kept = f"last checkpoint {self.checkpoint}" if self.checkpoint else "no checkpoint (use --checkpoint-every)"
+            kept = f"last checkpoint {checkpoint}" if checkpoint else "no checkpoint (use --checkpoint-every)"
             line += f". Stopped early: the model in memory keeps step {self.steps_done}; {kept}"
-        elif self.checkpoint:
-            line += f"; checkpoint {self.checkpoint}"
+        elif checkpoint:
+            line += f"; checkpoint {checkpoint}"
         return line

@@ -1,0 +1,148 @@
+"""Every user mistake gets one clear line: no traceback, no silently wrong number."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import llm_magics
+from conftest import DATA, run
+from llm_magics import LLMError, Session
+from llm_magics.training import byte_tokenizer, scratch_config
+
+CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
+TRAIN = "train --from-scratch --steps 1 --seq-len 16 --batch-size 2 --no-widget --no-progress"
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_out_of_range_seeds(shell, capsys, magic_session, seed):
+    capsys.readouterr()
+    run(shell, f"generate --seed {seed} --max-new-tokens 2", "Hello")
+    assert "--seed must be a whole number from 0 to 4294967295" in one_error_line(capsys)
+    run(shell, f"{TRAIN} --seed {seed}", CORPUS)
+    assert "--seed" in one_error_line(capsys)
+    with pytest.raises(LLMError, match="--seed"):  # what the playground's Generate calls
+        magic_session.generate("Hello", seed=int(seed), max_new_tokens=2)
+    assert magic_session.generate("Hello", seed=2**32 - 1, max_new_tokens=2, do_sample=True).new_tokens >= 1
+
+
+@pytest.mark.parametrize("option", ["--temperature inf", "--temperature nan", "--top-p nan",
+                                    "--repetition-penalty inf"])
+def test_non_finite_sampling_options(shell, capsys, magic_session, option):
+    capsys.readouterr()
+    run(shell, f"generate {option} --max-new-tokens 2", "Hello")
+    assert "must be a finite number" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("option", ["--lr inf", "--lr nan", "--warmup inf"])
+def test_non_finite_training_options(shell, capsys, option):
+    capsys.readouterr()
+    run(shell, f"{TRAIN} {option}", CORPUS)
+    assert "must be a finite number" in one_error_line(capsys)
+    run(shell, f"finetune --epochs inf --data {DATA / 'instructions.jsonl'}")
+    assert "--epochs must be a finite number" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("seq_len", ["0", "1"])
+def test_perplexity_needs_windows_of_two_tokens(shell, capsys, seq_len):
+    run(shell, TRAIN, CORPUS)
+    capsys.readouterr()
+    result = run(shell, f"eval --metric perplexity --seq-len {seq_len}", CORPUS)
+    assert result is None and "--seq-len must be at least 2" in one_error_line(capsys)
+
+
+@pytest.mark.parametrize("values, field", [
+    ({"n_embd": -64}, "n_embd"),
+    ({"n_layer": 0}, "n_layer"),
+    ({"n_embd": 64, "n_head": 3}, "n_embd \\(64\\) must be divisible by n_head \\(3\\)"),
+    ({"n_layer": "2"}, "n_layer"),
+    ({"vocab_size": 10}, "vocab_size 10 is smaller than the tokenizer's"),
+    ({"n_layers": 2}, "'n_layers' is not a gpt2 config field"),
+    ({"resid_pdrop": 1.5}, "resid_pdrop"),
+])
+def test_bad_config_json_names_the_field(tmp_path, values, field):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2,
+                                  "n_positions": 64, **values}))
+    with pytest.raises(LLMError, match=field) as error:
+        config_object = scratch_config(str(config), "gpt2", byte_tokenizer())
+        Session().train(text=CORPUS, from_scratch=True, config=str(config), steps=1, seq_len=16, progress=False)
+        pytest.fail(f"accepted {config_object}")
+    assert "\n" not in str(error.value)
+
+
+def test_bad_config_json_in_the_magic(shell, capsys, tmp_path):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}))
+    capsys.readouterr()
+    run(shell, f"{TRAIN} --config {config}", CORPUS)
+    line = one_error_line(capsys)  # llama's own check words it: "hidden size (64) ... attention heads (5)"
+    assert "cfg.json" in line and "hidden" in line and "(64)" in line and "heads (5)" in line
+
+
+def _broken_copies(source: Path, root: Path) -> dict:
+    """Model folders with truncated, corrupted or missing weights, and an invalid config.json."""
+    copies = {}
+    for name in ("truncated", "corrupted", "missing", "bad_config"):
+        folder = root / name
+        folder.mkdir()
+        for item in source.iterdir():
+            if item.name.endswith(".safetensors"):
+                os.symlink(item, folder / item.name)
+            elif item.is_file():
+                (folder / item.name).write_bytes(item.read_bytes())
+        copies[name] = folder
+    weights = copies["truncated"] / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    weights.write_bytes(data[: len(data) // 2])
+    weights = copies["corrupted"] / "model.safetensors"
+    weights.unlink()
+    weights.write_bytes(b"\x00" * 64 + data[64:4096])
+    (copies["missing"] / "model.safetensors").unlink()
+    (copies["bad_config"] / "config.json").write_text('{"model_type": "gpt2", "n_embd": ')
+    return copies
+
+
+def test_broken_model_folders_keep_the_loaded_model(shell, capsys, tmp_path):
+    source = tmp_path / "source"
+    s = Session()
+    s.train(text=CORPUS, from_scratch=True, steps=2, seq_len=16, batch_size=2, checkpoint_every=2,
+            output_dir=str(tmp_path / "run"), progress=False)
+    s.save(str(source))
+    before = s.loaded
+    for name, folder in _broken_copies(source, tmp_path).items():
+        with pytest.raises(LLMError) as error:
+            s.load(str(folder))
+        assert "\n" not in str(error.value), name
+        assert s.loaded is before, name
+    # the magic: one line, and the kernel's model is still there
+    llm_magics.session.loaded = before
+    capsys.readouterr()
+    run(shell, f"load {tmp_path / 'truncated'}")
+    assert "cannot load" in one_error_line(capsys) and llm_magics.session.loaded is before
+    # --resume from a checkpoint whose weights are truncated: one line, nothing replaced
+    checkpoint = tmp_path / "run" / "checkpoint-2"
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    run(shell, f"{TRAIN} --steps 4 --resume {checkpoint}", CORPUS)
+    assert "cannot load" in one_error_line(capsys) and llm_magics.session.loaded is before
+
+
+def test_empty_bodied_cell_magic_runs_as_the_line_magic(shell, capsys, tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    shell.user_ns.pop("_llm", None)
+    result = shell.run_cell(f"%%llm {TRAIN} --data {corpus}\n")
+    assert result.error_in_exec is None and result.error_before_exec is None
+    assert shell.user_ns["_llm"].steps_done == 1
+    # other cell magics are untouched
+    assert shell.run_cell("%%capture\n").error_in_exec is not None
