@@ -83,7 +83,7 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
         finally:
             relay[1].set()  # whatever happened in the kernel, the workers stop too
             launch.join()
-        if isinstance(outcome, LLMError):
+        if isinstance(outcome, Exception):
             raise outcome
         if outcome is None:
             raise LLMError(f"the training processes failed: {failure[0] if failure else 'no result came back'}")
@@ -117,6 +117,8 @@ def _follow(relay, launch: threading.Thread, kind: str, on_step, stop: StopFlag)
                 callback(row, mirror)
         elif tag == "error":
             return LLMError(payload)
+        elif tag == "failed":
+            return RuntimeError(f"a training process failed: {payload}")
         elif tag == "done":
             return payload
 
@@ -187,6 +189,9 @@ def _work(job: Job, relay):
     except LLMError as error:
         if rank == 0:
             messages.put(("error", str(error)))
+        raise
+    except Exception as error:  # a bug or a library failure: one line in the kernel, the traceback here
+        messages.put(("failed", f"rank {rank}: {type(error).__name__}: {error}".splitlines()[0]))
         raise
 
 

@@ -180,6 +180,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
             if waiting is not None:
                 publish(waiting)
                 waiting = None
+                result.seconds = time.perf_counter() - started  # now that the GPU has finished the last step
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
