@@ -164,11 +164,14 @@ def reference_loop(config, batches: list[dict], steps: int, device, backend) -> 
 
 
 def train_rows(batch_size: int, seq_len: int, steps: int, config_name: str, backend, device) -> tuple[list, dict]:
+    from transformers import AutoModelForCausalLM
+
     from llm_magics.training import scratch_config
 
     tokenizer = stand_in_tokenizer(50257)
     config = scratch_config(config_name, "gpt2", tokenizer)
-    params = sum(p.numel() for p in __import__("transformers").AutoModelForCausalLM.from_config(config).parameters())
+    with torch.device("meta"):  # only to count the parameters
+        params = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
     words = torch.randint(3, 50257, (batch_size * seq_len * 4,), generator=torch.Generator().manual_seed(0))
     corpus = " ".join(f"t{i}" for i in words.tolist())
     stream = torch.tensor(tokenizer(corpus, add_special_tokens=False)["input_ids"])
