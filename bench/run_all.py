@@ -8,7 +8,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["generate_overhead.py", "train_throughput.py", "attention_capture.py", "attention_layer_switch.py", "gpu_decode.py"]
+SCRIPTS = ["generate_overhead.py", "train_throughput.py", "attention_capture.py", "attention_layer_switch.py",
+           "scaling_cpu.py", "gpu_decode.py"]
 
 
 def main():

@@ -45,7 +45,8 @@ def _no_extra(extra: dict, what: str):
 class Session:
     """One in-kernel model plus its chat history and the runs made with it."""
 
-    def __init__(self):
+    def __init__(self, compile: bool | str = False):
+        self.compile_generation = compile  # generate with a static KV cache + torch.compile by default
         self.loaded: LoadedModel | None = None
         self.history: list[dict] = []  # chat messages
         self.system: str | None = None
@@ -137,11 +138,13 @@ class Session:
 
     # --- generation ---
     def generate(self, prompt: str, on_text: Callable[[str], None] | None = None,
-                 output_scores: bool = False, **settings) -> GenerationResult:
+                 output_scores: bool = False, compile: bool | str | None = None, **settings) -> GenerationResult:
+        """compile: a static KV cache + torch.compile (CUDA graphs on a GPU); default self.compile_generation."""
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "generate")
+        compiled = self.compile_generation if compile is None else compile
         result = self._stoppable(lambda stop: generation.generate(
-            self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores))
+            self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled))
         self.last = result
         return result
 
@@ -164,9 +167,11 @@ class Session:
     def train(self, text: str | None = None, data: str | None = None, from_scratch: bool = False,
               config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
               eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
-              progress: bool = True, trust_remote_code: bool = False, **options) -> TrainResult:
+              progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
+              accelerate_config: str | None = None, **options) -> TrainResult:
         """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a
-        checkpoint's run from its own weights."""
+        checkpoint's run from its own weights. processes > 1 (or an accelerate config) trains on several
+        processes; the kernel then keeps its copy of the model on the CPU."""
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
@@ -176,16 +181,27 @@ class Session:
             reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
             if reached >= (opts.steps or 100):
                 raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
+        several = processes != 1 or accelerate_config is not None
+        home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
+        if opts.resume:
             # the checkpoint holds the architecture and the weights the run had reached
-            self.load(opts.resume, device=device, trust_remote_code=trust_remote_code)
+            self.load(opts.resume, device=home, trust_remote_code=trust_remote_code)
         elif from_scratch:
-            self.loaded = self._scratch_model(config, arch, tokenizer, device, trust_remote_code)
+            self.loaded = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
             self.history = []
         else:
             self.require_model("train")
             if self.loaded.kind != CAUSAL:
                 raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
         seed_everything(opts.seed)
+        if several:
+            from .devices import resolve_device
+            from .training import distributed
+
+            job = distributed.Job("train", self.loaded, records, opts, eval_records,
+                                  gpus=resolve_device(device).type == "cuda")
+            return self._run(lambda stop, callbacks: distributed.run(job, processes, callbacks, stop,
+                                                                     accelerate_config), on_step, progress, "train")
         return self._run(lambda stop, callbacks: training.train_causal_lm(
             self.loaded, records, opts, callbacks, stop, eval_records), on_step, progress, "train")
 
@@ -203,7 +219,8 @@ class Session:
     def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
                  lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
                  labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
-                 trust_remote_code: bool = False, **options) -> TrainResult:
+                 trust_remote_code: bool = False, processes: int = 1, accelerate_config: str | None = None,
+                 **options) -> TrainResult:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
@@ -218,6 +235,14 @@ class Session:
         records = read_records(data, text)
         eval_records = read_records(eval_data) if eval_data else None
         seed_everything(opts.seed)  # LoRA init and dropout follow --seed
+        if processes != 1 or accelerate_config is not None:
+            from .training import distributed
+
+            job = distributed.Job("finetune", loaded, records, opts, eval_records, gpus=torch.cuda.is_available(),
+                                  finetune_args=dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
+                                                     labels=labels))
+            return self._run(lambda stop, callbacks: distributed.run(job, processes, callbacks, stop,
+                                                                     accelerate_config), on_step, progress, task)
         return self._run(lambda stop, callbacks: training.finetune(
             loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,
             eval_records=eval_records, on_step=callbacks, stop=stop), on_step, progress, task)

@@ -63,6 +63,7 @@ class GenerationResult:
     interrupted: bool = False
     token_ids: list[list[int]] = field(default_factory=list, repr=False)
     scores: list | None = field(default=None, repr=False)  # per-step logits when asked for
+    compile_warmup: bool = False  # the first --compile call of this model: its time includes compiling
 
     @property
     def text(self) -> str:
@@ -117,8 +118,9 @@ def context_length(model) -> int | None:
 
 def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: SamplingSettings,
                  on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
-                 output_scores: bool = False) -> GenerationResult:
-    """Run model.generate on already-tokenized inputs; stream text when one sequence is asked."""
+                 output_scores: bool = False, compile: bool | str = False) -> GenerationResult:
+    """Run model.generate on already-tokenized inputs; stream text when one sequence is asked.
+    compile: a static KV cache and a torch.compile'd decoding step (CUDA graphs on a GPU)."""
     settings.validated()
     prompt_length = inputs["input_ids"].shape[1]
     limit = context_length(loaded.model)
@@ -131,12 +133,14 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
     streamer = None
     if on_text is not None and settings.num_return_sequences == 1:
         streamer = _CallbackStreamer(loaded.tokenizer, on_text)
+    first_compile = bool(compile) and not getattr(loaded.model, "_llm_magics_compiled", False)
     with graceful_interrupts(stop) as flag:
         start = time.perf_counter()
         try:
             with torch.inference_mode():
                 output = loaded.model.generate(
-                    **inputs, **settings.generate_kwargs(), streamer=streamer,
+                    **inputs, **settings.generate_kwargs(), **(_compiled_kwargs(loaded, compile) if compile else {}),
+                    streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
                     pad_token_id=loaded.tokenizer.pad_token_id,
                     return_dict_in_generate=True, output_scores=output_scores)
@@ -146,23 +150,51 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
             raise LLMError(f"out of memory generating {settings.num_return_sequences} x "
                            f"{settings.max_new_tokens} tokens: ask for fewer sequences or tokens") from None
         seconds = time.perf_counter() - start
+    if first_compile:
+        loaded.model._llm_magics_compiled = True
     new_ids = output.sequences[:, prompt_length:]
     texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
     return GenerationResult(prompt=prompt, texts=texts, settings=settings,
                             new_tokens=int(new_ids.shape[1]), seconds=seconds,
                             interrupted=flag.requested, token_ids=new_ids.tolist(),
-                            scores=list(output.scores) if output_scores else None)
+                            scores=list(output.scores) if output_scores else None,
+                            compile_warmup=first_compile)
+
+
+def compile_backend(compile: bool | str | None) -> str | None:
+    """--compile: True means inductor; a string names another torch.compile backend (e.g. aot_eager)."""
+    if not compile:
+        return None
+    backend = "inductor" if compile is True else compile
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise LLMError(f"unknown --compile backend {backend!r}: use inductor, aot_eager or eager")
+    return backend
+
+
+def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
+    """transformers compiles the decoding step itself once the KV cache is static: with inductor, CUDA
+    graphs ("reduce-overhead") on a GPU; off the GPU transformers compiles only when asked to."""
+    from transformers import CompileConfig
+
+    backend = compile_backend(compile)
+    on_gpu = loaded.device.type == "cuda"
+    mode = ("reduce-overhead" if on_gpu else "default") if backend == "inductor" else None
+    config = CompileConfig(backend=backend, mode=mode)
+    config._compile_all_devices = not on_gpu
+    return {"cache_implementation": "static", "compile_config": config}
 
 
 def generate(loaded: LoadedModel | None, prompt: str, settings: SamplingSettings | None = None,
              on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
-             output_scores: bool = False) -> GenerationResult:
+             output_scores: bool = False, compile: bool | str = False) -> GenerationResult:
     loaded = require_causal(loaded, "generate")
     if not prompt or not prompt.strip():
         raise LLMError("the prompt is empty: put it in the cell body (or pass it as text)")
     inputs = loaded.tokenizer(prompt, return_tensors="pt")
     return generate_ids(loaded, dict(inputs), prompt, settings or SamplingSettings(), on_text, stop,
-                        output_scores)
+                        output_scores, compile)
 
 
 def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, system: str | None,

@@ -60,6 +60,15 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow Python code shipped with a --tokenizer or --resume folder")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    scale = parser.add_argument_group("scaling up")
+    scale.add_argument("--processes", type=int, default=1,
+                       help="train on N processes (DDP through accelerate: one per GPU, or CPU processes with gloo)")
+    scale.add_argument("--accelerate-config", help="an accelerate config file (FSDP, DeepSpeed, several nodes), "
+                       "run with `accelerate launch`")
+    scale.add_argument("--compile", action="store_true", help="torch.compile the model (slow first steps)")
+    scale.add_argument("--compile-backend", help="torch.compile backend (default inductor; e.g. aot_eager)")
+    scale.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute activations in the backward pass: less memory, slower steps")
     view = group.add_mutually_exclusive_group()
     view.add_argument("--widget", dest="widget", action="store_true", default=None,
                       help="live loss chart with a Stop button (default in a notebook)")
@@ -86,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--attention", action="store_true", help="then show the attention of prompt + output")
     generate.add_argument("--widget", action="store_true",
                           help="sampling playground pre-filled with these settings, tokens coloured by probability")
+    generate.add_argument("--compile", action="store_true", default=None,
+                          help="static KV cache + torch.compile (CUDA graphs on GPU); the first call compiles")
+    generate.add_argument("--compile-backend", help="torch.compile backend (default inductor; e.g. aot_eager)")
 
     playground = commands.add_parser("playground", help="sampling playground (cell body = prompt)")
     playground.add_argument("prompt", nargs="*")
@@ -206,7 +218,7 @@ class LLMMagics(Magics):
         if args.widget:
             return self._playground(args, cell)
         result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
-                                       num_return_sequences=args.num_return_sequences)
+                                       num_return_sequences=args.num_return_sequences, compile=_compile(args))
         if args.num_return_sequences > 1:
             for index, text in enumerate(result.texts, 1):
                 print(f"--- sample {index} ---\n{text}")
@@ -214,6 +226,9 @@ class LLMMagics(Magics):
             print()
         if result.interrupted:
             print(f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]")
+        if result.compile_warmup:
+            print(f"[--compile: this first call compiled the decoding step ({result.seconds:.1f} s in all); "
+                  "later calls of the same length reuse it]")
         if args.attention:
             display(self.session.attention(prompt + result.text))
             self.session.last = result
@@ -249,6 +264,7 @@ class LLMMagics(Magics):
                                     config=args.config, arch=args.arch, tokenizer=args.tokenizer,
                                     eval_data=args.eval_data, device=args.device, on_step=view,
                                     progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
+                                    processes=args.processes, accelerate_config=args.accelerate_config,
                                     **_train_options(args))
         print(result.summary())
         return result
@@ -259,6 +275,7 @@ class LLMMagics(Magics):
                                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
                                        labels=args.labels, on_step=view, progress=args.progress and not view,
                                        trust_remote_code=args.trust_remote_code, epochs=args.epochs,
+                                       processes=args.processes, accelerate_config=args.accelerate_config,
                                        **_train_options(args))
         print(result.summary())
         return result
@@ -327,11 +344,19 @@ def _sampling(args) -> dict:
                 do_sample=args.do_sample)
 
 
+def _compile(args) -> bool | str | None:
+    """--compile [--compile-backend NAME]; None leaves the session's default (generation)."""
+    if args.compile_backend:
+        return args.compile_backend
+    return args.compile
+
+
 def _train_options(args) -> dict:
     options = dict(steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum,
                    warmup=args.warmup, seq_len=args.seq_len, eval_every=args.eval_every,
                    checkpoint_every=args.checkpoint_every, output_dir=args.output_dir, resume=args.resume,
-                   seed=args.seed)
+                   seed=args.seed, compile=_compile(args) or False,
+                   gradient_checkpointing=args.gradient_checkpointing)
     if args.lr is not None:
         options["lr"] = args.lr
     return options

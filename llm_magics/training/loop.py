@@ -8,6 +8,7 @@ the weights half-updated.
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -16,7 +17,7 @@ import torch
 
 from ..data import RandomWindows, classification_examples, supervised_examples, texts_of, token_stream
 from ..errors import LLMError, is_out_of_memory
-from ..generation import context_length
+from ..generation import compile_backend, context_length
 from ..interrupts import StopFlag, graceful_interrupts
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel
 from .batches import EpochBatches, _fixed_windows, _padded_batches
@@ -98,17 +99,19 @@ def finetune(loaded: LoadedModel, records: list[dict], options: TrainOptions, *,
 
 def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
               on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None) -> TrainResult:
-    from accelerate import Accelerator
     from transformers import get_cosine_schedule_with_warmup
 
+    on_gpu = loaded.device.type == "cuda"
+    accelerator = _accelerator(loaded, options)
     model = loaded.model
-    mixed = "bf16" if loaded.device.type == "cuda" and torch.cuda.is_bf16_supported() else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=loaded.device.type == "cpu")
+    if options.gradient_checkpointing:
+        _unwrap_peft(model).activation_checkpointing_enable({"use_reentrant": False})
     trainable = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
+    # fused AdamW: one kernel for every parameter on the GPU instead of a loop of small ones
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=options.lr)
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
     warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
@@ -123,50 +126,78 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     result.output_dir = str(output_dir) if output_dir else None
 
     def save(step: int):
-        result.checkpoint = save_checkpoint(output_dir / f"checkpoint-{step}", loaded, optimizer, scheduler,
-                                            batches, step, result, options.keep_checkpoints, result.run_id)
+        if accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
+            result.checkpoint = save_checkpoint(output_dir / f"checkpoint-{step}", loaded, optimizer, scheduler,
+                                                batches, step, result, options.keep_checkpoints,
+                                                result.run_id)
+        accelerator.wait_for_everyone()
+
+    def publish(row: dict):
+        row["loss"] = row["loss"].read()
+        if "rank_losses" in row:
+            row["rank_losses"] = row["rank_losses"].read()
+        result.history.append(row)
+        for callback in on_step:
+            callback(row, result)
 
     model.train()
     last_saved = start_step
+    # On a GPU a step's loss is published one step late: by then its copy to the host is done and reading
+    # it does not wait for the step in flight (no host synchronisation per step).
+    late = on_gpu
+    waiting = None
     started = time.perf_counter() - result.seconds
     try:
         with graceful_interrupts(stop) as flag:
             for step in range(start_step + 1, total_steps + 1):
-                if flag.requested:
+                if _stop_requested(accelerator, flag):
+                    result.interrupted = True
                     break
-                loss, tokens = _one_step(accelerator, model, batches, options, loaded.device)
+                rank_losses, tokens = _one_step(accelerator, model, batches, options, loaded.device)
                 accelerator.clip_grad_norm_(trainable, options.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.tokens += tokens
                 result.seconds = time.perf_counter() - started
-                row = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0],
+                row = {"step": step, "loss": _HostValue(rank_losses.mean()), "lr": scheduler.get_last_lr()[0],
                        "tokens": result.tokens, "elapsed": result.seconds}
+                if len(rank_losses) > 1:
+                    row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
                 if evaluate and options.eval_every and (step % options.eval_every == 0 or step == total_steps):
                     row.update(evaluate())
                     result.eval_history.append({"step": step, **{k: v for k, v in row.items()
                                                                  if k.startswith("eval_") or k in ("accuracy", "f1")}})
-                result.history.append(row)
-                for callback in on_step:
-                    callback(row, result)
-                if options.checkpoint_every and step % options.checkpoint_every == 0:
+                if waiting is not None:
+                    publish(waiting)
+                waiting = row
+                checkpoint_due = options.checkpoint_every and step % options.checkpoint_every == 0
+                if not late or checkpoint_due:
+                    publish(waiting)
+                    waiting = None
+                if checkpoint_due:
                     save(step)
                     last_saved = step
-            result.interrupted = flag.requested
+            if waiting is not None:
+                publish(waiting)
+                waiting = None
+                result.seconds = time.perf_counter() - started  # now that the GPU has finished the last step
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
         optimizer.zero_grad(set_to_none=True)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
-        where = "GPU" if loaded.device.type == "cuda" else "CPU"
-        raise LLMError(f"out of {where} memory at --batch-size {options.batch_size} --seq-len {options.seq_len}: "
-                       f"try --batch-size {max(1, options.batch_size // 2)} --grad-accum "
+        where = "GPU" if on_gpu else "CPU"
+        per_process = options.batch_size // accelerator.num_processes
+        raise LLMError(f"out of {where} memory at --batch-size {per_process} --seq-len {options.seq_len}: "
+                       f"try --batch-size {max(1, per_process // 2)} --grad-accum "
                        f"{options.grad_accum * 2} (the model is unchanged)") from None
     finally:
         model.eval()
-        loaded.model = accelerator.unwrap_model(model)
+        loaded.model = accelerator.unwrap_model(model, keep_torch_compile=False)
+        if options.gradient_checkpointing:
+            _unwrap_peft(loaded.model).activation_checkpointing_disable()
     if options.checkpoint_every and result.steps_done > last_saved:
         save(result.steps_done)  # an interrupted or uneven run still leaves its latest state on disk
     if evaluate and not result.eval_history and result.history:
@@ -176,13 +207,70 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     return result
 
 
-def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tuple[float, int]:
-    total_loss, tokens = 0.0, 0
+def _accelerator(loaded: LoadedModel, options: TrainOptions):
+    """bf16 autocast and TF32 matmuls on a GPU; `--compile` through accelerate's dynamo plugin. Under
+    `accelerate launch --config_file` the config's own precision and compile settings win."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    # accelerate keeps one state per process: without this a second run in the kernel would silently keep
+    # the first run's precision and compile settings (the distributed set-up, PartialState, is kept).
+    AcceleratorState._reset_state()
+    on_gpu = loaded.device.type == "cuda"
+    if on_gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    launched = "ACCELERATE_MIXED_PRECISION" in os.environ
+    mixed = None if launched else ("bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no")
+    return Accelerator(mixed_precision=mixed, cpu=loaded.device.type == "cpu",
+                       dynamo_backend=compile_backend(options.compile))
+
+
+def _stop_requested(accelerator, flag: StopFlag) -> bool:
+    """A stop asked on any rank ends every rank after the same step (accelerate's trigger)."""
+    if accelerator.num_processes == 1:
+        return flag.requested
+    if flag.requested:
+        accelerator.set_trigger()
+    return accelerator.check_trigger()
+
+
+class _HostValue:
+    """A scalar on its way from the device to the host: the copy is queued without blocking, and reading
+    it waits only for that copy (not for work queued after it)."""
+
+    def __init__(self, value: torch.Tensor):
+        self.ready = None
+        if value.is_cuda:
+            self.value = torch.empty(value.shape, dtype=value.dtype, pin_memory=True)
+            self.value.copy_(value, non_blocking=True)
+            self.ready = torch.cuda.Event()
+            self.ready.record()
+        else:
+            self.value = value
+
+    def read(self) -> float | list[float]:
+        if self.ready is not None:
+            self.ready.synchronize()
+        return self.value.tolist()
+
+
+def _unwrap_peft(model):
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tuple[torch.Tensor, int]:
+    """One optimizer step's gradients; returns each process's loss (a device tensor, not read here) and the
+    tokens of the step. With several processes every rank draws the same global batch and keeps its own
+    share (accelerate's split_between_processes), so N processes x B rows = one process x N*B rows."""
+    total_loss, tokens = torch.zeros((), device=accelerator.device), 0
     for micro in range(options.grad_accum):
-        batch = {k: v.to(device) for k, v in batches.next_batch().items()}
-        with accelerator.autocast():
-            loss = model(**batch).loss / options.grad_accum
-        accelerator.backward(loss)
-        total_loss += float(loss.detach())
+        batch = batches.next_batch()
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
-    return total_loss, tokens
+        with accelerator.split_between_processes(batch, apply_padding=True) as shard:
+            shard = {k: v.to(device, non_blocking=True) for k, v in shard.items()}
+        with accelerator.autocast():
+            loss = model(**shard).loss / options.grad_accum
+        accelerator.backward(loss)
+        total_loss += loss.detach()
+    return accelerator.gather(total_loss[None]), tokens

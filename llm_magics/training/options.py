@@ -40,6 +40,8 @@ class TrainOptions:
     resume: str | None = None
     eval_every: int | None = None
     seed: int = 0
+    compile: bool | str = False  # torch.compile the model (True: inductor, or a backend name)
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
 
     def validated(self) -> "TrainOptions":
         check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,

@@ -1,0 +1,261 @@
+"""`--processes N` / `--accelerate-config FILE`: the same training on several processes, the kernel
+staying the user's home.
+
+accelerate's `notebook_launcher` forks N workers from the live kernel (DDP; gloo on CPU, NCCL on GPUs);
+`--accelerate-config` runs `accelerate launch --config_file FILE` on this module instead (FSDP,
+DeepSpeed, several nodes: whatever the config says). Every worker runs the ordinary loop
+(`train_causal_lm` / `finetune`). A multiprocessing manager relays between them and the kernel:
+rank 0 sends each step's row (the kernel's chart, status bar and progress bar draw it), the kernel
+sets a shared event on Stop (every rank then stops after the same step through accelerate's trigger),
+and at the end rank 0 hands the trained model back through a file, which the kernel loads into its
+session.
+"""
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import queue
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import LLMError
+from ..interrupts import StopFlag
+from ..loading import LoadedModel
+from .options import TrainOptions, TrainResult
+
+MODEL_FILE = "model.pt"
+
+
+@dataclass
+class Job:
+    """What each worker runs: `train_causal_lm` or `finetune` with these arguments."""
+    kind: str  # "train" or "finetune"
+    loaded: LoadedModel
+    records: list[dict]
+    options: TrainOptions
+    eval_records: list[dict] | None = None
+    finetune_args: dict = field(default_factory=dict)  # lora, lora_r, lora_alpha, task, labels
+    gpus: bool = False  # one GPU per worker, else CPU
+    directory: str = ""  # where rank 0 leaves the trained model
+
+
+class _SharedStop(StopFlag):
+    """A worker's stop flag: its own interrupt, or the kernel's Stop relayed through the shared event."""
+
+    def __init__(self, event):
+        super().__init__()
+        self.event = event
+
+    @property
+    def requested(self) -> bool:
+        return self._event.is_set() or self.event.is_set()
+
+
+def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
+        accelerate_config: str | None = None) -> TrainResult:
+    """Train on `processes` workers; relay rank 0's rows to `on_step`; load the result into job.loaded."""
+    if processes < 1:
+        raise LLMError("--processes must be at least 1")
+    port = None
+    if accelerate_config is None:
+        _check_can_fork(job, processes)
+        port = _port()
+    else:
+        _check_config(accelerate_config, processes)
+    with tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory, _manager() as manager:
+        job.directory = directory
+        relay = (manager.Queue(), manager.Event())
+        failure: list[str] = []
+        launch = threading.Thread(target=_launch, args=(job, relay, processes, port, accelerate_config, failure),
+                                  daemon=True)
+        launch.start()
+        try:
+            outcome = _follow(relay, launch, job.kind, on_step, stop)
+        finally:
+            relay[1].set()  # whatever happened in the kernel, the workers stop too
+            launch.join()
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome is None:
+            raise LLMError(f"the training processes failed: {failure[0] if failure else 'no result came back'}")
+        result, kind, dtype = outcome
+        model = torch.load(Path(directory) / MODEL_FILE, weights_only=False)
+        job.loaded.model = model.to(job.loaded.device).eval()
+        job.loaded.kind, job.loaded.dtype = kind, dtype
+        return result
+
+
+def _follow(relay, launch: threading.Thread, kind: str, on_step, stop: StopFlag):
+    """In the kernel: draw rank 0's rows, pass Stop on, and wait for the outcome (or the launcher's end)."""
+    messages, stop_event = relay
+    mirror = TrainResult(kind=kind, total_steps=0)
+    while True:
+        if stop.requested:
+            stop_event.set()
+        try:
+            message = messages.get(timeout=0.1)
+        except queue.Empty:
+            if launch.is_alive():
+                continue
+            return None
+        tag, payload = message
+        if tag == "step":
+            row, mirror.total_steps, mirror.kind = payload
+            mirror.history.append(row)
+            mirror.tokens, mirror.seconds = row["tokens"], row["elapsed"]
+            mirror.interrupted = stop.requested
+            for callback in on_step:
+                callback(row, mirror)
+        elif tag == "error":
+            return LLMError(payload)
+        elif tag == "failed":
+            return RuntimeError(f"a training process failed: {payload}")
+        elif tag == "done":
+            return payload
+
+
+def _launch(job: Job, relay, processes: int, port: int | None, accelerate_config: str | None,
+            failure: list[str]):
+    try:
+        if accelerate_config is None:
+            _launch_forked(job, relay, processes, port)
+        else:
+            _launch_script(job, relay, processes, accelerate_config)
+    except BaseException as error:  # reported by the kernel thread, which owns the user's output
+        failure.append(str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__)
+
+
+def _launch_forked(job: Job, relay, processes: int, port: int):
+    from accelerate import notebook_launcher
+    from accelerate.state import AcceleratorState
+
+    # A single-process run earlier in this kernel left accelerate's state behind; the workers make their own.
+    AcceleratorState._reset_state(reset_partial_state=True)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.ERROR)  # "running on a child thread"
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # fast tokenizers warn after a fork otherwise
+    notebook_launcher(_work, (job, relay), num_processes=processes, use_port=str(port))
+
+
+def _launch_script(job: Job, relay, processes: int, config: str):
+    """`accelerate launch --config_file FILE -m llm_magics.training.distributed JOBDIR`."""
+    torch.save({"job": job, "relay": relay}, Path(job.directory) / "job.pt")
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(Path(config).expanduser())]
+    if processes > 1:
+        command += ["--num_processes", str(processes)]
+    command += ["-m", "llm_magics.training.distributed", job.directory]
+    env = {**os.environ, "LLM_MAGICS_AUTHKEY": bytes(multiprocessing.current_process().authkey).hex()}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise RuntimeError(lines[-1] if lines else f"accelerate launch exited with {done.returncode}")
+
+
+def _work(job: Job, relay):
+    """One worker (rank): the ordinary loop on this rank's device, rank 0 relaying to the kernel."""
+    from .loop import finetune, train_causal_lm
+
+    messages, stop_event = relay
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    try:
+        loaded = job.loaded
+        if job.gpus:
+            loaded.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        else:
+            loaded.device = torch.device("cpu")
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
+        loaded.model.to(loaded.device)
+        # Each rank draws the same global batch (same seed) and keeps its share of it.
+        options = replace(job.options, batch_size=job.options.batch_size * world)
+        on_step = [lambda row, result: messages.put(("step", (row, result.total_steps, result.kind)))] \
+            if rank == 0 else []
+        stop = _SharedStop(stop_event)
+        if job.kind == "train":
+            result = train_causal_lm(loaded, job.records, options, on_step, stop, job.eval_records)
+        else:
+            result = finetune(loaded, job.records, options, eval_records=job.eval_records, on_step=on_step,
+                              stop=stop, **job.finetune_args)
+        if rank == 0:
+            torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)
+            messages.put(("done", (result, loaded.kind, loaded.dtype)))
+    except LLMError as error:
+        if rank == 0:
+            messages.put(("error", str(error)))
+        raise
+    except Exception as error:  # a bug or a library failure: one line in the kernel, the traceback here
+        messages.put(("failed", f"rank {rank}: {type(error).__name__}: {error}".splitlines()[0]))
+        raise
+
+
+def _check_can_fork(job: Job, processes: int):
+    """What breaks forking the kernel, as one line each."""
+    if job.gpus:
+        if torch.cuda.is_initialized():
+            raise LLMError("CUDA is already initialised in this kernel (a model or tensor was put on the GPU), "
+                           "and forked workers cannot use it: restart the kernel, load with --device cpu, then "
+                           "run --processes N (each worker takes its own GPU)")
+        if processes > torch.cuda.device_count():
+            raise LLMError(f"--processes {processes} but this machine has {torch.cuda.device_count()} GPU(s): "
+                           "ask for at most one process per GPU")
+    elif processes > (os.cpu_count() or 1):
+        raise LLMError(f"--processes {processes} but this machine has {os.cpu_count()} CPU core(s): "
+                       "ask for at most one process per core")
+
+
+def _check_config(path: str, processes: int):
+    """The config is passed on untouched; we only read it to refuse what would silently run one process."""
+    import yaml
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise LLMError(f"--accelerate-config {path}: no such file")
+    try:
+        config = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise LLMError(f"--accelerate-config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
+    wanted = processes if processes > 1 else int(config.get("num_processes", 1))
+    if config.get("distributed_type") == "MULTI_CPU" and wanted > 1 and not config.get("mpirun_config"):
+        raise LLMError(f"--accelerate-config {path}: accelerate launch runs several CPU processes only through "
+                       "MPI (mpirun_config); for CPU processes use --processes N without a config")
+
+
+def _port() -> int:
+    """MASTER_PORT when the user set one (it must be free), else a free port the OS picks."""
+    wanted = int(os.environ.get("MASTER_PORT", 0))
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", wanted))
+        except OSError:
+            raise LLMError(f"port {wanted} (MASTER_PORT) is in use, maybe by another distributed run: "
+                           "unset MASTER_PORT or set a free one") from None
+        return probe.getsockname()[1]
+
+
+class _manager:
+    """A multiprocessing manager on this machine: its queue and event reach forked workers and
+    `accelerate launch` workers alike (they connect with the kernel's authkey)."""
+
+    def __enter__(self):
+        self.manager = multiprocessing.get_context("fork").Manager()
+        return self.manager
+
+    def __exit__(self, *exc):
+        self.manager.shutdown()
+
+
+def _main(directory: str):
+    multiprocessing.current_process().authkey = bytes.fromhex(os.environ["LLM_MAGICS_AUTHKEY"])
+    saved = torch.load(Path(directory) / "job.pt", weights_only=False)
+    _work(saved["job"], saved["relay"])
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1])
