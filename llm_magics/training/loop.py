@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from pathlib import Path
 from typing import Callable
 
 import torch
