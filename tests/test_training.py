@@ -99,7 +99,7 @@ def test_classifier_on_packaged_minilm_reports_accuracy_and_f1():
     untrained = s.finetune(data=test, eval_data=test, task="classify", labels="negative,positive", steps=1,
                            lr=1e-9, progress=False).metrics
     result = s.finetune(data=str(DATA / "sentiment_train.jsonl"), eval_data=test, task="classify",
-                        epochs=5, batch_size=8, lr=1e-4, progress=False)
+                        epochs=5, batch_size=8, lr=2e-4, progress=False)  # seeded run: 0.81-0.88 over seeds
     assert s.loaded.kind == CLASSIFIER
     assert set(result.metrics) == {"accuracy", "f1"}
     assert result.metrics["accuracy"] >= 0.75 and result.metrics["f1"] >= 0.7
