@@ -106,4 +106,4 @@ def test_interrupting_training_keeps_model_and_checkpoint(shell, capsys, tmp_pat
     state = json.loads((tmp_path / f"checkpoint-{result.steps_done}" / "config.json").read_text())
     assert state["model_type"] == "llama"
     sample = run(shell, "generate --greedy --max-new-tokens 5", "The cat")
-    assert sample.new_tokens == 5
+    assert 1 <= sample.new_tokens <= 5  # a briefly trained model may stop at EOS
