@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from . import generation, loading, training
-from .data import classification_examples, read_records
+from .data import Corpus, Preparation, datasets_bars, check_labels, classification_examples, data_cache, read_corpus
 from .devices import memory_report
 from .errors import LLMError, no_model
 from .generation import GenerationResult, SamplingSettings
@@ -130,26 +130,60 @@ class Session:
     def train(self, text: str | None = None, data: str | None = None, from_scratch: bool = False,
               config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
               eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
-              progress: bool = True, **options) -> TrainResult:
-        """Pre-train on text: a fresh model (from_scratch) or the loaded one."""
+              progress: bool = True, text_field: str | None = None, max_tokens: int | None = None,
+              sample_docs: int | None = None, on_prepare: list[Callable] = (), num_proc: int | None = None,
+              **options) -> TrainResult:
+        """Pre-train on text: a fresh model (from_scratch) or the loaded one.
+
+        text_field: the column holding the text; max_tokens / sample_docs: train on the first N tokens /
+        documents; on_prepare: hooks `(stage, done, total)` called while data is read and tokenized
+        (step callbacks with an `on_prepare` method get them too); num_proc: tokenizing processes."""
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
-        records = read_records(data, text)
-        eval_records = read_records(eval_data) if eval_data else None
         if opts.resume:
             training.check_checkpoint(opts.resume)
-        if opts.resume and from_scratch:
-            self.load(opts.resume, device=device)  # the checkpoint holds the architecture and weights
-        elif from_scratch:
-            self.loaded = self._scratch_model(config, arch, tokenizer, device)
-            self.history = []
-        else:
+        if not from_scratch and not opts.resume:
             self.require_model("train")
             if self.loaded.kind != CAUSAL:
                 raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
-        return self._run(lambda stop, callbacks: training.train_causal_lm(
-            self.loaded, records, opts, callbacks, stop, eval_records), on_step, progress, "train")
+
+        def work(stop: StopFlag, callbacks: list) -> TrainResult:
+            prep = self._preparation(stop, callbacks, on_prepare, progress)
+            corpus = self._read(prep, data, text, text_field, sample_docs)
+            eval_corpus = self._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
+            if corpus is None or (eval_data and eval_corpus is None):
+                prep.close()
+                return TrainResult(kind="train", total_steps=opts.steps or 100, interrupted=True)
+            if opts.resume and from_scratch:
+                self.load(opts.resume, device=device)  # the checkpoint holds the architecture and weights
+            elif from_scratch:
+                self.loaded = self._scratch_model(config, arch, tokenizer, device)
+                self.history = []
+            return training.train_causal_lm(self.loaded, corpus, opts, callbacks, stop, eval_corpus, prep,
+                                            max_tokens, num_proc)
+
+        return self._run(work, on_step, progress, "train")
+
+    @staticmethod
+    def _preparation(stop: StopFlag, callbacks: list, on_prepare, progress: bool) -> Preparation:
+        hooks = [c.on_prepare for c in callbacks if callable(getattr(c, "on_prepare", None))] + list(on_prepare)
+        return Preparation(stop, hooks, progress)
+
+    @staticmethod
+    def _read(prep: Preparation, data: str | None, text: str | None, text_field: str | None,
+              sample_docs: int | None) -> Corpus | None:
+        """Read --data (or the cell body) as an interruptible stage; None when stopped."""
+        if prep.stopped:
+            return None
+        prep.report("reading", 0, 1, bar=False)  # datasets' readers show their own tqdm bar
+        corpus = None
+        with prep.interruptible(), datasets_bars(prep.progress):
+            corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        if corpus is None or prep.stopped:
+            return None
+        prep.report("reading", 1, 1, bar=False)
+        return corpus
 
     def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str) -> LoadedModel:
         from .devices import resolve_device
@@ -164,6 +198,7 @@ class Session:
     def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
                  lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
                  labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
+                 text_field: str | None = None, sample_docs: int | None = None, on_prepare: list[Callable] = (),
                  **options) -> TrainResult:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
@@ -173,13 +208,24 @@ class Session:
             labels = [label.strip() for label in labels.split(",") if label.strip()]
         if task == "classify" and not labels and loaded.kind == CLASSIFIER:
             labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-        records = read_records(data, text)
-        eval_records = read_records(eval_data) if eval_data else None
+        if task == "classify":
+            check_labels(labels)
         if opts.resume:
             training.check_checkpoint(opts.resume)
-        return self._run(lambda stop, callbacks: training.finetune(
-            loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,
-            eval_records=eval_records, on_step=callbacks, stop=stop), on_step, progress, task)
+        kind = "classify" if task == "classify" else "finetune"
+
+        def work(stop: StopFlag, callbacks: list) -> TrainResult:
+            prep = self._preparation(stop, callbacks, on_prepare, progress)
+            corpus = self._read(prep, data, text, text_field, sample_docs)
+            eval_corpus = self._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
+            if corpus is None or (eval_data and eval_corpus is None):
+                prep.close()
+                return TrainResult(kind=kind, total_steps=opts.steps or 0, interrupted=True)
+            return training.finetune(loaded, corpus, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
+                                     task=task, labels=labels, eval_corpus=eval_corpus, on_step=callbacks,
+                                     stop=stop, prep=prep)
+
+        return self._run(work, on_step, progress, task)
 
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str) -> TrainResult:
@@ -209,11 +255,14 @@ class Session:
 
     # --- evaluation ---
     def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,
-             seq_len: int = 512):
+             seq_len: int = 512, text_field: str | None = None, sample_docs: int | None = None,
+             max_tokens: int | None = None, progress: bool = True):
         """Score the loaded model on a data file; the result is also recorded with the latest run."""
         from . import evaluation
 
-        result = evaluation.evaluate(self.loaded, metric, read_records(data, text), max_new_tokens, seq_len)
+        corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        result = evaluation.evaluate(self.loaded, metric, corpus, max_new_tokens, seq_len, max_tokens,
+                                     Preparation(progress=progress))
         self.evaluations.append(result)
         if self.runs:
             self.runs[-1].metrics[f"eval_{metric}"] = result.value
@@ -259,6 +308,6 @@ class Session:
             raise LLMError("the loaded model has no classification head: run finetune --task classify first")
         texts = [texts] if isinstance(texts, str) else texts
         labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-        records = [{"text": t, "label": labels[0], "_line": i} for i, t in enumerate(texts, 1)]
+        records = [{"text": t, "label": labels[0]} for t in texts]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import classification_examples, texts_of, token_stream
+from .data import Corpus, Preparation, classification_examples, data_cache, packed_tokens
 from .errors import LLMError, no_model
 from .generation import SamplingSettings, context_length, generate_ids
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
@@ -27,58 +27,61 @@ class EvalResult:
         return f"{self.metric}: {self.value:.4f} on {self.examples} examples" + (f" ({extra})" if extra else "")
 
 
-def evaluate(loaded: LoadedModel | None, metric: str, records: list[dict], max_new_tokens: int = 64,
-             seq_len: int = 512) -> EvalResult:
+def evaluate(loaded: LoadedModel | None, metric: str, corpus: Corpus, max_new_tokens: int = 64,
+             seq_len: int = 512, max_tokens: int | None = None, prep: Preparation | None = None) -> EvalResult:
     if loaded is None:
         raise no_model("eval")
     if metric not in METRICS:
         raise LLMError(f"unknown --metric {metric!r}: use {', '.join(METRICS)}")
     if metric == "perplexity":
-        return _perplexity(loaded, records, seq_len)
+        return _perplexity(loaded, corpus, seq_len, max_tokens, prep or Preparation(progress=False))
     if metric in ("accuracy", "f1"):
-        return _classification(loaded, metric, records)
-    return _generation(loaded, metric, records, max_new_tokens)
+        return _classification(loaded, metric, corpus)
+    return _generation(loaded, metric, corpus, max_new_tokens)
 
 
 @torch.no_grad()
-def _perplexity(loaded: LoadedModel, records: list[dict], seq_len: int) -> EvalResult:
+def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, max_tokens: int | None,
+                prep: Preparation) -> EvalResult:
     if loaded.kind != CAUSAL:
         raise LLMError("perplexity needs a causal language model")
     seq_len = min(seq_len, context_length(loaded.model) or seq_len)
-    stream = token_stream(loaded.tokenizer, texts_of(records))
+    stream = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache())  # tokenized once, cached
+    prep.close()
     total, count = 0.0, 0
     loaded.model.eval()
     for start in range(0, max(len(stream) - 1, 1), seq_len):  # non-overlapping windows
-        window = stream[start:start + seq_len].unsqueeze(0).to(loaded.device)
+        window = torch.from_numpy(stream.read(start, seq_len)).unsqueeze(0).to(loaded.device)
         if window.shape[1] < 2:
             break
         loss = loaded.model(input_ids=window, labels=window).loss
         total += float(loss) * (window.shape[1] - 1)
         count += window.shape[1] - 1
     mean = total / max(count, 1)
-    return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(records))
+    return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(corpus))
 
 
-def _classification(loaded: LoadedModel, metric: str, records: list[dict]) -> EvalResult:
+def _classification(loaded: LoadedModel, metric: str, corpus: Corpus) -> EvalResult:
     from .training import classification_metrics
 
     if loaded.kind != CLASSIFIER:
         raise LLMError(f"{metric} needs a classifier: run `%%llm finetune --task classify --labels ...` first")
     config = loaded.model.config
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    examples = classification_examples(loaded.tokenizer, records, labels, 512)
+    examples = classification_examples(loaded.tokenizer, corpus.dataset.to_list(), labels, 512, corpus.text_field,
+                                       lambda row: lambda: corpus.where(row))
     scores = classification_metrics(loaded, examples)
     other = "f1" if metric == "accuracy" else "accuracy"
     return EvalResult(metric, scores[metric], {other: scores[other]}, examples=len(examples))
 
 
-def _generation(loaded: LoadedModel, metric: str, records: list[dict], max_new_tokens: int) -> EvalResult:
+def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens: int) -> EvalResult:
     if loaded.kind != CAUSAL:
         raise LLMError(f"{metric} compares generated text: it needs a causal language model")
     pairs = []
-    for record in records:
-        if "prompt" not in record or "response" not in record:
-            raise LLMError(f"line {record['_line']}: {metric} needs 'prompt' and 'response' fields")
+    for row, record in enumerate(corpus.dataset):
+        if record.get("prompt") is None or record.get("response") is None:
+            raise LLMError(f"{corpus.where(row)}: {metric} needs 'prompt' and 'response' fields")
         pairs.append((str(record["prompt"]), str(record["response"])))
     settings = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False)
     predictions = []
