@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["generate_overhead.py", "train_throughput.py", "attention_capture.py", "gpu_decode.py"]
+SCRIPTS = ["generate_overhead.py", "train_throughput.py", "attention_capture.py", "gpu_decode.py", "data_scale.py"]
 
 
 def main():

@@ -125,6 +125,8 @@ def _load(builder: str, files: list[Path], origin: str, cache: Path | None):
     except (MemoryError, LLMError, KeyboardInterrupt):
         raise
     except Exception as error:  # datasets wraps the parser's error; find the line ourselves
+        if isinstance(error.__cause__ or error.__context__, KeyboardInterrupt):
+            raise KeyboardInterrupt from None
         if builder == "json":
             for file in files:
                 _find_bad_json(file, origin if len(files) == 1 else str(file))
@@ -205,7 +207,9 @@ def _find_bad_json(file: Path, origin: str):
         with open(file, encoding="utf-8") as handle:
             for number, line in enumerate(handle, start=1):
                 if line.strip():
-                    _parse_line(line, f"{origin}, line {number}")
+                    record = _parse_line(line, f"{origin}, line {number}")
+                    if "messages" in record:  # mixed shapes are what Arrow cannot read
+                        checked_messages(record["messages"], lambda: f"{origin}, line {number}")
     except UnicodeDecodeError:
         return
 
