@@ -154,6 +154,9 @@ def test_max_tokens_and_sample_docs_take_a_prefix(tmp_path, cache, monkeypatch):
     whole = packed_tokens(full, tokenizer, Preparation(progress=False), cache=cache)
     np.testing.assert_array_equal(whole.read(0, 5000), stream.read(0, 5000))
     assert len(whole) == len(token_stream(tokenizer, documents(2000)))
+    monkeypatch.setattr(token_cache, "SHARD_BYTES", 32 << 20)  # one shard, two processes, in memory
+    parallel = packed_tokens(full, tokenizer, Preparation(progress=False), num_proc=2)
+    np.testing.assert_array_equal(parallel.read(0, len(parallel)), whole.read(0, len(whole)))
 
 
 def test_byte_fast_path_gives_byt5_ids_and_the_saved_tokenizer_reloads(tmp_path, cache, tiny_config):

@@ -97,6 +97,31 @@ def _batch_texts(batch, corpus: Corpus, first_row: int):
     return [text_of(row, corpus.text_field, lambda i=i: corpus.where(first_row + i)) for i, row in enumerate(rows)]
 
 
+class _Counter:
+    """Rows tokenized so far, reported to the progress bar and hooks; checks the stop flag."""
+
+    def __init__(self, prep: Preparation, total: int):
+        self.prep, self.total, self.rows = prep, total, 0
+
+    def advance(self, rows: int):
+        if self.prep.stopped:
+            raise _Stopped
+        self.rows += rows
+        self.prep.report("tokenizing", self.rows, self.total)
+
+
+def _tokenize_batch(batch, indices, first: int, corpus: Corpus, tokenizer, dtype: str, counter: _Counter | None):
+    """One map batch (an Arrow table) -> its documents' ids, EOS after each."""
+    import pyarrow as pa
+
+    if counter is not None and counter.prep.stopped:
+        raise _Stopped
+    ids = documents_to_ids(_batch_texts(batch, corpus, first + indices[0]), tokenizer, dtype)
+    if counter is not None:
+        counter.advance(len(indices))
+    return pa.table({"input_ids": ids})
+
+
 class _Stopped(Exception):
     """Raised inside a map batch when the run is asked to stop (datasets then removes its temp file)."""
 
@@ -119,18 +144,11 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
             return [datasets.Dataset.from_file(str(directory / name)) for name in done["shards"]]
     shards = _shard_count(dataset)
     total = len(dataset)
-    progress = {"rows": 0}
     prep.report("tokenizing", 0, total)
-
-    def tokenize(batch, indices, first):
-        if prep.stopped:
-            raise _Stopped
-        ids = documents_to_ids(_batch_texts(batch, corpus, first + indices[0]), tokenizer, dtype)
-        progress["rows"] += len(indices)
-        prep.report("tokenizing", progress["rows"], total)
-        import pyarrow as pa
-
-        return pa.table({"input_ids": ids})
+    parallel = bool(num_proc and num_proc > 1)
+    # In one process each batch checks the stop flag and moves the bar; worker processes cannot
+    # see either, so with num_proc > 1 both happen between shards.
+    counter = None if parallel else _Counter(prep, total)
 
     results, names, tokens = [], [], 0
     if directory is not None:
@@ -144,9 +162,10 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         try:
             with datasets_bars(False):
                 mapped = part.with_format("arrow").map(
-                    tokenize, batched=True, batch_size=BATCH_ROWS, with_indices=True, fn_kwargs={"first": start},
-                    remove_columns=part.column_names, features=features,
-                    num_proc=num_proc if num_proc and num_proc > 1 else None,
+                    _tokenize_batch, batched=True, batch_size=BATCH_ROWS, with_indices=True,
+                    fn_kwargs={"first": start, "corpus": corpus, "tokenizer": tokenizer, "dtype": dtype,
+                               "counter": counter},
+                    remove_columns=part.column_names, features=features, num_proc=num_proc if parallel else None,
                     cache_file_name=str(directory / name) if directory else None,
                     keep_in_memory=directory is None, new_fingerprint=f"{name}-{tokenizer_key(tokenizer)}",
                     desc="tokenizing")
@@ -159,9 +178,11 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
             if isinstance(error.__cause__, LLMError):
                 raise error.__cause__ from None
             raise
-        if progress["rows"] < stop:  # loaded from a shard a previous run finished
-            progress["rows"] = stop
-            prep.report("tokenizing", stop, total)
+        prep.report("tokenizing", stop, total)  # also when the shard was finished by an earlier run
+        if counter is not None:
+            counter.rows = stop
+        if prep.stopped:
+            return None
         results.append(mapped.with_format(None))
         names.append(name)
         tokens += _token_count(mapped)
