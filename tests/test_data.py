@@ -192,3 +192,14 @@ def test_50mb_corpus_trains_with_flat_memory(tmp_path, cache, tiny_config):
     # ids stay in memory-mapped Arrow files.
     assert (peak[0] - base) / 2**20 < 400
     assert os.path.getsize(corpus) >= 50 * 10**6
+
+
+def test_magic_data_options(shell, capsys, tmp_path, cache, tiny_config):
+    from conftest import run
+
+    data, _ = write_format(tmp_path, "csv")
+    result = run(shell, f"train --from-scratch --config {tiny_config} --steps 3 --seq-len 32 --no-progress "
+                 f"--no-widget --data {data} --text-field body --sample-docs 20 --max-tokens 600")
+    assert result.steps_done == 3 and "train: 3/3 steps" in capsys.readouterr().out
+    score = run(shell, f"eval --metric perplexity --data {data} --text-field body --max-tokens 300 --seq-len 32")
+    assert score.value > 1 and score.metric == "perplexity"
