@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import shutil
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Callable
@@ -178,6 +179,7 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
             if isinstance(error.__cause__, LLMError):
                 raise error.__cause__ from None
             raise
+        _drop_mapped_pages(dataset)
         prep.report("tokenizing", stop, total)  # also when the shard was finished by an earlier run
         if counter is not None:
             counter.rows = stop
@@ -192,6 +194,25 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens}))
         (directory / "done.json.partial").replace(directory / "done.json")
     return results
+
+
+def _drop_mapped_pages(dataset):
+    """The text just tokenized was read through a memory map: its pages would stay counted in our RSS
+    until the whole corpus was read. Tell the kernel we are done with them (they stay in the page cache;
+    a later read faults them back). Only whole read-only mappings of the dataset's own Arrow files."""
+    if sys.platform != "linux" or not dataset.cache_files:
+        return
+    import ctypes
+
+    files = {str(Path(f["filename"]).resolve()) for f in dataset.cache_files}
+    madvise = ctypes.CDLL(None, use_errno=True).madvise
+    madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].strip() in files and "w" not in fields[1]:
+                low, high = (int(x, 16) for x in fields[0].split("-"))
+                madvise(low, high - low, 4)  # MADV_DONTNEED
 
 
 def _finished(directory: Path) -> dict | None:
