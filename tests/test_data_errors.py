@@ -146,7 +146,7 @@ def stop_when(stage: str, how: str, session: Session, marks: dict, delay: float 
 @pytest.mark.parametrize("how", ["sigint", "stop"])
 def test_interrupting_tokenization_stops_within_a_second(tmp_path, cache, tiny_config, monkeypatch, how):
     monkeypatch.setattr(token_cache, "SHARD_BYTES", 1 << 20)
-    monkeypatch.setattr(token_cache, "BATCH_ROWS", 16)
+    monkeypatch.setattr(token_cache, "BATCH_BYTES", 1024)  # about 25 documents a batch
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(documents(40_000)))  # ~1.5 MB: a few seconds of small batches
     s, marks = Session(), {}

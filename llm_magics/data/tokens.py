@@ -26,7 +26,8 @@ from .reading import Corpus, text_of
 
 FORMAT_VERSION = 1  # bump when the cached layout or the tokenization changes
 SHARD_BYTES = 32 << 20  # text per cached shard
-BATCH_ROWS = 256  # rows per map batch: the stop flag is checked this often
+BATCH_BYTES = 2 << 20  # text per map batch: the stop flag is checked this often (well under a second)
+BATCH_ROWS = 256  # rows per map batch for fine-tuning examples (chat templates are slow per row)
 BYTE_OFFSET = 3  # ByT5's ids: pad 0, eos 1, unk 2, then the 256 byte values
 
 
@@ -150,6 +151,7 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
     # In one process each batch checks the stop flag and moves the bar; worker processes cannot
     # see either, so with num_proc > 1 both happen between shards.
     counter = None if parallel else _Counter(prep, total)
+    rows = _batch_rows(dataset)
 
     results, names, tokens = [], [], 0
     if directory is not None:
@@ -163,7 +165,7 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         try:
             with datasets_bars(False):
                 mapped = part.with_format("arrow").map(
-                    _tokenize_batch, batched=True, batch_size=BATCH_ROWS, with_indices=True,
+                    _tokenize_batch, batched=True, batch_size=rows, writer_batch_size=rows, with_indices=True,
                     fn_kwargs={"first": start, "corpus": corpus, "tokenizer": tokenizer, "dtype": dtype,
                                "counter": counter},
                     remove_columns=part.column_names, features=features, num_proc=num_proc if parallel else None,
@@ -221,6 +223,13 @@ def _finished(directory: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return done if all((directory / name).is_file() for name in done["shards"]) else None
+
+
+def _batch_rows(dataset) -> int:
+    """Rows per map batch for about BATCH_BYTES of text. Each batch is one Arrow record batch in the
+    shard: few and large ones keep opening the cache cheap (each has a header the kernel reads in)."""
+    average = dataset.data.nbytes / max(1, len(dataset))
+    return int(min(1 << 16, max(1, BATCH_BYTES // max(1.0, average))))
 
 
 def _shard_count(dataset) -> int:
