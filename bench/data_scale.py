@@ -185,7 +185,7 @@ def row(megabytes: int, cold: dict, warm: dict, old: dict | None) -> list:
 
     def get(result, key, fmt):
         if result is None:
-            return "skipped (does not fit)"
+            return "skipped (> --old-up-to)"
         if "error" in result:
             return f"failed: {result['error']}"
         return fmt.format(result[key])
