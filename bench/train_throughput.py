@@ -15,8 +15,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import device_name, markdown_table  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.data import RandomWindows, token_stream  # noqa: E402
+from llm_magics.data import token_stream  # noqa: E402
 from llm_magics.training import byte_tokenizer, new_model, scratch_config  # noqa: E402
+from llm_magics.training.batches import PackedBlocks  # noqa: E402
 from llm_magics.widgets import TrainingView  # noqa: E402
 
 CORPUS = (Path(__file__).parent.parent / "examples" / "data" / "tiny_corpus.txt").read_text() * 50
@@ -92,7 +93,7 @@ def main():
     lr = 3e-3
 
     def windows():
-        return RandomWindows(stream, args.seq_len, args.batch_size)
+        return PackedBlocks(stream, args.seq_len, args.batch_size)
 
     ours(5, lr, args.seq_len, args.batch_size, args.config, False)  # warm-up (allocator, kernels)
     runs = {

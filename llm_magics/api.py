@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 
 from . import generation, loading, training
-from .data import classification_examples, read_records
+from .data import Corpus, Preparation, datasets_bars, check_labels, classification_examples, data_cache, read_corpus
 from .devices import memory_report
 from .errors import LLMError, no_model
 from .generation import GenerationResult, SamplingSettings
@@ -168,42 +168,75 @@ class Session:
               config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
               eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
               progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
-              accelerate_config: str | None = None, **options) -> TrainResult:
-        """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a
-        checkpoint's run from its own weights. processes > 1 (or an accelerate config) trains on several
-        processes; the kernel then keeps its copy of the model on the CPU."""
+              accelerate_config: str | None = None, text_field: str | None = None, max_tokens: int | None = None,
+              sample_docs: int | None = None, on_prepare: list[Callable] = (), num_proc: int | None = None,
+              **options) -> TrainResult:
+        """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a checkpoint's
+        run from its own weights.
+
+        text_field: the column holding the text; max_tokens / sample_docs: train on the first N tokens /
+        documents; on_prepare: hooks `(stage, done, total)` called while data is read and tokenized
+        (step callbacks with an `on_prepare` method get them too); num_proc: tokenizing processes.
+        processes > 1 (or an accelerate config) trains on several processes; the kernel then keeps its copy
+        of the model on the CPU."""
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
-        records = read_records(data, text)
-        eval_records = read_records(eval_data) if eval_data else None
         if opts.resume:
             reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
             if reached >= (opts.steps or 100):
                 raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
-        several = processes != 1 or accelerate_config is not None
-        home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
-        if opts.resume:
-            # the checkpoint holds the architecture and the weights the run had reached
-            self.load(opts.resume, device=home, trust_remote_code=trust_remote_code)
-        elif from_scratch:
-            self.loaded = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
-            self.history = []
-        else:
+        elif not from_scratch:
             self.require_model("train")
             if self.loaded.kind != CAUSAL:
                 raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
-        seed_everything(opts.seed)
-        if several:
-            from .devices import resolve_device
-            from .training import distributed
+        several = processes != 1 or accelerate_config is not None
+        home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
 
-            job = distributed.Job("train", self.loaded, records, opts, eval_records,
-                                  gpus=resolve_device(device).type == "cuda")
-            return self._run(lambda stop, callbacks: distributed.run(job, processes, callbacks, stop,
-                                                                     accelerate_config), on_step, progress, "train")
-        return self._run(lambda stop, callbacks: training.train_causal_lm(
-            self.loaded, records, opts, callbacks, stop, eval_records), on_step, progress, "train")
+        def work(stop: StopFlag, callbacks: list) -> TrainResult:
+            prep = self._preparation(stop, callbacks, on_prepare, progress)
+            corpus = self._read(prep, data, text, text_field, sample_docs)
+            eval_corpus = self._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
+            if corpus is None or (eval_data and eval_corpus is None):
+                prep.close()
+                return TrainResult(kind="train", total_steps=opts.steps or 100, interrupted=True)
+            if opts.resume:  # the checkpoint holds the architecture and the weights the run had reached
+                self.load(opts.resume, device=home, trust_remote_code=trust_remote_code)
+            elif from_scratch:
+                self.loaded = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
+                self.history = []
+            seed_everything(opts.seed)
+            if several:
+                from .devices import resolve_device
+                from .training import distributed
+
+                job = distributed.Job("train", self.loaded, corpus, opts, eval_corpus, max_tokens=max_tokens,
+                                      num_proc=num_proc, gpus=resolve_device(device).type == "cuda")
+                return distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
+            return training.train_causal_lm(self.loaded, corpus, opts, callbacks, stop, eval_corpus, prep,
+                                            max_tokens, num_proc)
+
+        return self._run(work, on_step, progress, "train")
+
+    @staticmethod
+    def _preparation(stop: StopFlag, callbacks: list, on_prepare, progress: bool) -> Preparation:
+        hooks = [c.on_prepare for c in callbacks if callable(getattr(c, "on_prepare", None))] + list(on_prepare)
+        return Preparation(stop, hooks, progress)
+
+    @staticmethod
+    def _read(prep: Preparation, data: str | None, text: str | None, text_field: str | None,
+              sample_docs: int | None) -> Corpus | None:
+        """Read --data (or the cell body) as an interruptible stage; None when stopped."""
+        if prep.stopped:
+            return None
+        prep.report("reading", 0, 1, bar=False)  # datasets' readers show their own tqdm bar
+        corpus = None
+        with prep.interruptible(), datasets_bars(prep.progress):
+            corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        if corpus is None or prep.stopped:
+            return None
+        prep.report("reading", 1, 1, bar=False)
+        return corpus
 
     def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str,
                        trust_remote_code: bool = False) -> LoadedModel:
@@ -220,6 +253,7 @@ class Session:
                  lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
                  labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
                  trust_remote_code: bool = False, processes: int = 1, accelerate_config: str | None = None,
+                 text_field: str | None = None, sample_docs: int | None = None, on_prepare: list[Callable] = (),
                  **options) -> TrainResult:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
@@ -232,20 +266,30 @@ class Session:
             labels = [label.strip() for label in labels.split(",") if label.strip()]
         if task == "classify" and not labels and loaded.kind == CLASSIFIER:
             labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-        records = read_records(data, text)
-        eval_records = read_records(eval_data) if eval_data else None
-        seed_everything(opts.seed)  # LoRA init and dropout follow --seed
-        if processes != 1 or accelerate_config is not None:
-            from .training import distributed
+        if task == "classify":
+            check_labels(labels)
+        kind = "classify" if task == "classify" else "finetune"
 
-            job = distributed.Job("finetune", loaded, records, opts, eval_records, gpus=torch.cuda.is_available(),
-                                  finetune_args=dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
-                                                     labels=labels))
-            return self._run(lambda stop, callbacks: distributed.run(job, processes, callbacks, stop,
-                                                                     accelerate_config), on_step, progress, task)
-        return self._run(lambda stop, callbacks: training.finetune(
-            loaded, records, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels,
-            eval_records=eval_records, on_step=callbacks, stop=stop), on_step, progress, task)
+        def work(stop: StopFlag, callbacks: list) -> TrainResult:
+            prep = self._preparation(stop, callbacks, on_prepare, progress)
+            corpus = self._read(prep, data, text, text_field, sample_docs)
+            eval_corpus = self._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
+            if corpus is None or (eval_data and eval_corpus is None):
+                prep.close()
+                return TrainResult(kind=kind, total_steps=opts.steps or 0, interrupted=True)
+            seed_everything(opts.seed)  # LoRA init and dropout follow --seed
+            if processes != 1 or accelerate_config is not None:
+                from .training import distributed
+
+                job = distributed.Job("finetune", loaded, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(),
+                                      finetune_args=dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
+                                                         labels=labels))
+                return distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
+            return training.finetune(loaded, corpus, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
+                                     task=task, labels=labels, eval_corpus=eval_corpus, on_step=callbacks,
+                                     stop=stop, prep=prep)
+
+        return self._run(work, on_step, progress, task)
 
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str) -> TrainResult:
@@ -285,14 +329,15 @@ class Session:
 
     # --- evaluation ---
     def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,
-             seq_len: int = 512):
+             seq_len: int = 512, text_field: str | None = None, sample_docs: int | None = None,
+             max_tokens: int | None = None, progress: bool = True):
         """Score the loaded model on a data file; the result is also recorded with the latest run.
         Stopped (interrupt, Stop button, `stop()`), it is marked partial and is not a score."""
         from . import evaluation
 
-        records = read_records(data, text)
-        result = self._stoppable(lambda stop: evaluation.evaluate(self.loaded, metric, records, max_new_tokens,
-                                                                  seq_len, stop))
+        corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        result = self._stoppable(lambda stop: evaluation.evaluate(
+            self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens, Preparation(stop, progress=progress)))
         self.evaluations.append(result)
         if self.runs and not result.partial:
             self.runs[-1].metrics[f"eval_{metric}"] = result.value
@@ -345,7 +390,7 @@ class Session:
             raise LLMError("the loaded model has no classification head: run finetune --task classify first")
         texts = [texts] if isinstance(texts, str) else texts
         labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-        records = [{"text": t, "label": labels[0], "_line": i} for i, t in enumerate(texts, 1)]
+        records = [{"text": t, "label": labels[0]} for t in texts]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .data import classification_examples, texts_of, token_stream
+from .data import Corpus, Preparation, classification_examples, data_cache, packed_tokens
 from .errors import LLMError, no_model
 from .generation import SamplingSettings, context_length, generate_ids
 from .interrupts import StopFlag
@@ -36,8 +36,9 @@ class EvalResult:
         return f"{self.metric}: {self.value:.4f} on {self.examples} examples" + (f" ({extra})" if extra else "")
 
 
-def evaluate(loaded: LoadedModel | None, metric: str, records: list[dict], max_new_tokens: int = 64,
-             seq_len: int = 512, stop: StopFlag | None = None) -> EvalResult:
+def evaluate(loaded: LoadedModel | None, metric: str, corpus: Corpus, max_new_tokens: int = 64,
+             seq_len: int = 512, stop: StopFlag | None = None, max_tokens: int | None = None,
+             prep: Preparation | None = None) -> EvalResult:
     if loaded is None:
         raise no_model("eval")
     if metric not in METRICS:
@@ -47,12 +48,12 @@ def evaluate(loaded: LoadedModel | None, metric: str, records: list[dict], max_n
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
             raise LLMError(f"--seq-len must be at least 2 for perplexity (a window predicts its next tokens); "
                            f"got {seq_len!r}")
-        return _perplexity(loaded, records, seq_len, stop)
+        return _perplexity(loaded, corpus, seq_len, stop, max_tokens, prep or Preparation(stop, progress=False))
     if metric in ("accuracy", "f1"):
-        return _classification(loaded, metric, records, stop)
+        return _classification(loaded, metric, corpus, stop)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise LLMError(f"--max-new-tokens must be at least 1; got {max_new_tokens!r}")
-    return _generation(loaded, metric, records, max_new_tokens, stop)
+    return _generation(loaded, metric, corpus, max_new_tokens, stop)
 
 
 def _stopped(metric: str, done: int, total: int, so_far: float | None) -> EvalResult:
@@ -61,12 +62,16 @@ def _stopped(metric: str, done: int, total: int, so_far: float | None) -> EvalRe
 
 
 @torch.no_grad()
-def _perplexity(loaded: LoadedModel, records: list[dict], seq_len: int, stop: StopFlag) -> EvalResult:
+def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFlag, max_tokens: int | None,
+                prep: Preparation) -> EvalResult:
     if loaded.kind != CAUSAL:
         raise LLMError("perplexity needs a causal language model")
     seq_len = min(seq_len, context_length(loaded.model) or seq_len)
-    stream = token_stream(loaded.tokenizer, texts_of(records))
-    starts = [s for s in range(0, max(len(stream) - 1, 1), seq_len) if len(stream[s:s + seq_len]) >= 2]
+    stream = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache())  # tokenized once, cached
+    prep.close()
+    if stream is None:  # stopped while tokenizing
+        return _stopped("perplexity", 0, 0, None)
+    starts = [s for s in range(0, max(len(stream) - 1, 1), seq_len) if min(seq_len, len(stream) - s) >= 2]
     if not starts:
         raise LLMError("the text is too short for perplexity: it needs at least 2 tokens")
     total, count = 0.0, 0
@@ -74,15 +79,15 @@ def _perplexity(loaded: LoadedModel, records: list[dict], seq_len: int, stop: St
     for done, start in enumerate(starts):  # non-overlapping windows
         if stop.requested:
             return _stopped("perplexity", done, len(starts), math.exp(total / count) if count else None)
-        window = stream[start:start + seq_len].unsqueeze(0).to(loaded.device)
+        window = torch.from_numpy(stream.read(start, seq_len)).unsqueeze(0).to(loaded.device)
         loss = loaded.model(input_ids=window, labels=window).loss
         total += float(loss) * (window.shape[1] - 1)
         count += window.shape[1] - 1
     mean = total / max(count, 1)
-    return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(records), total=len(starts))
+    return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(corpus), total=len(starts))
 
 
-def _classification(loaded: LoadedModel, metric: str, records: list[dict], stop: StopFlag,
+def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: StopFlag,
                     batch_size: int = 16) -> EvalResult:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -92,7 +97,8 @@ def _classification(loaded: LoadedModel, metric: str, records: list[dict], stop:
         raise LLMError(f"{metric} needs a classifier: run `%%llm finetune --task classify --labels ...` first")
     config = loaded.model.config
     labels = [config.id2label[i] for i in range(config.num_labels)]
-    examples = classification_examples(loaded.tokenizer, records, labels, 512)
+    examples = classification_examples(loaded.tokenizer, corpus.dataset.to_list(), labels, 512, corpus.text_field,
+                                       lambda row: lambda: corpus.where(row))
     predicted = []
     for start in range(0, len(examples), batch_size):
         if stop.requested:
@@ -105,14 +111,14 @@ def _classification(loaded: LoadedModel, metric: str, records: list[dict], stop:
     return EvalResult(metric, scores[metric], {other: scores[other]}, examples=len(examples), total=len(examples))
 
 
-def _generation(loaded: LoadedModel, metric: str, records: list[dict], max_new_tokens: int,
+def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens: int,
                 stop: StopFlag) -> EvalResult:
     if loaded.kind != CAUSAL:
         raise LLMError(f"{metric} compares generated text: it needs a causal language model")
     pairs = []
-    for record in records:
-        if "prompt" not in record or "response" not in record:
-            raise LLMError(f"line {record['_line']}: {metric} needs 'prompt' and 'response' fields")
+    for row, record in enumerate(corpus.dataset):
+        if record.get("prompt") is None or record.get("response") is None:
+            raise LLMError(f"{corpus.where(row)}: {metric} needs 'prompt' and 'response' fields")
         pairs.append((str(record["prompt"]), str(record["response"])))
     settings = SamplingSettings(max_new_tokens=max_new_tokens, do_sample=False)
     predictions = []

@@ -42,10 +42,16 @@ def _sampling_options(parser: argparse.ArgumentParser, greedy_default: bool = Fa
     mode.add_argument("--greedy", dest="do_sample", action="store_false", help="always take the likeliest token")
 
 
+DATA_HELP = ("a .txt (a document per blank-line-separated block), .jsonl/.json, .csv or .parquet file, a folder "
+             "of them or one written by Dataset.save_to_disk; '-' or none = the cell body")
+
+
 def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group = parser.add_argument_group("training")
-    group.add_argument("--data", help="a .txt or .jsonl file; '-' or none = the cell body")
-    group.add_argument("--eval-data", help="held-out .txt/.jsonl evaluated during training")
+    group.add_argument("--data", help=DATA_HELP)
+    group.add_argument("--eval-data", help="held-out data (same formats as --data) evaluated during training")
+    group.add_argument("--text-field", help="the column holding the text when it is not 'text'")
+    group.add_argument("--sample-docs", type=int, help="use only the first N documents (rows) of --data")
     group.add_argument("--steps", type=int, help="optimizer steps")
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--arch", default="llama", choices=["llama", "gpt2"])
     train.add_argument("--tokenizer", default="bytes", help="bytes (byte-level), default (SmolLM2's), loaded, or a dir")
     train.add_argument("--device", default="auto")
+    train.add_argument("--max-tokens", type=int, help="train on the first N tokens of --data only")
     _training_options(train, lr=3e-3)
 
     finetune = commands.add_parser("finetune", help="fine-tune the loaded model on --data")
@@ -149,7 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("eval", help="score the loaded model on --data (or the cell body)")
     evaluate.add_argument("--metric", required=True, choices=["perplexity", "accuracy", "f1", "bleu", "rouge"])
-    evaluate.add_argument("--data", help=".txt / .jsonl file; '-' or none = the cell body")
+    evaluate.add_argument("--data", help=DATA_HELP)
+    evaluate.add_argument("--text-field", help="the column holding the text when it is not 'text'")
+    evaluate.add_argument("--sample-docs", type=int, help="score only the first N documents (rows)")
+    evaluate.add_argument("--max-tokens", type=int, help="perplexity on the first N tokens only")
     evaluate.add_argument("--max-new-tokens", type=int, default=64, help="for bleu / rouge generations")
     evaluate.add_argument("--seq-len", type=int, default=512, help="window for perplexity")
 
@@ -265,6 +275,7 @@ class LLMMagics(Magics):
                                     eval_data=args.eval_data, device=args.device, on_step=view,
                                     progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
                                     processes=args.processes, accelerate_config=args.accelerate_config,
+                                    text_field=args.text_field, max_tokens=args.max_tokens, sample_docs=args.sample_docs,
                                     **_train_options(args))
         print(result.summary())
         return result
@@ -276,6 +287,7 @@ class LLMMagics(Magics):
                                        labels=args.labels, on_step=view, progress=args.progress and not view,
                                        trust_remote_code=args.trust_remote_code, epochs=args.epochs,
                                        processes=args.processes, accelerate_config=args.accelerate_config,
+                                       text_field=args.text_field, sample_docs=args.sample_docs,
                                        **_train_options(args))
         print(result.summary())
         return result
@@ -324,7 +336,8 @@ class LLMMagics(Magics):
 
     def _eval(self, args, cell):
         result = self.session.eval(args.metric, data=args.data, text=cell, max_new_tokens=args.max_new_tokens,
-                                   seq_len=args.seq_len)
+                                   seq_len=args.seq_len, text_field=args.text_field, sample_docs=args.sample_docs,
+                                   max_tokens=args.max_tokens)
         print(result.summary())
         return result
 

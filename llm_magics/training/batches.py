@@ -1,12 +1,47 @@
-"""Batches for the loop: shuffled padded examples epoch after epoch, and fixed windows for evaluation."""
+"""Batches for the loop: random blocks of the packed token stream (pre-training), shuffled padded
+examples epoch after epoch (fine-tuning), and fixed windows for evaluation. Each keeps a state_dict()
+so a resumed run sees the same batches."""
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
-from ..data import pad_batch
+from ..data import PackedTokens, pad_batch
+from ..errors import LLMError
 from ..loading import LoadedModel
+
+
+class PackedBlocks:
+    """Random --seq-len blocks of the packed token stream (documents joined with EOS). Blocks are read
+    from the memory-mapped shards when drawn, so memory stays flat whatever the corpus size."""
+
+    def __init__(self, tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size: int, seed: int = 0):
+        if len(tokens) < 2:
+            raise LLMError("the training text is too short: it needs at least 2 tokens")
+        self.tokens = tokens
+        self.seq_len = min(seq_len, len(tokens))
+        self.blocks = len(tokens) // self.seq_len
+        self.batch_size = batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def next_batch(self) -> dict:
+        picks = torch.randint(0, self.blocks, (self.batch_size,), generator=self.generator).tolist()
+        input_ids = torch.from_numpy(np.stack([_read(self.tokens, b * self.seq_len, self.seq_len) for b in picks]))
+        return {"input_ids": input_ids, "labels": input_ids.clone()}
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict):
+        self.generator.set_state(state["generator"])
+
+
+def _read(tokens, start: int, count: int) -> np.ndarray:
+    if isinstance(tokens, torch.Tensor):
+        return tokens[start:start + count].numpy().astype(np.int64)
+    return tokens.read(start, count)
 
 
 class EpochBatches:
@@ -38,9 +73,10 @@ class EpochBatches:
         self.order, self.position = state["order"], state["position"]
 
 
-def _fixed_windows(stream: torch.Tensor, seq_len: int, batch_size: int) -> list[dict]:
-    blocks = [stream[i:i + seq_len] for i in range(0, max(1, len(stream) - seq_len + 1), seq_len)]
-    blocks = [b for b in blocks if len(b) == seq_len] or [stream]
+def _fixed_windows(tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size: int) -> list[dict]:
+    """Consecutive seq_len blocks (an evaluation set's whole stream, or one short block)."""
+    seq_len = min(seq_len, len(tokens))
+    blocks = [torch.from_numpy(_read(tokens, start, seq_len)) for start in range(0, len(tokens) - seq_len + 1, seq_len)]
     return [{"input_ids": torch.stack(blocks[i:i + batch_size]), "labels": torch.stack(blocks[i:i + batch_size])}
             for i in range(0, len(blocks), batch_size)]
 

@@ -27,6 +27,7 @@ from typing import Callable
 
 import torch
 
+from ..data import Corpus, Preparation
 from ..errors import LLMError
 from ..interrupts import StopFlag
 from ..loading import LoadedModel
@@ -40,9 +41,11 @@ class Job:
     """What each worker runs: `train_causal_lm` or `finetune` with these arguments."""
     kind: str  # "train" or "finetune"
     loaded: LoadedModel
-    records: list[dict]
+    corpus: Corpus
     options: TrainOptions
-    eval_records: list[dict] | None = None
+    eval_corpus: Corpus | None = None
+    max_tokens: int | None = None  # train: --max-tokens
+    num_proc: int | None = None  # tokenizing processes
     finetune_args: dict = field(default_factory=dict)  # lora, lora_r, lora_alpha, task, labels
     gpus: bool = False  # one GPU per worker, else CPU
     directory: str = ""  # where rank 0 leaves the trained model
@@ -61,7 +64,7 @@ class _SharedStop(StopFlag):
 
 
 def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
-        accelerate_config: str | None = None) -> TrainResult:
+        accelerate_config: str | None = None, prep: Preparation | None = None) -> TrainResult:
     """Train on `processes` workers; relay rank 0's rows to `on_step`; load the result into job.loaded."""
     if processes < 1:
         raise LLMError("--processes must be at least 1")
@@ -71,6 +74,8 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
         port = _port()
     else:
         _check_config(accelerate_config, processes)
+    if not _tokenize_here(job, prep or Preparation(stop, progress=False)):
+        return TrainResult(kind=job.kind, total_steps=job.options.steps or 0, interrupted=True)
     with tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory, _manager() as manager:
         job.directory = directory
         relay = (manager.Queue(), manager.Event())
@@ -92,6 +97,28 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
         job.loaded.model = model.to(job.loaded.device).eval()
         job.loaded.kind, job.loaded.dtype = kind, dtype
         return result
+
+
+def _tokenize_here(job: Job, prep: Preparation) -> bool:
+    """Tokenize in the kernel, with its progress and Stop, into the cache the workers then only read (no
+    two processes writing one cache entry). False when stopped."""
+    from ..data import data_cache, packed_tokens
+    from .loop import _examples
+
+    args = job.finetune_args
+    for corpus in (job.corpus, job.eval_corpus):
+        if corpus is None:
+            continue
+        if job.kind == "train":
+            limit = job.max_tokens if corpus is job.corpus else None
+            done = packed_tokens(corpus, job.loaded.tokenizer, prep, limit, data_cache(), job.num_proc)
+        else:
+            done = _examples(job.loaded, corpus, args.get("task", "lm"), args.get("labels"), job.options.seq_len, prep)
+        if done is None:
+            prep.close()
+            return False
+    prep.close()
+    return True
 
 
 def _follow(relay, launch: threading.Thread, kind: str, on_step, stop: StopFlag):
@@ -178,11 +205,13 @@ def _work(job: Job, relay):
         on_step = [lambda row, result: messages.put(("step", (row, result.total_steps, result.kind)))] \
             if rank == 0 else []
         stop = _SharedStop(stop_event)
+        prep = Preparation(stop, progress=False)  # the kernel tokenized already: this reads its cache
         if job.kind == "train":
-            result = train_causal_lm(loaded, job.records, options, on_step, stop, job.eval_records)
+            result = train_causal_lm(loaded, job.corpus, options, on_step, stop, job.eval_corpus, prep,
+                                     job.max_tokens, job.num_proc)
         else:
-            result = finetune(loaded, job.records, options, eval_records=job.eval_records, on_step=on_step,
-                              stop=stop, **job.finetune_args)
+            result = finetune(loaded, job.corpus, options, eval_corpus=job.eval_corpus, on_step=on_step,
+                              stop=stop, prep=prep, **job.finetune_args)
         if rank == 0:
             torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)
             messages.put(("done", (result, loaded.kind, loaded.dtype)))

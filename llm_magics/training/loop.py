@@ -14,51 +14,52 @@ from typing import Callable
 
 import torch
 
-from ..data import RandomWindows, classification_examples, supervised_examples, texts_of, token_stream
+from ..data import (Corpus, Preparation, cached_examples, check_labels, classification_examples, data_cache,
+                    packed_tokens, supervised_examples)
 from ..errors import LLMError, is_out_of_memory
 from ..generation import compile_backend, context_length
 from ..interrupts import StopFlag, graceful_interrupts
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel
-from .batches import EpochBatches, _fixed_windows, _padded_batches
+from .batches import EpochBatches, PackedBlocks, _fixed_windows, _padded_batches
 from .checkpoints import _restore, prepare_output_dir, save_checkpoint
 from .models import _add_lora, _load_weights, classifier_from
 from .options import TrainOptions, TrainResult
 from .scoring import _mean_loss, classification_metrics
 
 
-def train_causal_lm(loaded: LoadedModel, records: list[dict], options: TrainOptions,
+def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
                     on_step: list[Callable] = (), stop: StopFlag | None = None,
-                    eval_records: list[dict] | None = None) -> TrainResult:
-    """Pre-train (or continue pre-training) a causal LM on plain text."""
+                    eval_corpus: Corpus | None = None, prep: Preparation | None = None,
+                    max_tokens: int | None = None, num_proc: int | None = None) -> TrainResult:
+    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed."""
     options.validated()
     limit = context_length(loaded.model)
     if limit and options.seq_len > limit:
         raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
-    windows = RandomWindows(token_stream(loaded.tokenizer, texts_of(records)), options.seq_len,
-                            options.batch_size, options.seed)
-    eval_batches = None
-    if eval_records:
-        eval_stream = token_stream(loaded.tokenizer, texts_of(eval_records))
-        eval_batches = _fixed_windows(eval_stream, windows.seq_len, options.batch_size)
     steps = options.steps or 100
+    prep = prep or Preparation(stop, progress=False)
+    tokens = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache(), num_proc)
+    eval_tokens = packed_tokens(eval_corpus, loaded.tokenizer, prep, None, data_cache(), num_proc) \
+        if eval_corpus is not None and tokens is not None else None
+    prep.close()
+    if tokens is None or (eval_corpus is not None and eval_tokens is None):
+        return TrainResult(kind="train", total_steps=steps, interrupted=True)  # stopped while tokenizing
+    windows = PackedBlocks(tokens, options.seq_len, options.batch_size, options.seed)
+    eval_batches = _fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
     return _optimize("train", loaded, windows, steps, options, on_step, stop,
                      evaluate=(lambda: {"eval_loss": _mean_loss(loaded, eval_batches)}) if eval_batches else None)
 
 
-def finetune(loaded: LoadedModel, records: list[dict], options: TrainOptions, *, lora: bool = False,
+def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora: bool = False,
              lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
-             labels: list[str] | None = None, eval_records: list[dict] | None = None,
-             on_step: list[Callable] = (), stop: StopFlag | None = None) -> TrainResult:
+             labels: list[str] | None = None, eval_corpus: Corpus | None = None,
+             on_step: list[Callable] = (), stop: StopFlag | None = None,
+             prep: Preparation | None = None) -> TrainResult:
     options.validated()
+    prep = prep or Preparation(stop, progress=False)
+    kind = "classify" if task == "classify" else "finetune"
     if task == "classify":
-        if not labels or len(labels) < 2:
-            raise LLMError("--task classify needs --labels with at least two labels, e.g. --labels neg,pos")
-        examples = classification_examples(loaded.tokenizer, records, labels, options.seq_len)
-        eval_examples = classification_examples(loaded.tokenizer, eval_records, labels, options.seq_len) \
-            if eval_records else None
-        if loaded.kind != CLASSIFIER or loaded.model.config.num_labels != len(labels):
-            loaded.model = classifier_from(loaded, labels)
-            loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
+        labels = check_labels(labels)
     elif task == "lm":
         if loaded.kind != CAUSAL:
             raise LLMError(f"{loaded.name} is a {loaded.kind} model: language-model fine-tuning needs a "
@@ -66,13 +67,19 @@ def finetune(loaded: LoadedModel, records: list[dict], options: TrainOptions, *,
         limit = context_length(loaded.model)
         if limit and options.seq_len > limit:
             raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
-        examples = supervised_examples(loaded.tokenizer, records, options.seq_len)
-        eval_examples = supervised_examples(loaded.tokenizer, eval_records, options.seq_len) \
-            if eval_records else None
-        if not examples:
-            raise LLMError("no trainable tokens: every example is empty after masking the prompt")
     else:
         raise LLMError(f"unknown --task {task!r}: use lm or classify")
+    examples = _examples(loaded, corpus, task, labels, options.seq_len, prep)
+    eval_examples = _examples(loaded, eval_corpus, task, labels, options.seq_len, prep) \
+        if eval_corpus is not None and examples is not None else None
+    prep.close()
+    if examples is None or (eval_corpus is not None and eval_examples is None):
+        return TrainResult(kind=kind, total_steps=options.steps or 0, interrupted=True)  # stopped while tokenizing
+    if task == "lm" and not examples:
+        raise LLMError("no trainable tokens: every example is empty after masking the prompt")
+    if task == "classify" and (loaded.kind != CLASSIFIER or loaded.model.config.num_labels != len(labels)):
+        loaded.model = classifier_from(loaded, labels)
+        loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 
     if lora:
         _add_lora(loaded, lora_r, lora_alpha, task, options.resume)
@@ -92,8 +99,26 @@ def finetune(loaded: LoadedModel, records: list[dict], options: TrainOptions, *,
         evaluate = None
     if options.eval_every is None and evaluate:
         options.eval_every = max(1, math.ceil(batches.batches_per_epoch / options.grad_accum))  # once an epoch
-    return _optimize("classify" if task == "classify" else "finetune", loaded, batches, steps, options,
-                     on_step, stop, evaluate)
+    return _optimize(kind, loaded, batches, steps, options, on_step, stop, evaluate)
+
+
+def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int,
+              prep: Preparation):
+    """Tokenized fine-tuning examples (cached for files), or None when stopped."""
+    import datasets
+
+    tokenizer, text_field = loaded.tokenizer, corpus.text_field
+    if task == "classify":
+        def make(records, where):
+            return classification_examples(tokenizer, records, labels, seq_len, text_field, where)
+        label_type = datasets.Value("int64")
+    else:
+        def make(records, where):
+            return supervised_examples(tokenizer, records, seq_len, text_field, where)
+        label_type = datasets.List(datasets.Value("int32"))
+    features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")), "labels": label_type})
+    return cached_examples(corpus, tokenizer, make, f"{task}|{seq_len}|{labels}|{text_field}", prep, features,
+                           data_cache())
 
 
 def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,

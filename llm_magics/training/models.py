@@ -16,6 +16,8 @@ CONFIG_SIZES = {"tiny": (128, 4, 4, 512), "small": (512, 8, 8, 1024), "gpt2-124m
 
 
 def byte_tokenizer():
+    """ByT5's byte-level tokenizer: it is what a model saves and AutoTokenizer loads back. Corpora are
+    not run through its (slow, Python) code: data/tokens.py turns their UTF-8 bytes into the same ids."""
     from transformers import ByT5Tokenizer
 
     return ByT5Tokenizer()
