@@ -30,6 +30,17 @@ def default_model_dir():
 
 
 @pytest.fixture
+def cache(tmp_path, monkeypatch, default_model_dir):
+    """A private cache dir, so no test sees another's tokens; the converted default model is shared
+    (a second conversion would take 20 s and print its own progress)."""
+    root = tmp_path / "cache"
+    root.mkdir()
+    (root / "gguf").symlink_to(default_model_dir.parent, target_is_directory=True)
+    monkeypatch.setenv("LLM_MAGICS_CACHE", str(root))
+    return root / "data"
+
+
+@pytest.fixture
 def session(default_model_dir):
     """A fresh Session with the default model loaded (0.3 s from the cache)."""
     from llm_magics import Session

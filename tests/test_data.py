@@ -19,13 +19,6 @@ TINY = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_a
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    """A private cache dir, so no test sees another's tokens."""
-    monkeypatch.setenv("LLM_MAGICS_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "data"
-
-
-@pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))

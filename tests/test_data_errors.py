@@ -17,12 +17,6 @@ from test_data import TINY, documents, generated_corpus
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("LLM_MAGICS_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache" / "data"
-
-
-@pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(TINY))
