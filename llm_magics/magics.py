@@ -140,11 +140,61 @@ def build_parser() -> argparse.ArgumentParser:
 PARSER = build_parser()
 
 
-def command_spec() -> dict[str, list[str]]:
-    """Every sub-command and its long options; the JupyterLab extension completes from this."""
+# Sub-commands whose free text (prompt, message, text) may follow the options on the line itself.
+FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text"}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
     actions = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: sorted(o for action in sub._actions for o in action.option_strings if o.startswith("--"))
-            for name, sub in actions.choices.items()}
+    return actions.choices
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The options that take no value (--greedy, --widget, --help)."""
+    return {o for action in parser._actions if action.nargs == 0 for o in action.option_strings}
+
+
+def command_spec() -> dict:
+    """Every sub-command's long options, which of them are flags, and the sub-commands that take free
+    text on the line: the JupyterLab extension completes and highlights from this."""
+    commands = _subparsers()
+    return {"options": {name: sorted(o for action in sub._actions for o in action.option_strings
+                                     if o.startswith("--")) for name, sub in commands.items()},
+            "flags": {name: sorted(o for o in _flags(sub) if o.startswith("--")) for name, sub in commands.items()},
+            "free_text": sorted(FREE_TEXT)}
+
+
+def split_line(line: str) -> tuple[list[str], str]:
+    """The argv for argparse and the free text, kept verbatim.
+
+    Options are read shell-style up to the first token that is neither an option nor an option's value
+    (or up to `--`); the rest of the line is the text as typed, apostrophes and quotes included.
+    Sub-commands without free text are split shell-style as a whole.
+    """
+    command, _, rest = line.strip().partition(" ")
+    parser = _subparsers().get(command)
+    if parser is None or command not in FREE_TEXT:
+        return shlex.split(line), ""
+    flags, argv, wants_value = _flags(parser), [command], False
+    while True:
+        rest = rest.lstrip()
+        if not rest or not (wants_value or rest.startswith("-")):
+            break
+        token, rest = _first_token(rest)
+        if token == "--" and not wants_value:
+            rest = rest.lstrip()
+            break
+        argv.append(token)
+        wants_value = not wants_value and "=" not in token and token not in flags
+    return argv, rest
+
+
+def _first_token(text: str) -> tuple[str, str]:
+    """The first shell-style token of `text` and the text after it."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split, lexer.commenters = True, ""
+    token = lexer.get_token()
+    return token, text[lexer.instream.tell():]
 
 
 @magics_class
@@ -157,7 +207,7 @@ class LLMMagics(Magics):
     def llm(self, line: str, cell: str | None = None):
         """Run `%llm --help` for the commands."""
         try:
-            argv = shlex.split(line)
+            argv, text = split_line(line)
         except ValueError as error:
             print(f"llm: cannot parse the line: {error}", file=sys.stderr)
             return None
@@ -166,6 +216,8 @@ class LLMMagics(Magics):
             return None
         try:
             args = PARSER.parse_args(argv)
+            if args.command in FREE_TEXT:
+                setattr(args, FREE_TEXT[args.command], text)
             result = getattr(self, f"_{args.command}")(args, cell)
         except _HelpShown:
             return None
@@ -195,7 +247,7 @@ class LLMMagics(Magics):
         return status
 
     def _generate(self, args, cell):
-        prompt = _body(cell) if cell is not None else " ".join(args.prompt)
+        prompt = _body(cell) if cell is not None else args.prompt
         if args.widget:
             return self._playground(args, cell)
         result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
@@ -216,7 +268,7 @@ class LLMMagics(Magics):
         from .generation import SamplingSettings
         from .widgets import SamplingPanel
 
-        prompt = _body(cell) if cell is not None else " ".join(args.prompt)
+        prompt = _body(cell) if cell is not None else args.prompt
         settings = SamplingSettings(**_sampling(args), num_return_sequences=args.num_return_sequences).validated()
         panel = SamplingPanel(self.session, prompt, settings)
         display(panel)
@@ -226,7 +278,7 @@ class LLMMagics(Magics):
         return panel
 
     def _chat(self, args, cell):
-        message = (cell if cell is not None else " ".join(args.message)).strip()
+        message = (cell if cell is not None else args.message).strip()
         if args.reset:
             self.session.reset_chat(args.system)
             if not message:
@@ -271,7 +323,7 @@ class LLMMagics(Magics):
     def _attention(self, args, cell):
         from .attention import tokens_html
 
-        text = _body(cell) if cell is not None else " ".join(args.text)
+        text = _body(cell) if cell is not None else args.text
         view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view, backend=args.backend)
         display(view)
         captured = self.session.last
