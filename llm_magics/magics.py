@@ -247,18 +247,22 @@ class LLMMagics(Magics):
         return status
 
     def _generate(self, args, cell):
+        from .widgets import StreamedText, in_notebook
+
         prompt = _body(cell) if cell is not None else args.prompt
         if args.widget:
             return self._playground(args, cell)
-        result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
-                                       num_return_sequences=args.num_return_sequences)
-        if args.num_return_sequences > 1:
+        if args.num_return_sequences > 1:  # no streaming: the samples come together
+            result = self.session.generate(prompt, **_sampling(args), num_return_sequences=args.num_return_sequences)
             for index, text in enumerate(result.texts, 1):
-                print(f"--- sample {index} ---\n{text}")
+                if in_notebook():
+                    display(_finished(prompt, text, f"sample {index}"), raw=True)
+                else:
+                    print(f"--- sample {index} ---\n{text}")
         else:
-            print()
-        if result.interrupted:
-            print(f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]")
+            stream = StreamedText(prompt)
+            result = self.session.generate(prompt, on_text=stream, **_sampling(args))
+            stream.finish(result.text, _stopped_note(result))
         if args.attention:
             display(self.session.attention(prompt + result.text))
             self.session.last = result
@@ -270,39 +274,43 @@ class LLMMagics(Magics):
 
         prompt = _body(cell) if cell is not None else args.prompt
         settings = SamplingSettings(**_sampling(args), num_return_sequences=args.num_return_sequences).validated()
+        if prompt.strip():
+            self.session.require_model("generate")
         panel = SamplingPanel(self.session, prompt, settings)
         display(panel)
         if prompt.strip():
-            self.session.require_model("generate")
             panel.generate()
         return panel
 
     def _chat(self, args, cell):
+        from .widgets import StreamedText
+
         message = (cell if cell is not None else args.message).strip()
         if args.reset:
             self.session.reset_chat(args.system)
             if not message:
                 print("Chat history cleared.")
                 return None
-        result = self.session.chat(message, system=args.system, on_text=_print_streaming, **_sampling(args))
-        print()
+        stream = StreamedText(message, chat=True)
+        result = self.session.chat(message, system=args.system, on_text=stream, **_sampling(args))
+        stream.finish(result.text, _stopped_note(result))
         return result
 
     def _train(self, args, cell):
         view = self._training_view(args, "train")
-        result = self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
+        result = _discarding_on_error(view, lambda: self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
                                     config=args.config, arch=args.arch, tokenizer=args.tokenizer,
                                     eval_data=args.eval_data, device=args.device, on_step=view,
-                                    progress=args.progress and not view, **_train_options(args))
+                                    progress=args.progress and not view, **_train_options(args)))
         print(result.summary())
         return result
 
     def _finetune(self, args, cell):
         view = self._training_view(args, f"finetune ({args.task}{', LoRA' if args.lora else ''})")
-        result = self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
+        result = _discarding_on_error(view, lambda: self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
                                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
                                        labels=args.labels, on_step=view, progress=args.progress and not view,
-                                       epochs=args.epochs, **_train_options(args))
+                                       epochs=args.epochs, **_train_options(args)))
         print(result.summary())
         return result
 
@@ -342,13 +350,32 @@ class LLMMagics(Magics):
         return result
 
 
+def _discarding_on_error(view: list, run):
+    """Run the training; when it fails on its input before a first step, remove the live chart."""
+    try:
+        return run()
+    except LLMError:
+        for shown in view:
+            if not shown.steps:
+                shown.discard()
+        raise
+
+
 def _body(cell: str) -> str:
     """The cell body as a prompt: IPython's trailing newline is not part of it."""
     return cell.rstrip("\n")
 
 
-def _print_streaming(text: str):
-    print(text, end="", flush=True)
+def _finished(prompt: str, text: str, note: str) -> dict:
+    from .widgets import StreamedText
+
+    shown = StreamedText(prompt, notebook=True)
+    shown.text = text
+    return shown.bundle(note)
+
+
+def _stopped_note(result) -> str:
+    return f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]" if result.interrupted else ""
 
 
 def _sampling(args) -> dict:

@@ -143,7 +143,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                 result.seconds = time.perf_counter() - started
                 row = {"step": step, "loss": loss, "lr": scheduler.get_last_lr()[0],
                        "tokens": result.tokens, "elapsed": result.seconds}
-                if evaluate and options.eval_every and (step % options.eval_every == 0 or step == total_steps):
+                if evaluate and (step == total_steps or options.eval_every and step % options.eval_every == 0):
                     row.update(evaluate())
                     result.eval_history.append({"step": step, **{k: v for k, v in row.items()
                                                                  if k.startswith("eval_") or k in ("accuracy", "f1")}})
