@@ -84,7 +84,7 @@ class TrainingView:
                     yaxis=dict(title="loss", gridcolor=_GRID, zerolinecolor=_GRID),
                     # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
                     yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False,
-                                range=[0, 1], tickformat="~s", rangemode="tozero", zeroline=False),
+                                range=[0, 1], tickformat="~s", tickmode="auto", nticks=5, zeroline=False),
                     legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"))
 
     def _ipython_display_(self):
