@@ -48,7 +48,7 @@ def lab(tmp_path_factory):
         "%load_ext llm_magics\n%llm load default",
         "%llm generate --max-new-tokens 24 --seed 0 It's a dog's life, and the weather is",
         "%%llm chat --greedy --max-new-tokens 16\nWhat is the capital of France?",
-        "%llm playground --max-new-tokens 12 --num-return-sequences 1 Once upon a time",
+        "%llm playground --max-new-tokens 6 Once upon a time",
         f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --eval-data eval.txt --widget\n{CORPUS}",
     ]]
     nbformat.write(views, root / "views.ipynb")
@@ -245,7 +245,7 @@ def _check_views(page, errors, lab, browser):
         new MutationObserver(() => window.__busy.push([b.disabled, !!b.querySelector('.fa-spin')]))
           .observe(b, { attributes: true, childList: true, subtree: true }); }""")
     page.locator(".llm-generate").click()
-    page.wait_for_function("document.querySelectorAll('.llm-run-column').length === 2", timeout=60_000)
+    page.wait_for_function("document.querySelectorAll('.llm-run-column').length === 2", timeout=240_000)
     assert [True, True] in page.evaluate("window.__busy")
     page.wait_for_function("!document.querySelector('.llm-generate').disabled")
     seeds = [re.search(r"seed=(\d+)", t).group(1) for t in page.locator(".llm-run-label").all_text_contents()]

@@ -14,6 +14,17 @@ const COMM_TARGET = 'llm_magics';
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
 type KernelConnection = NonNullable<NonNullable<NotebookPanel['sessionContext']['session']>['kernel']>;
 
+/** plotly's FigureWidget sizes itself before JupyterLab has laid the output out (it falls back to 700 px)
+ * and autosizes again only on a window resize: give it one, so our live chart fills the output's width. */
+function resizeOurLiveCharts(): void {
+  document.addEventListener('plotlywidget-after-render', event => {
+    const element = (event as CustomEvent<{ element?: HTMLElement & { layout?: { meta?: unknown } } }>).detail?.element;
+    if (element?.layout?.meta === 'llm-magics') {
+      requestAnimationFrame(() => window.dispatchEvent(new Event('resize')));
+    }
+  });
+}
+
 /** Tag the plotly charts of llm-magics (layout.meta) so our CSS draws their text in the theme's colours:
  * the kernel cannot know the page's theme, the page can. */
 function markOurPlots(root: HTMLElement): void {
@@ -48,6 +59,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       factory: () => EditorExtensionRegistry.createImmutableExtension(llmHighlighter)
     });
     completions?.registerProvider(new LlmCompletionProvider());
+    resizeOurLiveCharts();
 
     // The latest snapshot per kernel; the views show the current notebook's.
     const snapshots = new Map<string, ISnapshot>();
