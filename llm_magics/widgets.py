@@ -376,7 +376,7 @@ class SamplingPanel:
         from .errors import LLMError
 
         if new_seed:
-            self.seed.value = random.randrange(2**31)
+            self.seed.value = random.SystemRandom().randrange(2**31)  # not the stream generate seeds
         settings = self.settings()
         self.button.icon, self.button.description, self.button.disabled = "spinner spin", "Generating…", True
         try:
