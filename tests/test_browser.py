@@ -188,7 +188,8 @@ def test_views_chart_playground_outputs_theme_and_reopened_notebook(browser, lab
     try:
         _check_views(page, errors, lab, browser)
     except Exception:
-        page.screenshot(path=str(ARTIFACTS / "lab-views-failure.png"))
+        if not page.is_closed():
+            page.screenshot(path=str(ARTIFACTS / "lab-views-failure.png"))
         raise
 
 
@@ -276,7 +277,8 @@ def _check_views(page, errors, lab, browser):
     chart = page.locator(".jp-RenderedPlotly")
     assert chart.evaluate("n => n.scrollWidth <= n.clientWidth + 1")  # reopens without clipping
     fallback.screenshot(path=str(ARTIFACTS / "playground-reopened.png"))
-    assert not ours(errors), errors
+    # ipywidgets logs the missing model (its stack passes through our wrapper); nothing else may fail.
+    assert not [e for e in ours(errors) if "widget model not found" not in e], errors
     page.close()
 
 
@@ -292,7 +294,7 @@ def test_notebook7_reopens_a_saved_notebook_with_its_fallbacks(browser, lab, not
     assert page.locator(".llm-playground-fallback").is_visible()
     assert "Error displaying widget" not in page.locator(".jp-Notebook").inner_text()
     page.screenshot(path=str(ARTIFACTS / "notebook7-reopened.png"))
-    assert not ours(errors), errors
+    assert not [e for e in ours(errors) if "widget model not found" not in e], errors
     page.close()
 
 
