@@ -169,11 +169,61 @@ def build_parser() -> argparse.ArgumentParser:
 PARSER = build_parser()
 
 
-def command_spec() -> dict[str, list[str]]:
-    """Every sub-command and its long options; the JupyterLab extension completes from this."""
+# Sub-commands whose free text (prompt, message, text) may follow the options on the line itself.
+FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text", "lens": "text"}
+
+
+def _subparsers() -> dict[str, argparse.ArgumentParser]:
     actions = next(a for a in PARSER._actions if isinstance(a, argparse._SubParsersAction))
-    return {name: sorted(o for action in sub._actions for o in action.option_strings if o.startswith("--"))
-            for name, sub in actions.choices.items()}
+    return actions.choices
+
+
+def _flags(parser: argparse.ArgumentParser) -> set[str]:
+    """The options that take no value (--greedy, --widget, --help)."""
+    return {o for action in parser._actions if action.nargs == 0 for o in action.option_strings}
+
+
+def command_spec() -> dict:
+    """Every sub-command's long options, which of them are flags, and the sub-commands that take free
+    text on the line: the JupyterLab extension completes and highlights from this."""
+    commands = _subparsers()
+    return {"options": {name: sorted(o for action in sub._actions for o in action.option_strings
+                                     if o.startswith("--")) for name, sub in commands.items()},
+            "flags": {name: sorted(o for o in _flags(sub) if o.startswith("--")) for name, sub in commands.items()},
+            "free_text": sorted(FREE_TEXT)}
+
+
+def split_line(line: str) -> tuple[list[str], str]:
+    """The argv for argparse and the free text, kept verbatim.
+
+    Options are read shell-style up to the first token that is neither an option nor an option's value
+    (or up to `--`); the rest of the line is the text as typed, apostrophes and quotes included.
+    Sub-commands without free text are split shell-style as a whole.
+    """
+    command, _, rest = line.strip().partition(" ")
+    parser = _subparsers().get(command)
+    if parser is None or command not in FREE_TEXT:
+        return shlex.split(line), ""
+    flags, argv, wants_value = _flags(parser), [command], False
+    while True:
+        rest = rest.lstrip()
+        if not rest or not (wants_value or rest.startswith("-")):
+            break
+        token, rest = _first_token(rest)
+        if token == "--" and not wants_value:
+            rest = rest.lstrip()
+            break
+        argv.append(token)
+        wants_value = not wants_value and "=" not in token and token not in flags
+    return argv, rest
+
+
+def _first_token(text: str) -> tuple[str, str]:
+    """The first shell-style token of `text` and the text after it."""
+    lexer = shlex.shlex(text, posix=True)
+    lexer.whitespace_split, lexer.commenters = True, ""
+    token = lexer.get_token()
+    return token, text[lexer.instream.tell():]
 
 
 @magics_class
@@ -186,7 +236,7 @@ class LLMMagics(Magics):
     def llm(self, line: str, cell: str | None = None):
         """Run `%llm --help` for the commands."""
         try:
-            argv = shlex.split(line)
+            argv, text = split_line(line)
         except ValueError as error:
             print(f"llm: cannot parse the line: {error}", file=sys.stderr)
             return None
@@ -195,6 +245,8 @@ class LLMMagics(Magics):
             return None
         try:
             args = PARSER.parse_args(argv)
+            if args.command in FREE_TEXT:
+                setattr(args, FREE_TEXT[args.command], text)
             result = getattr(self, f"_{args.command}")(args, cell)
         except _HelpShown:
             return None
@@ -224,18 +276,23 @@ class LLMMagics(Magics):
         return status
 
     def _generate(self, args, cell):
-        prompt = _body(cell) if cell is not None else " ".join(args.prompt)
+        from .widgets import StreamedText, in_notebook
+
+        prompt = _body(cell) if cell is not None else args.prompt
         if args.widget:
             return self._playground(args, cell)
-        result = self.session.generate(prompt, on_text=_print_streaming, **_sampling(args),
-                                       num_return_sequences=args.num_return_sequences, compile=_compile(args))
-        if args.num_return_sequences > 1:
+        if args.num_return_sequences > 1:  # no streaming: the samples come together
+            result = self.session.generate(prompt, **_sampling(args), num_return_sequences=args.num_return_sequences,
+                                           compile=_compile(args))
             for index, text in enumerate(result.texts, 1):
-                print(f"--- sample {index} ---\n{text}")
+                if in_notebook():
+                    display(_finished(prompt, text, f"sample {index}"), raw=True)
+                else:
+                    print(f"--- sample {index} ---\n{text}")
         else:
-            print()
-        if result.interrupted:
-            print(f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]")
+            stream = StreamedText(prompt)
+            result = self.session.generate(prompt, on_text=stream, **_sampling(args), compile=_compile(args))
+            stream.finish(result.text, _stopped_note(result))
         if result.compile_warmup:
             print(f"[--compile: this first call compiled the decoding step ({result.seconds:.1f} s in all); "
                   "later calls of the same length reuse it]")
@@ -248,47 +305,51 @@ class LLMMagics(Magics):
         from .generation import SamplingSettings
         from .widgets import SamplingPanel
 
-        prompt = _body(cell) if cell is not None else " ".join(args.prompt)
+        prompt = _body(cell) if cell is not None else args.prompt
         settings = SamplingSettings(**_sampling(args), num_return_sequences=args.num_return_sequences).validated()
+        if prompt.strip():
+            self.session.require_model("generate")
         panel = SamplingPanel(self.session, prompt, settings)
         display(panel)
         if prompt.strip():
-            self.session.require_model("generate")
             panel.generate()
         return panel
 
     def _chat(self, args, cell):
-        message = (cell if cell is not None else " ".join(args.message)).strip()
+        from .widgets import StreamedText
+
+        message = (cell if cell is not None else args.message).strip()
         if args.reset:
             self.session.reset_chat(args.system)
             if not message:
                 print("Chat history cleared.")
                 return None
-        result = self.session.chat(message, system=args.system, on_text=_print_streaming, **_sampling(args))
-        print()
+        stream = StreamedText(message, chat=True)
+        result = self.session.chat(message, system=args.system, on_text=stream, **_sampling(args))
+        stream.finish(result.text, _stopped_note(result))
         return result
 
     def _train(self, args, cell):
         view = self._training_view(args, "train")
-        result = self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
+        result = _discarding_on_error(view, lambda: self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
                                     config=args.config, arch=args.arch, tokenizer=args.tokenizer,
                                     eval_data=args.eval_data, device=args.device, on_step=view,
                                     progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
                                     processes=args.processes, accelerate_config=args.accelerate_config,
                                     text_field=args.text_field, max_tokens=args.max_tokens, sample_docs=args.sample_docs,
-                                    **_train_options(args))
+                                    **_train_options(args)))
         print(result.summary())
         return result
 
     def _finetune(self, args, cell):
         view = self._training_view(args, f"finetune ({args.task}{', LoRA' if args.lora else ''})")
-        result = self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
+        result = _discarding_on_error(view, lambda: self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
                                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
                                        labels=args.labels, on_step=view, progress=args.progress and not view,
                                        trust_remote_code=args.trust_remote_code, epochs=args.epochs,
                                        processes=args.processes, accelerate_config=args.accelerate_config,
                                        text_field=args.text_field, sample_docs=args.sample_docs,
-                                       **_train_options(args))
+                                       **_train_options(args)))
         print(result.summary())
         return result
 
@@ -309,7 +370,7 @@ class LLMMagics(Magics):
     def _attention(self, args, cell):
         from .attention import BERTVIZ_OFFLINE, tokens_html
 
-        text = _body(cell) if cell is not None else " ".join(args.text)
+        text = _body(cell) if cell is not None else args.text
         if args.backend == "bertviz":
             print(f"bertviz: {BERTVIZ_OFFLINE}")
         view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view)
@@ -329,7 +390,7 @@ class LLMMagics(Magics):
         return view
 
     def _lens(self, args, cell):
-        text = _body(cell) if cell is not None else " ".join(args.text)
+        text = _body(cell) if cell is not None else args.text
         view = self.session.attention(text, view="lens")
         display(view)
         return view
@@ -342,13 +403,32 @@ class LLMMagics(Magics):
         return result
 
 
+def _discarding_on_error(view: list, run):
+    """Run the training; when it fails on its input before a first step, remove the live chart."""
+    try:
+        return run()
+    except LLMError:
+        for shown in view:
+            if not shown.steps:
+                shown.discard()
+        raise
+
+
 def _body(cell: str) -> str:
     """The cell body as a prompt: IPython's trailing newline is not part of it."""
     return cell.rstrip("\n")
 
 
-def _print_streaming(text: str):
-    print(text, end="", flush=True)
+def _finished(prompt: str, text: str, note: str) -> dict:
+    from .widgets import StreamedText
+
+    shown = StreamedText(prompt, notebook=True)
+    shown.text = text
+    return shown.bundle(note)
+
+
+def _stopped_note(result) -> str:
+    return f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]" if result.interrupted else ""
 
 
 def _sampling(args) -> dict:

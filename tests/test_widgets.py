@@ -5,6 +5,7 @@ import pytest
 
 from conftest import DATA, run
 from llm_magics import Session
+from llm_magics.generation import SamplingSettings
 from llm_magics.widgets import SamplingPanel, TrainingView
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
@@ -30,6 +31,50 @@ def test_live_training_view_plots_every_step_throttled():
     figure = bundle["application/vnd.plotly.v1+json"]
     assert [len(trace["x"]) for trace in figure["data"]] == [60, 60, 3, 60]
     assert "60/60" in bundle["text/plain"]
+    # The same width live and static (the output's), and responsive once static.
+    assert figure["layout"]["autosize"] and "width" not in figure["layout"]
+    assert bundle["application/vnd.plotly.v1+json"]["config"]["responsive"]
+    assert view.figure.layout.height == figure["layout"]["height"] and view.figure.layout.width is None
+    # Debiased smoothing (TensorBoard's): a weighted mean of the losses so far, starting at the first one.
+    assert smoothed.y[0] == pytest.approx(raw.y[0])
+    for t in range(1, 61):
+        assert min(raw.y[:t]) - 1e-9 <= smoothed.y[t - 1] <= max(raw.y[:t]) + 1e-9
+    weights = [0.1 * 0.9 ** (10 - 1 - i) for i in range(10)]
+    assert smoothed.y[9] == pytest.approx(sum(w * y for w, y in zip(weights, raw.y[:10])) / sum(weights))
+    # The learning-rate axis starts at 0 with SI ticks, never a negative one.
+    assert view.figure.layout.yaxis2.range[0] == 0 and view.figure.layout.yaxis2.tickformat == "~s"
+    assert view.figure.layout.yaxis2.range[1] >= max(lr.y)
+    # Without the kernel (GitHub, nbviewer, a reopened notebook): a self-contained SVG of the same chart.
+    assert "<svg" in bundle["text/html"] and bundle["text/html"].count("<polyline") == 3
+    assert "60/60" in bundle["text/html"] and "<script" not in bundle["text/html"]
+
+
+def test_training_view_carries_a_static_fallback_and_eval_without_eval_every():
+    s = Session()
+    view = TrainingView(s, "tiny")
+    live = view.mimebundle()
+    assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == view.widget.model_id
+    assert "tiny" in live["text/html"]
+    result = s.train(text=CORPUS, from_scratch=True, steps=8, seq_len=32, eval_data=str(DATA / "tiny_corpus.txt"),
+                     on_step=[view], progress=False)
+    # --eval-data without --eval-every: evaluated once at the end, and that is a point on the chart.
+    assert view.eval_steps == [8] and view.eval_losses == [result.history[-1]["eval_loss"]]
+    assert result.metrics["eval_loss"] == view.eval_losses[0]
+    assert list(view.figure.data[2].x) == [8]
+    fallback = view.mimebundle()["text/html"]
+    assert "8/8" in fallback and "eval loss" in fallback and fallback.count("<circle") >= 1
+
+
+def test_failed_training_leaves_no_live_chart(shell, capsys):
+    from ipywidgets.widgets.widget import _instances
+
+    def open_views():
+        return [w for w in list(_instances.values()) if "llm-training-view" in getattr(w, "_dom_classes", ())]
+
+    before = len(open_views())
+    run(shell, "train --from-scratch --steps 5 --widget --data no-such-file.txt")
+    assert "no-such-file.txt" in capsys.readouterr().err
+    assert len(open_views()) == before
 
 
 def test_long_runs_are_thinned_for_the_browser():
@@ -75,6 +120,44 @@ def test_sampling_panel_reruns_with_changed_settings(session):
     panel.num_samples.value = 1
     greedy = panel.generate()
     assert greedy.settings.do_sample is False and len(panel.outputs.children) == 3
+
+
+def test_playground_busy_state_new_seed_per_click_and_fallback(session):
+    panel = SamplingPanel(session, "Once upon a time", SamplingSettings(max_new_tokens=4))
+    assert not panel.pin_seed.value  # no --seed: each click draws one
+    states = []
+    panel.button.observe(lambda change: states.append((change["new"], panel.button.icon)), "disabled")
+    panel.button.click()
+    assert states == [(True, "spinner spin"), (False, "play")]  # busy while generating, then back
+    panel.button.click()
+    first, second = panel.runs[1].settings.seed, panel.runs[0].settings.seed
+    assert first != second
+    assert f"seed={second}" in panel.outputs.children[0].value and f"seed={first}" in panel.outputs.children[1].value
+    panel.pin_seed.value = True
+    panel.button.click()
+    assert panel.runs[0].settings.seed == second and panel.runs[0].text == panel.runs[1].text
+    # Reopened without the kernel, the output shows the runs it had.
+    bundle = panel.mimebundle()
+    assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
+    assert bundle["text/html"].count("class=\"llm-token\"") >= 3 * 4 - 2
+    assert f"seed={first}" in bundle["text/html"] and "token probability" in bundle["text/html"]
+    pinned = SamplingPanel(session, "Hi", SamplingSettings(seed=5))
+    assert pinned.pin_seed.value and pinned.seed.value == 5
+
+
+def test_hover_lists_only_real_alternatives(session):
+    from llm_magics.widgets import token_probabilities
+
+    # top-k 1: the chosen token has p = 1 and there is no alternative (no special tokens at 0.000).
+    result = session.generate("The capital of France is", max_new_tokens=5, top_k=1, seed=0, output_scores=True)
+    tokens = token_probabilities(session.tokenizer, result.token_ids[0], result.scores)
+    for token in tokens:
+        assert token["prob"] == pytest.approx(1.0) and token["top"] == [(token["token"], pytest.approx(1.0))]
+    # top-k 3: at most three, all possible, none special.
+    result = session.generate("The capital of France is", max_new_tokens=5, top_k=3, seed=0, output_scores=True)
+    special = set(session.tokenizer.all_special_tokens)
+    for token in token_probabilities(session.tokenizer, result.token_ids[0], result.scores):
+        assert 1 <= len(token["top"]) <= 3 and all(p > 0 and text not in special for text, p in token["top"])
 
 
 def test_token_probabilities_come_from_generate_scores(session):

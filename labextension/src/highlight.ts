@@ -9,6 +9,7 @@ const marks: Record<string, Decoration> = {
   command: Decoration.mark({ class: 'cm-llm-command' }),
   option: Decoration.mark({ class: 'cm-llm-option' }),
   value: Decoration.mark({ class: 'cm-llm-value' }),
+  text: Decoration.mark({ class: 'cm-llm-text' }),
   unknown: Decoration.mark({ class: 'cm-llm-unknown' })
 };
 const bodyLine = Decoration.line({ class: 'cm-llm-body' });

@@ -4,6 +4,7 @@ import { ICompletionProviderManager } from '@jupyterlab/completer';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
+import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
 import { ISnapshot } from './magic';
 import { RunsPanel, StatusItem } from './views';
@@ -12,6 +13,33 @@ const COMM_TARGET = 'llm_magics';
 
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
 type KernelConnection = NonNullable<NonNullable<NotebookPanel['sessionContext']['session']>['kernel']>;
+
+/** plotly's FigureWidget sizes itself before JupyterLab has laid the output out (it falls back to 700 px)
+ * and autosizes again only on a window resize: give it one, so our live chart fills the output's width. */
+function resizeOurLiveCharts(): void {
+  document.addEventListener('plotlywidget-after-render', event => {
+    const element = (event as CustomEvent<{ element?: HTMLElement & { layout?: { meta?: unknown } } }>).detail?.element;
+    if (element?.layout?.meta === 'llm-magics') {
+      requestAnimationFrame(() => window.dispatchEvent(new Event('resize')));
+    }
+  });
+}
+
+/** Tag the plotly charts of llm-magics (layout.meta) so our CSS draws their text in the theme's colours:
+ * the kernel cannot know the page's theme, the page can. */
+function markOurPlots(root: HTMLElement): void {
+  const mark = (node: Node) => {
+    const plot = node instanceof Element ? (node.closest('.js-plotly-plot') as (HTMLElement & { layout?: { meta?: unknown } }) | null) : null;
+    if (plot && !plot.classList.contains('llm-plot') && plot.layout?.meta === 'llm-magics') {
+      plot.classList.add('llm-plot');
+    }
+  };
+  new MutationObserver(records => {
+    for (const record of records) {
+      record.addedNodes.forEach(mark);
+    }
+  }).observe(root, { childList: true, subtree: true });
+}
 
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'llm-magics:plugin',
@@ -31,6 +59,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       factory: () => EditorExtensionRegistry.createImmutableExtension(llmHighlighter)
     });
     completions?.registerProvider(new LlmCompletionProvider());
+    resizeOurLiveCharts();
 
     // The latest snapshot per kernel; the views show the current notebook's.
     const snapshots = new Map<string, ISnapshot>();
@@ -74,6 +103,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     };
 
     tracker.widgetAdded.connect((_, notebook: NotebookPanel) => {
+      addWidgetFallback(notebook.content.rendermime);
+      markOurPlots(notebook.node);
       watch(notebook.sessionContext.session?.kernel);
       notebook.sessionContext.kernelChanged.connect((_, change) => {
         watch(change.newValue);

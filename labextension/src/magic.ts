@@ -2,9 +2,14 @@
 // Kept free of JupyterLab imports so jest tests them directly.
 import commandSpec from './commands.json';
 
-export const COMMANDS: Record<string, string[]> = commandSpec;
+/** Each sub-command's long options. */
+export const COMMANDS: Record<string, string[]> = commandSpec.options;
+/** Each sub-command's options that take no value. */
+export const FLAGS: Record<string, string[]> = commandSpec.flags;
+/** Sub-commands whose free text (a prompt, a message) may follow the options on the line. */
+export const FREE_TEXT: string[] = commandSpec.free_text;
 
-export type TokenType = 'magic' | 'command' | 'option' | 'value' | 'unknown';
+export type TokenType = 'magic' | 'command' | 'option' | 'value' | 'text' | 'unknown';
 
 export interface IToken {
   from: number;
@@ -17,7 +22,9 @@ export function isLlmCell(text: string): boolean {
   return /^%%llm(\s|$)/.test(text);
 }
 
-/** Tokens of a `%llm ...` / `%%llm ...` line, with offsets inside the line. */
+/** Tokens of a `%llm ...` / `%%llm ...` line, with offsets inside the line. As in the magics, the options
+ * are read shell-style up to the first token that is neither an option nor an option's value (or `--`);
+ * for the commands with free text the rest of the line is one 'text' token. */
 export function tokenizeMagicLine(line: string): IToken[] {
   const match = /^(\s*)(%%?llm)(?=\s|$)/.exec(line);
   if (!match) {
@@ -26,9 +33,10 @@ export function tokenizeMagicLine(line: string): IToken[] {
   const tokens: IToken[] = [];
   const start = match[1].length;
   tokens.push({ from: start, to: start + match[2].length, type: 'magic' });
-  const word = /\S+/g;
+  const word = /(?:"[^"]*"?|'[^']*'?|[^\s"']+)+/g; // a shell word: quoted parts stay whole
   word.lastIndex = start + match[2].length;
   let command: string | null = null;
+  let wantsValue = false;
   let part: RegExpExecArray | null;
   while ((part = word.exec(line)) !== null) {
     const text = part[0];
@@ -37,10 +45,20 @@ export function tokenizeMagicLine(line: string): IToken[] {
     if (command === null && !text.startsWith('-')) {
       command = text;
       tokens.push({ from, to, type: text in COMMANDS ? 'command' : 'unknown' });
-    } else if (text.startsWith('--')) {
+    } else if (wantsValue) {
+      tokens.push({ from, to, type: 'value' });
+      wantsValue = false;
+    } else if (text.startsWith('-') && text !== '--') {
       const name = text.split('=')[0];
       const known = name === '--help' || (command !== null && (COMMANDS[command] || []).includes(name));
       tokens.push({ from, to, type: known ? 'option' : 'unknown' });
+      wantsValue = !text.includes('=') && name !== '--help' && !(FLAGS[command || ''] || []).includes(name);
+    } else if (command !== null && FREE_TEXT.includes(command)) {
+      const textFrom = text === '--' ? from + 2 + (/^\s*/.exec(line.slice(from + 2))![0].length) : from;
+      if (textFrom < line.trimEnd().length) {
+        tokens.push({ from: textFrom, to: line.trimEnd().length, type: 'text' });
+      }
+      break;
     } else {
       tokens.push({ from, to, type: 'value' });
     }

@@ -14,6 +14,22 @@ describe('tokenizeMagicLine', () => {
     expect(types).toEqual(['magic', 'unknown', 'unknown']);
     expect(tokenizeMagicLine('%%llm generate --lora').map(t => t.type)).toEqual(['magic', 'command', 'unknown']);
   });
+  it('keeps the free text after the options as one text token, apostrophes included', () => {
+    const line = "%llm attention --layer 3 --explain It's a dog's life, from here";
+    const tokens = tokenizeMagicLine(line).map(t => [line.slice(t.from, t.to), t.type]);
+    expect(tokens).toEqual([
+      ['%llm', 'magic'], ['attention', 'command'], ['--layer', 'option'], ['3', 'value'], ['--explain', 'option'],
+      ["It's a dog's life, from here", 'text']
+    ]);
+    const chat = '%llm chat --system "Answer in French." -- --not an option';
+    expect(tokenizeMagicLine(chat).map(t => [chat.slice(t.from, t.to), t.type]).slice(2)).toEqual([
+      ['--system', 'option'], ['"Answer in French."', 'value'], ['--not an option', 'text']
+    ]);
+  });
+  it('reads positional values of commands without free text', () => {
+    const types = tokenizeMagicLine('%llm load default --device cpu').map(t => t.type);
+    expect(types).toEqual(['magic', 'command', 'value', 'option', 'value']);
+  });
   it('ignores other lines', () => {
     expect(tokenizeMagicLine('print("%%llm")')).toEqual([]);
     expect(tokenizeMagicLine('%%llmx')).toEqual([]);

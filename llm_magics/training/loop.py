@@ -188,7 +188,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                        "tokens": result.tokens, "elapsed": result.seconds}
                 if len(rank_losses) > 1:
                     row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
-                if evaluate and options.eval_every and (step % options.eval_every == 0 or step == total_steps):
+                if evaluate and (step == total_steps or options.eval_every and step % options.eval_every == 0):
                     row.update(evaluate())
                     result.eval_history.append({"step": step, **{k: v for k, v in row.items()
                                                                  if k.startswith("eval_") or k in ("accuracy", "f1")}})
