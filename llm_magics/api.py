@@ -195,11 +195,10 @@ class Session:
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
-            corpus = self._read(prep, data, text, text_field, sample_docs)
-            eval_corpus = self._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
-            if corpus is None or (eval_data and eval_corpus is None):
-                prep.close()
+            corpora = self._read_both(prep, data, text, eval_data, text_field, sample_docs)
+            if corpora is None:
                 return TrainResult(kind="train", total_steps=opts.steps or 100, interrupted=True)
+            corpus, eval_corpus = corpora
             if opts.resume:  # the checkpoint holds the architecture and the weights the run had reached
                 self.load(opts.resume, device=home, trust_remote_code=trust_remote_code)
             elif from_scratch:
@@ -222,6 +221,17 @@ class Session:
     def _preparation(stop: StopFlag, callbacks: list, on_prepare, progress: bool) -> Preparation:
         hooks = [c.on_prepare for c in callbacks if callable(getattr(c, "on_prepare", None))] + list(on_prepare)
         return Preparation(stop, hooks, progress)
+
+    @classmethod
+    def _read_both(cls, prep: Preparation, data: str | None, text: str | None, eval_data: str | None,
+                   text_field: str | None, sample_docs: int | None) -> tuple[Corpus, Corpus | None] | None:
+        """The training corpus and the --eval-data one (if asked); None when stopped while reading."""
+        corpus = cls._read(prep, data, text, text_field, sample_docs)
+        eval_corpus = cls._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
+        if corpus is None or (eval_data and eval_corpus is None):
+            prep.close()
+            return None
+        return corpus, eval_corpus
 
     @staticmethod
     def _read(prep: Preparation, data: str | None, text: str | None, text_field: str | None,
@@ -272,11 +282,10 @@ class Session:
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
-            corpus = self._read(prep, data, text, text_field, sample_docs)
-            eval_corpus = self._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
-            if corpus is None or (eval_data and eval_corpus is None):
-                prep.close()
+            corpora = self._read_both(prep, data, text, eval_data, text_field, sample_docs)
+            if corpora is None:
                 return TrainResult(kind=kind, total_steps=opts.steps or 0, interrupted=True)
+            corpus, eval_corpus = corpora
             seed_everything(opts.seed)  # LoRA init and dropout follow --seed
             if processes != 1 or accelerate_config is not None:
                 from .training import distributed

@@ -30,14 +30,21 @@ def default_model_dir():
 
 
 @pytest.fixture
-def cache(tmp_path, monkeypatch, default_model_dir):
+def cache(tmp_path, default_model_dir):
     """A private cache dir, so no test sees another's tokens; the converted default model is shared
     (a second conversion would take 20 s and print its own progress)."""
     root = tmp_path / "cache"
     root.mkdir()
     (root / "gguf").symlink_to(default_model_dir.parent, target_is_directory=True)
-    monkeypatch.setenv("LLM_MAGICS_CACHE", str(root))
-    return root / "data"
+    previous = os.environ.get("LLM_MAGICS_CACHE")
+    os.environ["LLM_MAGICS_CACHE"] = str(root)
+    yield root / "data"
+    # Not monkeypatch: datasets' map(num_proc=...) swaps os.environ for a copy, and monkeypatch's undo
+    # would then restore the old object while the live one kept our temporary cache.
+    if previous is None:
+        os.environ.pop("LLM_MAGICS_CACHE", None)
+    else:
+        os.environ["LLM_MAGICS_CACHE"] = previous
 
 
 @pytest.fixture
@@ -58,6 +65,15 @@ def magic_session(shell, default_model_dir):
     llm_magics.session.load("default")
     llm_magics.session.reset_chat()
     return llm_magics.session
+
+
+def one_error_line(capsys) -> str:
+    """The single line a user mistake prints on stderr (no traceback)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
 
 
 def run(shell, line, cell=None):

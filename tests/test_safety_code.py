@@ -6,19 +6,11 @@ import os
 import pytest
 import torch
 
-from conftest import DATA, run
+from conftest import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics.loading import packaged_path
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 class _RunsCode:

@@ -5,19 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA, run
+from conftest import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 SMALL = dict(seq_len=16, batch_size=2, progress=False)
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 def tiny_lora_session() -> Session:

@@ -6,20 +6,12 @@ from pathlib import Path
 import pytest
 
 import llm_magics
-from conftest import DATA, run
+from conftest import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics.training import byte_tokenizer, scratch_config
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 TRAIN = "train --from-scratch --steps 1 --seq-len 16 --batch-size 2 --no-widget --no-progress"
-
-
-def one_error_line(capsys) -> str:
-    err = capsys.readouterr().err
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    return lines[0]
 
 
 @pytest.mark.parametrize("seed", ["-1", str(2**32)])
