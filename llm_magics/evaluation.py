@@ -87,11 +87,8 @@ def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFla
     return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(corpus), total=len(starts))
 
 
-def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: StopFlag,
-                    batch_size: int = 16) -> EvalResult:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    from .training import predict_labels
+def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: StopFlag) -> EvalResult:
+    from .training.scoring import label_scores, predict_labels
 
     if loaded.kind != CLASSIFIER:
         raise LLMError(f"{metric} needs a classifier: run `%%llm finetune --task classify --labels ...` first")
@@ -99,14 +96,10 @@ def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: Stop
     labels = [config.id2label[i] for i in range(config.num_labels)]
     examples = classification_examples(loaded.tokenizer, corpus.dataset.to_list(), labels, 512, corpus.text_field,
                                        lambda row: lambda: corpus.where(row))
-    predicted = []
-    for start in range(0, len(examples), batch_size):
-        if stop.requested:
-            return _stopped(metric, start, len(examples), None)
-        predicted += predict_labels(loaded, examples[start:start + batch_size], batch_size)
-    truth = [e["labels"] for e in examples]
-    scores = {"accuracy": float(accuracy_score(truth, predicted)),
-              "f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
+    predicted = predict_labels(loaded, examples, stop=stop)
+    if len(predicted) < len(examples):
+        return _stopped(metric, len(predicted), len(examples), None)
+    scores = label_scores([e["labels"] for e in examples], predicted)
     other = "f1" if metric == "accuracy" else "accuracy"
     return EvalResult(metric, scores[metric], {other: scores[other]}, examples=len(examples), total=len(examples))
 

@@ -54,3 +54,20 @@ def test_stop_during_generation_metrics_discards_the_cut_answer(session):
     _stop_when_started(session, after=0.5)
     result = session.eval("rouge", data=data, max_new_tokens=48)
     assert result.partial and result.examples < result.total == 4 and math.isnan(result.value)
+
+
+def test_stopped_classifier_eval_is_partial_not_a_score():
+    from llm_magics.data import read_corpus
+    from llm_magics.evaluation import evaluate
+    from llm_magics.interrupts import StopFlag
+
+    s = Session()
+    s.load("minilm")
+    test = str(DATA / "sentiment_test.jsonl")
+    s.finetune(data=test, task="classify", labels="negative,positive", steps=1, progress=False)
+    stop = StopFlag()
+    stop.request("stop button")
+    result = evaluate(s.loaded, "accuracy", read_corpus(test), stop=stop)
+    assert result.partial and math.isnan(result.value) and result.examples == 0 and result.total == 16
+    assert "partial: 0 of 16 examples, stopped" in result.summary()
+    assert not evaluate(s.loaded, "accuracy", read_corpus(test)).partial

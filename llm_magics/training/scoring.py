@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from ..data import IGNORE_INDEX
+from ..interrupts import StopFlag
 from ..loading import LoadedModel
 from .batches import _padded_batches
 
@@ -23,21 +24,27 @@ def _mean_loss(loaded: LoadedModel, batches: list[dict]) -> float:
 
 
 @torch.no_grad()
-def predict_labels(loaded: LoadedModel, examples: list[dict], batch_size: int = 16) -> list[int]:
+def predict_labels(loaded: LoadedModel, examples: list[dict], batch_size: int = 16,
+                   stop: StopFlag | None = None) -> list[int]:
+    """The predicted label of each example; a stop ends it between batches (fewer predictions come back)."""
     was_training = loaded.model.training
     loaded.model.eval()
     predictions = []
     for batch in _padded_batches(loaded, examples, batch_size):
+        if stop is not None and stop.requested:
+            break
         batch = {k: v.to(loaded.device) for k, v in batch.items() if k != "labels"}
         predictions += loaded.model(**batch).logits.argmax(-1).tolist()
     loaded.model.train(was_training)
     return predictions
 
 
-def classification_metrics(loaded: LoadedModel, examples: list[dict], batch_size: int = 16) -> dict:
+def label_scores(truth: list[int], predicted: list[int]) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
-    truth = [e["labels"] for e in examples]
-    predicted = predict_labels(loaded, examples, batch_size)
     return {"accuracy": float(accuracy_score(truth, predicted)),
             "f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
+
+
+def classification_metrics(loaded: LoadedModel, examples: list[dict], batch_size: int = 16) -> dict:
+    return label_scores([e["labels"] for e in examples], predict_labels(loaded, examples, batch_size))
