@@ -21,6 +21,11 @@ def main():
         table = done.stdout.strip() or f"failed:\n```\n{done.stderr[-2000:]}\n```"
         print(table, flush=True)
         sections.append(f"## {script}\n\n{table}\n")
+    # A CI or developer machine has no GPU: the GPU figures come from the last run on a lent GPU machine,
+    # saved verbatim by whoever ran `python bench/gpu_decode.py` there.
+    for saved in sorted((HERE / "gpu_results").glob("*.md")):
+        sections.append(f"## gpu_decode.py on a GPU ({saved.stem}, saved in bench/gpu_results/)\n\n"
+                        f"{saved.read_text().strip()}\n")
     (HERE / "RESULTS.md").write_text("\n".join(sections))
 
 
