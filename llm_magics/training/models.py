@@ -35,7 +35,7 @@ def resolve_tokenizer(name: str, current: LoadedModel | None, trust_remote_code:
             raise LLMError("--tokenizer loaded needs a model loaded first")
         return current.tokenizer
     if name == "default":
-        from .loading import gguf_to_safetensors, packaged_path
+        from ..loading import gguf_to_safetensors, packaged_path
 
         return AutoTokenizer.from_pretrained(gguf_to_safetensors(packaged_path("default")), trust_remote_code=False)
     path = Path(name).expanduser()
