@@ -9,7 +9,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ARTIFACTS
+from support import ARTIFACTS
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")

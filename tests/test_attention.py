@@ -8,7 +8,7 @@ import traitlets
 from transformers import AutoModel, AutoModelForCausalLM
 
 import llm_magics
-from conftest import run
+from support import run
 from llm_magics import LLMError, Session
 from llm_magics.attention import capture
 from llm_magics.attention_view import AttentionView

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from browser_support import needs_chromium, open_page, ours, serve
-from conftest import ARTIFACTS, DATA
+from support import ARTIFACTS, DATA
 
 pytestmark = needs_chromium
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3

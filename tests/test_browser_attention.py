@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from browser_support import needs_chromium, open_page, ours, serve
-from conftest import ARTIFACTS, ROOT
+from support import ARTIFACTS, ROOT
 
 pytestmark = needs_chromium
 DOCS = ROOT / "docs"

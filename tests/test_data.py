@@ -5,7 +5,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import DATA
+from support import DATA
 from llm_magics import Session
 from llm_magics.data import Preparation, encode, packed_tokens, read_corpus, token_stream
 from llm_magics.data import tokens as token_cache
@@ -188,7 +188,7 @@ def test_50mb_corpus_trains_with_flat_memory(tmp_path, cache, tiny_config):
 
 
 def test_magic_data_options(shell, capsys, tmp_path, cache, tiny_config):
-    from conftest import run
+    from support import run
 
     data, _ = write_format(tmp_path, "csv")
     result = run(shell, f"train --from-scratch --config {tiny_config} --steps 3 --seq-len 32 --no-progress "

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run
+from support import ROOT, run
 from llm_magics import LLMError, Session
 from llm_magics.data import tokens as token_cache
 from test_data import TINY, documents, generated_corpus

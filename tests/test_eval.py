@@ -1,7 +1,7 @@
 """%%llm eval with the field's metric libraries, on real models."""
 import pytest
 
-from conftest import DATA, run
+from support import DATA, run
 from llm_magics import LLMError, Session
 
 

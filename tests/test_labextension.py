@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 from llm_magics.magics import command_spec
 
 LABEXTENSION = ROOT / "labextension"
@@ -35,7 +35,7 @@ def test_kernel_side_snapshot_and_throttled_progress():
     from llm_magics import Session
     from llm_magics.frontend import FrontendBridge, snapshot
 
-    from conftest import DATA
+    from support import DATA
 
     s = Session()
     bridge = FrontendBridge(s, min_interval=3600)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from conftest import run
+from support import run
 from llm_magics import LLMError, Session
 from llm_magics.attention_view import AttentionView
 from llm_magics.lens import logit_lens

@@ -2,7 +2,7 @@
 import json
 
 import llm_magics
-from conftest import DATA, interrupt_after, run
+from support import DATA, interrupt_after, run
 
 
 def test_help_lists_every_command_and_option(shell, capsys):

@@ -1,6 +1,6 @@
 """Line magics keep their free text exactly as typed: options are read shell-style, the text is not."""
 import llm_magics
-from conftest import run
+from support import run
 from llm_magics.magics import split_line
 
 TEXT = "It's a dog's life, \"isn't\" it?  #1"

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-from conftest import DATA, one_error_line, run
+from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics.loading import packaged_path
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import DATA, one_error_line, run
+from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5

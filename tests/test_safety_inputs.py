@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import llm_magics
-from conftest import DATA, one_error_line, run
+from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics.training import byte_tokenizer, scratch_config
 

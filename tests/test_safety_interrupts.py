@@ -4,7 +4,7 @@ import threading
 import time
 
 import llm_magics
-from conftest import DATA, interrupt_after, run
+from support import DATA, interrupt_after, run
 from llm_magics import Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()

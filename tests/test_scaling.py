@@ -10,7 +10,7 @@ import torch._dynamo.utils
 
 from llm_magics import Session
 from llm_magics.errors import LLMError
-from conftest import DATA, run
+from support import DATA, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 SMALL = dict(from_scratch=True, seq_len=32, progress=False)
@@ -190,7 +190,7 @@ def test_gpu_bench_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, m
     import importlib.util
     import sys
 
-    from conftest import ROOT
+    from support import ROOT
 
     monkeypatch.syspath_prepend(str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location("gpu_decode", ROOT / "bench" / "gpu_decode.py")

@@ -2,7 +2,7 @@
 import pytest
 from transformers import AutoTokenizer, ByT5Tokenizer
 
-from conftest import DATA, run
+from support import DATA, run
 from llm_magics.loading import gguf_to_safetensors, packaged_path
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()

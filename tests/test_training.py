@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from conftest import DATA
+from support import DATA
 from llm_magics import LLMError, Session
 from llm_magics.loading import CLASSIFIER
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from conftest import DATA, run
+from support import DATA, run
 from llm_magics import Session
 from llm_magics.generation import SamplingSettings
 from llm_magics.widgets import SamplingPanel, TrainingView
