@@ -12,20 +12,20 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from . import generation, loading, training
-from .data import Corpus, Preparation, datasets_bars, check_labels, classification_examples, data_cache, read_corpus
+from .data import Corpus, Preparation, check_labels, classification_examples, data_cache, datasets_bars, read_corpus
 from .devices import memory_report
 from .errors import LLMError, no_model
 from .generation import GenerationResult, SamplingSettings
 from .interrupts import StopFlag, graceful_interrupts
-from .progress import ProgressBar
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
+from .progress import ProgressBar
 from .training import TrainOptions, TrainResult
 from .training.checkpoints import STATE_FILE, read_state, seed_everything
 
@@ -346,7 +346,8 @@ class Session:
 
         corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
         result = self._stoppable(lambda stop: evaluation.evaluate(
-            self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens, Preparation(stop, progress=progress)))
+            self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens,
+            Preparation(stop, progress=progress)))
         self.evaluations.append(result)
         if self.runs and not result.partial:
             self.runs[-1].metrics[f"eval_{metric}"] = result.value

@@ -343,4 +343,5 @@ def tokens_html(tokens: list[str], scores: list[float], title: str, sinks: list[
         spans.append(f'<span title="{score:.4f}{sink}" style="{style}">{html.escape(token)}</span>')
     return (f'<div class="llm-explain" style="font-family:monospace;line-height:1.9;'
             f'color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,transparent)">'
-            f'<b style="font-family:sans-serif">{html.escape(title)}</b><br>{"".join(spans)}{_legend(peak, colour)}</div>')
+            f'<b style="font-family:sans-serif">{html.escape(title)}</b><br>{"".join(spans)}'
+            f'{_legend(peak, colour)}</div>')

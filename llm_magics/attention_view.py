@@ -22,13 +22,14 @@ import torch
 import traitlets
 
 from . import attention
-from .lens import check_causal, logit_lens
 from .errors import LLMError
+from .lens import check_causal, logit_lens
 from .loading import LoadedModel
 
 VIEWS = ("head", "model", "matrix", "lens")
 ALL_HEADS_UP_TO = 256
-STATIC_PIXELS = 384  # the saved snapshot's matrix is at most this many pixels a side  # the head view colours each head's lines up to this many tokens, the mean beyond
+# The head view colours each head's lines up to ALL_HEADS_UP_TO tokens, the mean beyond.
+STATIC_PIXELS = 384  # the saved snapshot's matrix is at most this many pixels a side
 
 
 def _as_bytes(maps: torch.Tensor) -> bytes:
@@ -212,11 +213,13 @@ def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = Non
     rows = "".join(f'<div class="llm-axis-label llm-row-label" style="position:absolute;left:0;width:{margin - 4}px;'
                    f'text-align:right;overflow:hidden;white-space:nowrap;top:{margin + (i + 0.5) * cell - 7:.1f}px">'
                    f'{_short(tokens[i])}</div>' for i in range(0, n, step))
-    cols = "".join(f'<div class="llm-axis-label llm-col-label" style="position:absolute;top:0;height:{margin - 4}px;'
+    cols = "".join(f'<div class="llm-axis-label llm-col-label" style="position:absolute;top:0;'
+                   f'height:{margin - 4}px;'
                    f'overflow:hidden;white-space:nowrap;writing-mode:vertical-rl;transform:rotate(180deg);'
                    f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{_short(tokens[j])}</div>' for j in range(0, n, step))
     legend = ('<div style="display:flex;align-items:center;gap:6px;margin-top:6px">0<span style="display:inline-block;'
-              'width:140px;height:10px;border:1px solid var(--jp-border-color1,#bbb);background:linear-gradient(to right,'
+              'width:140px;height:10px;border:1px solid var(--jp-border-color1,#bbb);'
+              'background:linear-gradient(to right,'
               f'#fff,rgb({",".join(str(int(c)) for c in ACCENT)}))"></span>1 · attention as a share of its row\'s '
               'maximum (square-root scale); rows: query tokens, columns: key tokens</div>')
     return (f'<div style="position:relative;width:{margin + size + 4}px;height:{margin + size + 2}px;'
@@ -230,12 +233,14 @@ def _lens_table(lens: dict, tokens: list[str], error: str) -> str:
         return f"<div>{html.escape(error)}</div>"
     header = "".join(f'<th style="padding:2px 4px;font-weight:400">{_short(t)}</th>' for t in tokens)
     body = []
-    for row, (name, guesses, probs) in enumerate(zip(lens["rows"], lens["tokens"], lens["probs"])):
+    for name, guesses, probs in zip(lens["rows"], lens["tokens"], lens["probs"]):
         cells = "".join(
             f'<td title="{html.escape(", ".join(f"{t!r} {p:.3f}" for t, p in zip(g, q)))}" style="padding:1px 4px;'
             f'background:rgba(25,118,210,{0.85 * q[0]:.3f})">{_short(g[0])}</td>' for g, q in zip(guesses, probs))
-        body.append(f'<tr><th style="text-align:right;padding:1px 6px;font-weight:400;white-space:nowrap">{name}</th>'
+        body.append('<tr><th style="text-align:right;padding:1px 6px;font-weight:400;white-space:nowrap">'
+                    f'{name}</th>'
                     f'{cells}</tr>')
     return (f'<table class="llm-lens-static" style="border-collapse:collapse;font-family:monospace;font-size:11px">'
             f'<tr><th></th>{header}</tr>{"".join(body)}</table>'
-            '<div>each cell: the layer\'s likeliest next token after the column\'s token; shade = its probability</div>')
+            '<div>each cell: the layer\'s likeliest next token after the column\'s token; '
+            'shade = its probability</div>')

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer, set_seed
@@ -24,7 +24,7 @@ class SamplingSettings:
     seed: int | None = None
     do_sample: bool = True
 
-    def validated(self) -> "SamplingSettings":
+    def validated(self) -> SamplingSettings:
         from .training.options import check_finite, check_seed
 
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)

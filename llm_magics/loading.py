@@ -139,8 +139,7 @@ def model_kind(config) -> str:
 
 
 def _from_pretrained(path: Path, dtype: torch.dtype, trust_remote_code: bool):
-    from transformers import (AutoConfig, AutoModel, AutoModelForCausalLM,
-                              AutoModelForSequenceClassification)
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     kind = model_kind(config)

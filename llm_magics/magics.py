@@ -331,19 +331,22 @@ class LLMMagics(Magics):
 
     def _train(self, args, cell):
         view = self._training_view(args, "train")
-        result = _discarding_on_error(view, lambda: self.session.train(text=cell, data=args.data, from_scratch=args.from_scratch,
+        result = _discarding_on_error(view, lambda: self.session.train(
+                                    text=cell, data=args.data, from_scratch=args.from_scratch,
                                     config=args.config, arch=args.arch, tokenizer=args.tokenizer,
                                     eval_data=args.eval_data, device=args.device, on_step=view,
                                     progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
                                     processes=args.processes, accelerate_config=args.accelerate_config,
-                                    text_field=args.text_field, max_tokens=args.max_tokens, sample_docs=args.sample_docs,
+                                    text_field=args.text_field, max_tokens=args.max_tokens,
+                                    sample_docs=args.sample_docs,
                                     **_train_options(args)))
         print(result.summary())
         return result
 
     def _finetune(self, args, cell):
         view = self._training_view(args, f"finetune ({args.task}{', LoRA' if args.lora else ''})")
-        result = _discarding_on_error(view, lambda: self.session.finetune(data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
+        result = _discarding_on_error(view, lambda: self.session.finetune(
+                                       data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
                                        lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
                                        labels=args.labels, on_step=view, progress=args.progress and not view,
                                        trust_remote_code=args.trust_remote_code, epochs=args.epochs,

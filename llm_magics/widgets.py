@@ -231,12 +231,12 @@ def svg_chart(series: list[tuple[str, list, list, str]], width: int = 800, heigh
              f"<text x='{width - right}' y='{height - 8}' text-anchor='end' {text}>step {x1:g}</text>"]
     legend_x = left
     for name, xs, ys, colour in series:
-        coords = " ".join("%.1f,%.1f" % at(x, y) for x, y in zip(xs, ys) if math.isfinite(y))
+        coords = " ".join("{:.1f},{:.1f}".format(*at(x, y)) for x, y in zip(xs, ys) if math.isfinite(y))
         if not coords:
             continue
         parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
         if len(xs) < 30:
-            parts.extend("<circle cx='%.1f' cy='%.1f' r='3' fill='%s'/>" % (*at(x, y), colour)
+            parts.extend("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{}'/>".format(*at(x, y), colour)
                          for x, y in zip(xs, ys))
         parts.append(f"<rect x='{legend_x}' y='8' width='14' height='3' fill='{colour}'/>"
                      f"<text x='{legend_x + 18}' y='13' {text}>{html.escape(name)}</text>")

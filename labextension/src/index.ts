@@ -29,7 +29,10 @@ function resizeOurLiveCharts(): void {
  * the kernel cannot know the page's theme, the page can. */
 function markOurPlots(root: HTMLElement): void {
   const mark = (node: Node) => {
-    const plot = node instanceof Element ? (node.closest('.js-plotly-plot') as (HTMLElement & { layout?: { meta?: unknown } }) | null) : null;
+    const plot =
+      node instanceof Element
+        ? (node.closest('.js-plotly-plot') as (HTMLElement & { layout?: { meta?: unknown } }) | null)
+        : null;
     if (plot && !plot.classList.contains('llm-plot') && plot.layout?.meta === 'llm-magics') {
       plot.classList.add('llm-plot');
     }
@@ -79,7 +82,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     });
     const refresh = () => {
       const kernel = currentKernel();
-      const snapshot = kernel ? snapshots.get(kernel.id) ?? null : null;
+      const snapshot = kernel ? (snapshots.get(kernel.id) ?? null) : null;
       item.render(snapshot);
       panel.render(snapshot);
     };
@@ -118,7 +121,9 @@ const plugin: JupyterFrontEndPlugin<void> = {
     document.addEventListener(
       'click',
       event => {
-        const button = (event.target as HTMLElement | null)?.closest?.('.llm-stop-training') as HTMLButtonElement | null;
+        const button = (event.target as HTMLElement | null)?.closest?.(
+          '.llm-stop-training'
+        ) as HTMLButtonElement | null;
         if (!button || button.disabled) {
           return;
         }

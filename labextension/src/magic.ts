@@ -54,7 +54,7 @@ export function tokenizeMagicLine(line: string): IToken[] {
       tokens.push({ from, to, type: known ? 'option' : 'unknown' });
       wantsValue = !text.includes('=') && name !== '--help' && !(FLAGS[command || ''] || []).includes(name);
     } else if (command !== null && FREE_TEXT.includes(command)) {
-      const textFrom = text === '--' ? from + 2 + (/^\s*/.exec(line.slice(from + 2))![0].length) : from;
+      const textFrom = text === '--' ? from + 2 + /^\s*/.exec(line.slice(from + 2))![0].length : from;
       if (textFrom < line.trimEnd().length) {
         tokens.push({ from: textFrom, to: line.trimEnd().length, type: 'text' });
       }
@@ -85,7 +85,7 @@ export function completeMagic(before: string): { start: number; items: string[] 
     return { start, items: Object.keys(COMMANDS).filter(c => c.startsWith(current)) };
   }
   const options = COMMANDS[done[0]];
-  if (!options || !current.startsWith('-') && current !== '') {
+  if (!options || (!current.startsWith('-') && current !== '')) {
     return options && current === '' ? { start, items: options.filter(o => !done.includes(o)) } : null;
   }
   return { start, items: options.filter(o => o.startsWith(current) && !done.includes(o)) };
@@ -144,8 +144,12 @@ export function statusText(snapshot: ISnapshot | null): string {
     return '';
   }
   const s = snapshot.status;
-  const memory = s.gpu_memory_mb !== undefined ? `GPU ${Math.round(s.gpu_memory_mb)} MB`
-    : s.process_memory_mb !== undefined ? `RAM ${Math.round(s.process_memory_mb)} MB` : '';
+  const memory =
+    s.gpu_memory_mb !== undefined
+      ? `GPU ${Math.round(s.gpu_memory_mb)} MB`
+      : s.process_memory_mb !== undefined
+        ? `RAM ${Math.round(s.process_memory_mb)} MB`
+        : '';
   const parts = [`LLM: ${shortModelName(s.model!)}`, s.device || '', memory];
   if (snapshot.active) {
     const a = snapshot.active;
@@ -158,6 +162,9 @@ export function formatParameters(count: number | undefined): string {
   if (count === undefined) {
     return '?';
   }
-  return count >= 1e9 ? `${(count / 1e9).toFixed(2)}B` : count >= 1e6 ? `${(count / 1e6).toFixed(1)}M`
-    : `${(count / 1e3).toFixed(1)}K`;
+  return count >= 1e9
+    ? `${(count / 1e9).toFixed(2)}B`
+    : count >= 1e6
+      ? `${(count / 1e6).toFixed(1)}M`
+      : `${(count / 1e3).toFixed(1)}K`;
 }

@@ -42,7 +42,9 @@ export class RunsPanel extends Widget {
     const node = this.node;
     node.replaceChildren();
     if (!snapshot || !snapshot.status.model) {
-      node.append(element('p', 'llm-empty', 'No model loaded in this kernel. Run %load_ext llm_magics and %llm load default.'));
+      node.append(
+        element('p', 'llm-empty', 'No model loaded in this kernel. Run %load_ext llm_magics and %llm load default.')
+      );
       return;
     }
     const s = snapshot.status;
@@ -79,9 +81,18 @@ export class RunsPanel extends Widget {
     const list = element('ul', 'llm-runs');
     for (const run of [...snapshot.runs].reverse()) {
       const item = element('li', 'llm-run');
-      const loss = run.final_loss !== null ? `loss ${run.initial_loss?.toFixed(3)} → ${run.final_loss.toFixed(3)}` : 'no steps';
-      const metrics = Object.entries(run.metrics || {}).map(([k, v]) => `${k} ${Number(v).toFixed(3)}`).join(', ');
-      item.append(element('div', 'llm-run-head', `#${run.index + 1} ${run.kind}: ${run.steps}/${run.total_steps} steps${run.interrupted ? ' (stopped)' : ''}`));
+      const loss =
+        run.final_loss !== null ? `loss ${run.initial_loss?.toFixed(3)} → ${run.final_loss.toFixed(3)}` : 'no steps';
+      const metrics = Object.entries(run.metrics || {})
+        .map(([k, v]) => `${k} ${Number(v).toFixed(3)}`)
+        .join(', ');
+      item.append(
+        element(
+          'div',
+          'llm-run-head',
+          `#${run.index + 1} ${run.kind}: ${run.steps}/${run.total_steps} steps${run.interrupted ? ' (stopped)' : ''}`
+        )
+      );
       item.append(element('div', 'llm-run-loss', loss + (metrics ? ` · ${metrics}` : '')));
       if (run.checkpoint) {
         item.append(element('div', 'llm-run-checkpoint', `checkpoint: ${run.checkpoint}`));

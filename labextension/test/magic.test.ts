@@ -5,8 +5,12 @@ describe('tokenizeMagicLine', () => {
     const line = '%%llm generate --temperature 0.7 --max-new-tokens 80';
     const tokens = tokenizeMagicLine(line).map(t => [line.slice(t.from, t.to), t.type]);
     expect(tokens).toEqual([
-      ['%%llm', 'magic'], ['generate', 'command'], ['--temperature', 'option'], ['0.7', 'value'],
-      ['--max-new-tokens', 'option'], ['80', 'value']
+      ['%%llm', 'magic'],
+      ['generate', 'command'],
+      ['--temperature', 'option'],
+      ['0.7', 'value'],
+      ['--max-new-tokens', 'option'],
+      ['80', 'value']
     ]);
   });
   it('flags unknown commands and options of another command', () => {
@@ -18,12 +22,22 @@ describe('tokenizeMagicLine', () => {
     const line = "%llm attention --layer 3 --explain It's a dog's life, from here";
     const tokens = tokenizeMagicLine(line).map(t => [line.slice(t.from, t.to), t.type]);
     expect(tokens).toEqual([
-      ['%llm', 'magic'], ['attention', 'command'], ['--layer', 'option'], ['3', 'value'], ['--explain', 'option'],
+      ['%llm', 'magic'],
+      ['attention', 'command'],
+      ['--layer', 'option'],
+      ['3', 'value'],
+      ['--explain', 'option'],
       ["It's a dog's life, from here", 'text']
     ]);
     const chat = '%llm chat --system "Answer in French." -- --not an option';
-    expect(tokenizeMagicLine(chat).map(t => [chat.slice(t.from, t.to), t.type]).slice(2)).toEqual([
-      ['--system', 'option'], ['"Answer in French."', 'value'], ['--not an option', 'text']
+    expect(
+      tokenizeMagicLine(chat)
+        .map(t => [chat.slice(t.from, t.to), t.type])
+        .slice(2)
+    ).toEqual([
+      ['--system', 'option'],
+      ['"Answer in French."', 'value'],
+      ['--not an option', 'text']
     ]);
   });
   it('reads positional values of commands without free text', () => {

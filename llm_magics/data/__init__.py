@@ -28,5 +28,5 @@ def read_records(data: str | None = None, body: str | None = None, text_field: s
 
 
 __all__ = ["IGNORE_INDEX", "Corpus", "PackedTokens", "Preparation", "cached_examples", "check_labels",
-           "classification_examples", "data_cache", "datasets_bars", "encode", "pad_batch", "packed_tokens", "read_corpus",
-           "read_records", "supervised_examples", "text_blocks", "text_of", "token_stream"]
+           "classification_examples", "data_cache", "datasets_bars", "encode", "pad_batch", "packed_tokens",
+           "read_corpus", "read_records", "supervised_examples", "text_blocks", "text_of", "token_stream"]

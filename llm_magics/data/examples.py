@@ -8,7 +8,7 @@ Record shapes:
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

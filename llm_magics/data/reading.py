@@ -209,7 +209,7 @@ def _find_bad_json(file: Path, origin: str):
                 if line.strip():
                     record = _parse_line(line, f"{origin}, line {number}")
                     if "messages" in record:  # mixed shapes are what Arrow cannot read
-                        checked_messages(record["messages"], lambda: f"{origin}, line {number}")
+                        checked_messages(record["messages"], lambda number=number: f"{origin}, line {number}")
     except UnicodeDecodeError:
         return
 

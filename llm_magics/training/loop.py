@@ -10,12 +10,20 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
-from ..data import (Corpus, Preparation, cached_examples, check_labels, classification_examples, data_cache,
-                    packed_tokens, supervised_examples)
+from ..data import (
+    Corpus,
+    Preparation,
+    cached_examples,
+    check_labels,
+    classification_examples,
+    data_cache,
+    packed_tokens,
+    supervised_examples,
+)
 from ..errors import LLMError, is_out_of_memory
 from ..generation import compile_backend, context_length
 from ..interrupts import StopFlag, graceful_interrupts
@@ -288,7 +296,7 @@ def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tup
     tokens of the step. With several processes every rank draws the same global batch and keeps its own
     share (accelerate's split_between_processes), so N processes x B rows = one process x N*B rows."""
     total_loss, tokens = torch.zeros((), device=accelerator.device), 0
-    for micro in range(options.grad_accum):
+    for _ in range(options.grad_accum):
         batch = batches.next_batch()
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
         with accelerator.split_between_processes(batch, apply_padding=True) as shard:

@@ -220,4 +220,5 @@ def _load_weights(loaded: LoadedModel, directory: str):
 def _tied(model, key: str) -> bool:
     """Tied output embeddings are saved once (as the input embeddings)."""
     output = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    return output is not None and key.startswith("lm_head") and bool(getattr(model.config, "tie_word_embeddings", False))
+    tied = bool(getattr(model.config, "tie_word_embeddings", False))
+    return output is not None and key.startswith("lm_head") and tied

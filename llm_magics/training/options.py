@@ -43,7 +43,7 @@ class TrainOptions:
     compile: bool | str = False  # torch.compile the model (True: inductor, or a backend name)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
 
-    def validated(self) -> "TrainOptions":
+    def validated(self) -> TrainOptions:
         check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
                      max_grad_norm=self.max_grad_norm)
         check_seed(self.seed)
