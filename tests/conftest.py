@@ -3,6 +3,28 @@ import os
 
 import pytest
 
+# Test tiers, assigned here rather than in each file. `pytest -m "not slow"` is the everyday run;
+# `pytest tests` (CI) runs everything.
+BY_FILE = {
+    "test_browser.py": ("browser", "slow"),
+    "test_browser_attention.py": ("browser", "slow"),
+    "test_notebooks.py": ("notebook", "slow"),
+    "test_scaling.py": ("slow",),  # several processes, torch.compile
+}
+# Tests of other files that take more than a few seconds on a 2-core machine (measured with --durations).
+SLOW = {
+    "test_packaging.py::test_wheel_from_a_clean_checkout_installs_the_extension",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        name = item.path.name
+        for marker in BY_FILE.get(name, ()):
+            item.add_marker(marker)
+        if f"{name}::{item.originalname}" in SLOW:
+            item.add_marker("slow")
+
 
 @pytest.fixture(scope="session")
 def shell():

@@ -9,7 +9,6 @@ import tarfile
 import zipfile
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from support import ROOT
@@ -30,7 +29,6 @@ def _run(*command, **kwargs):
     return done.stdout + done.stderr
 
 
-@pytest.mark.slow
 def test_wheel_from_a_clean_checkout_installs_the_extension(tmp_path, monkeypatch):
     # A clean copy holds only committed files: no node_modules, no prebuilt extension, no build outputs.
     source = tmp_path / "source"
@@ -71,12 +69,15 @@ def test_wheel_from_a_clean_checkout_installs_the_extension(tmp_path, monkeypatc
     kernels.mkdir(parents=True)
     (kernels / "kernel.json").write_text(json.dumps({
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "env": {"PYTHONPATH": ""},  # no source tree on the path: the kernel must find the installed wheel
         "display_name": "llm-magics wheel", "language": "python"}))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
     notebook = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("%load_ext llm_magics\nimport llm_magics\nprint(llm_magics.__file__)"),
         nbformat.v4.new_code_cell("%llm --help")])
-    NotebookClient(notebook, kernel_name="llm-magics-venv", timeout=300).execute()
+    # Started outside the checkout, whose llm_magics/ would otherwise shadow the installed one.
+    NotebookClient(notebook, kernel_name="llm-magics-venv", timeout=300,
+                   resources={"metadata": {"path": str(tmp_path)}}).execute()
     printed = "".join(o.get("text", "") for o in notebook.cells[0].outputs)
     assert str(venv) in printed, printed
     assert "train" in "".join(o.get("text", "") for o in notebook.cells[1].outputs)
