@@ -239,13 +239,13 @@ class Session:
         """Read --data (or the cell body) as an interruptible stage; None when stopped."""
         if prep.stopped:
             return None
-        prep.report("reading", 0, 1, bar=False)  # datasets' readers show their own tqdm bar
+        prep.report("reading", 0, 1, unit="corpus")  # our bar, not datasets' ("Generating train split")
         corpus = None
-        with prep.interruptible(), datasets_bars(prep.progress):
+        with prep.interruptible(), datasets_bars(False):
             corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
         if corpus is None or prep.stopped:
             return None
-        prep.report("reading", 1, 1, bar=False)
+        prep.report("reading", 1, 1, unit="corpus")
         return corpus
 
     def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str,
@@ -298,7 +298,7 @@ class Session:
                                      task=task, labels=labels, eval_corpus=eval_corpus, on_step=callbacks,
                                      stop=stop, prep=prep)
 
-        return self._run(work, on_step, progress, task)
+        return self._run(work, on_step, progress, kind)  # the bar says finetune (or classify), not lm
 
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str) -> TrainResult:

@@ -31,9 +31,9 @@ class Preparation:
         if self.progress and bar:
             if self._stage != stage:
                 self.close()
-                from tqdm.auto import tqdm
+                from ..progress import progress_bar
 
-                self._bar = tqdm(total=total, desc=stage, unit=unit, unit_scale=True, dynamic_ncols=True)
+                self._bar = progress_bar(total=total, desc=stage, unit=unit, unit_scale=True, dynamic_ncols=True)
                 self._stage = stage
             self._bar.update(done - self._bar.n)
         for hook in self.hooks:

@@ -269,13 +269,14 @@ def _short(value) -> str:
 
 
 class _quiet_datasets:
-    """datasets logs a warning before raising a parse error we report ourselves as one line."""
+    """datasets logs warnings and errors ("Failed to load JSON from file ... ArrowInvalid") before raising
+    a parse error that we report ourselves as one line."""
 
     def __enter__(self):
         import datasets
 
         self.level = datasets.logging.get_verbosity()
-        datasets.logging.set_verbosity_error()
+        datasets.logging.set_verbosity(datasets.logging.CRITICAL)
 
     def __exit__(self, *exc):
         import datasets
