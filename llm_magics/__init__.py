@@ -3,10 +3,18 @@
 In IPython/Jupyter: `%load_ext llm_magics`, then `%llm --help`.
 Without IPython: `from llm_magics import Session`.
 """
-from .api import Session
-from .errors import LLMError
-from .generation import GenerationResult, SamplingSettings
-from .training import TrainResult
+import sys as _sys
+
+if getattr(_sys.modules.get("IPython"), "get_ipython", lambda: None)() is not None:
+    # %load_ext: the first import of torch and transformers takes seconds; say so before it starts.
+    from .status import before_first_import
+
+    before_first_import("transformers", "llm-magics: loading torch and transformers…")
+
+from .api import Session  # noqa: E402
+from .errors import LLMError  # noqa: E402
+from .generation import GenerationResult, SamplingSettings  # noqa: E402
+from .training import TrainResult  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Session", "LLMError", "GenerationResult", "SamplingSettings", "TrainResult", "session"]

@@ -70,6 +70,13 @@ class GenerationResult:
         return self.texts[0]
 
     @property
+    def stop_reason(self) -> str:
+        """Why decoding ended: the user, the token budget, or the model's end-of-text token."""
+        if self.interrupted:
+            return "interrupt"
+        return "max tokens" if self.new_tokens >= self.settings.max_new_tokens else "EOS"
+
+    @property
     def tokens_per_second(self) -> float:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 

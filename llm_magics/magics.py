@@ -344,6 +344,9 @@ class LLMMagics(Magics):
         return result
 
     def _finetune(self, args, cell):
+        loaded = self.session.loaded
+        if loaded is not None and loaded.name.startswith("from-scratch"):  # not the model one may expect
+            print(f"finetune: tuning {loaded.name}, the model the last --from-scratch run trained")
         view = self._training_view(args, f"finetune ({args.task}{', LoRA' if args.lora else ''})")
         result = _discarding_on_error(view, lambda: self.session.finetune(
                                        data=args.data, text=cell, eval_data=args.eval_data, lora=args.lora,
@@ -357,10 +360,13 @@ class LLMMagics(Magics):
         return result
 
     def _training_view(self, args, title: str) -> list:
-        from .widgets import TrainingView, in_notebook
+        from .status import before_first_import, in_notebook
 
         if not (args.widget if args.widget is not None else in_notebook()):
             return []
+        before_first_import("llm_magics.widgets", f"{title}: preparing the live chart…")  # plotly's import
+        from .widgets import TrainingView
+
         view = TrainingView(self.session, title)
         display(view)
         return [view]
@@ -374,6 +380,7 @@ class LLMMagics(Magics):
         from .attention import BERTVIZ_OFFLINE, tokens_html
 
         text = _body(cell) if cell is not None else args.text
+        _say_attention_wait(self.session, text)
         if args.backend == "bertviz":
             print(f"bertviz: {BERTVIZ_OFFLINE}")
         view = self.session.attention(text, layer=args.layer, head=args.head, view=args.view)
@@ -431,7 +438,21 @@ def _finished(prompt: str, text: str, note: str) -> dict:
 
 
 def _stopped_note(result) -> str:
-    return f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]" if result.interrupted else ""
+    if result.interrupted:
+        return f"[stopped after {result.new_tokens} tokens; partial text kept in _llm]"
+    return f"[{result.new_tokens} tokens, {result.tokens_per_second:.1f} tok/s, stopped at {result.stop_reason}]"
+
+
+def _say_attention_wait(session, text: str) -> None:
+    """Capturing every layer's maps over long texts takes seconds: say what is being done first."""
+    from .status import say
+
+    tokenizer = session.tokenizer
+    if tokenizer is None or not text:
+        return
+    tokens = len(tokenizer(text)["input_ids"])
+    if tokens >= 256 or "llm_magics.attention_view" not in sys.modules:
+        say(f"attention: capturing every layer and head over {tokens} tokens…")
 
 
 def _sampling(args) -> dict:

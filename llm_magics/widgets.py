@@ -10,16 +10,7 @@ import plotly.graph_objects as go
 import torch
 
 from .generation import SamplingSettings
-
-
-def in_notebook() -> bool:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    shell = get_ipython()
-    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
-
+from .status import in_notebook  # noqa: F401  (lives there: known without importing plotly)
 
 # The charts follow the page's theme: transparent backgrounds, neutral grid lines, and a grey font that the
 # llm-magics JupyterLab extension recolours from the theme's CSS variables (it finds our figures by `meta`).

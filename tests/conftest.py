@@ -9,6 +9,8 @@ BY_FILE = {
     "test_browser.py": ("browser", "slow"),
     "test_browser_attention.py": ("browser", "slow"),
     "test_notebooks.py": ("notebook", "slow"),
+    "test_kernel_feedback.py": ("notebook", "slow"),
+    "test_packaging.py": ("notebook",),  # its slow test starts a kernel from the built wheel
     "test_scaling.py": ("slow",),  # several processes, torch.compile
 }
 # Tests of other files that take more than a few seconds on a 2-core machine (measured with --durations).

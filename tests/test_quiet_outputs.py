@@ -1,5 +1,6 @@
 """What a run prints: one progress bar per stage with our labels, nothing from the libraries underneath."""
 import json
+import re
 import logging
 
 from support import DATA, run
@@ -49,3 +50,13 @@ def test_finetune_bar_says_finetune(capsys):
     s.finetune(text=CORPUS, steps=2, batch_size=2, seq_len=32)
     err = capsys.readouterr().err
     assert "finetune:" in err and "lm:" not in err, err
+
+
+def test_generate_ends_with_tokens_speed_and_why_it_stopped(shell, capsys, magic_session):
+    run(shell, "generate --max-new-tokens 3 --greedy The capital of France is")
+    assert re.search(r"\[3 tokens, [\d.]+ tok/s, stopped at max tokens\]", capsys.readouterr().out)
+    result = run(shell, "chat --max-new-tokens 60 --greedy Reply with one word: hello")
+    out = capsys.readouterr().out
+    # The oracle: the generated ids themselves end with the tokenizer's end-of-text token.
+    assert result.token_ids[0][-1] == magic_session.tokenizer.eos_token_id and result.new_tokens < 60
+    assert re.search(rf"\[{result.new_tokens} tokens, [\d.]+ tok/s, stopped at EOS\]", out), out

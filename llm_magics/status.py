@@ -1,0 +1,24 @@
+"""One-line status messages for waits that would otherwise be silent: imports that take seconds the first
+time (torch, transformers, plotly), long captures. Printed at once, before the wait, never after it."""
+from __future__ import annotations
+
+import sys
+
+
+def in_notebook() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    return shell is not None and type(shell).__name__ == "ZMQInteractiveShell"
+
+
+def say(message: str) -> None:
+    print(message, flush=True)
+
+
+def before_first_import(module: str, message: str) -> None:
+    """Say `message` when `module` has not been imported in this process yet (importing it is the wait)."""
+    if module not in sys.modules:
+        say(message)
