@@ -291,7 +291,8 @@ class LLMMagics(Magics):
                     print(f"--- sample {index} ---\n{text}")
         else:
             stream = StreamedText(prompt)
-            result = self.session.generate(prompt, on_text=stream, **_sampling(args), compile=_compile(args))
+            result = self.session.generate(prompt, on_text=stream, **_sampling(args), compile=_compile(args),
+                                           num_return_sequences=args.num_return_sequences)  # 0 is refused there
             stream.finish(result.text, _stopped_note(result))
         if result.compile_warmup:
             print(f"[--compile: this first call compiled the decoding step ({result.seconds:.1f} s in all); "

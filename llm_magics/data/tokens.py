@@ -143,7 +143,10 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
                                        f"{_safe(corpus.text_field)}-v{FORMAT_VERSION}"
         done = _finished(directory)
         if done is not None:
-            return [datasets.Dataset.from_file(str(directory / name)) for name in done["shards"]]
+            opened = _open_shards(directory, done)
+            if opened is not None:
+                return opened
+            shutil.rmtree(directory, ignore_errors=True)  # a damaged entry: dropped, and rebuilt below
     shards = _shard_count(dataset)
     total = len(dataset)
     prep.report("tokenizing", 0, total)
@@ -162,6 +165,8 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         start, stop = _shard_bounds(total, shards, index)
         part = dataset.select(range(start, stop)) if shards > 1 else dataset
         name = f"shard-{index:05d}-of-{shards:05d}.arrow"
+        if directory is not None and (directory / name).exists() and not _readable(directory / name):
+            (directory / name).unlink()  # finished by an earlier, stopped run, then damaged: tokenized again
         try:
             with datasets_bars(False):
                 mapped = part.with_format("arrow").map(
@@ -193,7 +198,9 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         if max_tokens is not None and tokens >= max_tokens:
             break
     if directory is not None and len(names) == shards:
-        (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens}))
+        sizes = {name: (directory / name).stat().st_size for name in names}
+        (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens,
+                                                                 "sizes": sizes}))
         (directory / "done.json.partial").replace(directory / "done.json")
     return results
 
@@ -223,6 +230,24 @@ def _finished(directory: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return done if all((directory / name).is_file() for name in done["shards"]) else None
+
+
+def _open_shards(directory: Path, done: dict) -> list | None:
+    """The finished shards, memory-mapped; None when one is damaged (truncated, overwritten, unreadable):
+    its size no longer matches what done.json recorded, Arrow cannot read it, or its tokens are missing."""
+    import datasets
+    import pyarrow as pa
+
+    sizes = done.get("sizes") or {}
+    try:
+        if any((directory / name).stat().st_size != size for name, size in sizes.items()):
+            return None
+        shards = [datasets.Dataset.from_file(str(directory / name)) for name in done["shards"]]
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    if "tokens" in done and sum(_token_count(shard) for shard in shards) != done["tokens"]:
+        return None
+    return shards
 
 
 def _batch_rows(dataset) -> int:
@@ -315,11 +340,14 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
         prep.report("tokenizing", progress["rows"], total)
         return {name: [e[name] for e in examples] for name in ("input_ids", "labels")}
 
+    cached = directory / "examples.arrow" if directory else None
+    if cached is not None and cached.exists() and not _readable(cached):
+        cached.unlink()  # a damaged entry (truncated, overwritten): dropped, and rebuilt below
     try:
         with datasets_bars(False):
             mapped = dataset.map(build, batched=True, batch_size=BATCH_ROWS, with_indices=True,
                                  remove_columns=dataset.column_names, features=features,
-                                 cache_file_name=str(directory / "examples.arrow") if directory else None,
+                                 cache_file_name=str(cached) if cached else None,
                                  keep_in_memory=directory is None, new_fingerprint=key)
     except _Stopped:
         return None
@@ -328,6 +356,20 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
     if progress["rows"] < total:
         prep.report("tokenizing", total, total)
     return Rows(mapped)
+
+
+def _readable(path: Path) -> bool:
+    """Arrow can read every record batch of the file (a truncated one fails here, not mid-training)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_stream(source)
+            for _ in reader:
+                pass
+    except (OSError, pa.ArrowException):
+        return False
+    return True
 
 
 class Rows(Sequence):
