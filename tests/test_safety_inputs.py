@@ -235,3 +235,32 @@ def test_seq_len_shorter_than_the_chat_template_prompt_says_so(shell, capsys, ma
                            "tokens before the first trained token"), line
     assert "no trainable tokens" not in line
     _still_usable(shell, capsys, model)
+
+
+def test_max_tokens_on_a_big_file_with_no_newline_tokenizes_only_what_it_needs(tmp_path, cache, session):
+    """A 4 MB file with no newline is one document: --max-tokens reads it in bounded chunks (from about 4
+    characters a token, doubling) instead of tokenizing all of it."""
+    import time
+
+    import numpy as np
+
+    from llm_magics.data import Preparation, packed_tokens, read_corpus
+    from test_data import WORDS
+
+    rng = np.random.default_rng(0)
+    line = tmp_path / "one_line.txt"
+    line.write_text(" ".join(np.array(WORDS)[rng.integers(0, len(WORDS), 700_000)]))
+    assert line.stat().st_size > 3_000_000 and b"\n" not in line.read_bytes()
+    corpus = read_corpus(str(line), cache=cache / "datasets")
+    started = time.perf_counter()
+    stream = packed_tokens(corpus, session.tokenizer, Preparation(progress=False), max_tokens=1000, cache=cache)
+    seconds = time.perf_counter() - started
+    produced = sum(len(chunk) for chunk in stream.chunks)  # what was tokenized, before the limit's cut
+    assert len(stream) == 1000 and produced <= 1000 + 64, produced
+    assert seconds < 30  # tokenizing the whole line takes minutes and gigabytes
+    # the oracle: plain transformers on a prefix far longer than 1000 tokens need
+    expected = session.tokenizer(line.read_text()[:40_000], add_special_tokens=False)["input_ids"][:1000]
+    assert stream.read(0, 1000).tolist() == expected
+    assert not list(cache.rglob("shard-*.arrow"))  # a cut document is never cached as a whole one
+    result = session.train(data=str(line), max_tokens=1000, steps=1, seq_len=32, batch_size=2, progress=False)
+    assert result.steps_done == 1

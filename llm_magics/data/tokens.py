@@ -29,6 +29,8 @@ SHARD_BYTES = 32 << 20  # text per cached shard
 BATCH_BYTES = 2 << 20  # text per map batch: the stop flag is checked this often (well under a second)
 BATCH_ROWS = 256  # rows per map batch for fine-tuning examples (chat templates are slow per row)
 BYTE_OFFSET = 3  # ByT5's ids: pad 0, eos 1, unk 2, then the 256 byte values
+LONG_DOCUMENT = 1 << 20  # characters: with --max-tokens, a shard holding a longer document is read in chunks
+CUT_MARGIN = 32  # tokens next to a chunk's cut may differ from the whole text's: never kept
 
 
 def is_byte_level(tokenizer) -> bool:
@@ -165,6 +167,15 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         start, stop = _shard_bounds(total, shards, index)
         part = dataset.select(range(start, stop)) if shards > 1 else dataset
         name = f"shard-{index:05d}-of-{shards:05d}.arrow"
+        if max_tokens is not None and not (directory and (directory / name).exists()) \
+                and _longest_document(part, corpus.text_field) > LONG_DOCUMENT:
+            # A huge document (a file with no blank line): tokenize only the prefix the limit needs, in
+            # bounded chunks, in memory (a cut document is not cached as if it were whole).
+            prefix = _prefix_ids(part, corpus, tokenizer, dtype, max_tokens - tokens, prep, start, total)
+            if prefix is None:
+                return None
+            results.append(prefix)
+            break
         if directory is not None and (directory / name).exists() and not _readable(directory / name):
             (directory / name).unlink()  # finished by an earlier, stopped run, then damaged: tokenized again
         try:
@@ -203,6 +214,65 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
                                                                  "sizes": sizes}))
         (directory / "done.json.partial").replace(directory / "done.json")
     return results
+
+
+def _longest_document(part, text_field: str) -> int:
+    """Characters of the longest plain-string text in the shard (0 when the text is not one string column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if text_field not in part.column_names:
+        return 0
+    column = part.with_format("arrow")[:][text_field] if part._indices is not None else \
+        part.data.table.column(text_field)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return 0
+    longest = pc.max(pc.binary_length(column)).as_py()  # bytes >= characters: cheap, and enough to decide
+    return longest or 0
+
+
+def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: Preparation, first: int,
+                total: int):
+    """At least `wanted` ids (or every id, when the shard is shorter) of the shard's documents in order,
+    EOS after each whole document, as an in-memory dataset; None when stopped. A long document is
+    tokenized in growing prefixes (from about 4 characters a token, doubling), so the work and memory
+    follow `wanted`, not the document's size; ids within CUT_MARGIN of a cut are dropped."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pieces, have = [], 0
+    for offset in range(len(part)):
+        if prep.stopped:
+            return None
+        row = part.with_format("arrow")[offset]
+        column = row[corpus.text_field] if corpus.text_field in row.column_names else None
+        if column is not None and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) \
+                and column.null_count == 0:
+            length = pc.utf8_length(column)[0].as_py()
+            chars = min(length, max(4096, 4 * (wanted - have + CUT_MARGIN)))
+            while True:
+                ids = encode(tokenizer, pc.utf8_slice_codeunits(column, 0, chars)[0].as_py())
+                if chars >= length:
+                    ids += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+                    break
+                if len(ids) >= wanted - have + CUT_MARGIN:
+                    ids = ids[:wanted - have]
+                    break
+                chars = min(length, chars * 2)
+                prep.report("tokenizing", first + offset, total)
+        else:
+            text = text_of(row.to_pylist()[0], corpus.text_field, lambda: corpus.where(first + offset))
+            ids = encode(tokenizer, text) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        pieces.append(np.asarray(ids, dtype=dtype))
+        have += len(ids)
+        prep.report("tokenizing", first + offset + 1, total)
+        if have >= wanted:
+            break
+    values = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int32)
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return datasets.Dataset(datasets.table.InMemoryTable(pa.table({"input_ids": ids})))
 
 
 def _drop_mapped_pages(dataset):
