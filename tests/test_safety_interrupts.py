@@ -1,10 +1,15 @@
 """A stop during %%llm eval stops the whole evaluation: partial, never reported or recorded as the score."""
 import math
+import os
+import subprocess
+import sys
 import threading
 import time
 
+import pytest
+
 import llm_magics
-from conftest import DATA, interrupt_after, run
+from conftest import DATA, ROOT, interrupt_after, run
 from llm_magics import Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
@@ -71,3 +76,56 @@ def test_stopped_classifier_eval_is_partial_not_a_score():
     assert result.partial and math.isnan(result.value) and result.examples == 0 and result.total == 16
     assert "partial: 0 of 16 examples, stopped" in result.summary()
     assert not evaluate(s.loaded, "accuracy", read_corpus(test)).partial
+
+
+IMPORT_SCRIPT = """
+import importlib.abc, os, signal, sys
+
+class InterruptOnce(importlib.abc.MetaPathFinder):
+    # A real SIGINT from inside the first import of the module named in argv[1], as a user's interrupt
+    # landing while `datasets` is being imported.
+    fired = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name == sys.argv[1] and not InterruptOnce.fired:
+            InterruptOnce.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, InterruptOnce())
+from IPython.core.interactiveshell import InteractiveShell
+
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "llm_magics")
+assert "datasets" not in sys.modules
+if len(sys.argv) > 2:  # the user's own `import datasets`, cut short by the interrupt
+    try:
+        import datasets
+    except KeyboardInterrupt:
+        print("user import interrupted", flush=True)
+cell = "the cat sat on the mat.\\n\\nthe dog sat on the log.\\n\\n" * 20
+for attempt in (1, 2):
+    shell.user_ns.pop("_llm", None)
+    result = shell.run_cell("%%llm train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress\\n" + cell)
+    value = shell.user_ns.get("_llm")
+    print(f"attempt {attempt}: fired={InterruptOnce.fired} error={type(result.error_in_exec).__name__ if result.error_in_exec else None} "
+          f"steps={getattr(value, 'steps_done', None)}", flush=True)
+"""
+
+
+@pytest.mark.parametrize("whose", ["the first data command's", "the user's own"])
+def test_interrupt_while_datasets_is_first_imported_keeps_data_reading_working(tmp_path, whose):
+    """A fresh interpreter (datasets not imported yet); a real SIGINT is sent from inside the import of
+    datasets.utils._dill (an import hook, not a timer). The interrupted command stops cleanly, and the next
+    data command in the same interpreter trains."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LLM_MAGICS_CACHE": str(tmp_path / "cache")}
+    argv = [sys.executable, "-c", IMPORT_SCRIPT, "datasets.utils._dill"] + (["user"] if whose == "the user's own" else [])
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+    out = done.stdout
+    assert done.returncode == 0 and "Traceback" not in out + done.stderr, out + done.stderr[-3000:]
+    first, second = [line for line in out.splitlines() if line.startswith("attempt")]
+    if whose == "the user's own":
+        assert "user import interrupted" in out and first == "attempt 1: fired=True error=None steps=2"
+    else:
+        assert first == "attempt 1: fired=True error=None steps=0" and "train: stopped before the first step" in out
+    assert second == "attempt 2: fired=True error=None steps=2"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LLMError
+from ..interrupts import import_whole
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "text"}
 BUILDERS = {**TEXT_SUFFIXES, ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv",
@@ -52,6 +53,7 @@ def read_corpus(data: str | None = None, body: str | None = None, text_field: st
                 sample_docs: int | None = None, cache: Path | None = None) -> Corpus:
     """The rows of --data (or of the cell body when data is None or '-'), optionally only the first N.
     `cache`: where datasets keeps its Arrow copy of files (default <cache_dir()>/data/datasets)."""
+    import_whole("datasets")  # before anything that can be interrupted: never half-imported
     try:
         if data and data != "-":
             corpus = _read_path(data, cache)
