@@ -1,6 +1,7 @@
 """A stop during %%llm eval stops the whole evaluation: partial, never reported or recorded as the score."""
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -9,7 +10,7 @@ import time
 import pytest
 
 import llm_magics
-from conftest import DATA, ROOT, interrupt_after, run
+from conftest import DATA, ROOT, interrupt_after, one_error_line, run
 from llm_magics import Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
@@ -129,3 +130,54 @@ def test_interrupt_while_datasets_is_first_imported_keeps_data_reading_working(t
     else:
         assert first == "attempt 1: fired=True error=None steps=0" and "train: stopped before the first step" in out
     assert second == "attempt 2: fired=True error=None steps=2"
+
+
+class interrupt_inside:
+    """Send a real SIGINT to this process the first time a function named `name` (in a file whose path holds
+    `where`) is called: an interrupt that lands inside that work, with no timing involved."""
+
+    def __init__(self, name: str, where: str = ""):
+        self.name, self.where, self.fired = name, where, False
+
+    def _profile(self, frame, event, arg):
+        if event == "call" and not self.fired and frame.f_code.co_name == self.name \
+                and self.where in frame.f_code.co_filename:
+            self.fired = True
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def __enter__(self):
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(None)
+
+
+NOTHING_CHANGED = "interrupted; nothing was changed (the loaded model and any saved folder are as they were)"
+
+
+@pytest.mark.parametrize("command", ["attention The cat sat on the mat", "lens The cat sat on the mat"])
+def test_interrupt_during_attention_or_lens_is_one_line(shell, capsys, magic_session, command):
+    model, last = magic_session.model, object()
+    magic_session.last = last
+    capsys.readouterr()
+    with interrupt_inside("forward", "modeling_llama") as probe:
+        assert run(shell, command) is None
+    assert probe.fired
+    assert one_error_line(capsys) == f"llm {command.split()[0]}: {NOTHING_CHANGED}"
+    assert magic_session.model is model and magic_session.last is last
+    assert run(shell, command) is not None  # and the same command works next time
+
+
+def test_interrupt_during_save_is_one_line_and_keeps_the_earlier_save(shell, capsys, magic_session, tmp_path):
+    folder = tmp_path / "saved"
+    run(shell, f"save {folder}")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    capsys.readouterr()
+    with interrupt_inside("save_pretrained") as probe:
+        run(shell, f"save {folder}")
+    assert probe.fired
+    assert one_error_line(capsys) == f"llm save: {NOTHING_CHANGED}"
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".saved.saving-")]  # no staging folder left
+    assert run(shell, f"save {folder}") == str(folder)
