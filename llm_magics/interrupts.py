@@ -26,8 +26,8 @@ class StopFlag:
 def graceful_interrupts(flag: StopFlag | None = None):
     """The first SIGINT asks the loop to stop at the next step; a second one interrupts at once."""
     flag = flag or StopFlag()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signal handlers can only be set from the main thread
+    if threading.current_thread() is not threading.main_thread() or ignoring_interrupts():
+        yield flag  # handlers can only be set from the main thread; a training worker ignores SIGINT
         return
 
     previous = signal.getsignal(signal.SIGINT)
@@ -44,12 +44,18 @@ def graceful_interrupts(flag: StopFlag | None = None):
         signal.signal(signal.SIGINT, previous)
 
 
+def ignoring_interrupts() -> bool:
+    """This process ignores SIGINT: a `--processes` worker, which the kernel stops through a shared event
+    (Jupyter's interrupt reaches the kernel's whole process group, workers included)."""
+    return signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+
+
 @contextlib.contextmanager
 def deferred_interrupts():
     """SIGINT waits until the block has finished, then reaches the handler that was there before (which may
     raise KeyboardInterrupt or ask the run to stop). For imports: one cut half-way leaves a library
     half-initialised for the rest of the kernel."""
-    if threading.current_thread() is not threading.main_thread():
+    if threading.current_thread() is not threading.main_thread() or ignoring_interrupts():
         yield
         return
     previous = signal.getsignal(signal.SIGINT)

@@ -1,4 +1,5 @@
 """A stop during %%llm eval stops the whole evaluation: partial, never reported or recorded as the score."""
+import json
 import math
 import os
 import signal
@@ -181,3 +182,99 @@ def test_interrupt_during_save_is_one_line_and_keeps_the_earlier_save(shell, cap
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".saved.saving-")]  # no staging folder left
     assert run(shell, f"save {folder}") == str(folder)
+
+
+DDP_SCRIPT = r"""
+import json, os, signal, sys, time
+import torch
+from IPython.core.interactiveshell import InteractiveShell
+
+mode, runs = sys.argv[1], int(sys.argv[2])  # mode: single or double
+shell = InteractiveShell.instance()
+shell.run_line_magic("load_ext", "llm_magics")
+import llm_magics
+from llm_magics import Session
+
+CORPUS = open(sys.argv[3]).read()
+LINE = "train --from-scratch --processes 2 --steps 500 --seq-len 32 --batch-size 2 --no-widget --no-progress"
+
+def interrupt(row, result):  # the whole process group, as Jupyter's interrupt does: kernel and workers
+    if row["step"] == 2:
+        os.killpg(0, signal.SIGINT)
+        if mode == "double":
+            time.sleep(0.05)
+            os.killpg(0, signal.SIGINT)
+
+references = {}
+def reference(steps):  # one process, twice the batch, stopped after the same step
+    if steps not in references:
+        s = Session()
+        s.train(text=CORPUS, from_scratch=True, steps=500, seq_len=32, batch_size=4, progress=False,
+                on_step=[lambda row, res: s.stop() if row["step"] == steps else None])
+        references[steps] = {k: v.clone() for k, v in s.model.state_dict().items()}
+    return references[steps]
+
+for attempt in range(runs):
+    before = dict(os.environ)
+    llm_magics.session.step_listeners.append(interrupt)
+    shell.user_ns.pop("_llm", None)
+    sys.stderr.flush()
+    try:
+        cell = shell.run_cell(f"%%llm {LINE}\n{CORPUS}")
+    finally:
+        llm_magics.session.step_listeners.remove(interrupt)
+    result = shell.user_ns.get("_llm")
+    report = {"attempt": attempt, "error": repr(cell.error_in_exec) if cell.error_in_exec else None,
+              "env_restored": dict(os.environ) == before,
+              "env_diff": sorted(set(os.environ.items()) ^ set(before.items()))[:6]}
+    if result is not None:
+        report.update(interrupted=result.interrupted, steps=result.steps_done)
+        if mode == "single" and result.steps_done:
+            ref = reference(result.steps_done)
+            got = llm_magics.session.model.state_dict()
+            report["worst"] = max((got[k].float() - ref[k].float()).abs().max().item() for k in ref)
+    print("REPORT " + json.dumps(report), flush=True)
+if mode == "double":  # afterwards a new run works: the port is free and MASTER_PORT is not left set
+    shell.user_ns.pop("_llm", None)
+    cell = shell.run_cell(f"%%llm {LINE.replace('--steps 500', '--steps 2')}\n{CORPUS}")
+    after = shell.user_ns.get("_llm")
+    print("REPORT " + json.dumps({"after": getattr(after, "steps_done", None),
+                                  "error": repr(cell.error_in_exec) if cell.error_in_exec else None}), flush=True)
+"""
+
+
+def _interrupted_runs(tmp_path, mode: str, runs: int) -> list[dict]:
+    """Run DDP_SCRIPT in its own process group (a fresh interpreter plays the kernel): Jupyter's interrupt
+    button signals the kernel's whole group, so the forked workers get each SIGINT too."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "LLM_MAGICS_CACHE": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, "-c", DDP_SCRIPT, mode, str(runs), str(DATA / "tiny_corpus.txt")],
+                          capture_output=True, text=True, env=env, timeout=1800, start_new_session=True)
+    reports = [json.loads(line[len("REPORT "):]) for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    assert done.returncode == 0 and reports, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "Traceback" not in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
+    for name in ("queue.Empty", "SystemError", "Connection closed"):
+        assert name not in done.stdout + done.stderr
+    return reports, done.stderr
+
+
+@pytest.mark.slow
+def test_single_interrupt_during_processes_2_stops_every_rank_and_brings_the_weights_back_20_times(tmp_path):
+    reports, _ = _interrupted_runs(tmp_path, "single", 20)
+    assert len(reports) == 20
+    for report in reports:
+        # every rank stopped after the same step (a rank stopping alone would fail the others' all-reduce),
+        # the weights came back and equal one process with the global batch stopped after that step (Adam
+        # makes fp32 noise as large as a step's update, about lr * step / warmup = 1e-4, on near-zero grads)
+        assert report["error"] is None and report["interrupted"] and 2 <= report["steps"] < 500, report
+        assert report["worst"] < 1e-3 and report["env_restored"], report
+
+
+def test_double_interrupt_during_processes_2_is_one_line_and_restores_the_kernel(tmp_path):
+    reports, stderr = _interrupted_runs(tmp_path, "double", 2)
+    *interrupted, after = reports
+    for report in interrupted:
+        assert report["error"] is None and report["env_restored"], report  # MASTER_PORT & co. gone again
+    lines = [line for line in stderr.splitlines() if line.startswith("llm train:")]
+    assert lines == ["llm train: stopped at once by a second interrupt: the training processes were ended and "
+                     "their steps are lost (the model in this kernel has none of them)"] * 2
+    assert after == {"after": 2, "error": None}  # a new --processes 2 run binds a port and trains

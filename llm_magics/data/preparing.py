@@ -7,7 +7,7 @@ import contextlib
 import signal
 import threading
 
-from ..interrupts import StopFlag, import_whole
+from ..interrupts import StopFlag, ignoring_interrupts, import_whole
 
 
 class Preparation:
@@ -50,7 +50,7 @@ class Preparation:
         Session.stop() raises KeyboardInterrupt inside them at once; we swallow it and set the flag.
         The library's own cleanup (its `.incomplete` dirs, temp files) keeps the cache consistent."""
         import_whole("datasets")  # an interrupt inside its first import would break it for the kernel
-        if threading.current_thread() is not threading.main_thread():
+        if threading.current_thread() is not threading.main_thread() or ignoring_interrupts():
             yield
             return
         active = [True]
