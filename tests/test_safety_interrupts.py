@@ -278,3 +278,24 @@ def test_double_interrupt_during_processes_2_is_one_line_and_restores_the_kernel
     assert lines == ["llm train: stopped at once by a second interrupt: the training processes were ended and "
                      "their steps are lost (the model in this kernel has none of them)"] * 2
     assert after == {"after": 2, "error": None}  # a new --processes 2 run binds a port and trains
+
+
+def test_second_interrupt_during_training_is_one_line(shell, capsys):
+    import llm_magics
+
+    def interrupt_twice(row, result):  # two real SIGINTs inside step 2: the second does not wait for the step
+        if row["step"] == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises at the next bytecode, well before this ends
+
+    llm_magics.session.step_listeners.append(interrupt_twice)
+    try:
+        assert run(shell, "train --from-scratch --steps 50 --seq-len 16 --batch-size 2 --no-widget --no-progress",
+                   CORPUS * 5) is None
+    finally:
+        llm_magics.session.step_listeners.remove(interrupt_twice)
+    assert one_error_line(capsys) == ("llm train: interrupted at once: the model in memory keeps the last step it "
+                                      "finished (see llm_magics.session.runs[-1])")
+    failed = llm_magics.session.runs[-1]
+    assert failed.interrupted and failed.error == "interrupted" and failed.steps_done == 2
