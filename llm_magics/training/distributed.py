@@ -95,7 +95,7 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
             relay[1].set()  # whatever happened in the kernel, the workers stop too
             _end(launch, manager, at_once)
             _restore_environment(environment)
-        if at_once.is_set():
+        if at_once.is_set() and not isinstance(outcome, tuple):  # (a result that came back is kept)
             raise LLMError("stopped at once by a second interrupt: the training processes were ended and their "
                            "steps are lost (the model in this kernel has none of them)")
         if isinstance(outcome, Exception):
@@ -154,17 +154,16 @@ def _two_stage_interrupts(stop: StopFlag, at_once: threading.Event):
 def _end(launch: threading.Thread, manager, at_once: threading.Event):
     """Wait for the launcher; workers that have not ended after a second interrupt (or a minute after the
     stop) are terminated, so the launcher's rendezvous ends and frees its port."""
-    deadline = time.monotonic() + 60
+    deadline, ended = time.monotonic() + 60, False
     while launch.is_alive():
-        if at_once.is_set() or time.monotonic() > deadline:
+        if not ended and (at_once.is_set() or time.monotonic() > deadline):
             # ended on purpose: torch's launcher would log each worker's SIGTERM with a traceback
             logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
             server = getattr(manager, "_process", None)
             for child in multiprocessing.active_children():
                 if child is not server and child.pid != getattr(server, "pid", None):
                     child.terminate()
-            deadline = float("inf") if at_once.is_set() else time.monotonic() + 60
-            at_once.set()
+            ended = True
         launch.join(0.1)
 
 
