@@ -271,6 +271,8 @@ class Session:
         if opts.resume:
             read_state(opts.resume)  # refused before anything runs if unpickling it could run code
             loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
+        if lora and lora_alpha is not None and not lora_alpha > 0:  # 0 would silently train nothing (scale 0)
+            raise LLMError(f"--lora-alpha must be > 0 (the adapter's scale is alpha / r); got {lora_alpha}")
         loaded = self.require_model("finetune")
         if isinstance(labels, str):
             labels = [label.strip() for label in labels.split(",") if label.strip()]

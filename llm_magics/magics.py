@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 PARSER = build_parser()
+_AT_ONCE = "interrupted at once: the model in memory keeps the last step it finished (see llm_magics.session.runs[-1])"
+INTERRUPTED = {None: "interrupted; nothing was changed (the loaded model and any saved folder are as they were)",
+               "train": _AT_ONCE, "finetune": _AT_ONCE}
 
 
 # Sub-commands whose free text (prompt, message, text) may follow the options on the line itself.
@@ -253,6 +256,10 @@ class LLMMagics(Magics):
         except LLMError as error:
             print(f"llm {argv[0]}: {error}", file=sys.stderr)
             return None
+        except KeyboardInterrupt:  # work with no steps to stop between (attention, lens, save), or a second
+            # interrupt that did not wait for the step: one line, no traceback
+            print(f"llm {argv[0]}: {INTERRUPTED.get(argv[0], INTERRUPTED[None])}", file=sys.stderr)
+            return None
         if result is not None:
             self.shell.user_ns["_llm"] = result
         return None
@@ -291,7 +298,8 @@ class LLMMagics(Magics):
                     print(f"--- sample {index} ---\n{text}")
         else:
             stream = StreamedText(prompt)
-            result = self.session.generate(prompt, on_text=stream, **_sampling(args), compile=_compile(args))
+            result = self.session.generate(prompt, on_text=stream, **_sampling(args), compile=_compile(args),
+                                           num_return_sequences=args.num_return_sequences)  # 0 is refused there
             stream.finish(result.text, _stopped_note(result))
         if result.compile_warmup:
             print(f"[--compile: this first call compiled the decoding step ({result.seconds:.1f} s in all); "

@@ -144,3 +144,37 @@ def test_lora_finetune_with_the_same_seed_gives_the_same_losses():
         torch.rand(other_work)  # whatever else ran in the kernel before
         runs.append(_losses(s.finetune(text=CORPUS, lora=True, steps=4, seed=3, lr=1e-2, **SMALL)))
     assert runs[0] == runs[1]
+
+
+def test_truncated_cached_token_shard_is_dropped_and_rebuilt(tmp_path, cache):
+    """A damaged cache entry (a shard cut short by a full disk or a killed copy) is detected on the next run,
+    dropped and tokenized again: that run succeeds with no manual deletion, on the right tokens."""
+    import numpy as np
+
+    from llm_magics.data import Preparation, packed_tokens, read_corpus
+    from llm_magics.training import byte_tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS * 20)
+    s = Session()
+    s.train(data=str(corpus), from_scratch=True, steps=1, **SMALL)
+    [shard] = cache.rglob("shard-*.arrow")
+    whole = shard.read_bytes()
+    for cut in (len(whole) // 2, len(whole) - 8):  # inside a record batch; only the end-of-stream mark lost
+        shard.write_bytes(whole[:cut])
+        assert s.train(data=str(corpus), steps=1, **SMALL).steps_done == 1
+        assert shard.read_bytes() == whole
+    # the oracle: the same corpus tokenized in memory, without any cache
+    rows = read_corpus(str(corpus), cache=cache / "datasets")
+    cached = packed_tokens(rows, byte_tokenizer(), Preparation(progress=False), cache=cache)
+    fresh = packed_tokens(rows, byte_tokenizer(), Preparation(progress=False))
+    np.testing.assert_array_equal(cached.read(0, len(cached)), fresh.read(0, len(fresh)))
+
+    chats = tmp_path / "chats.jsonl"
+    chats.write_text("\n".join(json.dumps({"prompt": f"say {i}", "response": f"{i} {i}"}) for i in range(40)))
+    chat_options = {**SMALL, "seq_len": 64}  # the byte tokenizer's "user: ...assistant: " prompt is 23 bytes
+    s.finetune(data=str(chats), steps=2, **chat_options)
+    [examples] = cache.rglob("examples.arrow")
+    examples.write_bytes(examples.read_bytes()[:300])
+    again = s.finetune(data=str(chats), steps=2, **chat_options)
+    assert again.steps_done == 2 and examples.stat().st_size > 300

@@ -138,3 +138,129 @@ def test_empty_bodied_cell_magic_runs_as_the_line_magic(shell, capsys, tmp_path)
     assert shell.user_ns["_llm"].steps_done == 1
     # other cell magics are untouched
     assert shell.run_cell("%%capture\n").error_in_exec is not None
+
+
+# --- issue 17: tracebacks and hangs become one line, and the session stays usable ---
+
+def _error_line(capsys) -> str:
+    """one_error_line, past datasets' own progress bars (a first read of a file shows one)."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err, err
+    lines = [line for line in err.replace("\r", "\n").splitlines() if line.strip() and "examples/s]" not in line]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def _still_usable(shell, capsys, model):
+    """The model loaded before the failed command is still loaded, and the next command works."""
+    assert llm_magics.session.model is model
+    score = run(shell, "eval --metric perplexity --seq-len 16", CORPUS[:400])
+    assert score.value > 1 and "Traceback" not in capsys.readouterr().err
+
+
+def _latin1_jsonl(path: Path) -> Path:
+    path.write_bytes('{"text": "un café noir"}\n{"text": "deux cafés"}\n'.encode("latin-1"))
+    return path
+
+
+def test_non_utf8_jsonl_is_one_line_in_eval_and_finetune(shell, capsys, magic_session, tmp_path, cache):
+    data = _latin1_jsonl(tmp_path / "latin1.jsonl")
+    model = magic_session.model
+    run(shell, f"eval --metric perplexity --data {data}")
+    assert _error_line(capsys) == f"llm eval: cannot read {data}, line 1: not UTF-8 text (in 'text')"
+    run(shell, f"finetune --steps 1 --no-progress --no-widget --data {data}")
+    assert _error_line(capsys) == f"llm finetune: cannot read {data}, line 1: not UTF-8 text (in 'text')"
+    _still_usable(shell, capsys, model)
+
+
+def test_non_utf8_jsonl_is_not_trained_on_with_the_byte_tokenizer(tmp_path, cache):
+    data = tmp_path / "mixed.jsonl"
+    data.write_bytes(b'{"text": "fine"}\n{"text": "also fine"}\n{"text": "caf\xe9"}\n')
+    s = Session()
+    with pytest.raises(LLMError, match=r"mixed.jsonl, line 3: not UTF-8 text"):
+        s.train(data=str(data), from_scratch=True, steps=1, seq_len=8, batch_size=1, progress=False)
+    assert s.model is None and not list(cache.rglob("shard-*.arrow"))  # nothing trained, nothing tokenized
+
+
+def test_empty_save_to_disk_dataset_is_one_line(shell, capsys, magic_session, tmp_path, cache):
+    import datasets
+
+    empty = tmp_path / "empty"
+    datasets.Dataset.from_dict({"text": []}).save_to_disk(str(empty))
+    capsys.readouterr()
+    model = magic_session.model
+    run(shell, f"finetune --steps 1 --no-progress --no-widget --data {empty}")
+    assert _error_line(capsys) == f"llm finetune: no data: {empty} has no records"
+    _still_usable(shell, capsys, model)
+
+
+def test_corrupt_arrow_file_in_a_dataset_folder_is_one_line(shell, capsys, magic_session, tmp_path, cache):
+    import datasets
+
+    folder = tmp_path / "saved"
+    datasets.Dataset.from_dict({"text": ["hello world"] * 50}).save_to_disk(str(folder))
+    for arrow in folder.glob("*.arrow"):
+        arrow.write_bytes(arrow.read_bytes()[:120])  # cut inside its first record batch
+    capsys.readouterr()
+    model = magic_session.model
+    run(shell, f"train --steps 1 --seq-len 16 --no-progress --no-widget --data {folder}")
+    assert _error_line(capsys).startswith(f"llm train: cannot read {folder} (written by save_to_disk): ")
+    _still_usable(shell, capsys, model)
+
+
+def test_num_return_sequences_0_and_lora_alpha_0_are_refused(shell, capsys, magic_session):
+    model = magic_session.model
+    run(shell, "generate --num-return-sequences 0 --max-new-tokens 2 Hello")
+    assert _error_line(capsys) == "llm generate: --num-return-sequences must be at least 1"
+    run(shell, "finetune --lora --lora-alpha 0 --steps 1 --seq-len 16 --no-progress --no-widget", CORPUS[:300])
+    assert _error_line(capsys) == "llm finetune: --lora-alpha must be > 0 (the adapter's scale is alpha / r); got 0"
+    _still_usable(shell, capsys, model)
+
+
+def test_seq_len_shorter_than_the_chat_template_prompt_says_so(shell, capsys, magic_session, tmp_path, cache):
+    chats = tmp_path / "chats.jsonl"
+    record = {"messages": [{"role": "user", "content": "What is the capital of France?"},
+                           {"role": "assistant", "content": "Paris."}]}
+    chats.write_text(json.dumps(record) + "\n")
+    tokenizer = magic_session.tokenizer
+    # The oracle: transformers' own rendering of the prompt, with the generation prompt, is what precedes
+    # the first trained token (SmolLM2's template adds a system message: more than 32 tokens).
+    prompt = tokenizer.apply_chat_template(record["messages"][:1], add_generation_prompt=True, tokenize=True,
+                                           return_dict=True)["input_ids"]
+    assert len(prompt) > 32
+    model = magic_session.model
+    run(shell, f"finetune --steps 1 --seq-len 32 --no-progress --no-widget --data {chats}")
+    line = _error_line(capsys)
+    assert line.startswith(f"llm finetune: --seq-len 32 is shorter than the chat-template prompt ({len(prompt)} "
+                           "tokens before the first trained token"), line
+    assert "no trainable tokens" not in line
+    _still_usable(shell, capsys, model)
+
+
+def test_max_tokens_on_a_big_file_with_no_newline_tokenizes_only_what_it_needs(tmp_path, cache, session):
+    """A 4 MB file with no newline is one document: --max-tokens reads it in bounded chunks (from about 4
+    characters a token, doubling) instead of tokenizing all of it."""
+    import time
+
+    import numpy as np
+
+    from llm_magics.data import Preparation, packed_tokens, read_corpus
+    from test_data import WORDS
+
+    rng = np.random.default_rng(0)
+    line = tmp_path / "one_line.txt"
+    line.write_text(" ".join(np.array(WORDS)[rng.integers(0, len(WORDS), 700_000)]))
+    assert line.stat().st_size > 3_000_000 and b"\n" not in line.read_bytes()
+    corpus = read_corpus(str(line), cache=cache / "datasets")
+    started = time.perf_counter()
+    stream = packed_tokens(corpus, session.tokenizer, Preparation(progress=False), max_tokens=1000, cache=cache)
+    seconds = time.perf_counter() - started
+    produced = sum(len(chunk) for chunk in stream.chunks)  # what was tokenized, before the limit's cut
+    assert len(stream) == 1000 and produced <= 1000 + 64, produced
+    assert seconds < 30  # tokenizing the whole line takes minutes and gigabytes
+    # the oracle: plain transformers on a prefix far longer than 1000 tokens need
+    expected = session.tokenizer(line.read_text()[:40_000], add_special_tokens=False)["input_ids"][:1000]
+    assert stream.read(0, 1000).tolist() == expected
+    assert not list(cache.rglob("shard-*.arrow"))  # a cut document is never cached as a whole one
+    result = session.train(data=str(line), max_tokens=1000, steps=1, seq_len=32, batch_size=2, progress=False)
+    assert result.steps_done == 1

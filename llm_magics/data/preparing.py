@@ -7,7 +7,7 @@ import contextlib
 import signal
 import threading
 
-from ..interrupts import StopFlag
+from ..interrupts import StopFlag, ignoring_interrupts, import_whole
 
 
 class Preparation:
@@ -49,7 +49,8 @@ class Preparation:
         """Around library calls that cannot check our flag (datasets' readers): an interrupt or
         Session.stop() raises KeyboardInterrupt inside them at once; we swallow it and set the flag.
         The library's own cleanup (its `.incomplete` dirs, temp files) keeps the cache consistent."""
-        if threading.current_thread() is not threading.main_thread():
+        import_whole("datasets")  # an interrupt inside its first import would break it for the kernel
+        if threading.current_thread() is not threading.main_thread() or ignoring_interrupts():
             yield
             return
         active = [True]
@@ -86,7 +87,7 @@ class Preparation:
 @contextlib.contextmanager
 def datasets_bars(enabled: bool):
     """datasets' own tqdm bars on or off for a while (ours report tokenizing; off when progress is off)."""
-    import datasets
+    datasets = import_whole("datasets")
 
     was_enabled = datasets.is_progress_bar_enabled()
     (datasets.enable_progress_bars if enabled else datasets.disable_progress_bars)()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LLMError
+from ..interrupts import import_whole
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "text"}
 BUILDERS = {**TEXT_SUFFIXES, ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv",
@@ -52,6 +53,7 @@ def read_corpus(data: str | None = None, body: str | None = None, text_field: st
                 sample_docs: int | None = None, cache: Path | None = None) -> Corpus:
     """The rows of --data (or of the cell body when data is None or '-'), optionally only the first N.
     `cache`: where datasets keeps its Arrow copy of files (default <cache_dir()>/data/datasets)."""
+    import_whole("datasets")  # before anything that can be interrupted: never half-imported
     try:
         if data and data != "-":
             corpus = _read_path(data, cache)
@@ -97,6 +99,8 @@ def _read_path(data: str, cache: Path | None) -> Corpus:
             raise LLMError(f"no data: {data} is empty")
     builder = builders.pop()
     dataset = _load(builder, files, data, cache)
+    if builder == "json":  # Arrow's JSON reader keeps invalid UTF-8 bytes as they are: refuse them here
+        _check_utf8(dataset, Corpus(dataset, data, builder, files=files))
     if len(dataset) == 0:
         raise LLMError(f"no data: {data} has no records")
     return Corpus(dataset, data, builder, files=files)
@@ -140,7 +144,15 @@ def _load(builder: str, files: list[Path], origin: str, cache: Path | None):
 def _load_from_disk(path: Path, origin: str):
     import datasets
 
-    loaded = datasets.load_from_disk(str(path))
+    try:
+        with _quiet_datasets():
+            loaded = datasets.load_from_disk(str(path))
+    except (MemoryError, LLMError, KeyboardInterrupt):
+        raise
+    except IndexError:  # datasets cannot concatenate zero Arrow files
+        raise LLMError(f"no data: {origin} has no records") from None
+    except Exception as error:  # a truncated or corrupt .arrow file, a broken state.json
+        raise LLMError(f"cannot read {origin} (written by save_to_disk): {_first_line(error)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise LLMError(f"{origin} holds splits {', '.join(loaded)}: point --data at one of them")
@@ -148,6 +160,32 @@ def _load_from_disk(path: Path, origin: str):
     if len(loaded) == 0:
         raise LLMError(f"no data: {origin} has no records")
     return loaded
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _check_utf8(dataset, corpus: Corpus):
+    """One line naming the first record whose text is not valid UTF-8. Arrow checks it in C, a column at
+    a time, memory-mapped (no copy of the data in our memory)."""
+    import re
+
+    import pyarrow as pa
+
+    for name in dataset.column_names:
+        column = dataset.data.table.column(name)
+        flat = pa.types.is_string(column.type) or pa.types.is_large_string(column.type)
+        row = 0
+        for chunk in column.chunks:
+            try:
+                chunk.validate(full=True)
+            except pa.ArrowInvalid as error:
+                found = re.search(r"string index (\d+)", str(error))
+                where = corpus.where(row + int(found.group(1))) if found and flat else corpus.origin
+                raise LLMError(f"cannot read {where}: not UTF-8 text (in '{name}')") from None
+            row += len(chunk)
 
 
 def _read_body(content: str) -> Corpus:

@@ -28,6 +28,8 @@ SHARD_BYTES = 32 << 20  # text per cached shard
 BATCH_BYTES = 2 << 20  # text per map batch: the stop flag is checked this often (well under a second)
 BATCH_ROWS = 256  # rows per map batch for fine-tuning examples (chat templates are slow per row)
 BYTE_OFFSET = 3  # ByT5's ids: pad 0, eos 1, unk 2, then the 256 byte values
+LONG_DOCUMENT = 1 << 20  # characters: with --max-tokens, a shard holding a longer document is read in chunks
+CUT_MARGIN = 32  # tokens next to a chunk's cut may differ from the whole text's: never kept
 
 
 def is_byte_level(tokenizer) -> bool:
@@ -142,7 +144,10 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
                                        f"{_safe(corpus.text_field)}-v{FORMAT_VERSION}"
         done = _finished(directory)
         if done is not None:
-            return [datasets.Dataset.from_file(str(directory / name)) for name in done["shards"]]
+            opened = _open_shards(directory, done)
+            if opened is not None:
+                return opened
+            shutil.rmtree(directory, ignore_errors=True)  # a damaged entry: dropped, and rebuilt below
     shards = _shard_count(dataset)
     total = len(dataset)
     prep.report("tokenizing", 0, total)
@@ -161,6 +166,17 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         start, stop = _shard_bounds(total, shards, index)
         part = dataset.select(range(start, stop)) if shards > 1 else dataset
         name = f"shard-{index:05d}-of-{shards:05d}.arrow"
+        if max_tokens is not None and not (directory and (directory / name).exists()) \
+                and _longest_document(part, corpus.text_field) > LONG_DOCUMENT:
+            # A huge document (a file with no blank line): tokenize only the prefix the limit needs, in
+            # bounded chunks, in memory (a cut document is not cached as if it were whole).
+            prefix = _prefix_ids(part, corpus, tokenizer, dtype, max_tokens - tokens, prep, start, total)
+            if prefix is None:
+                return None
+            results.append(prefix)
+            break
+        if directory is not None and (directory / name).exists() and not _readable(directory / name):
+            (directory / name).unlink()  # finished by an earlier, stopped run, then damaged: tokenized again
         try:
             with datasets_bars(False):
                 mapped = part.with_format("arrow").map(
@@ -192,9 +208,70 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         if max_tokens is not None and tokens >= max_tokens:
             break
     if directory is not None and len(names) == shards:
-        (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens}))
+        sizes = {name: (directory / name).stat().st_size for name in names}
+        (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens,
+                                                                 "sizes": sizes}))
         (directory / "done.json.partial").replace(directory / "done.json")
     return results
+
+
+def _longest_document(part, text_field: str) -> int:
+    """Characters of the longest plain-string text in the shard (0 when the text is not one string column)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if text_field not in part.column_names:
+        return 0
+    column = part.with_format("arrow")[:][text_field] if part._indices is not None else \
+        part.data.table.column(text_field)
+    if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
+        return 0
+    longest = pc.max(pc.binary_length(column)).as_py()  # bytes >= characters: cheap, and enough to decide
+    return longest or 0
+
+
+def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: Preparation, first: int,
+                total: int):
+    """At least `wanted` ids (or every id, when the shard is shorter) of the shard's documents in order,
+    EOS after each whole document, as an in-memory dataset; None when stopped. A long document is
+    tokenized in growing prefixes (from about 4 characters a token, doubling), so the work and memory
+    follow `wanted`, not the document's size; ids within CUT_MARGIN of a cut are dropped."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    pieces, have = [], 0
+    for offset in range(len(part)):
+        if prep.stopped:
+            return None
+        row = part.with_format("arrow")[offset]
+        column = row[corpus.text_field] if corpus.text_field in row.column_names else None
+        if column is not None and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) \
+                and column.null_count == 0:
+            length = pc.utf8_length(column)[0].as_py()
+            chars = min(length, max(4096, 4 * (wanted - have + CUT_MARGIN)))
+            while True:
+                ids = encode(tokenizer, pc.utf8_slice_codeunits(column, 0, chars)[0].as_py())
+                if chars >= length:
+                    ids += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+                    break
+                if len(ids) >= wanted - have + CUT_MARGIN:
+                    ids = ids[:wanted - have]
+                    break
+                chars = min(length, chars * 2)
+                prep.report("tokenizing", first + offset, total)
+        else:
+            text = text_of(row.to_pylist()[0], corpus.text_field, lambda: corpus.where(first + offset))
+            ids = encode(tokenizer, text) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
+        pieces.append(np.asarray(ids, dtype=dtype))
+        have += len(ids)
+        prep.report("tokenizing", first + offset + 1, total)
+        if have >= wanted:
+            break
+    values = np.concatenate(pieces) if pieces else np.zeros(0, dtype)
+    offsets = np.concatenate([[0], np.cumsum([len(p) for p in pieces])]).astype(np.int32)
+    ids = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return datasets.Dataset(datasets.table.InMemoryTable(pa.table({"input_ids": ids})))
 
 
 def _drop_mapped_pages(dataset):
@@ -222,6 +299,24 @@ def _finished(directory: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return done if all((directory / name).is_file() for name in done["shards"]) else None
+
+
+def _open_shards(directory: Path, done: dict) -> list | None:
+    """The finished shards, memory-mapped; None when one is damaged (truncated, overwritten, unreadable):
+    its size no longer matches what done.json recorded, Arrow cannot read it, or its tokens are missing."""
+    import datasets
+    import pyarrow as pa
+
+    sizes = done.get("sizes") or {}
+    try:
+        if any((directory / name).stat().st_size != size for name, size in sizes.items()):
+            return None
+        shards = [datasets.Dataset.from_file(str(directory / name)) for name in done["shards"]]
+    except (OSError, ValueError, pa.ArrowException):
+        return None
+    if "tokens" in done and sum(_token_count(shard) for shard in shards) != done["tokens"]:
+        return None
+    return shards
 
 
 def _batch_rows(dataset) -> int:
@@ -314,11 +409,14 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
         prep.report("tokenizing", progress["rows"], total)
         return {name: [e[name] for e in examples] for name in ("input_ids", "labels")}
 
+    cached = directory / "examples.arrow" if directory else None
+    if cached is not None and cached.exists() and not _readable(cached):
+        cached.unlink()  # a damaged entry (truncated, overwritten): dropped, and rebuilt below
     try:
         with datasets_bars(False):
             mapped = dataset.map(build, batched=True, batch_size=BATCH_ROWS, with_indices=True,
                                  remove_columns=dataset.column_names, features=features,
-                                 cache_file_name=str(directory / "examples.arrow") if directory else None,
+                                 cache_file_name=str(cached) if cached else None,
                                  keep_in_memory=directory is None, new_fingerprint=key)
     except _Stopped:
         return None
@@ -327,6 +425,20 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
     if progress["rows"] < total:
         prep.report("tokenizing", total, total)
     return Rows(mapped)
+
+
+def _readable(path: Path) -> bool:
+    """Arrow can read every record batch of the file (a truncated one fails here, not mid-training)."""
+    import pyarrow as pa
+
+    try:
+        with pa.memory_map(str(path)) as source:
+            reader = pa.ipc.open_stream(source)
+            for _ in reader:
+                pass
+    except (OSError, pa.ArrowException):
+        return False
+    return True
 
 
 class Rows(Sequence):

@@ -12,16 +12,19 @@ session.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
 from collections.abc import Callable
+import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -76,7 +79,10 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
         _check_config(accelerate_config, processes)
     if not _tokenize_here(job, prep or Preparation(stop, progress=False)):
         return TrainResult(kind=job.kind, total_steps=job.options.steps or 0, interrupted=True)
-    with tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory, _manager() as manager:
+    environment = dict(os.environ)  # accelerate and torch.distributed set MASTER_PORT, TORCHELASTIC_* ...
+    at_once = threading.Event()
+    with tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory, _manager() as manager, \
+            _two_stage_interrupts(stop, at_once):
         job.directory = directory
         relay = (manager.Queue(), manager.Event())
         failure: list[str] = []
@@ -84,10 +90,14 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
                                   daemon=True)
         launch.start()
         try:
-            outcome = _follow(relay, launch, job.kind, on_step, stop)
+            outcome = _follow(relay, launch, job.kind, on_step, stop, at_once)
         finally:
             relay[1].set()  # whatever happened in the kernel, the workers stop too
-            launch.join()
+            _end(launch, manager, at_once)
+            _restore_environment(environment)
+        if at_once.is_set() and not isinstance(outcome, tuple):  # (a result that came back is kept)
+            raise LLMError("stopped at once by a second interrupt: the training processes were ended and their "
+                           "steps are lost (the model in this kernel has none of them)")
         if isinstance(outcome, Exception):
             raise outcome
         if outcome is None:
@@ -121,13 +131,60 @@ def _tokenize_here(job: Job, prep: Preparation) -> bool:
     return True
 
 
-def _follow(relay, launch: threading.Thread, kind: str, on_step, stop: StopFlag):
+@contextlib.contextmanager
+def _two_stage_interrupts(stop: StopFlag, at_once: threading.Event):
+    """In the kernel while the workers run: the first interrupt asks every rank to stop after the same step,
+    a second one ends the workers at once. Neither raises: a KeyboardInterrupt inside a call to the
+    manager would leave its connection broken (queue.Empty, SystemError) and the workers running."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        (at_once.set if stop.requested else lambda: stop.request("interrupted"))()
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _end(launch: threading.Thread, manager, at_once: threading.Event):
+    """Wait for the launcher; workers that have not ended after a second interrupt (or a minute after the
+    stop) are terminated, so the launcher's rendezvous ends and frees its port."""
+    deadline, ended = time.monotonic() + 60, False
+    while launch.is_alive():
+        if not ended and (at_once.is_set() or time.monotonic() > deadline):
+            # ended on purpose: torch's launcher would log each worker's SIGTERM with a traceback
+            logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+            server = getattr(manager, "_process", None)
+            for child in multiprocessing.active_children():
+                if child is not server and child.pid != getattr(server, "pid", None):
+                    child.terminate()
+            ended = True
+        launch.join(0.1)
+
+
+def _restore_environment(environment: dict):
+    """The kernel's environment as it was before the run, on every exit path."""
+    for name in [name for name in os.environ if name not in environment]:
+        del os.environ[name]
+    for name, value in environment.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+def _follow(relay, launch: threading.Thread, kind: str, on_step, stop: StopFlag, at_once: threading.Event):
     """In the kernel: draw rank 0's rows, pass Stop on, and wait for the outcome (or the launcher's end)."""
     messages, stop_event = relay
     mirror = TrainResult(kind=kind, total_steps=0)
     while True:
         if stop.requested:
             stop_event.set()
+        if at_once.is_set():
+            return None
         try:
             message = messages.get(timeout=0.1)
         except queue.Empty:
@@ -191,6 +248,9 @@ def _work(job: Job, relay):
     from .loop import finetune, train_causal_lm
 
     messages, stop_event = relay
+    # Jupyter's interrupt reaches every process of the kernel's group: the workers leave it to the kernel,
+    # which relays it to all ranks at once (a rank stopping on its own would break the others' collectives).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     try:
         loaded = job.loaded

@@ -84,7 +84,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
     if examples is None or (eval_corpus is not None and eval_examples is None):
         return TrainResult(kind=kind, total_steps=options.steps or 0, interrupted=True)  # stopped while tokenizing
     if task == "lm" and not examples:
-        raise LLMError("no trainable tokens: every example is empty after masking the prompt")
+        raise _no_trainable_tokens(loaded, corpus, options.seq_len)
     if task == "classify" and (loaded.kind != CLASSIFIER or loaded.model.config.num_labels != len(labels)):
         loaded.model = classifier_from(loaded, labels)
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
@@ -108,6 +108,27 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
     if options.eval_every is None and evaluate:
         options.eval_every = max(1, math.ceil(batches.batches_per_epoch / options.grad_accum))  # once an epoch
     return _optimize(kind, loaded, batches, steps, options, on_step, stop, evaluate)
+
+
+def _no_trainable_tokens(loaded: LoadedModel, corpus: Corpus, seq_len: int) -> LLMError:
+    """Why every example was dropped: --seq-len cut it before its first trained token (a long prompt, or a
+    chat template's system text), or there was nothing to learn even uncut."""
+    from ..data.examples import IGNORE_INDEX
+
+    records = corpus.dataset.select(range(min(len(corpus.dataset), 8))).to_list()
+    uncut = supervised_examples(loaded.tokenizer, records, 1 << 30, corpus.text_field,
+                                lambda row: (lambda: corpus.where(row)))
+    prompts = [next(i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX) for e in uncut]
+    if prompts:
+        what = "the chat-template prompt" if records[0].get("messages") is not None else "the prompt"
+        return LLMError(f"--seq-len {seq_len} is shorter than {what} ({min(prompts)} tokens before the first "
+                        f"trained token in {corpus.origin}): every example is cut before its answer; "
+                        f"use --seq-len {_next_power_of_two(max(prompts) + 16)} or more")
+    return LLMError("no trainable tokens: every example is empty after masking the prompt")
+
+
+def _next_power_of_two(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
 
 
 def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int,

@@ -192,7 +192,8 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
     # peft still calls a transformers API that v5 renamed; the warning is theirs, not the user's.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     task_type = TaskType.SEQ_CLS if task == "classify" else TaskType.CAUSAL_LM
-    config = LoraConfig(r=rank, lora_alpha=alpha or 2 * rank, lora_dropout=0.05, task_type=task_type)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha, lora_dropout=0.05,
+                        task_type=task_type)
     try:
         loaded.model = get_peft_model(loaded.model, config)
     except ValueError as error:
