@@ -138,3 +138,43 @@ def test_empty_bodied_cell_magic_runs_as_the_line_magic(shell, capsys, tmp_path)
     assert shell.user_ns["_llm"].steps_done == 1
     # other cell magics are untouched
     assert shell.run_cell("%%capture\n").error_in_exec is not None
+
+
+def _perplexity_by_hand(loaded, text: str) -> float:
+    """The oracle: plain transformers on the text's ids followed by one EOS (what the stream holds)."""
+    import math
+
+    import torch
+
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.tokenizer.eos_token_id]
+    window = torch.tensor([ids])
+    with torch.no_grad():
+        return math.exp(float(loaded.model(input_ids=window, labels=window).loss))
+
+
+def test_perplexity_of_a_one_token_text_is_too_short(shell, capsys, magic_session):
+    assert len(magic_session.tokenizer("x", add_special_tokens=False)["input_ids"]) == 1
+    capsys.readouterr()
+    assert run(shell, "eval --metric perplexity", "x") is None
+    err = capsys.readouterr().err  # (after the tokenizing bar)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
+        "llm eval: the text is too short for perplexity: it needs at least 2 tokens"
+    with pytest.raises(LLMError, match="too short for perplexity"):
+        magic_session.eval("perplexity", text="x", progress=False)
+    # two tokens of its own are enough
+    two = "Hello world"
+    assert len(magic_session.tokenizer(two, add_special_tokens=False)["input_ids"]) == 2
+    value = magic_session.eval("perplexity", text=two, progress=False).value
+    assert value == pytest.approx(_perplexity_by_hand(magic_session.loaded, two), rel=1e-5)
+
+
+def test_magic_and_api_give_the_same_perplexity_on_the_same_text(shell, capsys, magic_session):
+    text = "The cat sat on the mat.\nIt was a sunny day, and the cat was happy."
+    by_api = magic_session.eval("perplexity", text=text, progress=False).value
+    by_magic = run(shell, "eval --metric perplexity", text).value  # IPython hands the body over as text + "\n"
+    assert by_magic == by_api == pytest.approx(_perplexity_by_hand(magic_session.loaded, text), rel=1e-5)
+    # a body ending in a newline of its own keeps it: only IPython's one newline is dropped
+    code = "def f(x):\n    return x\n"  # a text whose trailing newline is a token of its own
+    kept = run(shell, "eval --metric perplexity", code + "\n").value  # the cell's last line is empty
+    assert kept == magic_session.eval("perplexity", text=code, progress=False).value
+    assert kept != magic_session.eval("perplexity", text=code.rstrip("\n"), progress=False).value
