@@ -144,3 +144,131 @@ def test_lora_finetune_with_the_same_seed_gives_the_same_losses():
         torch.rand(other_work)  # whatever else ran in the kernel before
         runs.append(_losses(s.finetune(text=CORPUS, lora=True, steps=4, seed=3, lr=1e-2, **SMALL)))
     assert runs[0] == runs[1]
+
+
+def _state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_a_failed_command_never_replaces_the_loaded_model(shell, capsys, tmp_path):
+    """The issue's three reproductions, plus failures after a head or LoRA was built (output dir refused):
+    one line each, and the session still holds the same, unsaved fine-tuned model with the same weights."""
+    import llm_magics
+
+    checkpoint_run = Session()
+    checkpoint_run.train(text=CORPUS, from_scratch=True, config="tiny", steps=2, checkpoint_every=2,
+                         output_dir=str(tmp_path / "ck"), **SMALL)
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps({"text": t, "label": l}) + "\n"
+                                for t, l in [("good film", "pos"), ("bad film", "neg")] * 4))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    s = llm_magics.session
+    s.train(text=CORPUS, from_scratch=True, config="tiny", steps=2, **SMALL)
+    s.finetune(text=CORPUS, steps=1, **SMALL)  # the user's fine-tuned model, never saved
+    before, module, weights, name = s.loaded, s.model, _state(s.model), s.loaded.name
+    quiet = "--no-widget --no-progress"
+    cases = [
+        (f"train --from-scratch --config tiny --seq-len 1024 --steps 2 {quiet}", CORPUS, "larger than the model's context"),
+        (f"train --resume {tmp_path / 'ck' / 'checkpoint-2'} --seq-len 1000 --steps 4 {quiet}", CORPUS,
+         "larger than the model's context"),
+        (f"finetune --task classify --labels neg,pos --lora --lora-r 0 --data {labelled} {quiet}", None, "--lora-r"),
+        # failing later, once a classifier head / LoRA layers / a fresh model were built for the run
+        (f"finetune --task classify --labels neg,pos --lora --steps 1 --checkpoint-every 1 --output-dir {a_file} "
+         f"--data {labelled} {quiet}", None, "is a file"),
+        (f"finetune --lora --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}", CORPUS,
+         "is a file"),
+        (f"train --from-scratch --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}", CORPUS,
+         "is a file"),
+    ]
+    for line, body, said in cases:
+        capsys.readouterr()
+        run(shell, line, body)
+        assert said in one_error_line(capsys), line
+        assert s.loaded is before and s.model is module and s.loaded.name == name, line
+        assert s.loaded.kind == "causal" and not any("lora_" in k for k in s.model.state_dict()), line
+        now = _state(s.model)
+        assert now.keys() == weights.keys() and all(torch.equal(now[k], weights[k]) for k in now), line
+    assert s.generate("The cat", max_new_tokens=2, do_sample=False).new_tokens >= 1  # still usable
+
+
+def test_checkpoint_rotation_keeps_folders_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "checkpoint-1").mkdir(parents=True)
+    (out / "checkpoint-1" / "my_notes.txt").write_text("my notes")
+    trainer = out / "checkpoint-2"  # what an HF Trainer run leaves
+    trainer.mkdir()
+    (trainer / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": []}))
+    (trainer / "optimizer.pt").write_bytes(bytes(range(256)) * 64)
+    (trainer / "model.safetensors").write_bytes(b"not ours")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    result = Session().train(text=CORPUS, from_scratch=True, steps=5, checkpoint_every=1, output_dir=str(out),
+                             **SMALL)
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and "checkpoint-2 of another run or tool" in said[0], said
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {k: after.get(k) for k in before} == before  # every file of theirs, byte for byte
+    own = Path(result.checkpoint).parent
+    assert own == out / f"run-{result.run_id}" and sorted(p.name for p in own.iterdir() if p.is_dir()) == \
+        ["checkpoint-4", "checkpoint-5"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-1", "checkpoint-2", own.name]
+
+
+_RUN_IN_A_KERNEL = """
+import sys
+from pathlib import Path
+from llm_magics import LLMError, Session
+
+out, started = sys.argv[1], Path(sys.argv[2])
+try:
+    result = Session().train(text=open(sys.argv[3]).read(), from_scratch=True, steps=100000, checkpoint_every=2,
+                             output_dir=out, seq_len=16, batch_size=2, progress=False,
+                             on_step=[lambda row, result: started.touch()])
+except LLMError as error:
+    print(error, file=sys.stderr)
+    sys.exit(3)
+print(result.checkpoint)
+"""
+
+
+def test_two_runs_sharing_an_output_dir_at_once(tmp_path):
+    """Two real processes (two kernels): the second is refused in one line while the first runs, and the
+    first run's checkpoints are its own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, corpus = tmp_path / "shared", tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def start(name):
+        return subprocess.Popen([sys.executable, "-c", _RUN_IN_A_KERNEL, str(out), str(tmp_path / name), str(corpus)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    first = start("first-started")
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "first-started").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.1)
+        second = start("second-started")
+        _, err = second.communicate(timeout=240)
+        assert second.returncode == 3 and not (tmp_path / "second-started").exists()
+        lines = [line for line in err.strip().splitlines() if "Traceback" not in line]
+        assert lines[-1] == f"--output-dir {out} is in use by another run (process {first.pid}): wait for it to " \
+            "end, or pick another --output-dir", err
+        assert "Traceback" not in err
+    finally:
+        first.send_signal(signal.SIGINT)  # a graceful stop, as the interrupt button
+        out_text, err_text = first.communicate(timeout=240)
+    checkpoint = Path(out_text.strip().splitlines()[-1])
+    assert first.returncode == 0 and checkpoint.parent == out, err_text
+    run_ids = {json.loads((p / "llm_magics_checkpoint.json").read_text())["run_id"] for p in out.glob("checkpoint-*")}
+    assert len(run_ids) == 1
+    # the lock went with the first run: a later run in the same folder goes ahead (in a sub-folder of its own)
+    later = Session().train(text=CORPUS, from_scratch=True, steps=1, checkpoint_every=1, output_dir=str(out), **SMALL)
+    assert Path(later.checkpoint).parent == out / f"run-{later.run_id}"

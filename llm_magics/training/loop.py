@@ -22,7 +22,7 @@ from ..interrupts import StopFlag, graceful_interrupts
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel
 from .batches import EpochBatches, PackedBlocks, _fixed_windows, _padded_batches
 from .checkpoints import _restore, prepare_output_dir, save_checkpoint
-from .models import _add_lora, _load_weights, classifier_from
+from .models import _add_lora, _load_weights, check_lora_rank, classifier_from, head_labels
 from .options import TrainOptions, TrainResult
 from .scoring import _mean_loss, classification_metrics
 
@@ -30,8 +30,10 @@ from .scoring import _mean_loss, classification_metrics
 def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
                     on_step: list[Callable] = (), stop: StopFlag | None = None,
                     eval_corpus: Corpus | None = None, prep: Preparation | None = None,
-                    max_tokens: int | None = None, num_proc: int | None = None) -> TrainResult:
-    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed."""
+                    max_tokens: int | None = None, num_proc: int | None = None,
+                    on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed.
+    on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
     limit = context_length(loaded.model)
     if limit and options.seq_len > limit:
@@ -47,19 +49,22 @@ def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
     windows = PackedBlocks(tokens, options.seq_len, options.batch_size, options.seed)
     eval_batches = _fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
     return _optimize("train", loaded, windows, steps, options, on_step, stop,
-                     evaluate=(lambda: {"eval_loss": _mean_loss(loaded, eval_batches)}) if eval_batches else None)
+                     evaluate=(lambda: {"eval_loss": _mean_loss(loaded, eval_batches)}) if eval_batches else None,
+                     on_start=on_start)
 
 
 def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora: bool = False,
              lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
              labels: list[str] | None = None, eval_corpus: Corpus | None = None,
              on_step: list[Callable] = (), stop: StopFlag | None = None,
-             prep: Preparation | None = None) -> TrainResult:
+             prep: Preparation | None = None, on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it);
+    on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
     prep = prep or Preparation(stop, progress=False)
     kind = "classify" if task == "classify" else "finetune"
     if task == "classify":
-        labels = check_labels(labels)
+        labels = head_labels(loaded, check_labels(labels))
     elif task == "lm":
         if loaded.kind != CAUSAL:
             raise LLMError(f"{loaded.name} is a {loaded.kind} model: language-model fine-tuning needs a "
@@ -69,6 +74,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
             raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
     else:
         raise LLMError(f"unknown --task {task!r}: use lm or classify")
+    check_lora_rank(lora, lora_r)
     examples = _examples(loaded, corpus, task, labels, options.seq_len, prep)
     eval_examples = _examples(loaded, eval_corpus, task, labels, options.seq_len, prep) \
         if eval_corpus is not None and examples is not None else None
@@ -77,19 +83,38 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         return TrainResult(kind=kind, total_steps=options.steps or 0, interrupted=True)  # stopped while tokenizing
     if task == "lm" and not examples:
         raise LLMError("no trainable tokens: every example is empty after masking the prompt")
-    if task == "classify" and (loaded.kind != CLASSIFIER or loaded.model.config.num_labels != len(labels)):
+    if task == "classify" and (loaded.kind != CLASSIFIER or head_labels(loaded, labels) != labels
+                               or loaded.model.config.num_labels != len(labels)):
         loaded.model = classifier_from(loaded, labels)
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 
+    body, dtype = loaded.model, loaded.model.dtype
+    started = []
+
+    def start():
+        if not lora and options.resume:  # the checkpoint's weights go into the model only once the run starts
+            _load_weights(loaded, options.resume)
+        started.append(True)
+        if on_start:
+            on_start()
+
     if lora:
         _add_lora(loaded, lora_r, lora_alpha, task, options.resume)
-    else:
-        if loaded.model.dtype != torch.float32:
-            loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
-            loaded.dtype = torch.float32
-        if options.resume:
-            _load_weights(loaded, options.resume)
+    elif loaded.model.dtype != torch.float32:
+        loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
+        loaded.dtype = torch.float32
+    try:
+        return _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, start)
+    except BaseException:
+        if not started:  # failed before the first step: the model it was given is as it was
+            if loaded.model is not body:
+                loaded.model = loaded.model.unload()  # the LoRA layers injected into it are taken out
+            body.to(dtype)
+            loaded.dtype = dtype
+        raise
 
+
+def _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, on_start) -> TrainResult:
     batches = EpochBatches(examples, options.batch_size, loaded.tokenizer.pad_token_id or 0, options.seed)
     steps = options.steps or max(1, math.ceil(options.epochs * batches.batches_per_epoch / options.grad_accum))
     if eval_examples:
@@ -99,7 +124,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         evaluate = None
     if options.eval_every is None and evaluate:
         options.eval_every = max(1, math.ceil(batches.batches_per_epoch / options.grad_accum))  # once an epoch
-    return _optimize(kind, loaded, batches, steps, options, on_step, stop, evaluate)
+    return _optimize(kind, loaded, batches, steps, options, on_step, stop, evaluate, on_start)
 
 
 def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int,
@@ -122,7 +147,9 @@ def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] 
 
 
 def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
-              on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None) -> TrainResult:
+              on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None,
+              on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Set the run up (optimizer, schedule, resumed state, output dir), call on_start, then step."""
     from transformers import get_cosine_schedule_with_warmup
 
     on_gpu = loaded.device.type == "cuda"
@@ -146,8 +173,25 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
         start_step = _restore(options.resume, optimizer, scheduler, batches, result)
         if start_step >= total_steps:
             raise LLMError(f"--resume {options.resume} is at step {start_step}; ask for more --steps than that")
-    output_dir = prepare_output_dir(options.output_dir, kind, result.run_id) if options.checkpoint_every else None
+    output_dir, lock = None, None
+    if options.checkpoint_every:  # with several processes the kernel holds the folder's lock
+        output_dir, lock = prepare_output_dir(options.output_dir, kind, result.run_id,
+                                              lock=accelerator.num_processes == 1)
     result.output_dir = str(output_dir) if output_dir else None
+    try:
+        return _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model,
+                      optimizer, scheduler, trainable, result, start_step, output_dir, on_start)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model, optimizer,
+           scheduler, trainable, result, start_step, output_dir, on_start) -> TrainResult:
+    """The optimizer steps of a prepared run (its output dir locked)."""
+    on_gpu = loaded.device.type == "cuda"
+    if on_start:
+        on_start()  # the point of no return: the session now holds the model this run trains
 
     def save(step: int):
         if accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
