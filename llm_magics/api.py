@@ -28,7 +28,7 @@ from .interrupts import StopFlag, graceful_interrupts
 from .progress import ProgressBar
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 from .training import TrainOptions, TrainResult
-from .training.checkpoints import STATE_FILE, read_state, seed_everything
+from .training.checkpoints import STATE_FILE, read_state, seed_everything, write_failure
 
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
@@ -116,9 +116,13 @@ class Session:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
         try:  # write everything aside first: a failed save leaves the folder as it was
-            with loading.quiet_transformers():
-                model.save_pretrained(staging)
-            loaded.tokenizer.save_pretrained(staging)
+            try:
+                with loading.quiet_transformers():
+                    model.save_pretrained(staging)
+                loaded.tokenizer.save_pretrained(staging)
+            except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
+                raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
+                    from None
             path.mkdir(exist_ok=True)
             # everything save_pretrained wrote, except peft's model card where the user has a README.md
             written = sorted(p.name for p in staging.iterdir() if not (

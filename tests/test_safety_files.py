@@ -1,5 +1,6 @@
 """Nothing the user wrote is lost: saves, checkpoint folders and output dirs, resumed runs."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -272,3 +273,130 @@ def test_two_runs_sharing_an_output_dir_at_once(tmp_path):
     # the lock went with the first run: a later run in the same folder goes ahead (in a sub-folder of its own)
     later = Session().train(text=CORPUS, from_scratch=True, steps=1, checkpoint_every=1, output_dir=str(out), **SMALL)
     assert Path(later.checkpoint).parent == out / f"run-{later.run_id}"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MB filesystem (tmpfs), so a full disk is a real ENOSPC from the kernel."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of the filesystem."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (65536, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+TINY_CONFIG = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64}
+
+
+def test_full_disk_during_save_over_an_earlier_save(small_disk, tmp_path, shell, capsys):
+    import llm_magics
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    s = llm_magics.session
+    s.train(text=CORPUS, from_scratch=True, config=str(config), steps=1, **SMALL)
+    saved = small_disk / "model"
+    run(shell, f"save {saved}")
+    earlier = _files(saved)
+    assert "model.safetensors" in {p.name for p in earlier}
+    s.train(text=CORPUS, steps=1, lr=1e-2, **SMALL)  # different weights to save over the earlier ones
+    filler = _fill(small_disk)
+    capsys.readouterr()
+    run(shell, f"save {saved}")
+    line = one_error_line(capsys)
+    assert line.startswith("llm save: no space left on the disk:") and "unchanged" in line, line
+    assert _files(saved) == earlier  # the earlier save, byte for byte
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "model"]  # no staging folder left
+    filler.unlink()
+    run(shell, f"save {saved}")  # with room again it saves
+    assert _files(saved) != earlier and capsys.readouterr().err == ""
+
+
+def test_full_disk_during_checkpointing(small_disk, tmp_path):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    out = small_disk / "run"
+    kept = {}
+
+    def fill_at_three(row, result):
+        if row["step"] == 3:  # checkpoints 1 and 2 are on the disk; the disk is full when 3 is written
+            kept.update(_files(out))
+            _fill(small_disk)
+
+    s = Session()
+    with pytest.raises(LLMError) as error:
+        s.train(text=CORPUS, from_scratch=True, config=str(config), steps=6, checkpoint_every=1,
+                output_dir=str(out), keep_checkpoints=3, on_step=[fill_at_three], **SMALL)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("no space left on the disk: checkpoint checkpoint-3 was not "
+                                                      "written (the earlier checkpoints in"), message
+    assert sorted(p.name for p in out.iterdir()) == [".llm_magics.lock", "checkpoint-1", "checkpoint-2"]
+    assert _files(out) == kept  # both earlier checkpoints intact, no checkpoint-3.partial
+    assert s.runs[-1].error == message and s.runs[-1].steps_done == 3
+    # the earlier checkpoint still resumes
+    (small_disk / "filler").unlink()
+    more = Session().train(text=CORPUS, from_scratch=True, config=str(config), steps=3,
+                           resume=str(out / "checkpoint-2"), **SMALL)
+    assert more.steps_done == 3
+
+
+_KILLED_WHILE_CHECKPOINTING = """
+import sys
+from llm_magics import Session
+
+Session().train(text=open(sys.argv[2]).read(), from_scratch=True, config="small", steps=100000, checkpoint_every=1,
+                output_dir=sys.argv[1], seq_len=16, batch_size=2, progress=False)
+"""
+
+
+def test_an_interrupted_checkpoint_leaves_no_partial_after_the_next_run(tmp_path):
+    """A run killed while it writes a checkpoint (SIGKILL: nothing of ours runs) leaves checkpoint-N.partial;
+    the next run into the folder removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, corpus = tmp_path / "out", tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    killed = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_CHECKPOINTING, str(out), str(corpus)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not list(out.glob("checkpoint-*.partial")):
+            assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+            time.sleep(0.002)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert list(out.glob("checkpoint-*.partial"))
+    Session().train(text=CORPUS, from_scratch=True, steps=1, checkpoint_every=1, output_dir=str(out), **SMALL)
+    assert not list(out.rglob("*.partial"))
