@@ -178,3 +178,27 @@ def test_magic_and_api_give_the_same_perplexity_on_the_same_text(shell, capsys, 
     kept = run(shell, "eval --metric perplexity", code + "\n").value  # the cell's last line is empty
     assert kept == magic_session.eval("perplexity", text=code, progress=False).value
     assert kept != magic_session.eval("perplexity", text=code.rstrip("\n"), progress=False).value
+
+
+def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(cache, session, tmp_path):
+    """The issue's stale-token repro: a file rewritten with content of the same size and its mtime restored
+    (as cp -p, rsync or git checkout can leave it) is read and tokenized again."""
+    corpus = tmp_path / "corpus.txt"
+    first = "The cat sat on the mat and looked at the birds outside the window. " * 8
+    second = "".join(reversed(first))  # same size, other content
+    corpus.write_text(first)
+    before = corpus.stat()
+    scored_first = session.eval("perplexity", data=str(corpus), progress=False).value
+    corpus.write_text(second)
+    os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = corpus.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    scored_second = session.eval("perplexity", data=str(corpus), progress=False).value
+    # the oracle: the same text as a cell body, which is never cached
+    assert scored_second == pytest.approx(session.eval("perplexity", text=second, progress=False).value, rel=1e-6)
+    assert scored_first == pytest.approx(session.eval("perplexity", text=first, progress=False).value, rel=1e-6)
+    assert scored_second != pytest.approx(scored_first, rel=1e-3)
+    # the first content again (same size, same mtime): its cached tokens are still right
+    corpus.write_text(first)
+    os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert session.eval("perplexity", data=str(corpus), progress=False).value == scored_first
