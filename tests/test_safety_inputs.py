@@ -202,3 +202,46 @@ def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(cache, session, 
     corpus.write_text(first)
     os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
     assert session.eval("perplexity", data=str(corpus), progress=False).value == scored_first
+
+
+def _tiny_byte_model() -> Session:
+    s = Session()
+    s.train(text=CORPUS, from_scratch=True, steps=1, seq_len=32, batch_size=2, progress=False)
+    return s
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_two_processes_equal_one_process_for_finetune_with_mixed_lengths(lora):
+    """--processes 2 x 4 rows = 1 process x 8 rows for records of very different lengths: the loss is the
+    mean over every target token of the global batch (7 records: the second rank's share is evened out with
+    a repeated row, which must not count)."""
+    import torch
+
+    from llm_magics.data import pad_batch, supervised_examples
+
+    words = CORPUS.split()
+    records = [{"text": " ".join(words[i:i + n])} for i, n in enumerate([2, 30, 5, 60, 11, 3, 44])]
+    body = "\n".join(json.dumps(r) for r in records)
+    options = dict(text=body, lora=lora, steps=3, seq_len=256, lr=1e-2, progress=False)
+    one = _tiny_byte_model()
+    # the oracle: plain transformers' mean token loss over all 7 records in one padded batch, before training
+    batch = pad_batch(supervised_examples(one.tokenizer, records, 256), one.tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected_first = float(one.model(**batch).loss)
+    single = one.finetune(batch_size=8, **options)
+    two = _tiny_byte_model()
+    double = two.finetune(batch_size=4, processes=2, **options)
+    assert single.history[0]["loss"] == pytest.approx(expected_first, abs=1e-5)
+    assert double.history[0]["loss"] == pytest.approx(expected_first, abs=1e-5)
+    assert len(double.history[0]["rank_losses"]) == 2
+    if lora:
+        # LoRA's dropout (0.05) draws its masks per rank, so after the first update (LoRA's B starts at
+        # zero: the first step's forward is dropout-free) the runs differ by their dropout draws, not by
+        # how the loss is averaged
+        return
+    assert [r["loss"] for r in double.history] == pytest.approx([r["loss"] for r in single.history], abs=1e-5)
+    mine, theirs = one.model.state_dict(), two.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    # (Adam divides by the gradient's own size: float noise in near-zero gradients moves a weight by up to
+    # ~lr * 1e-3 here, so the weights are compared a little less tightly than the losses)
+    assert max((mine[k].float() - theirs[k].float()).abs().max().item() for k in mine) <= 1e-4

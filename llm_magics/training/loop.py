@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..data import (Corpus, Preparation, cached_examples, check_labels, classification_examples, data_cache,
+from ..data import (IGNORE_INDEX, Corpus, Preparation, cached_examples, check_labels, classification_examples, data_cache,
                     packed_tokens, supervised_examples)
 from ..errors import LLMError, is_out_of_memory
 from ..generation import compile_backend, context_length
@@ -165,6 +165,9 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                                    {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
     warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    # An earlier run's Accelerator marked the module as prepared, and accelerate then skips it: a forked
+    # worker would train without DDP's gradient sync. Every run prepares it afresh.
+    model.__dict__.pop("_is_accelerate_prepared", None)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     result = TrainResult(kind=kind, total_steps=total_steps)
@@ -221,14 +224,14 @@ def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate,
                 if _stop_requested(accelerator, flag):
                     result.interrupted = True
                     break
-                rank_losses, tokens = _one_step(accelerator, model, batches, options, loaded.device)
+                loss, rank_losses, tokens = _one_step(accelerator, model, batches, options, loaded.device)
                 accelerator.clip_grad_norm_(trainable, options.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.tokens += tokens
                 result.seconds = time.perf_counter() - started
-                row = {"step": step, "loss": _HostValue(rank_losses.mean()), "lr": scheduler.get_last_lr()[0],
+                row = {"step": step, "loss": _HostValue(loss), "lr": scheduler.get_last_lr()[0],
                        "tokens": result.tokens, "elapsed": result.seconds}
                 if len(rank_losses) > 1:
                     row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
@@ -327,18 +330,57 @@ def _unwrap_peft(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tuple[torch.Tensor, int]:
-    """One optimizer step's gradients; returns each process's loss (a device tensor, not read here) and the
-    tokens of the step. With several processes every rank draws the same global batch and keeps its own
-    share (accelerate's split_between_processes), so N processes x B rows = one process x N*B rows."""
-    total_loss, tokens = torch.zeros((), device=accelerator.device), 0
-    for micro in range(options.grad_accum):
-        batch = batches.next_batch()
+def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One optimizer step's gradients; returns the step's loss and each process's own mean loss (device
+    tensors, not read here) and the tokens of the step. With several processes every rank draws the same
+    global batch and keeps its own share (accelerate's split_between_processes), so N processes x B rows =
+    one process x N*B rows. The loss is the mean over every target token (or labelled row) of the whole
+    step, all micro-batches and ranks together, not a mean of per-rank or per-micro-batch means, which
+    would weigh a short record's tokens more when records have different lengths."""
+    micro_batches = [batches.next_batch() for _ in range(options.grad_accum)]
+    targets = max(1, sum(int(_targets(batch["labels"]).sum()) for batch in micro_batches))
+    world = accelerator.num_processes
+    share, own, tokens = torch.zeros((), device=accelerator.device), 0, 0
+    for batch in micro_batches:
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        rows = len(batch["input_ids"])
         with accelerator.split_between_processes(batch, apply_padding=True) as shard:
             shard = {k: v.to(device, non_blocking=True) for k, v in shard.items()}
+        labels = _without_repeated_rows(shard.pop("labels"), rows, accelerator)
         with accelerator.autocast():
-            loss = model(**shard).loss / options.grad_accum
-        accelerator.backward(loss)
-        total_loss += loss.detach()
-    return accelerator.gather(total_loss[None]), tokens
+            logits = model(**shard).logits
+        loss = _summed_loss(logits, labels) / targets
+        accelerator.backward(loss * world)  # DDP averages the ranks' gradients; the step needs their sum
+        share += loss.detach()
+        own += int(_targets(labels).sum())
+    gathered = accelerator.gather(torch.stack([share, torch.tensor(float(own), device=share.device)])[None])
+    shares, counts = gathered[:, 0], gathered[:, 1]
+    return shares.sum(), shares * targets / counts.clamp(min=1), tokens
+
+
+def _targets(labels: torch.Tensor) -> torch.Tensor:
+    """Which labels are scored: a causal LM predicts labels[:, 1:]; a classifier one label per row."""
+    return (labels[:, 1:] if labels.ndim == 2 else labels) != IGNORE_INDEX
+
+
+def _summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy over the scored labels (what the model's own mean loss averages)."""
+    import torch.nn.functional as F
+
+    if labels.ndim == 2:  # next-token prediction: position t predicts label t + 1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _without_repeated_rows(labels: torch.Tensor, rows: int, accelerator) -> torch.Tensor:
+    """split_between_processes evens out the ranks' shares by repeating the batch's last row: those
+    repeats get no labels, so no row counts twice."""
+    if accelerator.num_processes == 1:
+        return labels
+    each, extra = divmod(rows, accelerator.num_processes)
+    valid = each + (1 if accelerator.process_index < extra else 0)
+    if valid < len(labels):
+        labels = labels.clone()
+        labels[valid:] = IGNORE_INDEX
+    return labels
