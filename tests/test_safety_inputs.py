@@ -245,3 +245,31 @@ def test_two_processes_equal_one_process_for_finetune_with_mixed_lengths(lora):
     # (Adam divides by the gradient's own size: float noise in near-zero gradients moves a weight by up to
     # ~lr * 1e-3 here, so the weights are compared a little less tightly than the losses)
     assert max((mine[k].float() - theirs[k].float()).abs().max().item() for k in mine) <= 1e-4
+
+
+def test_reversed_labels_map_by_name_onto_the_existing_classifier(cache):
+    """--labels neg,pos then --labels pos,neg: the same head, class by name (never inverted); other names
+    get a head of their own."""
+    from sklearn.metrics import accuracy_score
+
+    s = Session()
+    s.load("minilm")
+    train, test = str(DATA / "sentiment_train.jsonl"), str(DATA / "sentiment_test.jsonl")
+    truth = [json.loads(line)["label"] for line in open(test)]
+    texts = [json.loads(line)["text"] for line in open(test)]
+    s.finetune(data=train, task="classify", labels="negative,positive", epochs=3, batch_size=8, lr=2e-4,
+               progress=False)
+    trained = accuracy_score(truth, s.classify(texts))  # the oracle: scikit-learn on the predicted names
+    assert trained >= 0.6  # (inverted, it would be 1 - trained)
+    head = s.model.config.id2label
+    result = s.finetune(data=train, eval_data=test, task="classify", labels="positive,negative", steps=1,
+                        lr=1e-6, progress=False)
+    assert s.model.config.id2label == head == {0: "negative", 1: "positive"}
+    again = accuracy_score(truth, s.classify(texts))
+    assert result.metrics["accuracy"] == pytest.approx(again)
+    assert again >= trained - 0.07  # not inverted (it was 0.0 when the head kept neg,pos and the ids flipped)
+    # other names: a new head for them, named as asked
+    renamed = [json.dumps({"text": t, "label": {"positive": "good", "negative": "bad"}[label]})
+               for t, label in zip(texts, truth)]
+    s.finetune(text="\n".join(renamed), task="classify", labels="good,bad", steps=1, progress=False)
+    assert s.model.config.id2label == {0: "good", 1: "bad"}
