@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import shutil
@@ -27,7 +28,7 @@ from .interrupts import StopFlag, graceful_interrupts
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 from .progress import ProgressBar
 from .training import TrainOptions, TrainResult
-from .training.checkpoints import STATE_FILE, read_state, seed_everything
+from .training.checkpoints import STATE_FILE, read_state, seed_everything, write_failure
 
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
@@ -115,9 +116,13 @@ class Session:
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
         try:  # write everything aside first: a failed save leaves the folder as it was
-            with loading.quiet_transformers():
-                model.save_pretrained(staging)
-            loaded.tokenizer.save_pretrained(staging)
+            try:
+                with loading.quiet_transformers():
+                    model.save_pretrained(staging)
+                loaded.tokenizer.save_pretrained(staging)
+            except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
+                raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
+                    from None
             path.mkdir(exist_ok=True)
             # everything save_pretrained wrote, except peft's model card where the user has a README.md
             written = sorted(p.name for p in staging.iterdir() if not (
@@ -199,23 +204,37 @@ class Session:
             if corpora is None:
                 return TrainResult(kind="train", total_steps=opts.steps or 100, interrupted=True)
             corpus, eval_corpus = corpora
+            # The model this run trains is built aside; the session takes it only when the run starts, so a
+            # command that fails on a check keeps the model the user had (a fine-tuned one may be unsaved).
             if opts.resume:  # the checkpoint holds the architecture and the weights the run had reached
-                self.load(opts.resume, device=home, trust_remote_code=trust_remote_code)
+                model = loading.load_model(opts.resume, home, "auto", trust_remote_code)
             elif from_scratch:
-                self.loaded = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
-                self.history = []
+                model = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
+            else:
+                model = self.loaded
+            start = self._take(model)
             seed_everything(opts.seed)
             if several:
                 from .devices import resolve_device
                 from .training import distributed
 
-                job = distributed.Job("train", self.loaded, corpus, opts, eval_corpus, max_tokens=max_tokens,
+                job = distributed.Job("train", model, corpus, opts, eval_corpus, max_tokens=max_tokens,
                                       num_proc=num_proc, gpus=resolve_device(device).type == "cuda")
-                return distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
-            return training.train_causal_lm(self.loaded, corpus, opts, callbacks, stop, eval_corpus, prep,
-                                            max_tokens, num_proc)
+                result = distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
+                start()  # the trained weights came back into `model`
+                return result
+            return training.train_causal_lm(model, corpus, opts, callbacks, stop, eval_corpus, prep,
+                                            max_tokens, num_proc, on_start=start)
 
         return self._run(work, on_step, progress, "train")
+
+    def _take(self, model: LoadedModel) -> Callable[[], None]:
+        """What a run calls when it starts: the session then holds the model the run trains."""
+        def start():
+            if self.loaded is not model:
+                self.loaded = model
+                self.history = []
+        return start
 
     @staticmethod
     def _preparation(stop: StopFlag, callbacks: list, on_prepare, progress: bool) -> Preparation:
@@ -279,8 +298,13 @@ class Session:
         if task == "classify" and not labels and loaded.kind == CLASSIFIER:
             labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
         if task == "classify":
-            check_labels(labels)
+            labels = training.head_labels(loaded, check_labels(labels))  # by name onto an existing head
+        training.check_lora_rank(lora, lora_r)
         kind = "classify" if task == "classify" else "finetune"
+        # A new head or LoRA go into this copy of the session's LoadedModel (same weights, not copied); the
+        # session takes it when the run starts, so a failed command leaves the session as it was.
+        model = dataclasses.replace(loaded)
+        start = self._take(model)
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
@@ -292,13 +316,15 @@ class Session:
             if processes != 1 or accelerate_config is not None:
                 from .training import distributed
 
-                job = distributed.Job("finetune", loaded, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(),
+                job = distributed.Job("finetune", model, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(),
                                       finetune_args=dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
                                                          labels=labels))
-                return distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
-            return training.finetune(loaded, corpus, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
+                result = distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
+                start()
+                return result
+            return training.finetune(model, corpus, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
                                      task=task, labels=labels, eval_corpus=eval_corpus, on_step=callbacks,
-                                     stop=stop, prep=prep)
+                                     stop=stop, prep=prep, on_start=start)
 
         return self._run(work, on_step, progress, kind)  # the bar says finetune (or classify), not lm
 

@@ -72,7 +72,7 @@ def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFla
     if stream is None:  # stopped while tokenizing
         return _stopped("perplexity", 0, 0, None)
     starts = [s for s in range(0, max(len(stream) - 1, 1), seq_len) if min(seq_len, len(stream) - s) >= 2]
-    if not starts:
+    if not starts or _own_tokens(stream, loaded.tokenizer) < 2:  # one token + the EOS we append scores only EOS
         raise LLMError("the text is too short for perplexity: it needs at least 2 tokens")
     total, count = 0.0, 0
     loaded.model.eval()
@@ -85,6 +85,14 @@ def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFla
         count += window.shape[1] - 1
     mean = total / max(count, 1)
     return EvalResult("perplexity", math.exp(mean), {"loss": mean}, examples=len(corpus), total=len(starts))
+
+
+def _own_tokens(stream, tokenizer) -> int:
+    """The text's own tokens: the stream less the EOS appended after each document."""
+    if tokenizer.eos_token_id is None:
+        return len(stream)
+    documents = sum(len(shard) for shard in stream.shards)
+    return min(len(stream), int(stream.starts[-1]) - documents)
 
 
 def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: StopFlag) -> EvalResult:

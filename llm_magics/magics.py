@@ -250,7 +250,7 @@ class LLMMagics(Magics):
             args = PARSER.parse_args(argv)
             if args.command in FREE_TEXT:
                 setattr(args, FREE_TEXT[args.command], text)
-            result = getattr(self, f"_{args.command}")(args, cell)
+            result = getattr(self, f"_{args.command}")(args, _as_typed(cell))
         except _HelpShown:
             return None
         except LLMError as error:
@@ -285,7 +285,7 @@ class LLMMagics(Magics):
     def _generate(self, args, cell):
         from .widgets import StreamedText, in_notebook
 
-        prompt = _body(cell) if cell is not None else args.prompt
+        prompt = cell if cell is not None else args.prompt
         if args.widget:
             return self._playground(args, cell)
         if args.num_return_sequences > 1:  # no streaming: the samples come together
@@ -313,7 +313,7 @@ class LLMMagics(Magics):
         from .generation import SamplingSettings
         from .widgets import SamplingPanel
 
-        prompt = _body(cell) if cell is not None else args.prompt
+        prompt = cell if cell is not None else args.prompt
         settings = SamplingSettings(**_sampling(args), num_return_sequences=args.num_return_sequences).validated()
         if prompt.strip():
             self.session.require_model("generate")
@@ -387,7 +387,7 @@ class LLMMagics(Magics):
     def _attention(self, args, cell):
         from .attention import BERTVIZ_OFFLINE, tokens_html
 
-        text = _body(cell) if cell is not None else args.text
+        text = cell if cell is not None else args.text
         _say_attention_wait(self.session, text)
         if args.backend == "bertviz":
             print(f"bertviz: {BERTVIZ_OFFLINE}")
@@ -408,7 +408,7 @@ class LLMMagics(Magics):
         return view
 
     def _lens(self, args, cell):
-        text = _body(cell) if cell is not None else args.text
+        text = cell if cell is not None else args.text
         view = self.session.attention(text, view="lens")
         display(view)
         return view
@@ -432,9 +432,10 @@ def _discarding_on_error(view: list, run):
         raise
 
 
-def _body(cell: str) -> str:
-    """The cell body as a prompt: IPython's trailing newline is not part of it."""
-    return cell.rstrip("\n")
+def _as_typed(cell: str | None) -> str | None:
+    """The cell body as the user typed it: IPython ends every body with one newline of its own (it adds
+    it when the cell does not end with one), and only that one is dropped."""
+    return cell[:-1] if cell is not None and cell.endswith("\n") else cell
 
 
 def _finished(prompt: str, text: str, note: str) -> dict:

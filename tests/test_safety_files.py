@@ -1,5 +1,6 @@
 """Nothing the user wrote is lost: saves, checkpoint folders and output dirs, resumed runs."""
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -178,3 +179,258 @@ def test_truncated_cached_token_shard_is_dropped_and_rebuilt(tmp_path, cache):
     examples.write_bytes(examples.read_bytes()[:300])
     again = s.finetune(data=str(chats), steps=2, **chat_options)
     assert again.steps_done == 2 and examples.stat().st_size > 300
+
+
+def _state(model) -> dict:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_a_failed_command_never_replaces_the_loaded_model(shell, capsys, tmp_path):
+    """The issue's three reproductions, plus failures after a head or LoRA was built (output dir refused):
+    one line each, and the session still holds the same, unsaved fine-tuned model with the same weights."""
+    import llm_magics
+
+    checkpoint_run = Session()
+    checkpoint_run.train(text=CORPUS, from_scratch=True, config="tiny", steps=2, checkpoint_every=2,
+                         output_dir=str(tmp_path / "ck"), **SMALL)
+    labelled = tmp_path / "labelled.jsonl"
+    labelled.write_text("".join(json.dumps({"text": t, "label": l}) + "\n"
+                                for t, l in [("good film", "pos"), ("bad film", "neg")] * 4))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    s = llm_magics.session
+    s.train(text=CORPUS, from_scratch=True, config="tiny", steps=2, **SMALL)
+    s.finetune(text=CORPUS, steps=1, **SMALL)  # the user's fine-tuned model, never saved
+    before, module, weights, name = s.loaded, s.model, _state(s.model), s.loaded.name
+    quiet = "--no-widget --no-progress"
+    cases = [
+        (f"train --from-scratch --config tiny --seq-len 1024 --steps 2 {quiet}", CORPUS, "larger than the model's context"),
+        (f"train --resume {tmp_path / 'ck' / 'checkpoint-2'} --seq-len 1000 --steps 4 {quiet}", CORPUS,
+         "larger than the model's context"),
+        (f"finetune --task classify --labels neg,pos --lora --lora-r 0 --data {labelled} {quiet}", None, "--lora-r"),
+        # failing later, once a classifier head / LoRA layers / a fresh model were built for the run
+        (f"finetune --task classify --labels neg,pos --lora --steps 1 --checkpoint-every 1 --output-dir {a_file} "
+         f"--data {labelled} {quiet}", None, "is a file"),
+        (f"finetune --lora --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}", CORPUS,
+         "is a file"),
+        (f"train --from-scratch --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}", CORPUS,
+         "is a file"),
+    ]
+    for line, body, said in cases:
+        capsys.readouterr()
+        run(shell, line, body)
+        assert said in one_error_line(capsys), line
+        assert s.loaded is before and s.model is module and s.loaded.name == name, line
+        assert s.loaded.kind == "causal" and not any("lora_" in k for k in s.model.state_dict()), line
+        now = _state(s.model)
+        assert now.keys() == weights.keys() and all(torch.equal(now[k], weights[k]) for k in now), line
+    assert s.generate("The cat", max_new_tokens=2, do_sample=False).new_tokens >= 1  # still usable
+
+
+def test_checkpoint_rotation_keeps_folders_it_did_not_write(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "checkpoint-1").mkdir(parents=True)
+    (out / "checkpoint-1" / "my_notes.txt").write_text("my notes")
+    trainer = out / "checkpoint-2"  # what an HF Trainer run leaves
+    trainer.mkdir()
+    (trainer / "trainer_state.json").write_text(json.dumps({"global_step": 2, "log_history": []}))
+    (trainer / "optimizer.pt").write_bytes(bytes(range(256)) * 64)
+    (trainer / "model.safetensors").write_bytes(b"not ours")
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    capsys.readouterr()
+    result = Session().train(text=CORPUS, from_scratch=True, steps=5, checkpoint_every=1, output_dir=str(out),
+                             **SMALL)
+    said = capsys.readouterr().out.strip().splitlines()
+    assert len(said) == 1 and "checkpoint-2 of another run or tool" in said[0], said
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert {k: after.get(k) for k in before} == before  # every file of theirs, byte for byte
+    own = Path(result.checkpoint).parent
+    assert own == out / f"run-{result.run_id}" and sorted(p.name for p in own.iterdir() if p.is_dir()) == \
+        ["checkpoint-4", "checkpoint-5"]
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-1", "checkpoint-2", own.name]
+
+
+_RUN_IN_A_KERNEL = """
+import sys
+from pathlib import Path
+from llm_magics import LLMError, Session
+
+out, started = sys.argv[1], Path(sys.argv[2])
+try:
+    result = Session().train(text=open(sys.argv[3]).read(), from_scratch=True, steps=100000, checkpoint_every=2,
+                             output_dir=out, seq_len=16, batch_size=2, progress=False,
+                             on_step=[lambda row, result: started.touch()])
+except LLMError as error:
+    print(error, file=sys.stderr)
+    sys.exit(3)
+print(result.checkpoint)
+"""
+
+
+def test_two_runs_sharing_an_output_dir_at_once(tmp_path):
+    """Two real processes (two kernels): the second is refused in one line while the first runs, and the
+    first run's checkpoints are its own."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, corpus = tmp_path / "shared", tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+
+    def start(name):
+        return subprocess.Popen([sys.executable, "-c", _RUN_IN_A_KERNEL, str(out), str(tmp_path / name), str(corpus)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    first = start("first-started")
+    try:
+        deadline = time.monotonic() + 240
+        while not (tmp_path / "first-started").exists():
+            assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+            time.sleep(0.1)
+        second = start("second-started")
+        _, err = second.communicate(timeout=240)
+        assert second.returncode == 3 and not (tmp_path / "second-started").exists()
+        lines = [line for line in err.strip().splitlines() if "Traceback" not in line]
+        assert lines[-1] == f"--output-dir {out} is in use by another run (process {first.pid}): wait for it to " \
+            "end, or pick another --output-dir", err
+        assert "Traceback" not in err
+    finally:
+        first.send_signal(signal.SIGINT)  # a graceful stop, as the interrupt button
+        out_text, err_text = first.communicate(timeout=240)
+    checkpoint = Path(out_text.strip().splitlines()[-1])
+    assert first.returncode == 0 and checkpoint.parent == out, err_text
+    run_ids = {json.loads((p / "llm_magics_checkpoint.json").read_text())["run_id"] for p in out.glob("checkpoint-*")}
+    assert len(run_ids) == 1
+    # the lock went with the first run: a later run in the same folder goes ahead (in a sub-folder of its own)
+    later = Session().train(text=CORPUS, from_scratch=True, steps=1, checkpoint_every=1, output_dir=str(out), **SMALL)
+    assert Path(later.checkpoint).parent == out / f"run-{later.run_id}"
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MB filesystem (tmpfs), so a full disk is a real ENOSPC from the kernel."""
+    import subprocess
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
+                             text=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of the filesystem."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        for size in (65536, 512, 1):
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError:
+                pass
+    finally:
+        os.close(fd)
+    return filler
+
+
+def _files(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+TINY_CONFIG = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+               "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64}
+
+
+def test_full_disk_during_save_over_an_earlier_save(small_disk, tmp_path, shell, capsys):
+    import llm_magics
+
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    s = llm_magics.session
+    s.train(text=CORPUS, from_scratch=True, config=str(config), steps=1, **SMALL)
+    saved = small_disk / "model"
+    run(shell, f"save {saved}")
+    earlier = _files(saved)
+    assert "model.safetensors" in {p.name for p in earlier}
+    s.train(text=CORPUS, steps=1, lr=1e-2, **SMALL)  # different weights to save over the earlier ones
+    filler = _fill(small_disk)
+    capsys.readouterr()
+    run(shell, f"save {saved}")
+    line = one_error_line(capsys)
+    assert line.startswith("llm save: no space left on the disk:") and "unchanged" in line, line
+    assert _files(saved) == earlier  # the earlier save, byte for byte
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler", "model"]  # no staging folder left
+    filler.unlink()
+    run(shell, f"save {saved}")  # with room again it saves
+    assert _files(saved) != earlier and capsys.readouterr().err == ""
+
+
+def test_full_disk_during_checkpointing(small_disk, tmp_path):
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps(TINY_CONFIG))
+    out = small_disk / "run"
+    kept = {}
+
+    def fill_at_three(row, result):
+        if row["step"] == 3:  # checkpoints 1 and 2 are on the disk; the disk is full when 3 is written
+            kept.update(_files(out))
+            _fill(small_disk)
+
+    s = Session()
+    with pytest.raises(LLMError) as error:
+        s.train(text=CORPUS, from_scratch=True, config=str(config), steps=6, checkpoint_every=1,
+                output_dir=str(out), keep_checkpoints=3, on_step=[fill_at_three], **SMALL)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("no space left on the disk: checkpoint checkpoint-3 was not "
+                                                      "written (the earlier checkpoints in"), message
+    assert sorted(p.name for p in out.iterdir()) == [".llm_magics.lock", "checkpoint-1", "checkpoint-2"]
+    assert _files(out) == kept  # both earlier checkpoints intact, no checkpoint-3.partial
+    assert s.runs[-1].error == message and s.runs[-1].steps_done == 3
+    # the earlier checkpoint still resumes
+    (small_disk / "filler").unlink()
+    more = Session().train(text=CORPUS, from_scratch=True, config=str(config), steps=3,
+                           resume=str(out / "checkpoint-2"), **SMALL)
+    assert more.steps_done == 3
+
+
+_KILLED_WHILE_CHECKPOINTING = """
+import sys
+from llm_magics import Session
+
+Session().train(text=open(sys.argv[2]).read(), from_scratch=True, config="small", steps=100000, checkpoint_every=1,
+                output_dir=sys.argv[1], seq_len=16, batch_size=2, progress=False)
+"""
+
+
+def test_an_interrupted_checkpoint_leaves_no_partial_after_the_next_run(tmp_path):
+    """A run killed while it writes a checkpoint (SIGKILL: nothing of ours runs) leaves checkpoint-N.partial;
+    the next run into the folder removes it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out, corpus = tmp_path / "out", tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    killed = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_CHECKPOINTING, str(out), str(corpus)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    try:
+        while not list(out.glob("checkpoint-*.partial")):
+            assert killed.poll() is None and time.monotonic() < deadline, killed.communicate()
+            time.sleep(0.002)
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait()
+    assert list(out.glob("checkpoint-*.partial"))
+    Session().train(text=CORPUS, from_scratch=True, steps=1, checkpoint_every=1, output_dir=str(out), **SMALL)
+    assert not list(out.rglob("*.partial"))

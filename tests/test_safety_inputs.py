@@ -264,3 +264,138 @@ def test_max_tokens_on_a_big_file_with_no_newline_tokenizes_only_what_it_needs(t
     assert not list(cache.rglob("shard-*.arrow"))  # a cut document is never cached as a whole one
     result = session.train(data=str(line), max_tokens=1000, steps=1, seq_len=32, batch_size=2, progress=False)
     assert result.steps_done == 1
+
+
+def _perplexity_by_hand(loaded, text: str) -> float:
+    """The oracle: plain transformers on the text's ids followed by one EOS (what the stream holds)."""
+    import math
+
+    import torch
+
+    ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.tokenizer.eos_token_id]
+    window = torch.tensor([ids])
+    with torch.no_grad():
+        return math.exp(float(loaded.model(input_ids=window, labels=window).loss))
+
+
+def test_perplexity_of_a_one_token_text_is_too_short(shell, capsys, magic_session):
+    assert len(magic_session.tokenizer("x", add_special_tokens=False)["input_ids"]) == 1
+    capsys.readouterr()
+    assert run(shell, "eval --metric perplexity", "x") is None
+    err = capsys.readouterr().err  # (after the tokenizing bar)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
+        "llm eval: the text is too short for perplexity: it needs at least 2 tokens"
+    with pytest.raises(LLMError, match="too short for perplexity"):
+        magic_session.eval("perplexity", text="x", progress=False)
+    # two tokens of its own are enough
+    two = "Hello world"
+    assert len(magic_session.tokenizer(two, add_special_tokens=False)["input_ids"]) == 2
+    value = magic_session.eval("perplexity", text=two, progress=False).value
+    assert value == pytest.approx(_perplexity_by_hand(magic_session.loaded, two), rel=1e-5)
+
+
+def test_magic_and_api_give_the_same_perplexity_on_the_same_text(shell, capsys, magic_session):
+    text = "The cat sat on the mat.\nIt was a sunny day, and the cat was happy."
+    by_api = magic_session.eval("perplexity", text=text, progress=False).value
+    by_magic = run(shell, "eval --metric perplexity", text).value  # IPython hands the body over as text + "\n"
+    assert by_magic == by_api == pytest.approx(_perplexity_by_hand(magic_session.loaded, text), rel=1e-5)
+    # a body ending in a newline of its own keeps it: only IPython's one newline is dropped
+    code = "def f(x):\n    return x\n"  # a text whose trailing newline is a token of its own
+    kept = run(shell, "eval --metric perplexity", code + "\n").value  # the cell's last line is empty
+    assert kept == magic_session.eval("perplexity", text=code, progress=False).value
+    assert kept != magic_session.eval("perplexity", text=code.rstrip("\n"), progress=False).value
+
+
+def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(cache, session, tmp_path):
+    """The issue's stale-token repro: a file rewritten with content of the same size and its mtime restored
+    (as cp -p, rsync or git checkout can leave it) is read and tokenized again."""
+    corpus = tmp_path / "corpus.txt"
+    first = "The cat sat on the mat and looked at the birds outside the window. " * 8
+    second = "".join(reversed(first))  # same size, other content
+    corpus.write_text(first)
+    before = corpus.stat()
+    scored_first = session.eval("perplexity", data=str(corpus), progress=False).value
+    corpus.write_text(second)
+    os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = corpus.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    scored_second = session.eval("perplexity", data=str(corpus), progress=False).value
+    # the oracle: the same text as a cell body, which is never cached
+    assert scored_second == pytest.approx(session.eval("perplexity", text=second, progress=False).value, rel=1e-6)
+    assert scored_first == pytest.approx(session.eval("perplexity", text=first, progress=False).value, rel=1e-6)
+    assert scored_second != pytest.approx(scored_first, rel=1e-3)
+    # the first content again (same size, same mtime): its cached tokens are still right
+    corpus.write_text(first)
+    os.utime(corpus, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert session.eval("perplexity", data=str(corpus), progress=False).value == scored_first
+
+
+def _tiny_byte_model() -> Session:
+    s = Session()
+    s.train(text=CORPUS, from_scratch=True, steps=1, seq_len=32, batch_size=2, progress=False)
+    return s
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_two_processes_equal_one_process_for_finetune_with_mixed_lengths(lora):
+    """--processes 2 x 4 rows = 1 process x 8 rows for records of very different lengths: the loss is the
+    mean over every target token of the global batch (7 records: the second rank's share is evened out with
+    a repeated row, which must not count)."""
+    import torch
+
+    from llm_magics.data import pad_batch, supervised_examples
+
+    words = CORPUS.split()
+    records = [{"text": " ".join(words[i:i + n])} for i, n in enumerate([2, 30, 5, 60, 11, 3, 44])]
+    body = "\n".join(json.dumps(r) for r in records)
+    options = dict(text=body, lora=lora, steps=3, seq_len=256, lr=1e-2, progress=False)
+    one = _tiny_byte_model()
+    # the oracle: plain transformers' mean token loss over all 7 records in one padded batch, before training
+    batch = pad_batch(supervised_examples(one.tokenizer, records, 256), one.tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected_first = float(one.model(**batch).loss)
+    single = one.finetune(batch_size=8, **options)
+    two = _tiny_byte_model()
+    double = two.finetune(batch_size=4, processes=2, **options)
+    assert single.history[0]["loss"] == pytest.approx(expected_first, abs=1e-5)
+    assert double.history[0]["loss"] == pytest.approx(expected_first, abs=1e-5)
+    assert len(double.history[0]["rank_losses"]) == 2
+    if lora:
+        # LoRA's dropout (0.05) draws its masks per rank, so after the first update (LoRA's B starts at
+        # zero: the first step's forward is dropout-free) the runs differ by their dropout draws, not by
+        # how the loss is averaged
+        return
+    assert [r["loss"] for r in double.history] == pytest.approx([r["loss"] for r in single.history], abs=1e-5)
+    mine, theirs = one.model.state_dict(), two.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    # (Adam divides by the gradient's own size: float noise in near-zero gradients moves a weight by up to
+    # ~lr * 1e-3 here, so the weights are compared a little less tightly than the losses)
+    assert max((mine[k].float() - theirs[k].float()).abs().max().item() for k in mine) <= 1e-4
+
+
+def test_reversed_labels_map_by_name_onto_the_existing_classifier(cache):
+    """--labels neg,pos then --labels pos,neg: the same head, class by name (never inverted); other names
+    get a head of their own."""
+    from sklearn.metrics import accuracy_score
+
+    s = Session()
+    s.load("minilm")
+    train, test = str(DATA / "sentiment_train.jsonl"), str(DATA / "sentiment_test.jsonl")
+    truth = [json.loads(line)["label"] for line in open(test)]
+    texts = [json.loads(line)["text"] for line in open(test)]
+    s.finetune(data=train, task="classify", labels="negative,positive", epochs=3, batch_size=8, lr=2e-4,
+               progress=False)
+    trained = accuracy_score(truth, s.classify(texts))  # the oracle: scikit-learn on the predicted names
+    assert trained >= 0.6  # (inverted, it would be 1 - trained)
+    head = s.model.config.id2label
+    result = s.finetune(data=train, eval_data=test, task="classify", labels="positive,negative", steps=1,
+                        lr=1e-6, progress=False)
+    assert s.model.config.id2label == head == {0: "negative", 1: "positive"}
+    again = accuracy_score(truth, s.classify(texts))
+    assert result.metrics["accuracy"] == pytest.approx(again)
+    assert again >= trained - 0.07  # not inverted (it was 0.0 when the head kept neg,pos and the ids flipped)
+    # other names: a new head for them, named as asked
+    renamed = [json.dumps({"text": t, "label": {"positive": "good", "negative": "bad"}[label]})
+               for t, label in zip(texts, truth)]
+    s.finetune(text="\n".join(renamed), task="classify", labels="good,bad", steps=1, progress=False)
+    assert s.model.config.id2label == {0: "good", 1: "bad"}

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..errors import LLMError
 from ..interrupts import import_whole
+from .fingerprint import content_key
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "text"}
 BUILDERS = {**TEXT_SUFFIXES, ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv",
@@ -28,6 +29,7 @@ class Corpus:
     builder: str  # text, json, csv, parquet, arrow (save_to_disk) or body
     text_field: str = "text"
     files: list[Path] = field(default_factory=list)
+    content: str = ""  # a key of the files' bytes (data/fingerprint.py): cached tokens are keyed on it
     body_lines: list[int] | None = None  # cell-body JSONL: the line of each row
 
     def __len__(self) -> int:
@@ -98,12 +100,13 @@ def _read_path(data: str, cache: Path | None) -> Corpus:
         if path.stat().st_size == 0 or (builders == {"text"} and not _has_text(path)):
             raise LLMError(f"no data: {data} is empty")
     builder = builders.pop()
-    dataset = _load(builder, files, data, cache)
+    content = content_key(files, path if path.is_dir() else None)
+    dataset = _load(builder, files, data, cache, content)
     if builder == "json":  # Arrow's JSON reader keeps invalid UTF-8 bytes as they are: refuse them here
         _check_utf8(dataset, Corpus(dataset, data, builder, files=files))
     if len(dataset) == 0:
         raise LLMError(f"no data: {data} has no records")
-    return Corpus(dataset, data, builder, files=files)
+    return Corpus(dataset, data, builder, files=files, content=content)
 
 
 def _has_text(path: Path) -> bool:
@@ -114,7 +117,7 @@ def _has_text(path: Path) -> bool:
     return False
 
 
-def _load(builder: str, files: list[Path], origin: str, cache: Path | None):
+def _load(builder: str, files: list[Path], origin: str, cache: Path | None, content: str):
     import datasets
 
     options = {"sample_by": "paragraph"} if builder == "text" else {}
@@ -122,6 +125,7 @@ def _load(builder: str, files: list[Path], origin: str, cache: Path | None):
         from ..loading import cache_dir
 
         cache = cache_dir() / "data" / "datasets"
+    cache = cache / f"content-{content[:32]}"  # datasets keys its copy on path + mtime: not enough alone
     try:
         with _quiet_datasets():
             return datasets.load_dataset(builder, data_files=[str(f.resolve()) for f in files], split="train",

@@ -140,7 +140,7 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
     features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype))})
     directory = None
     if corpus.cacheable and cache is not None:
-        directory = cache / "tokens" / f"{dataset._fingerprint}-{tokenizer_key(tokenizer)}-" \
+        directory = cache / "tokens" / f"{corpus.content[:16]}{dataset._fingerprint}-{tokenizer_key(tokenizer)}-" \
                                        f"{_safe(corpus.text_field)}-v{FORMAT_VERSION}"
         done = _finished(directory)
         if done is not None:
@@ -395,7 +395,7 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
     directory = None
     key = hashlib.sha256(f"{key}|{tokenizer_key(tokenizer)}|v{FORMAT_VERSION}".encode()).hexdigest()[:16]
     if corpus.cacheable and cache is not None:
-        directory = cache / "examples" / f"{dataset._fingerprint}-{key}"
+        directory = cache / "examples" / f"{corpus.content[:16]}{dataset._fingerprint}-{key}"
         directory.mkdir(parents=True, exist_ok=True)
     progress = {"rows": 0}
     prep.report("tokenizing", 0, total)

@@ -1,11 +1,13 @@
 """Resumable checkpoints: weights (or adapter), tokenizer, optimizer, scheduler, data-order and RNG state.
 
 The state is read back with `torch.load(weights_only=True)`: a checkpoint from elsewhere can hold
-tensors and plain data, never objects that run code. Every checkpoint records the id of the run that
-wrote it, so rotation removes only that run's own checkpoints.
+tensors and plain data, never objects that run code. Every checkpoint carries a manifest with the id of
+the run that wrote it, so rotation and replacement touch only that run's own checkpoints.
 """
 from __future__ import annotations
 
+import errno
+import json
 import pickle
 import random
 import shutil
@@ -18,8 +20,10 @@ import torch
 from ..errors import LLMError
 from ..loading import LoadedModel, quiet_transformers
 from .options import TrainResult
+from .output_lock import OutputDirLock
 
 STATE_FILE = "trainer_state.pt"
+MANIFEST = "llm_magics_checkpoint.json"  # marks a checkpoint folder we wrote, with its run's id
 
 
 def seed_everything(seed: int) -> None:
@@ -57,61 +61,127 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
-def prepare_output_dir(requested: str | None, kind: str, run_id: str) -> Path:
-    """Where this run writes checkpoints, checked before the first step: a writable folder that holds no
-    other run's checkpoints (those stay; this run then writes to a sub-folder of its own)."""
+def prepare_output_dir(requested: str | None, kind: str, run_id: str,
+                       lock: bool = True) -> tuple[Path, OutputDirLock | None]:
+    """Where this run writes checkpoints, checked before the first step: a writable folder, locked for
+    this run (a second run into it is refused; with several processes the kernel holds the lock), whose
+    `checkpoint-N` folders are all this run's own. Any other `checkpoint-N` (another run's, another
+    tool's, the user's) stays as it is and this run writes to a sub-folder of its own. Partial
+    checkpoints an earlier run of ours left behind are removed."""
     import time
 
     path = Path(requested or f"llm_runs/{kind}-{time.strftime('%Y%m%d-%H%M%S')}").expanduser()
+    held = lock_output_dir(path) if lock else None
+    try:
+        _remove_partials(path)
+        others = [p for p in _checkpoints(path) if checkpoint_run_id(p) != run_id]
+        if others:
+            path = path / f"run-{run_id}"
+            print(f"--output-dir holds {others[-1].name} of another run or tool (kept as it is); "
+                  f"this run writes to {path}")
+        _writable(path)
+        _remove_partials(path)  # (a sub-folder of ours from an earlier run of this id)
+    except BaseException:
+        if held:
+            held.release()
+        raise
+    return path, held
+
+
+def lock_output_dir(path: str | Path) -> OutputDirLock:
+    """The folder, created if needed and checked writable, locked for this run."""
+    path = Path(path).expanduser()
+    _writable(path)
+    return OutputDirLock(path).acquire()
+
+
+def _writable(path: Path) -> None:
     if path.exists() and not path.is_dir():
         raise LLMError(f"--output-dir {path} is a file, not a folder")
-    others = [p for p in _checkpoints(path) if checkpoint_run_id(p) != run_id]
-    if others:
-        path = path / f"run-{run_id}"
-        print(f"--output-dir holds checkpoints of another run ({others[-1].name}); this run writes to {path}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):
             pass
     except OSError as error:
         raise LLMError(f"--output-dir {path} is not writable: {error.strerror or error}") from None
-    return path
+
+
+def _remove_partials(folder: Path) -> None:
+    """`checkpoint-N.partial` folders of ours (or empty ones) that a killed run left; others stay."""
+    for partial in folder.glob("checkpoint-*.partial"):
+        if partial.is_dir() and not partial.is_symlink() and (_manifest(partial) or not any(partial.iterdir())):
+            shutil.rmtree(partial, ignore_errors=True)
 
 
 def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, batches, step: int,
                     result: TrainResult, keep: int, run_id: str | None = None) -> str:
-    """Weights (or LoRA adapter) + tokenizer + optimizer/scheduler/data/RNG state, written atomically."""
+    """Weights (or LoRA adapter) + tokenizer + optimizer/scheduler/data/RNG state, written aside and
+    renamed into place: a full disk or an interrupt leaves the earlier checkpoints as they were."""
     partial = directory.with_name(directory.name + ".partial")
+    for existing in (directory, partial):
+        if existing.exists() and not (existing.is_dir() and checkpoint_run_id(existing) == run_id):
+            raise LLMError(f"{existing} is in the way and this run did not write it: it is kept; "
+                           "pick another --output-dir")
     shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    model = getattr(loaded.model, "module", loaded.model)
-    with quiet_transformers():
-        model.save_pretrained(partial)
-    loaded.tokenizer.save_pretrained(partial)
-    torch.save({"step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": rng_state(),
-                "history": result.history, "eval_history": result.eval_history,
-                "tokens": result.tokens, "seconds": result.seconds}, partial / STATE_FILE)
-    shutil.rmtree(directory, ignore_errors=True)
+    try:
+        partial.mkdir(parents=True)
+        (partial / MANIFEST).write_text(json.dumps({"written_by": "llm_magics", "run_id": run_id, "step": step}))
+        model = getattr(loaded.model, "module", loaded.model)
+        with quiet_transformers():
+            model.save_pretrained(partial)
+        loaded.tokenizer.save_pretrained(partial)
+        torch.save({"step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": rng_state(),
+                    "history": result.history, "eval_history": result.eval_history,
+                    "tokens": result.tokens, "seconds": result.seconds}, partial / STATE_FILE)
+    except BaseException as error:  # nothing half-written stays; a full disk is one line
+        shutil.rmtree(partial, ignore_errors=True)
+        if isinstance(error, KeyboardInterrupt) or not isinstance(error, Exception):
+            raise
+        raise LLMError(write_failure(error, f"checkpoint {directory.name} was not written (the earlier "
+                                     f"checkpoints in {directory.parent} are kept)")) from None
+    replaced = directory.with_name(directory.name + ".replaced")
+    if directory.exists():  # our own earlier checkpoint of this step: swap, then drop the old one
+        shutil.rmtree(replaced, ignore_errors=True)
+        directory.rename(replaced)
     partial.rename(directory)
+    shutil.rmtree(replaced, ignore_errors=True)
     ours = [p for p in _checkpoints(directory.parent) if run_id and checkpoint_run_id(p) == run_id]
     for old in ours[:-keep] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
     return str(directory)
 
 
+def write_failure(error: BaseException, what: str) -> str:
+    """One line for a failed write: a full disk said plainly (safetensors and torch.save wrap ENOSPC in
+    their own errors), anything else with its first line."""
+    text = str(error)
+    if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text or "file write failed" in text:
+        return f"no space left on the disk: {what}; free some space and try again"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
+    return f"{what}: {first}"
+
+
 def _checkpoints(folder: Path) -> list[Path]:
+    """Every `checkpoint-N` folder, whoever wrote it, in step order."""
     if not folder.is_dir():
         return []
-    found = [p for p in folder.glob("checkpoint-*[0-9]") if (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[-1]) if p.name.split("-")[-1].isdigit() else -1)
+    found = [p for p in folder.glob("checkpoint-*") if p.name.split("-", 1)[1].isdigit() and p.is_dir()]
+    return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+
+
+def _manifest(directory: Path) -> dict | None:
+    try:
+        manifest = json.loads((directory / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("written_by") == "llm_magics" else None
 
 
 def checkpoint_run_id(directory: Path) -> str | None:
-    try:
-        return read_state(str(directory)).get("run_id")
-    except LLMError:
-        return None
+    """The run that wrote this checkpoint, from our manifest (None for folders we did not write)."""
+    manifest = _manifest(directory)
+    return manifest.get("run_id") if manifest else None
 
 
 def read_state(directory: str, mmap: bool = True) -> dict:

@@ -34,6 +34,7 @@ from ..data import Corpus, Preparation
 from ..errors import LLMError
 from ..interrupts import StopFlag
 from ..loading import LoadedModel
+from .checkpoints import lock_output_dir
 from .options import TrainOptions, TrainResult
 
 MODEL_FILE = "model.pt"
@@ -79,6 +80,18 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
         _check_config(accelerate_config, processes)
     if not _tokenize_here(job, prep or Preparation(stop, progress=False)):
         return TrainResult(kind=job.kind, total_steps=job.options.steps or 0, interrupted=True)
+    # the kernel holds --output-dir's lock for the workers (rank 0 writes the checkpoints)
+    lock = lock_output_dir(job.options.output_dir) if job.options.checkpoint_every and job.options.output_dir \
+        else None
+    try:
+        return _run_locked(job, processes, on_step, stop, accelerate_config, port)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _run_locked(job: Job, processes: int, on_step: list[Callable], stop: StopFlag, accelerate_config: str | None,
+                port: int | None) -> TrainResult:
     environment = dict(os.environ)  # accelerate and torch.distributed set MASTER_PORT, TORCHELASTIC_* ...
     at_once = threading.Event()
     with tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory, _manager() as manager, \

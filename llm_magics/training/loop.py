@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from ..data import (
+    IGNORE_INDEX,
     Corpus,
     Preparation,
     cached_examples,
@@ -30,7 +31,7 @@ from ..interrupts import StopFlag, graceful_interrupts
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel
 from .batches import EpochBatches, PackedBlocks, _fixed_windows, _padded_batches
 from .checkpoints import _restore, prepare_output_dir, save_checkpoint
-from .models import _add_lora, _load_weights, classifier_from
+from .models import _add_lora, _load_weights, check_lora_rank, classifier_from, head_labels
 from .options import TrainOptions, TrainResult
 from .scoring import _mean_loss, classification_metrics
 
@@ -38,8 +39,10 @@ from .scoring import _mean_loss, classification_metrics
 def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
                     on_step: list[Callable] = (), stop: StopFlag | None = None,
                     eval_corpus: Corpus | None = None, prep: Preparation | None = None,
-                    max_tokens: int | None = None, num_proc: int | None = None) -> TrainResult:
-    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed."""
+                    max_tokens: int | None = None, num_proc: int | None = None,
+                    on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed.
+    on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
     limit = context_length(loaded.model)
     if limit and options.seq_len > limit:
@@ -55,19 +58,22 @@ def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
     windows = PackedBlocks(tokens, options.seq_len, options.batch_size, options.seed)
     eval_batches = _fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
     return _optimize("train", loaded, windows, steps, options, on_step, stop,
-                     evaluate=(lambda: {"eval_loss": _mean_loss(loaded, eval_batches)}) if eval_batches else None)
+                     evaluate=(lambda: {"eval_loss": _mean_loss(loaded, eval_batches)}) if eval_batches else None,
+                     on_start=on_start)
 
 
 def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora: bool = False,
              lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
              labels: list[str] | None = None, eval_corpus: Corpus | None = None,
              on_step: list[Callable] = (), stop: StopFlag | None = None,
-             prep: Preparation | None = None) -> TrainResult:
+             prep: Preparation | None = None, on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it);
+    on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
     prep = prep or Preparation(stop, progress=False)
     kind = "classify" if task == "classify" else "finetune"
     if task == "classify":
-        labels = check_labels(labels)
+        labels = head_labels(loaded, check_labels(labels))
     elif task == "lm":
         if loaded.kind != CAUSAL:
             raise LLMError(f"{loaded.name} is a {loaded.kind} model: language-model fine-tuning needs a "
@@ -77,6 +83,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
             raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
     else:
         raise LLMError(f"unknown --task {task!r}: use lm or classify")
+    check_lora_rank(lora, lora_r)
     examples = _examples(loaded, corpus, task, labels, options.seq_len, prep)
     eval_examples = _examples(loaded, eval_corpus, task, labels, options.seq_len, prep) \
         if eval_corpus is not None and examples is not None else None
@@ -85,19 +92,38 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         return TrainResult(kind=kind, total_steps=options.steps or 0, interrupted=True)  # stopped while tokenizing
     if task == "lm" and not examples:
         raise _no_trainable_tokens(loaded, corpus, options.seq_len)
-    if task == "classify" and (loaded.kind != CLASSIFIER or loaded.model.config.num_labels != len(labels)):
+    if task == "classify" and (loaded.kind != CLASSIFIER or head_labels(loaded, labels) != labels
+                               or loaded.model.config.num_labels != len(labels)):
         loaded.model = classifier_from(loaded, labels)
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 
+    body, dtype = loaded.model, loaded.model.dtype
+    started = []
+
+    def start():
+        if not lora and options.resume:  # the checkpoint's weights go into the model only once the run starts
+            _load_weights(loaded, options.resume)
+        started.append(True)
+        if on_start:
+            on_start()
+
     if lora:
         _add_lora(loaded, lora_r, lora_alpha, task, options.resume)
-    else:
-        if loaded.model.dtype != torch.float32:
-            loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
-            loaded.dtype = torch.float32
-        if options.resume:
-            _load_weights(loaded, options.resume)
+    elif loaded.model.dtype != torch.float32:
+        loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
+        loaded.dtype = torch.float32
+    try:
+        return _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, start)
+    except BaseException:
+        if not started:  # failed before the first step: the model it was given is as it was
+            if loaded.model is not body:
+                loaded.model = loaded.model.unload()  # the LoRA layers injected into it are taken out
+            body.to(dtype)
+            loaded.dtype = dtype
+        raise
 
+
+def _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, on_start) -> TrainResult:
     batches = EpochBatches(examples, options.batch_size, loaded.tokenizer.pad_token_id or 0, options.seed)
     steps = options.steps or max(1, math.ceil(options.epochs * batches.batches_per_epoch / options.grad_accum))
     if eval_examples:
@@ -107,7 +133,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         evaluate = None
     if options.eval_every is None and evaluate:
         options.eval_every = max(1, math.ceil(batches.batches_per_epoch / options.grad_accum))  # once an epoch
-    return _optimize(kind, loaded, batches, steps, options, on_step, stop, evaluate)
+    return _optimize(kind, loaded, batches, steps, options, on_step, stop, evaluate, on_start)
 
 
 def _no_trainable_tokens(loaded: LoadedModel, corpus: Corpus, seq_len: int) -> LLMError:
@@ -151,7 +177,9 @@ def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] 
 
 
 def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
-              on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None) -> TrainResult:
+              on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None,
+              on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Set the run up (optimizer, schedule, resumed state, output dir), call on_start, then step."""
     from transformers import get_cosine_schedule_with_warmup
 
     on_gpu = loaded.device.type == "cuda"
@@ -167,6 +195,9 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                                    {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
     warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
     scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    # An earlier run's Accelerator marked the module as prepared, and accelerate then skips it: a forked
+    # worker would train without DDP's gradient sync. Every run prepares it afresh.
+    model.__dict__.pop("_is_accelerate_prepared", None)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     result = TrainResult(kind=kind, total_steps=total_steps)
@@ -175,8 +206,25 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
         start_step = _restore(options.resume, optimizer, scheduler, batches, result)
         if start_step >= total_steps:
             raise LLMError(f"--resume {options.resume} is at step {start_step}; ask for more --steps than that")
-    output_dir = prepare_output_dir(options.output_dir, kind, result.run_id) if options.checkpoint_every else None
+    output_dir, lock = None, None
+    if options.checkpoint_every:  # with several processes the kernel holds the folder's lock
+        output_dir, lock = prepare_output_dir(options.output_dir, kind, result.run_id,
+                                              lock=accelerator.num_processes == 1)
     result.output_dir = str(output_dir) if output_dir else None
+    try:
+        return _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model,
+                      optimizer, scheduler, trainable, result, start_step, output_dir, on_start)
+    finally:
+        if lock:
+            lock.release()
+
+
+def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model, optimizer,
+           scheduler, trainable, result, start_step, output_dir, on_start) -> TrainResult:
+    """The optimizer steps of a prepared run (its output dir locked)."""
+    on_gpu = loaded.device.type == "cuda"
+    if on_start:
+        on_start()  # the point of no return: the session now holds the model this run trains
 
     def save(step: int):
         if accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
@@ -206,14 +254,14 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                 if _stop_requested(accelerator, flag):
                     result.interrupted = True
                     break
-                rank_losses, tokens = _one_step(accelerator, model, batches, options, loaded.device)
+                loss, rank_losses, tokens = _one_step(accelerator, model, batches, options, loaded.device)
                 accelerator.clip_grad_norm_(trainable, options.max_grad_norm)
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 result.tokens += tokens
                 result.seconds = time.perf_counter() - started
-                row = {"step": step, "loss": _HostValue(rank_losses.mean()), "lr": scheduler.get_last_lr()[0],
+                row = {"step": step, "loss": _HostValue(loss), "lr": scheduler.get_last_lr()[0],
                        "tokens": result.tokens, "elapsed": result.seconds}
                 if len(rank_losses) > 1:
                     row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
@@ -312,18 +360,57 @@ def _unwrap_peft(model):
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tuple[torch.Tensor, int]:
-    """One optimizer step's gradients; returns each process's loss (a device tensor, not read here) and the
-    tokens of the step. With several processes every rank draws the same global batch and keeps its own
-    share (accelerate's split_between_processes), so N processes x B rows = one process x N*B rows."""
-    total_loss, tokens = torch.zeros((), device=accelerator.device), 0
-    for _ in range(options.grad_accum):
-        batch = batches.next_batch()
+def _one_step(accelerator, model, batches, options: TrainOptions, device) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """One optimizer step's gradients; returns the step's loss and each process's own mean loss (device
+    tensors, not read here) and the tokens of the step. With several processes every rank draws the same
+    global batch and keeps its own share (accelerate's split_between_processes), so N processes x B rows =
+    one process x N*B rows. The loss is the mean over every target token (or labelled row) of the whole
+    step, all micro-batches and ranks together, not a mean of per-rank or per-micro-batch means, which
+    would weigh a short record's tokens more when records have different lengths."""
+    micro_batches = [batches.next_batch() for _ in range(options.grad_accum)]
+    targets = max(1, sum(int(_targets(batch["labels"]).sum()) for batch in micro_batches))
+    world = accelerator.num_processes
+    share, own, tokens = torch.zeros((), device=accelerator.device), 0, 0
+    for batch in micro_batches:
         tokens += int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+        rows = len(batch["input_ids"])
         with accelerator.split_between_processes(batch, apply_padding=True) as shard:
             shard = {k: v.to(device, non_blocking=True) for k, v in shard.items()}
+        labels = _without_repeated_rows(shard.pop("labels"), rows, accelerator)
         with accelerator.autocast():
-            loss = model(**shard).loss / options.grad_accum
-        accelerator.backward(loss)
-        total_loss += loss.detach()
-    return accelerator.gather(total_loss[None]), tokens
+            logits = model(**shard).logits
+        loss = _summed_loss(logits, labels) / targets
+        accelerator.backward(loss * world)  # DDP averages the ranks' gradients; the step needs their sum
+        share += loss.detach()
+        own += int(_targets(labels).sum())
+    gathered = accelerator.gather(torch.stack([share, torch.tensor(float(own), device=share.device)])[None])
+    shares, counts = gathered[:, 0], gathered[:, 1]
+    return shares.sum(), shares * targets / counts.clamp(min=1), tokens
+
+
+def _targets(labels: torch.Tensor) -> torch.Tensor:
+    """Which labels are scored: a causal LM predicts labels[:, 1:]; a classifier one label per row."""
+    return (labels[:, 1:] if labels.ndim == 2 else labels) != IGNORE_INDEX
+
+
+def _summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The summed cross-entropy over the scored labels (what the model's own mean loss averages)."""
+    import torch.nn.functional as F
+
+    if labels.ndim == 2:  # next-token prediction: position t predicts label t + 1
+        logits, labels = logits[:, :-1], labels[:, 1:]
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
+                           ignore_index=IGNORE_INDEX, reduction="sum")
+
+
+def _without_repeated_rows(labels: torch.Tensor, rows: int, accelerator) -> torch.Tensor:
+    """split_between_processes evens out the ranks' shares by repeating the batch's last row: those
+    repeats get no labels, so no row counts twice."""
+    if accelerator.num_processes == 1:
+        return labels
+    each, extra = divmod(rows, accelerator.num_processes)
+    valid = each + (1 if accelerator.process_index < extra else 0)
+    if valid < len(labels):
+        labels = labels.clone()
+        labels[valid:] = IGNORE_INDEX
+    return labels

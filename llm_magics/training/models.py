@@ -172,6 +172,24 @@ def classifier_from(loaded: LoadedModel, labels: list[str]):
     return classifier.to(loaded.device, dtype=torch.float32)
 
 
+def head_labels(loaded: LoadedModel, labels: list[str]) -> list[str]:
+    """--labels in the order of the loaded classifier's head when they name the same classes (so
+    `--labels pos,neg` on a neg,pos classifier trains class by name, never inverted); else as given
+    (a new head is built for them)."""
+    from ..loading import CLASSIFIER
+
+    if loaded.kind != CLASSIFIER:
+        return labels
+    config = loaded.model.config
+    existing = [config.id2label[i] for i in range(config.num_labels)]
+    return existing if sorted(existing) == sorted(labels) else labels
+
+
+def check_lora_rank(lora: bool, rank) -> None:
+    if lora and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
+        raise LLMError(f"--lora-r must be a whole number >= 1; got {rank!r}")
+
+
 def _unwrap(model):
     from peft import PeftModel
 
