@@ -154,6 +154,15 @@ def build_parser() -> argparse.ArgumentParser:
     lens = commands.add_parser("lens", help="logit lens of TEXT (or the cell body): every layer's next-token guesses")
     lens.add_argument("text", nargs="*")
 
+    patch = commands.add_parser("patch", help="activation patching: cell body = clean prompt, then corrupted prompt")
+    patch.add_argument("--answer", help="the clean answer token, as typed (' Paris'); default: the clean run's top "
+                       "next token")
+    patch.add_argument("--wrong", help="the token it competes with; default: the corrupted run's top next token")
+    patch.add_argument("--site", default="residual", choices=["residual", "attention", "mlp", "heads"],
+                       help="what is patched: a layer's output, its attention or MLP output (layer x position), "
+                       "or one head's output at the last position (layer x head)")
+    patch.add_argument("--layers", help="only these layers, e.g. 0,5,29 or 20-29 (default: all)")
+
     evaluate = commands.add_parser("eval", help="score the loaded model on --data (or the cell body)")
     evaluate.add_argument("--metric", required=True, choices=["perplexity", "accuracy", "f1", "bleu", "rouge"])
     evaluate.add_argument("--data", help=DATA_HELP)
@@ -395,6 +404,17 @@ class LLMMagics(Magics):
         display(view)
         return view
 
+    def _patch(self, args, cell):
+        lines = [line for line in (cell or "").splitlines() if line.strip()]
+        if len(lines) != 2:
+            raise LLMError(f"patching needs two prompts: the clean one on the first line of the cell, the corrupted "
+                           f"one on the second (got {len(lines)} non-empty line{'s' if len(lines) != 1 else ''})")
+        result = self.session.patch(lines[0], lines[1], answer=args.answer, wrong=args.wrong, site=args.site,
+                                    layers=_layers(args.layers))
+        print(result.summary())
+        display(result.view())
+        return result
+
     def _eval(self, args, cell):
         result = self.session.eval(args.metric, data=args.data, text=cell, max_new_tokens=args.max_new_tokens,
                                    seq_len=args.seq_len, text_field=args.text_field, sample_docs=args.sample_docs,
@@ -412,6 +432,20 @@ def _discarding_on_error(view: list, run):
             if not shown.steps:
                 shown.discard()
         raise
+
+
+def _layers(text: str | None) -> list[int] | None:
+    """'0,5,20-29' -> [0, 5, 20, ..., 29]."""
+    if not text:
+        return None
+    layers = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            layers.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise LLMError(f"--layers {text!r}: write layer numbers and ranges, e.g. 0,5,20-29") from None
+    return layers
 
 
 def _body(cell: str) -> str:
