@@ -412,6 +412,24 @@ class Session:
         self.last = result
         return result
 
+    def attribute(self, text: str, method: str = "integrated-gradients", target: str | None = None,
+                  max_new_tokens: int = 10, steps: int | None = None, batch_size: int = 16, progress: bool = True):
+        """Which input tokens drove each output token, with Captum's `method`. Without target: the greedy
+        continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
+        between target tokens: the finished ones are kept (`.interrupted`)."""
+        from .attribution import attribute
+
+        loaded = self.require_model("attribute")
+        bar = _LayerBar(f"attribution ({method})", unit="token") if progress else None
+        try:
+            result = self._stoppable(lambda stop: attribute(loaded, text, method, target, max_new_tokens, steps,
+                                                            batch_size, stop, bar))
+        finally:
+            if bar is not None:
+                bar.close()
+        self.last = result
+        return result
+
     # --- classification ---
     def classify(self, texts: list[str] | str) -> list[str]:
         loaded = self.require_model("classify")

@@ -133,3 +133,19 @@ def patching_view(result) -> HeatmapView:
                        f"{result.wrong!r} · score 0 = corrupted, 1 = clean", rows=[f"layer {i}" for i in
                        range(result.scores.shape[0])], columns=result.columns, values=_cells(result.scores),
                        hint="click a cell for that patched run's top-5 next tokens")
+
+
+def attribution_view(result, normalize: bool = False) -> HeatmapView:
+    """Output tokens x input tokens, each row labelled with its step scores; hover gives the values, a
+    click the output token's likeliest alternatives."""
+    def describe(row: int, column: int):
+        step = result.step_scores[row]
+        return (f"output {row} {result.targets[row]!r}: p = {step['probability']:.4f}, entropy "
+                f"{step['entropy']:.3f} nats; its likeliest alternatives", [[t, round(p, 6)] for t, p in step["top"]])
+
+    notes = [f"p={s['probability']:.2f} H={s['entropy']:.2f}" for s in result.step_scores]
+    delta = f" · IG delta ≤ {max(abs(d) for d in result.deltas):.3g}" if result.deltas else ""
+    return HeatmapView(describe=describe, title=f"attribution · {result.method}{delta} · rows: output tokens "
+                       f"(p, entropy), columns: input tokens", rows=result.targets, columns=result.tokens,
+                       row_notes=notes, values=_cells(result.scores), normalizable=True, normalize=normalize,
+                       hint="hover a cell for its score; click for the output token's alternatives")

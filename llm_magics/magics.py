@@ -163,6 +163,17 @@ def build_parser() -> argparse.ArgumentParser:
                        "or one head's output at the last position (layer x head)")
     patch.add_argument("--layers", help="only these layers, e.g. 0,5,29 or 20-29 (default: all)")
 
+    attribute = commands.add_parser("attribute", help="which input tokens drove each output token (Captum)")
+    attribute.add_argument("text", nargs="*")
+    attribute.add_argument("--method", default="integrated-gradients",
+                           help="integrated-gradients (default), layer-integrated-gradients, saliency, "
+                           "input-x-gradient, occlusion, feature-ablation or shapley-sampling")
+    attribute.add_argument("--target", help="the output to explain (text; a label for a classifier); default: the "
+                           "greedy continuation, or the predicted label")
+    attribute.add_argument("--max-new-tokens", type=int, default=10, help="tokens generated without --target")
+    attribute.add_argument("--steps", type=int, help="integration steps (default 50) or Shapley samples (25)")
+    attribute.add_argument("--normalize", action="store_true", help="scale each output token's row to its max")
+
     evaluate = commands.add_parser("eval", help="score the loaded model on --data (or the cell body)")
     evaluate.add_argument("--metric", required=True, choices=["perplexity", "accuracy", "f1", "bleu", "rouge"])
     evaluate.add_argument("--data", help=DATA_HELP)
@@ -179,7 +190,8 @@ PARSER = build_parser()
 
 
 # Sub-commands whose free text (prompt, message, text) may follow the options on the line itself.
-FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text", "lens": "text"}
+FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text", "lens": "text",
+             "attribute": "text"}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -403,6 +415,14 @@ class LLMMagics(Magics):
         view = self.session.attention(text, view="lens")
         display(view)
         return view
+
+    def _attribute(self, args, cell):
+        text = _body(cell) if cell is not None else args.text
+        result = self.session.attribute(text, method=args.method, target=args.target,
+                                        max_new_tokens=args.max_new_tokens, steps=args.steps)
+        print(result.summary())
+        display(result.view(normalize=args.normalize))
+        return result
 
     def _patch(self, args, cell):
         lines = [line for line in (cell or "").splitlines() if line.strip()]
