@@ -46,6 +46,7 @@ class AttributionResult:
     prompt_length: int = 0
     interrupted: bool = False
     steps: int | None = None
+    ids: list[int] = field(default_factory=list)  # the token ids of `tokens`
 
     def to_frame(self):
         import pandas as pd
@@ -258,7 +259,8 @@ def _causal(loaded, ids, method, target, max_new_tokens, steps, batch_size, limi
     return AttributionResult(method=method, tokens=[decode(i) for i in sequence[0].tolist()],
                              targets=[decode(i) for i in target_ids[:done]],
                              scores=np.array(rows).reshape(done, columns), step_scores=step_scores, deltas=deltas,
-                             prompt_length=prompt_length, interrupted=interrupted, steps=steps)
+                             prompt_length=prompt_length, interrupted=interrupted, steps=steps,
+                             ids=sequence[0].tolist())
 
 
 def _classifier(loaded, ids, method, target, steps, batch_size, limit):
@@ -278,4 +280,4 @@ def _classifier(loaded, ids, method, target, steps, batch_size, limit):
     return AttributionResult(method=method, tokens=[tokenizer.decode([i]) for i in ids[0].tolist()],
                              targets=[labels[label]], scores=scores.cpu().double().numpy()[None],
                              step_scores=[step], deltas=[] if delta is None else [delta],
-                             prompt_length=ids.shape[1], steps=steps)
+                             prompt_length=ids.shape[1], steps=steps, ids=ids[0].tolist())
