@@ -80,11 +80,13 @@ def main():
     ours_mb, loop_mb = peak_memory_mb(ours), peak_memory_mb(loop)
     difference = float((results["ours"][layers] - results["loop"][layers]).abs().max())
     assert difference < 1e-4, f"scores differ by {difference}"
+    shown = results["ours"][layers]
     table = markdown_table(["sweep", "batched s", "hook loop s", "speed-up", "batched peak MB", "loop peak MB",
-                            "max |score difference|"],
+                            "max |score difference|", "scores range"],
                            [[f"{len(layers)} layers x {n} positions", f"{timings['ours']:.1f}",
                              f"{timings['loop']:.1f}", f"{timings['loop'] / timings['ours']:.1f}x", f"{ours_mb:.0f}",
-                             f"{loop_mb:.0f}", f"{difference:.1e}"]])
+                             f"{loop_mb:.0f}", f"{difference:.1e}",
+                             f"{float(shown.min()):.2f} .. {float(shown.max()):.2f}"]])
     print(f"Residual-stream activation patching, SmolLM2-135M, on {device_name()}\n\n{table}")
 
 
