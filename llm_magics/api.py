@@ -421,6 +421,44 @@ class Session:
         self.last = result
         return result
 
+    # --- why: activation patching and attribution ---
+    def patch(self, clean: str, corrupted: str, answer: str | None = None, wrong: str | None = None,
+              site: str = "residual", layers: list[int] | None = None, batch_size: int = 64,
+              progress: bool = True):
+        """Activation patching: every layer × position (site 'heads': layer × head) of the corrupted run
+        patched from the clean run; `.scores` is the share of the logit difference answer − wrong restored.
+        answer / wrong default to the clean and the corrupted run's top next tokens. Stoppable."""
+        from .patching import patch
+
+        loaded = self.require_model("patch")
+        bar = _LayerBar(f"patching {site}") if progress else None
+        try:
+            result = self._stoppable(lambda stop: patch(loaded, clean, corrupted, answer, wrong, site, layers,
+                                                        batch_size, stop, bar))
+        finally:
+            if bar is not None:
+                bar.close()
+        self.last = result
+        return result
+
+    def attribute(self, text: str, method: str = "integrated-gradients", target: str | None = None,
+                  max_new_tokens: int = 10, steps: int | None = None, batch_size: int = 16, progress: bool = True):
+        """Which input tokens drove each output token, with Captum's `method`. Without target: the greedy
+        continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
+        between target tokens: the finished ones are kept (`.interrupted`)."""
+        from .attribution import attribute
+
+        loaded = self.require_model("attribute")
+        bar = _LayerBar(f"attribution ({method})", unit="token") if progress else None
+        try:
+            result = self._stoppable(lambda stop: attribute(loaded, text, method, target, max_new_tokens, steps,
+                                                            batch_size, stop, bar))
+        finally:
+            if bar is not None:
+                bar.close()
+        self.last = result
+        return result
+
     # --- classification ---
     def classify(self, texts: list[str] | str) -> list[str]:
         loaded = self.require_model("classify")
@@ -431,6 +469,24 @@ class Session:
         records = [{"text": t, "label": labels[0]} for t in texts]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]
+
+
+class _LayerBar:
+    """A tqdm bar over the layers of a patching sweep (or the targets of an attribution)."""
+
+    def __init__(self, description: str, unit: str = "layer"):
+        self.description, self.unit, self.bar = description, unit, None
+
+    def __call__(self, done: int, total: int):
+        if self.bar is None:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class _LatestResult:

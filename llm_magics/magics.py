@@ -154,6 +154,26 @@ def build_parser() -> argparse.ArgumentParser:
     lens = commands.add_parser("lens", help="logit lens of TEXT (or the cell body): every layer's next-token guesses")
     lens.add_argument("text", nargs="*")
 
+    patch = commands.add_parser("patch", help="activation patching: cell body = clean prompt, then corrupted prompt")
+    patch.add_argument("--answer", help="the clean answer token, as typed (' Paris'); default: the clean run's top "
+                       "next token")
+    patch.add_argument("--wrong", help="the token it competes with; default: the corrupted run's top next token")
+    patch.add_argument("--site", default="residual", choices=["residual", "attention", "mlp", "heads"],
+                       help="what is patched: a layer's output, its attention or MLP output (layer x position), "
+                       "or one head's output at the last position (layer x head)")
+    patch.add_argument("--layers", help="only these layers, e.g. 0,5,29 or 20-29 (default: all)")
+
+    attribute = commands.add_parser("attribute", help="which input tokens drove each output token (Captum)")
+    attribute.add_argument("text", nargs="*")
+    attribute.add_argument("--method", default="integrated-gradients",
+                           help="integrated-gradients (default), layer-integrated-gradients, saliency, "
+                           "input-x-gradient, occlusion, feature-ablation or shapley-sampling")
+    attribute.add_argument("--target", help="the output to explain (text; a label for a classifier); default: the "
+                           "greedy continuation, or the predicted label")
+    attribute.add_argument("--max-new-tokens", type=int, default=10, help="tokens generated without --target")
+    attribute.add_argument("--steps", type=int, help="integration steps (default 50) or Shapley samples (25)")
+    attribute.add_argument("--normalize", action="store_true", help="scale each output token's row to its max")
+
     evaluate = commands.add_parser("eval", help="score the loaded model on --data (or the cell body)")
     evaluate.add_argument("--metric", required=True, choices=["perplexity", "accuracy", "f1", "bleu", "rouge"])
     evaluate.add_argument("--data", help=DATA_HELP)
@@ -173,7 +193,8 @@ INTERRUPTED = {None: "interrupted; nothing was changed (the loaded model and any
 
 
 # Sub-commands whose free text (prompt, message, text) may follow the options on the line itself.
-FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text", "lens": "text"}
+FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text", "lens": "text",
+             "attribute": "text"}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -413,6 +434,25 @@ class LLMMagics(Magics):
         display(view)
         return view
 
+    def _attribute(self, args, cell):
+        text = cell if cell is not None else args.text
+        result = self.session.attribute(text, method=args.method, target=args.target,
+                                        max_new_tokens=args.max_new_tokens, steps=args.steps)
+        print(result.summary())
+        display(result.view(normalize=args.normalize))
+        return result
+
+    def _patch(self, args, cell):
+        lines = [line for line in (cell or "").splitlines() if line.strip()]
+        if len(lines) != 2:
+            raise LLMError(f"patching needs two prompts: the clean one on the first line of the cell, the corrupted "
+                           f"one on the second (got {len(lines)} non-empty line{'s' if len(lines) != 1 else ''})")
+        result = self.session.patch(lines[0], lines[1], answer=args.answer, wrong=args.wrong, site=args.site,
+                                    layers=_layers(args.layers))
+        print(result.summary())
+        display(result.view())
+        return result
+
     def _eval(self, args, cell):
         result = self.session.eval(args.metric, data=args.data, text=cell, max_new_tokens=args.max_new_tokens,
                                    seq_len=args.seq_len, text_field=args.text_field, sample_docs=args.sample_docs,
@@ -436,6 +476,21 @@ def _as_typed(cell: str | None) -> str | None:
     """The cell body as the user typed it: IPython ends every body with one newline of its own (it adds
     it when the cell does not end with one), and only that one is dropped."""
     return cell[:-1] if cell is not None and cell.endswith("\n") else cell
+
+
+def _layers(text: str | None) -> list[int] | None:
+    """'0,5,20-29' -> [0, 5, 20, ..., 29]."""
+    if not text:
+        return None
+    layers = []
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            layers.extend(range(int(first), int(last or first) + 1))
+    except ValueError:
+        raise LLMError(f"--layers {text!r}: write layer numbers and ranges, e.g. 0,5,20-29") from None
+    return layers
+
 
 
 def _finished(prompt: str, text: str, note: str) -> dict:

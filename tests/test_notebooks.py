@@ -30,4 +30,5 @@ def test_notebook_runs(path, tmp_path):
 
 def test_examples_exist():
     assert [p.name for p in NOTEBOOKS] == ["01_generate.ipynb", "02_train_from_scratch.ipynb",
-                                           "03_finetune_lora.ipynb", "04_classifier.ipynb", "05_attention.ipynb"]
+                                           "03_finetune_lora.ipynb", "04_classifier.ipynb", "05_attention.ipynb",
+                                           "06_why.ipynb"]

@@ -1,0 +1,147 @@
+"""Attribution time and peak memory per method: ours (`Session.attribute`: integration steps and
+perturbations in batches of 16, one target at a time) vs the same Captum method called with its defaults
+(all IG steps in one batch, one perturbation per forward) on the same input, forward function and
+baseline. A prompt of --prompt-tokens tokens and --new-tokens greedily generated targets on SmolLM2;
+attributions must agree to 1e-4. Each side runs in its own fresh process (the model loaded, then one
+run), so that the peak RSS of one is not hidden by memory the other left in the allocator.
+
+    python bench/attribution.py [--prompt-tokens 100] [--new-tokens 10] [--methods ...] [--steps 50]
+"""
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
+
+from llm_magics import Session  # noqa: E402
+from llm_magics.attribution import METHODS, _baseline_id, _LogProb  # noqa: E402
+
+
+def captum_defaults(method: str, loaded, sequence: torch.Tensor, prompt_length: int, steps: int) -> np.ndarray:
+    """Each target token attributed by the Captum method with its default batching."""
+    from captum.attr import (FeatureAblation, InputXGradient, IntegratedGradients, LayerIntegratedGradients,
+                             Occlusion, Saliency, ShapleyValueSampling)
+
+    f, embedding = _LogProb(loaded), loaded.model.get_input_embeddings()
+    base = _baseline_id(loaded.tokenizer)
+    rows = []
+    for index in range(sequence.shape[1] - prompt_length):
+        ids, target = sequence[:, :prompt_length + index], int(sequence[0, prompt_length + index])
+        x = embedding(ids).detach().requires_grad_(True)
+        if method == "integrated-gradients":
+            a = IntegratedGradients(f).attribute(x, torch.zeros_like(x), additional_forward_args=(target, True),
+                                                 n_steps=steps).sum(-1)
+        elif method == "layer-integrated-gradients":
+            a = LayerIntegratedGradients(f, embedding).attribute(ids, torch.full_like(ids, base),
+                                                                 additional_forward_args=(target,), n_steps=steps).sum(-1)
+        elif method == "saliency":
+            a = Saliency(f).attribute(x, additional_forward_args=(target, True)).sum(-1)
+        elif method == "input-x-gradient":
+            a = InputXGradient(f).attribute(x, additional_forward_args=(target, True)).sum(-1)
+        elif method == "occlusion":
+            with torch.no_grad():
+                a = Occlusion(f).attribute(x, (1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=0,
+                                           additional_forward_args=(target, True)).mean(-1)
+        elif method == "feature-ablation":
+            with torch.no_grad():
+                a = FeatureAblation(f).attribute(ids, baselines=base, additional_forward_args=(target,))
+        else:
+            with torch.no_grad():
+                a = ShapleyValueSampling(f).attribute(ids, baselines=base, additional_forward_args=(target,),
+                                                      n_samples=steps)
+        row = np.full(sequence.shape[1], np.nan)
+        row[:ids.shape[1]] = a[0].detach().double().numpy()
+        rows.append(row)
+    return np.array(rows)
+
+
+def prompt_text(tokenizer, prompt_tokens: int) -> str:
+    words = ("the river bank was quiet when the old fisherman told his grandson a story about the sea "
+             "and the storms he had seen long ago before the town had a harbour ").split()
+    text = " ".join(words[i % len(words)] for i in range(prompt_tokens * 2))
+    return tokenizer.decode(tokenizer(text)["input_ids"][:prompt_tokens])
+
+
+def one_side(args):
+    """In a fresh process: load, then run one side once; print its time and extra peak RSS, save the scores."""
+    session = Session()
+    loaded = session.load("default")
+    text = prompt_text(loaded.tokenizer, args.prompt_tokens)
+    method, steps = args.one, args.side_steps
+    out = {}
+
+    def run():
+        start = time.perf_counter()
+        torch.manual_seed(0)
+        if args.side == "ours":
+            result = session.attribute(text, method=method, max_new_tokens=args.new_tokens, steps=steps,
+                                       progress=False)
+            out.update(scores=result.scores, ids=result.ids)
+        else:
+            ids = json.loads(Path(args.ids).read_text())
+            prompt_length = len(loaded.tokenizer(text)["input_ids"])
+            out.update(scores=captum_defaults(method, loaded, torch.tensor([ids]), prompt_length, steps), ids=ids)
+        out["seconds"] = time.perf_counter() - start
+
+    extra_mb = peak_memory_mb(run)  # sampled RSS over the call, in a process that ran nothing else
+    scores, ids, seconds = out["scores"], out["ids"], out["seconds"]
+    np.save(args.out, scores)
+    Path(args.out + ".ids.json").write_text(json.dumps(ids))
+    print(json.dumps({"seconds": seconds, "extra_mb": extra_mb}))
+
+
+def run_side(args, method: str, steps: int, side: str, out: str, ids: str | None = None) -> dict:
+    command = [sys.executable, __file__, "--one", method, "--side", side, "--side-steps", str(steps), "--out", out,
+               "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]
+    if ids:
+        command += ["--ids", ids]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{side} {method} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--prompt-tokens", type=int, default=100)
+    parser.add_argument("--new-tokens", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=50, help="IG steps (Shapley samples: half of it)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--side", help=argparse.SUPPRESS)
+    parser.add_argument("--side-steps", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--ids", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        return one_side(args)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        for method in args.methods:
+            steps = args.steps if "integrated" in method else max(1, args.steps // 2)
+            ours_out, theirs_out = f"{folder}/{method}-ours.npy", f"{folder}/{method}-captum.npy"
+            ours = run_side(args, method, steps, "ours", ours_out)
+            theirs = run_side(args, method, steps, "captum", theirs_out, ours_out + ".ids.json")
+            difference = float(np.nanmax(np.abs(np.load(ours_out) - np.load(theirs_out))))
+            rows.append([method, steps, f"{ours['seconds']:.1f}", f"{theirs['seconds']:.1f}",
+                         f"{theirs['seconds'] / ours['seconds']:.2f}x", f"{ours['extra_mb']:.0f}",
+                         f"{theirs['extra_mb']:.0f}", f"{difference:.1e}"])
+            print(f"{method}: ours {ours}, captum defaults {theirs}, max diff {difference:.1e}", file=sys.stderr,
+                  flush=True)
+    table = markdown_table(["method", "steps / samples", "ours s", "Captum defaults s", "speed-up",
+                            "ours extra peak RSS MB", "Captum extra peak RSS MB", "max |difference|"], rows)
+    print(f"Attribution of {args.new_tokens} generated tokens to a {args.prompt_tokens}-token prompt, "
+          f"SmolLM2-135M, on {device_name()} (each side in a fresh process; ours includes the greedy generation)"
+          f"\n\n{table}")
+
+
+if __name__ == "__main__":
+    main()

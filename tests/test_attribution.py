@@ -1,0 +1,153 @@
+"""Attribution with Captum's methods: every method on a causal and an encoder classifier (tiny random
+models, few steps), IG completeness against an independent forward pass, stop keeps the finished targets,
+JSON round trip, the view, and one line per user mistake."""
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llm_magics import LLMError
+from llm_magics.attribution import METHODS, AttributionResult, attribute
+from llm_magics.interrupts import StopFlag
+from llm_magics.loading import LoadedModel
+
+from conftest import one_error_line, run
+from test_patching import tiny_model
+
+PROMPT = "The capital of France is"
+
+
+@pytest.fixture(scope="module")
+def tokenizer(default_model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(default_model_dir)
+
+
+@pytest.fixture(scope="module")
+def causal(tokenizer):
+    return tiny_model("llama", tokenizer)
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+
+    from llm_magics.loading import load_model
+
+    tokenizer = load_model("minilm").tokenizer
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=2, id2label={0: "negative", 1: "positive"},
+                        label2id={"negative": 0, "positive": 1})
+    model = BertForSequenceClassification(config).eval()
+    return LoadedModel(model, tokenizer, "tiny bert", "", "classifier", torch.device("cpu"), torch.float32)
+
+
+def log_prob(loaded, ids, target):
+    with torch.no_grad():
+        logits = loaded.model(input_ids=ids).logits
+    logits = logits[0, -1] if loaded.kind == "causal" else logits[0]
+    return float(torch.log_softmax(logits, -1)[target])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_a_causal_model(causal, method):
+    result = attribute(causal, PROMPT, method=method, max_new_tokens=2, steps=4)
+    n = result.prompt_length
+    assert len(result.targets) == 2 and len(result.tokens) == n + 2
+    assert result.scores.shape == (2, n + 2)
+    assert not np.isnan(result.scores[0, :n]).any() and np.isnan(result.scores[0, n:]).all()
+    assert not np.isnan(result.scores[1, :n + 1]).any() and np.isnan(result.scores[1, n + 1])  # sees target 0
+    assert np.abs(result.scores[:, :n]).sum() > 0
+    # the greedy continuation, and its step scores, against a plain forward pass
+    ids = causal.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    first = causal.tokenizer.decode([int(causal.model(input_ids=ids).logits[0, -1].argmax())])
+    assert result.targets[0] == first
+    target_id = causal.tokenizer(first, add_special_tokens=False)["input_ids"][0]
+    assert result.step_scores[0]["probability"] == pytest.approx(math.exp(log_prob(causal, ids, target_id)), abs=1e-5)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_on_an_encoder_classifier(classifier, method):
+    result = attribute(classifier, "a truly wonderful film", method=method, steps=4)
+    ids = classifier.tokenizer("a truly wonderful film", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        predicted = classifier.model.config.id2label[int(classifier.model(input_ids=ids).logits.argmax())]
+    assert result.targets == [predicted]
+    assert result.scores.shape == (1, ids.shape[1]) and not np.isnan(result.scores).any()
+    other = attribute(classifier, "a truly wonderful film", method=method, steps=4,
+                      target="negative" if predicted == "positive" else "positive")
+    assert other.targets != result.targets
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "layer-integrated-gradients"])
+def test_integrated_gradients_completeness_within_the_reported_delta(causal, classifier, method):
+    """sum(attributions) = f(input) - f(baseline) up to the reported delta, with f and the baseline computed
+    here by plain forward passes; and the delta shrinks with more steps."""
+    for loaded, text in ((causal, PROMPT), (classifier, "a truly wonderful film")):
+        coarse = attribute(loaded, text, method=method, steps=4, max_new_tokens=1)
+        fine = attribute(loaded, text, method=method, steps=64, max_new_tokens=1)
+        ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
+        target = ids.new_tensor(loaded.tokenizer(fine.targets[0], add_special_tokens=False)["input_ids"][:1]) \
+            if loaded.kind == "causal" else list(loaded.model.config.id2label.values()).index(fine.targets[0])
+        target = int(target)
+        with torch.no_grad():
+            if method == "integrated-gradients":  # baseline: all-zero input embeddings
+                emb = loaded.model.get_input_embeddings()(ids)
+                logits = loaded.model(inputs_embeds=torch.zeros_like(emb)).logits
+            else:  # baseline: the pad (or id 0) token everywhere
+                pad = loaded.tokenizer.pad_token_id if loaded.tokenizer.pad_token_id is not None else 0
+                logits = loaded.model(input_ids=torch.full_like(ids, pad)).logits
+        logits = logits[0, -1] if loaded.kind == "causal" else logits[0]
+        difference = log_prob(loaded, ids, target) - float(torch.log_softmax(logits, -1)[target])
+        for result in (coarse, fine):
+            total = float(np.nansum(result.scores[0]))
+            assert abs(total - difference) == pytest.approx(abs(result.deltas[0]), abs=1e-4)
+        assert abs(fine.deltas[0]) <= abs(coarse.deltas[0]) + 1e-6
+
+
+def test_stop_keeps_the_finished_targets(causal):
+    flag = StopFlag()
+    result = attribute(causal, PROMPT, method="saliency", max_new_tokens=4, stop=flag,
+                       on_target=lambda done, total: flag.request() if done == 2 else None)
+    assert result.interrupted and len(result.targets) == 2 and result.scores.shape[0] == 2
+    assert "stopped after 2 target token(s)" in result.summary()
+
+
+def test_json_round_trip_frame_and_view(causal, tmp_path):
+    result = attribute(causal, PROMPT, method="input-x-gradient", max_new_tokens=2)
+    path = result.save(tmp_path / "attr.json")
+    back = AttributionResult.load(path)
+    assert back.tokens == result.tokens and back.targets == result.targets
+    np.testing.assert_allclose(back.scores, result.scores, equal_nan=True)
+    frame = result.to_frame()
+    assert len(frame) == 2 * result.prompt_length + 1 and {"target", "input", "score"} <= set(frame.columns)
+    view = result.view()
+    assert view.rows == result.targets and view.columns == result.tokens and view.normalizable
+    assert view.row_notes[0].startswith("p=")
+    before = view.static_html()
+    view.set_state({"normalize": True})
+    assert view.static_html() != before and 'data-normalize="1"' in view.static_html()
+    row = [v for v in view.shown_values()[0] if v is not None]
+    assert max(abs(v) for v in row) == pytest.approx(1.0)
+    view.set_state({"selected": [0, 1]})
+    assert [t for t, _ in view.detail] == [t for t, _ in result.step_scores[0]["top"]]
+    with pytest.raises(LLMError, match="not an attribution"):
+        AttributionResult.load(tmp_path / "missing.json")
+
+
+def test_bad_input_is_one_line(shell, magic_session, capsys):
+    run(shell, "attribute --method gradient-magic The capital of France is")
+    assert "unknown method 'gradient-magic'" in one_error_line(capsys)
+    run(shell, "attribute --target '' The capital of France is")
+    assert "tokenizes to nothing" in one_error_line(capsys)
+    run(shell, "attribute " + "word " * 8200)
+    assert "longer than the model's context" in one_error_line(capsys)
+
+
+def test_magic_on_real_weights(shell, magic_session, capsys):
+    result = run(shell, "attribute --method input-x-gradient --target ' Paris' The capital of France is")
+    assert result.targets == [" Paris"] and result.scores.shape == (1, result.prompt_length + 1)
+    assert "attribution (input-x-gradient)" in capsys.readouterr().out
