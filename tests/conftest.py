@@ -24,7 +24,7 @@ def pytest_collection_modifyitems(config, items):
         name = item.path.name
         for marker in BY_FILE.get(name, ()):
             item.add_marker(marker)
-        if f"{name}::{item.originalname}" in SLOW:
+        if f"{name}::{item.originalname}" in SLOW or f"{name}::{item.name}" in SLOW:  # all params, or one
             item.add_marker("slow")
 
 
