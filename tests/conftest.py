@@ -10,7 +10,6 @@ BY_FILE = {
     "test_browser_attention.py": ("browser", "slow"),
     "test_notebooks.py": ("notebook", "slow"),
     "test_kernel_feedback.py": ("notebook", "slow"),
-    "test_packaging.py": ("notebook",),  # its slow test starts a kernel from the built wheel
     "test_scaling.py": ("slow",),  # several processes, torch.compile
 }
 # Tests of other files that take more than a few seconds on a 2-core machine: measured per test on the
@@ -38,6 +37,7 @@ SLOW = {
     "test_generate.py::test_chat_answers_and_keeps_history",
     "test_generate.py::test_system_prompt_changes_the_answer",
     "test_labextension.py::test_jest_suite_passes",
+    "test_labextension.py::test_kernel_side_snapshot_and_throttled_progress",
     "test_labextension.py::test_wheel_ships_the_prebuilt_extension",
     "test_lens.py::test_lens_magic_and_widget_tab",
     "test_magics.py::test_load_status_generate",
