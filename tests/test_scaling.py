@@ -186,9 +186,8 @@ def test_generate_compile_gives_the_same_greedy_text(shell, capsys):
     s.compile_generation = False
 
 
-def test_gpu_bench_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, monkeypatch):
+def load_gpu_bench(monkeypatch):
     import importlib.util
-    import sys
 
     from conftest import ROOT
 
@@ -196,11 +195,55 @@ def test_gpu_bench_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, m
     spec = importlib.util.spec_from_file_location("gpu_decode", ROOT / "bench" / "gpu_decode.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(sys, "argv", ["gpu_decode.py"])
-    bench.main()
-    assert capsys.readouterr().out.startswith("skipped: no CUDA GPU")
+    return bench
+
+
+def test_gpu_bench_runs_on_cuda_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, monkeypatch):
+    import sys
+
+    from conftest import ROOT
+
+    bench = load_gpu_bench(monkeypatch)
+    if torch.cuda.is_available():
+        # The part that crashed on a GPU (True handed to torch.compile in the reference loop), at a short size.
+        monkeypatch.setattr(sys, "argv", ["gpu_decode.py", "--random-weights", "--parts", "train",
+                                          "--train-steps", "3"])
+        bench.main()
+        out = capsys.readouterr().out
+        assert "skipped" not in out and "Training GPT-2 124M" in out
+        rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
+                if line.startswith("| reference loop") or line.startswith("| %%llm train")}
+        assert len(rows) == 3 and all(float(v.replace(",", "")) > 0 for v in rows.values()), out
+        assert "| train --compile vs reference |" in out
+    else:
+        monkeypatch.setattr(sys, "argv", ["gpu_decode.py"])
+        bench.main()
+        assert capsys.readouterr().out.startswith("skipped: no CUDA GPU")
     tokenizer = bench.stand_in_tokenizer(49152)  # SmolLM2's vocabulary size, for the random-weight model
     text, ids = bench.text_of(tokenizer, 50)
     assert ids.shape == (1, 50) and tokenizer(text, add_special_tokens=False)["input_ids"] == ids[0].tolist()
     config = json.loads((ROOT / "bench" / "smollm2-135m-config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (576, 30, 49152)
+
+
+def test_gpu_bench_reference_loop_hands_torch_compile_a_resolved_backend(monkeypatch):
+    """The bench's real run passes backend=True; torch.compile needs the name compile_backend resolves it
+    to (inductor), not the bool. The reference loop runs on CPU here with torch.compile recorded and
+    skipped (inductor would take minutes on this CPU); --dry-run uses 'eager' and cannot see this."""
+    from transformers import GPT2Config
+
+    bench = load_gpu_bench(monkeypatch)
+    handed = []
+
+    def recording_compile(model, backend="inductor", **kwargs):
+        handed.append(backend)
+        return model
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    marks = bench.reference_loop(config, [{"input_ids": ids, "labels": ids}], 3, torch.device("cpu"), True)
+    assert handed == ["inductor"] and len(marks) == 2
+    handed.clear()
+    bench.reference_loop(config, [{"input_ids": ids, "labels": ids}], 3, torch.device("cpu"), "eager")
+    assert handed == ["eager"]
