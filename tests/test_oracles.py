@@ -2,7 +2,6 @@
 transformers loop, sacrebleu / rouge-score / scikit-learn called directly, a hand-written autograd or
 rollout) on the same inputs. Each test fails when the library and its reference disagree."""
 import json
-import math
 
 import pytest
 import torch
@@ -24,71 +23,6 @@ def tiny(tmp_path):
     s.train(text=(DATA / "tiny_corpus.txt").read_text(), from_scratch=True, config=str(config), steps=3,
             seq_len=32, lr=1e-2, progress=False, seed=0)
     return s
-
-
-# ---- perplexity: exp(mean NLL) of a plain transformers loop over the same windows ----
-
-def test_perplexity_equals_a_plain_transformers_loop(session, cache, tmp_path):
-    docs = ["The cat sat on the mat.", "It was a sunny day and the children played in the park.",
-            "Dogs bark, birds sing, and the river runs to the sea."]
-    path = tmp_path / "docs.txt"
-    path.write_text("\n\n".join(docs))
-    seq_len = 8
-    result = session.eval("perplexity", data=str(path), seq_len=seq_len, progress=False)
-
-    tokenizer, model = session.tokenizer, session.model
-    ids = []
-    for doc in docs:  # each document's ids, then EOS (the documented packing)
-        ids += tokenizer(doc, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    nll, count = 0.0, 0
-    with torch.no_grad():
-        for start in range(0, len(ids), seq_len):  # non-overlapping windows, the last one shorter
-            window = torch.tensor([ids[start:start + seq_len]], device=session.loaded.device)
-            if window.shape[1] < 2:
-                continue
-            logits = model(input_ids=window).logits.double()
-            logp = torch.log_softmax(logits[0, :-1], -1).gather(-1, window[0, 1:, None])
-            nll -= float(logp.sum())
-            count += window.shape[1] - 1
-    assert result.total == math.ceil((len(ids) - 1) / seq_len)
-    assert result.value == pytest.approx(math.exp(nll / count), rel=1e-4)
-
-
-# ---- BLEU / ROUGE: sacrebleu and rouge-score on the same (greedy) generations ----
-
-def reference_answers(session, prompts, max_new_tokens):
-    """Greedy answers with plain transformers: chat template, generate, decode the new tokens."""
-    tokenizer, model = session.tokenizer, session.model
-    answers = []
-    for prompt in prompts:
-        inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_dict=True, return_tensors="pt").to(session.loaded.device)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        answers.append(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
-    return answers
-
-
-def test_bleu_and_rouge_equal_sacrebleu_and_rouge_score_on_the_same_generations(session):
-    import sacrebleu
-    from rouge_score import rouge_scorer
-
-    path = DATA / "instructions_heldout.jsonl"
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    answers = reference_answers(session, [r["prompt"] for r in records], 16)
-    references = [r["response"] for r in records]
-
-    bleu = session.eval("bleu", data=str(path), max_new_tokens=16)
-    expected = sacrebleu.corpus_bleu(answers, [references])
-    assert bleu.examples == len(records) and bleu.value == pytest.approx(expected.score, abs=1e-9)
-    assert bleu.details["brevity_penalty"] == pytest.approx(expected.bp, abs=1e-9)
-
-    rouge = session.eval("rouge", data=str(path), max_new_tokens=16)
-    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"], use_stemmer=True)
-    scores = [scorer.score(ref, ans) for ref, ans in zip(references, answers)]
-    for name in ("rouge1", "rouge2", "rougeL"):
-        assert rouge.details[name] == pytest.approx(sum(s[name].fmeasure for s in scores) / len(scores), abs=1e-9)
-    assert rouge.value == rouge.details["rougeL"] and 0 < rouge.value < 1
 
 
 # ---- attention rollout and gradient x input on a tiny model ----
@@ -157,3 +91,65 @@ def test_system_prompt_is_in_the_templated_prompt(session, monkeypatch):
     assert f"<|im_start|>system\n{system}<|im_end|>" in prompts[0]
     assert f"<|im_start|>system\n{system}<|im_end|>" in prompts[1] and "Who are you?" in prompts[1]
     assert system not in prompts[2]
+
+
+# ---- classifier: accuracy and F1 from scikit-learn on the same predictions ----
+
+@pytest.fixture(scope="module")
+def classifier():
+    """MiniLM with a sentiment head after a few steps: right on some reviews, wrong on others."""
+    import llm_magics
+
+    s = llm_magics.session  # the kernel's session, so that the magic sees the same classifier
+    s.load("minilm")
+    s.finetune(data=str(DATA / "sentiment_train.jsonl"), task="classify", labels="negative,positive", steps=3,
+               batch_size=8, lr=1e-4, progress=False, seed=0)
+    return s
+
+
+def test_accuracy_and_f1_equal_scikit_learn_and_the_magic_prints_it(classifier, shell, capsys):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    path = DATA / "sentiment_train.jsonl"  # 44 reviews: three batches of 16
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    model, tokenizer = classifier.model, classifier.tokenizer
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    truth, predicted = [], []
+    with torch.no_grad():  # one review at a time, no padding: another path than the batched one
+        for record in records:
+            inputs = tokenizer(record["text"], return_tensors="pt").to(classifier.loaded.device)
+            predicted.append(int(model(**inputs).logits.argmax(-1)))
+            truth.append(labels.index(record["label"]))
+    accuracy = accuracy_score(truth, predicted)
+    f1 = f1_score(truth, predicted, average="macro", zero_division=0)
+    assert 0 < accuracy < 1  # a score that could be off in either direction
+
+    result = classifier.eval("accuracy", data=str(path), progress=False)
+    assert result.examples == len(records) and not result.partial
+    assert result.value == pytest.approx(accuracy, abs=1e-12)
+    assert result.details["f1"] == pytest.approx(f1, abs=1e-12)
+    assert classifier.eval("f1", data=str(path), progress=False).value == pytest.approx(f1, abs=1e-12)
+    capsys.readouterr()
+    run(shell, f"eval --metric accuracy --data {path}")
+    out = capsys.readouterr().out
+    assert f"accuracy: {accuracy:.4f} on {len(records)} examples (f1 {f1:.4f})" in out
+
+
+def test_a_stop_after_the_first_evaluation_batch_keeps_exactly_one_batch(classifier):
+    """The stop is requested from inside the first batch's forward pass: deterministic, no timer."""
+    import math
+
+    calls = []
+
+    def stop_after_first_batch(module, args, output):
+        calls.append(1)
+        classifier.stop()
+
+    handle = classifier.model.register_forward_hook(stop_after_first_batch)
+    try:
+        result = classifier.eval("accuracy", data=str(DATA / "sentiment_train.jsonl"), progress=False)
+    finally:
+        handle.remove()
+    assert calls == [1] and result.partial and math.isnan(result.value)
+    assert (result.examples, result.total) == (16, 44)
+    assert result.summary() == "accuracy: partial: 16 of 44 examples, stopped (not a score)"
