@@ -57,9 +57,17 @@ def test_stop_ends_every_rank_and_the_checkpoint_resumes_with_one_process(tmp_pa
             s.stop()
 
     result = s.train(text=CORPUS, steps=2000, batch_size=2, processes=2, checkpoint_every=5000,
-                     output_dir=str(tmp_path), on_step=[stop_at_three], **SMALL)
+                     output_dir=str(tmp_path), on_step=[stop_at_three], eval_data=str(DATA / "tiny_corpus.txt"),
+                     eval_every=2, **SMALL)
     # the kernel relays Stop while the workers run on: every rank stops after the same, early step
     assert result.interrupted and 3 <= result.steps_done < 2000
+    assert [r["steps"] for r in result.ranks] == [result.steps_done, result.steps_done]
+    assert [r["step"] for r in result.history] == list(range(1, result.steps_done + 1))
+    assert all(len(r["rank_losses"]) == 2 for r in result.history)  # both ranks took part in every step
+    # evaluation runs on every rank (same weights, same eval data: the same numbers)
+    evaluations = result.ranks[0]["evaluations"]
+    assert [e["step"] for e in evaluations] == list(range(2, result.steps_done + 1, 2))
+    assert result.ranks[1]["evaluations"] == evaluations == result.eval_history
     assert result.checkpoint == str(tmp_path / f"checkpoint-{result.steps_done}")
     stopped_at = weights(s)
     from safetensors.torch import load_file

@@ -212,6 +212,12 @@ def _work(job: Job, relay):
         else:
             result = finetune(loaded, job.corpus, options, eval_corpus=job.eval_corpus, on_step=on_step,
                               stop=stop, prep=prep, **job.finetune_args)
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # What every rank did (its last step, its evaluations), so the kernel can see they agree.
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, {"steps": result.steps_done,
+                                                        "evaluations": result.eval_history})
+            result.ranks = ranks
         if rank == 0:
             torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)
             messages.put(("done", (result, loaded.kind, loaded.dtype)))
