@@ -159,6 +159,26 @@ def test_accelerate_config_is_launched_with_accelerate(tmp_path):
         launched.train(text=CORPUS, steps=2, accelerate_config=str(several_cpus), **SMALL)
 
 
+def test_processes_overrides_the_accelerate_configs_num_processes(tmp_path):
+    """--processes N is what counts, not the config's num_processes: on 2+ GPUs a 1-process MULTI_GPU config
+    runs N ranks; on CPU a MULTI_CPU config that says 1 process is refused for --processes 2 (accelerate
+    runs several CPU processes only through MPI), and a config that would run one process is refused too."""
+    config = tmp_path / "one.yaml"
+    if torch.cuda.device_count() >= 2:
+        config.write_text("distributed_type: MULTI_GPU\nnum_processes: 1\nmixed_precision: 'no'\n")
+        result = Session().train(text=CORPUS, steps=2, batch_size=2, accelerate_config=str(config), processes=2,
+                                 **SMALL)
+        assert len(result.ranks) == 2 and all(len(r["rank_losses"]) == 2 for r in result.history)
+        return
+    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 1\nuse_cpu: true\n")
+    with pytest.raises(LLMError, match="only through MPI"):
+        Session().train(text=CORPUS, steps=2, accelerate_config=str(config), processes=2, **SMALL)
+    single = tmp_path / "single.yaml"
+    single.write_text("distributed_type: 'NO'\nnum_processes: 1\nuse_cpu: true\n")
+    with pytest.raises(LLMError, match="has distributed_type NO: accelerate would run one process, not --processes 2"):
+        Session().train(text=CORPUS, steps=2, accelerate_config=str(single), processes=2, **SMALL)
+
+
 def test_compile_and_gradient_checkpointing_train_like_plain():
     histories = {}
     for name, extra in {"plain": {}, "compile": {"compile": "eager"},

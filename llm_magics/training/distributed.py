@@ -256,7 +256,10 @@ def _check_config(path: str, processes: int):
         config = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as error:
         raise LLMError(f"--accelerate-config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    wanted = processes if processes > 1 else int(config.get("num_processes", 1))
+    wanted = processes if processes > 1 else int(config.get("num_processes", 1))  # --processes overrides it
+    if processes > 1 and str(config.get("distributed_type", "NO")).upper() == "NO":
+        raise LLMError(f"--accelerate-config {path} has distributed_type NO: accelerate would run one process, not "
+                       f"--processes {processes}; set distributed_type (e.g. MULTI_GPU) or drop the config")
     if config.get("distributed_type") == "MULTI_CPU" and wanted > 1 and not config.get("mpirun_config"):
         raise LLMError(f"--accelerate-config {path}: accelerate launch runs several CPU processes only through "
                        "MPI (mpirun_config); for CPU processes use --processes N without a config")
