@@ -28,21 +28,47 @@ def run(shell, line, cell=None):
     return shell.user_ns.get("_llm")
 
 
-def interrupt_after(seconds: float, session=None) -> threading.Thread:
-    """Deliver a real SIGINT to this process, as Jupyter's interrupt button does, `seconds` after
-    the session's run has started (and only while it is still running)."""
-    import llm_magics
+class interrupt_after:
+    """Deliver a real SIGINT to this process, as Jupyter's interrupt button does, `seconds` after the
+    session's run has started. The signal is sent from inside a forward pass of that run (a global
+    forward pre-hook, armed by the timer), never from the timer thread: a run that has already ended can
+    not be hit, so the test cannot be killed by a late interrupt. Call join() after the run."""
 
-    session = session or llm_magics.session
+    def __init__(self, seconds: float, session=None):
+        import torch
 
-    def fire():
+        import llm_magics
+
+        self.session = session or llm_magics.session
+        self.armed, self.fired = threading.Event(), False
+        self.hook = torch.nn.modules.module.register_module_forward_pre_hook(self._maybe_fire)
+        self.thread = threading.Thread(target=self._arm, args=(seconds,), daemon=True)
+        self.thread.start()
+
+    def _arm(self, seconds):
         deadline = time.monotonic() + 120
-        while session.stop_flag is None and time.monotonic() < deadline:
+        while self.session.stop_flag is None and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(seconds)
-        if session.stop_flag is not None:
+        self.armed.set()
+
+    def _maybe_fire(self, module, args):
+        if self.armed.is_set() and not self.fired and self.session.stop_flag is not None:
+            self.fired = True
             os.kill(os.getpid(), signal.SIGINT)
 
-    thread = threading.Thread(target=fire, daemon=True)
-    thread.start()
-    return thread
+    def join(self):
+        self.thread.join()
+        self.hook.remove()
+
+
+def interrupt_at_forward(model, calls: int):
+    """A real SIGINT from inside `model`'s forward number `calls`: a stop at an exact point of a run."""
+    count = [0]
+
+    def hook(module, args, output):
+        count[0] += 1
+        if count[0] == calls:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    return model.register_forward_hook(hook)

@@ -12,7 +12,7 @@ from llm_magics.attribution import METHODS, AttributionResult, attribute
 from llm_magics.interrupts import StopFlag
 from llm_magics.loading import LoadedModel
 
-from conftest import one_error_line, run
+from support import one_error_line, run
 from test_patching import tiny_model
 
 PROMPT = "The capital of France is"

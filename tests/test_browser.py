@@ -282,12 +282,20 @@ def _check_views(page, errors, lab, browser):
     page.close()
 
 
-def test_notebook7_reopens_a_saved_notebook_with_its_fallbacks(browser, lab, notebook7):
-    saved = lab.root / "views.ipynb"
-    if not any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
-               for cell in nbformat.read(saved, 4).cells for o in cell.get("outputs", [])):
-        pytest.skip("needs the notebook the JupyterLab views test saved")
-    shutil.copy(saved, notebook7.root / "views.ipynb")
+def test_notebook7_reopens_a_saved_notebook_with_its_fallbacks(browser, notebook7):
+    # Its own saved notebook (not the one another test leaves behind): a kernel runs the playground and the
+    # notebook is written without widget state, as a notebook saved and reopened later is.
+    from nbclient import NotebookClient
+
+    saved = nbformat.v4.new_notebook()
+    saved.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    saved.cells = [nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
+                   nbformat.v4.new_code_cell("%llm playground --max-new-tokens 4 --seed 0 Once upon a time")]
+    NotebookClient(saved, timeout=300, kernel_name="python3", store_widget_state=False,
+                   resources={"metadata": {"path": str(notebook7.root)}}).execute()
+    assert any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
+               for o in saved.cells[1].get("outputs", []))
+    nbformat.write(saved, notebook7.root / "views.ipynb")
     page, errors = open_page(browser, notebook7, "views.ipynb", path="notebooks")
     page.wait_for_selector(".llm-playground-fallback", timeout=60_000)
     page.wait_for_timeout(2000)

@@ -16,9 +16,14 @@ def test_completion_list_matches_the_magics():
     assert shipped == command_spec(), "run: python -m llm_magics commands > labextension/src/commands.json"
 
 
-@pytest.mark.skipif(not (LABEXTENSION / "node_modules").is_dir() or not shutil.which("npm"),
-                    reason="labextension dependencies not installed (bash .ci/setup installs them)")
 def test_jest_suite_passes():
+    import os
+
+    if not (LABEXTENSION / "node_modules").is_dir() or not shutil.which("npm"):
+        why = "labextension dependencies not installed (bash .ci/setup installs them)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true but {why}: the extension's jest suite must run in CI")  # never a silent skip
+        pytest.skip(why)
     done = subprocess.run(["npm", "test", "--silent"], cwd=LABEXTENSION, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "failed" not in done.stderr.split("Tests:")[-1].split("\n")[0]

@@ -16,7 +16,8 @@ def test_default_model_is_the_packaged_smollm2_converted_once(default_model_dir)
     start = time.perf_counter()
     loaded = s.load("default")
     assert time.perf_counter() - start < 15  # the cache, not a 20 s de-quantization
-    assert loaded.kind == CAUSAL and loaded.device.type == "cpu" and loaded.dtype == torch.float32
+    expected = ("cuda", torch.bfloat16) if torch.cuda.is_available() else ("cpu", torch.float32)  # --device auto
+    assert loaded.kind == CAUSAL and (loaded.device.type, loaded.dtype) == expected
     assert loaded.source == str(default_model_dir)
     status = s.status()
     assert 130e6 < status["parameters"] < 140e6

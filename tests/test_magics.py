@@ -1,6 +1,8 @@
 """The magics through a real IPython InteractiveShell, on the real packaged weights."""
 import json
 
+import torch
+
 import llm_magics
 from support import DATA, interrupt_after, run
 
@@ -34,7 +36,7 @@ def test_load_status_generate(shell, capsys, magic_session):
     assert loaded is llm_magics.session.loaded
     status = run(shell, "status")
     out = capsys.readouterr().out
-    assert "parameters" in out and status["device"] == "cpu"
+    assert "parameters" in out and status["device"].startswith("cuda" if torch.cuda.is_available() else "cpu")
     first = run(shell, "generate --seed 7 --max-new-tokens 12", "Once upon a time")
     printed = capsys.readouterr().out
     assert first.text.strip() in printed

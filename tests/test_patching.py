@@ -8,7 +8,7 @@ from llm_magics import LLMError
 from llm_magics.loading import LoadedModel
 from llm_magics.patching import patch
 
-from conftest import one_error_line, run
+from support import one_error_line, run
 
 CLEAN = "The Eiffel Tower is in the city of"
 CORRUPTED = "The Colosseum is in the city of"

@@ -8,26 +8,29 @@ import sys
 import threading
 import time
 
+import torch
+
 import pytest
 
 import llm_magics
-from support import DATA, ROOT, interrupt_after, one_error_line, run
+from support import DATA, ROOT, interrupt_after, interrupt_at_forward, one_error_line, run
 from llm_magics import Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 LONG = CORPUS * 60  # about 1,500 windows of 8 bytes: seconds of work for the tiny model
 
 
-def _stop_when_started(session: Session, after: float = 0.2) -> threading.Thread:
-    def stop():
-        while session.stop_flag is None:
-            time.sleep(0.005)
-        time.sleep(after)
-        session.stop()
+def _stop_at_forward(session: Session, calls: int):
+    """Session.stop() (the Stop button's call) from inside the model's forward number `calls`: the stop
+    lands at an exact point of the evaluation, whatever the machine's speed."""
+    count = [0]
 
-    thread = threading.Thread(target=stop, daemon=True)
-    thread.start()
-    return thread
+    def hook(module, args, output):
+        count[0] += 1
+        if count[0] == calls:
+            session.stop()
+
+    return session.model.register_forward_hook(hook)
 
 
 def test_session_stop_makes_the_evaluation_partial():
@@ -35,12 +38,15 @@ def test_session_stop_makes_the_evaluation_partial():
     s.train(text=CORPUS * 5, from_scratch=True, steps=2, seq_len=16, batch_size=2, progress=False)
     full = s.eval("perplexity", text=CORPUS, seq_len=8)
     assert not full.partial and math.isfinite(full.value) and s.runs[-1].metrics["eval_perplexity"] == full.value
-    _stop_when_started(s)
-    result = s.eval("perplexity", text=LONG, seq_len=8)
-    assert result.partial and 0 < result.examples < result.total
+    handle = _stop_at_forward(s, 3)
+    try:
+        result = s.eval("perplexity", text=LONG, seq_len=8)
+    finally:
+        handle.remove()
+    assert result.partial and result.examples == 3 and result.total > 1000  # windows 1-3 scored, then stopped
     assert math.isnan(result.value)  # never a number that looks like the score
     assert s.runs[-1].metrics["eval_perplexity"] == full.value  # the stopped one is not recorded
-    assert result.summary().startswith(f"perplexity: partial: {result.examples} of {result.total} windows, stopped")
+    assert result.summary().startswith(f"perplexity: partial: 3 of {result.total} windows, stopped")
     assert s.stop_flag is None
 
 
@@ -48,19 +54,25 @@ def test_kernel_interrupt_stops_eval_in_the_magic(shell, capsys):
     run(shell, "train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress", CORPUS * 5)
     recorded = dict(llm_magics.session.runs[-1].metrics)
     capsys.readouterr()
-    interrupt_after(0.3)
-    result = run(shell, "eval --metric perplexity --seq-len 8", LONG)
+    handle = interrupt_at_forward(llm_magics.session.model, 3)  # a real SIGINT in the third window
+    try:
+        result = run(shell, "eval --metric perplexity --seq-len 8", LONG)
+    finally:
+        handle.remove()
     out, err = capsys.readouterr()
-    assert result.partial and math.isnan(result.value)
-    assert "partial:" in out and "stopped" in out and "Traceback" not in err
+    assert result.partial and math.isnan(result.value) and result.examples == 3
+    assert "partial: 3 of" in out and "stopped" in out and "Traceback" not in err
     assert llm_magics.session.runs[-1].metrics == recorded
 
 
 def test_stop_during_generation_metrics_discards_the_cut_answer(session):
     data = str(DATA / "instructions_heldout.jsonl")
-    _stop_when_started(session, after=0.5)
-    result = session.eval("rouge", data=data, max_new_tokens=48)
-    assert result.partial and result.examples < result.total == 4 and math.isnan(result.value)
+    handle = _stop_at_forward(session, 2)  # in the middle of the first answer
+    try:
+        result = session.eval("rouge", data=data, max_new_tokens=48)
+    finally:
+        handle.remove()
+    assert result.partial and (result.examples, result.total) == (0, 4) and math.isnan(result.value)
 
 
 def test_stopped_classifier_eval_is_partial_not_a_score():
@@ -299,3 +311,34 @@ def test_second_interrupt_during_training_is_one_line(shell, capsys):
                                       "finished (see llm_magics.session.runs[-1])")
     failed = llm_magics.session.runs[-1]
     assert failed.interrupted and failed.error == "interrupted" and failed.steps_done == 2
+
+
+def test_a_second_interrupt_stops_at_once():
+    """The first SIGINT asks for a stop after the current step; a second one, in the same step, does not
+    wait for it: KeyboardInterrupt there and then (the step's update is never applied)."""
+    import os
+    import signal
+
+    import pytest
+
+    s = Session()
+    s.train(text=CORPUS, from_scratch=True, steps=1, seq_len=16, batch_size=2, progress=False)
+    forwards, steps = [0], []
+
+    def interrupt_twice_in_the_third_step(module, args, output):
+        forwards[0] += 1
+        if forwards[0] == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # graceful: finish this step
+            os.kill(os.getpid(), signal.SIGINT)  # impatient: stop now
+
+    handle = s.model.register_forward_hook(interrupt_twice_in_the_third_step)
+    before = {k: v.clone() for k, v in s.model.state_dict().items()}
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            s.train(text=CORPUS, steps=50, seq_len=16, batch_size=2, progress=False,
+                    on_step=[lambda row, result: steps.append(row["step"])])
+    finally:
+        handle.remove()
+    assert forwards[0] == 3 and steps == [1, 2]  # the third step never reached its update
+    assert s.stop_flag is None and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert any(not torch.equal(before[k], v) for k, v in s.model.state_dict().items())  # steps 1-2 applied

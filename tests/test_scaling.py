@@ -13,7 +13,9 @@ from llm_magics.errors import LLMError
 from support import DATA, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
-SMALL = dict(from_scratch=True, seq_len=32, progress=False)
+# The CPU: these compare process counts with gloo on CPU, and hold on a CUDA machine too (device="cpu").
+SMALL = dict(from_scratch=True, seq_len=32, progress=False, device="cpu")
+ONE_GPU = torch.cuda.is_available() and torch.cuda.device_count() < 2
 
 
 def weights(session):
@@ -57,9 +59,17 @@ def test_stop_ends_every_rank_and_the_checkpoint_resumes_with_one_process(tmp_pa
             s.stop()
 
     result = s.train(text=CORPUS, steps=2000, batch_size=2, processes=2, checkpoint_every=5000,
-                     output_dir=str(tmp_path), on_step=[stop_at_three], **SMALL)
+                     output_dir=str(tmp_path), on_step=[stop_at_three], eval_data=str(DATA / "tiny_corpus.txt"),
+                     eval_every=2, **SMALL)
     # the kernel relays Stop while the workers run on: every rank stops after the same, early step
     assert result.interrupted and 3 <= result.steps_done < 2000
+    assert [r["steps"] for r in result.ranks] == [result.steps_done, result.steps_done]
+    assert [r["step"] for r in result.history] == list(range(1, result.steps_done + 1))
+    assert all(len(r["rank_losses"]) == 2 for r in result.history)  # both ranks took part in every step
+    # evaluation runs on every rank (same weights, same eval data: the same numbers)
+    evaluations = result.ranks[0]["evaluations"]
+    assert [e["step"] for e in evaluations] == list(range(2, result.steps_done + 1, 2))
+    assert result.ranks[1]["evaluations"] == evaluations == result.eval_history
     assert result.checkpoint == str(tmp_path / f"checkpoint-{result.steps_done}")
     stopped_at = weights(s)
     from safetensors.torch import load_file
@@ -86,7 +96,7 @@ def test_magic_processes_with_kernel_interrupt(shell, capsys):
     llm_magics.session.step_listeners.append(interrupt_at_two)
     try:
         result = run(shell, "train --from-scratch --processes 2 --steps 2000 --seq-len 32 --batch-size 2 "
-                            "--no-widget --no-progress", CORPUS)
+                            "--device cpu --no-widget --no-progress", CORPUS)
     finally:
         llm_magics.session.step_listeners.remove(interrupt_at_two)
     out = capsys.readouterr().out
@@ -94,6 +104,7 @@ def test_magic_processes_with_kernel_interrupt(shell, capsys):
     assert llm_magics.session.loaded is not None and "rank_losses" in result.history[-1]
 
 
+@pytest.mark.skipif(ONE_GPU, reason="finetune --processes uses the GPUs when there are any: 2 processes need 2 GPUs")
 def test_lora_finetune_on_two_processes_comes_back_as_an_adapter():
     from peft import PeftModel
 
@@ -113,7 +124,7 @@ def test_lora_finetune_on_two_processes_comes_back_as_an_adapter():
 
 
 def test_scaling_errors_are_one_line(shell, capsys):
-    run(shell, f"train --from-scratch --processes {os.cpu_count() + 1} --steps 2 --no-widget", CORPUS)
+    run(shell, f"train --from-scratch --processes {os.cpu_count() + 1} --steps 2 --device cpu --no-widget", CORPUS)
     assert f"--processes {os.cpu_count() + 1} but this machine has {os.cpu_count()} CPU core(s)" \
         in capsys.readouterr().err
     with socket.socket() as busy:
@@ -121,15 +132,16 @@ def test_scaling_errors_are_one_line(shell, capsys):
         busy.listen()
         os.environ["MASTER_PORT"] = str(busy.getsockname()[1])
         try:
-            run(shell, "train --from-scratch --processes 2 --steps 2 --no-widget", CORPUS)
+            run(shell, "train --from-scratch --processes 2 --steps 2 --device cpu --no-widget", CORPUS)
         finally:
             del os.environ["MASTER_PORT"]
     err = capsys.readouterr().err
     assert "is in use" in err and "Traceback" not in err
-    with pytest.raises(LLMError, match="0 GPU"):
+    gpus = torch.cuda.device_count()  # 0 here; on a GPU machine, its count (or: CUDA already initialised)
+    with pytest.raises(LLMError, match=f"but this machine has {gpus} GPU|CUDA is already initialised"):
         from llm_magics.training import distributed
 
-        distributed._check_can_fork(distributed.Job("train", None, [], None, gpus=True), 2)
+        distributed._check_can_fork(distributed.Job("train", None, [], None, gpus=True), max(2, gpus + 1))
     run(shell, "train --from-scratch --steps 2 --no-widget --compile-backend nonsense", CORPUS)
     assert "unknown --compile backend 'nonsense'" in capsys.readouterr().err
 
@@ -149,6 +161,26 @@ def test_accelerate_config_is_launched_with_accelerate(tmp_path):
     several_cpus.write_text("distributed_type: MULTI_CPU\nnum_processes: 2\nuse_cpu: true\n")
     with pytest.raises(LLMError, match="only through MPI"):
         launched.train(text=CORPUS, steps=2, accelerate_config=str(several_cpus), **SMALL)
+
+
+def test_processes_overrides_the_accelerate_configs_num_processes(tmp_path):
+    """--processes N is what counts, not the config's num_processes: on 2+ GPUs a 1-process MULTI_GPU config
+    runs N ranks; on CPU a MULTI_CPU config that says 1 process is refused for --processes 2 (accelerate
+    runs several CPU processes only through MPI), and a config that would run one process is refused too."""
+    config = tmp_path / "one.yaml"
+    if torch.cuda.device_count() >= 2:
+        config.write_text("distributed_type: MULTI_GPU\nnum_processes: 1\nmixed_precision: 'no'\n")
+        result = Session().train(text=CORPUS, steps=2, batch_size=2, accelerate_config=str(config), processes=2,
+                                 **{**SMALL, "device": "auto"})
+        assert len(result.ranks) == 2 and all(len(r["rank_losses"]) == 2 for r in result.history)
+        return
+    config.write_text("distributed_type: MULTI_CPU\nnum_processes: 1\nuse_cpu: true\n")
+    with pytest.raises(LLMError, match="only through MPI"):
+        Session().train(text=CORPUS, steps=2, accelerate_config=str(config), processes=2, **SMALL)
+    single = tmp_path / "single.yaml"
+    single.write_text("distributed_type: 'NO'\nnum_processes: 1\nuse_cpu: true\n")
+    with pytest.raises(LLMError, match="has distributed_type NO: accelerate would run one process, not --processes 2"):
+        Session().train(text=CORPUS, steps=2, accelerate_config=str(single), processes=2, **SMALL)
 
 
 def test_compile_and_gradient_checkpointing_train_like_plain():
@@ -186,9 +218,8 @@ def test_generate_compile_gives_the_same_greedy_text(shell, capsys):
     s.compile_generation = False
 
 
-def test_gpu_bench_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, monkeypatch):
+def load_gpu_bench(monkeypatch):
     import importlib.util
-    import sys
 
     from support import ROOT
 
@@ -196,11 +227,55 @@ def test_gpu_bench_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, m
     spec = importlib.util.spec_from_file_location("gpu_decode", ROOT / "bench" / "gpu_decode.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    monkeypatch.setattr(sys, "argv", ["gpu_decode.py"])
-    bench.main()
-    assert capsys.readouterr().out.startswith("skipped: no CUDA GPU")
+    return bench
+
+
+def test_gpu_bench_runs_on_cuda_skips_on_cpu_and_its_stand_in_tokenizer_round_trips(capsys, monkeypatch):
+    import sys
+
+    from support import ROOT
+
+    bench = load_gpu_bench(monkeypatch)
+    if torch.cuda.is_available():
+        # The part that crashed on a GPU (True handed to torch.compile in the reference loop), at a short size.
+        monkeypatch.setattr(sys, "argv", ["gpu_decode.py", "--random-weights", "--parts", "train",
+                                          "--train-steps", "3"])
+        bench.main()
+        out = capsys.readouterr().out
+        assert "skipped" not in out and "Training GPT-2 124M" in out
+        rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
+                if line.startswith("| reference loop") or line.startswith("| %%llm train")}
+        assert len(rows) == 3 and all(float(v.replace(",", "")) > 0 for v in rows.values()), out
+        assert "| train --compile vs reference |" in out
+    else:
+        monkeypatch.setattr(sys, "argv", ["gpu_decode.py"])
+        bench.main()
+        assert capsys.readouterr().out.startswith("skipped: no CUDA GPU")
     tokenizer = bench.stand_in_tokenizer(49152)  # SmolLM2's vocabulary size, for the random-weight model
     text, ids = bench.text_of(tokenizer, 50)
     assert ids.shape == (1, 50) and tokenizer(text, add_special_tokens=False)["input_ids"] == ids[0].tolist()
     config = json.loads((ROOT / "bench" / "smollm2-135m-config.json").read_text())
     assert (config["hidden_size"], config["num_hidden_layers"], config["vocab_size"]) == (576, 30, 49152)
+
+
+def test_gpu_bench_reference_loop_hands_torch_compile_a_resolved_backend(monkeypatch):
+    """The bench's real run passes backend=True; torch.compile needs the name compile_backend resolves it
+    to (inductor), not the bool. The reference loop runs on CPU here with torch.compile recorded and
+    skipped (inductor would take minutes on this CPU); --dry-run uses 'eager' and cannot see this."""
+    from transformers import GPT2Config
+
+    bench = load_gpu_bench(monkeypatch)
+    handed = []
+
+    def recording_compile(model, backend="inductor", **kwargs):
+        handed.append(backend)
+        return model
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    config = GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=64, n_positions=16)
+    ids = torch.randint(0, 64, (2, 8), generator=torch.Generator().manual_seed(0))
+    marks = bench.reference_loop(config, [{"input_ids": ids, "labels": ids}], 3, torch.device("cpu"), True)
+    assert handed == ["inductor"] and len(marks) == 2
+    handed.clear()
+    bench.reference_loop(config, [{"input_ids": ids, "labels": ids}], 3, torch.device("cpu"), "eager")
+    assert handed == ["eager"]

@@ -285,6 +285,12 @@ def _work(job: Job, relay):
         else:
             result = finetune(loaded, job.corpus, options, eval_corpus=job.eval_corpus, on_step=on_step,
                               stop=stop, prep=prep, **job.finetune_args)
+        if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # What every rank did (its last step, its evaluations), so the kernel can see they agree.
+            ranks = [None] * world
+            torch.distributed.all_gather_object(ranks, {"steps": result.steps_done,
+                                                        "evaluations": result.eval_history})
+            result.ranks = ranks
         if rank == 0:
             torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)
             messages.put(("done", (result, loaded.kind, loaded.dtype)))
@@ -323,7 +329,10 @@ def _check_config(path: str, processes: int):
         config = yaml.safe_load(file.read_text()) or {}
     except yaml.YAMLError as error:
         raise LLMError(f"--accelerate-config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
-    wanted = processes if processes > 1 else int(config.get("num_processes", 1))
+    wanted = processes if processes > 1 else int(config.get("num_processes", 1))  # --processes overrides it
+    if processes > 1 and str(config.get("distributed_type", "NO")).upper() == "NO":
+        raise LLMError(f"--accelerate-config {path} has distributed_type NO: accelerate would run one process, not "
+                       f"--processes {processes}; set distributed_type (e.g. MULTI_GPU) or drop the config")
     if config.get("distributed_type") == "MULTI_CPU" and wanted > 1 and not config.get("mpirun_config"):
         raise LLMError(f"--accelerate-config {path}: accelerate launch runs several CPU processes only through "
                        "MPI (mpirun_config); for CPU processes use --processes N without a config")

@@ -78,6 +78,7 @@ class TrainResult:
     tokens: int = 0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # checkpoints carry it
     error: str | None = None  # why a failed run ended (it is still in Session.runs)
+    ranks: list[dict] = field(default_factory=list)  # --processes N: each rank's last step and evaluations
 
     @property
     def steps_done(self) -> int:
