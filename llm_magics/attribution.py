@@ -82,7 +82,7 @@ class AttributionResult:
         return str(path)
 
     @classmethod
-    def load(cls, path: str) -> "AttributionResult":
+    def load(cls, path: str) -> AttributionResult:
         try:
             data = json.loads(Path(path).read_text())
             data["scores"] = np.array([[np.nan if v is None else v for v in row] for row in data["scores"]],
@@ -128,8 +128,15 @@ def _per_token(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int,
 def _captum(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int, steps: int,
                batch_size: int) -> tuple[torch.Tensor, float | None]:
     """One target's scores over the positions of ids (1, n) with Captum's `method`, and IG's delta."""
-    from captum.attr import (FeatureAblation, InputXGradient, IntegratedGradients, LayerIntegratedGradients,
-                             Occlusion, Saliency, ShapleyValueSampling)
+    from captum.attr import (
+        FeatureAblation,
+        InputXGradient,
+        IntegratedGradients,
+        LayerIntegratedGradients,
+        Occlusion,
+        Saliency,
+        ShapleyValueSampling,
+    )
 
     f = _LogProb(loaded)
     embedding = loaded.model.get_input_embeddings()

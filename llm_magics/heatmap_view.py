@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import html
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import anywidget
 import traitlets

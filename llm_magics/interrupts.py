@@ -82,7 +82,8 @@ def import_whole(name: str):
         try:
             module = importlib.import_module(name)
             if name == "datasets":
-                module.load_dataset, module.Dataset, module.utils  # missing in a half-initialised datasets
+                for attribute in ("load_dataset", "Dataset", "utils"):  # missing in a half-initialised datasets
+                    getattr(module, attribute)
             return module
         except (ImportError, AttributeError):
             for loaded in [n for n in sys.modules if n == name or n.startswith(name + ".")]:

@@ -261,7 +261,7 @@ def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: 
                 chars = min(length, chars * 2)
                 prep.report("tokenizing", first + offset, total)
         else:
-            text = text_of(row.to_pylist()[0], corpus.text_field, lambda: corpus.where(first + offset))
+            text = text_of(row.to_pylist()[0], corpus.text_field, lambda at=first + offset: corpus.where(at))
             ids = encode(tokenizer, text) + ([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])
         pieces.append(np.asarray(ids, dtype=dtype))
         have += len(ids)

@@ -23,8 +23,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 

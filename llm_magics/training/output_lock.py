@@ -17,7 +17,7 @@ class OutputDirLock:
         self.folder = folder
         self.fd: int | None = None
 
-    def acquire(self) -> "OutputDirLock":
+    def acquire(self) -> OutputDirLock:
         """Take the lock, or refuse in one line naming the process that holds it."""
         fd = os.open(self.folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
         try:
