@@ -92,8 +92,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         return TrainResult(kind=kind, total_steps=options.steps or 0, interrupted=True)  # stopped while tokenizing
     if task == "lm" and not examples:
         raise _no_trainable_tokens(loaded, corpus, options.seq_len)
-    if task == "classify" and (loaded.kind != CLASSIFIER or head_labels(loaded, labels) != labels
-                               or loaded.model.config.num_labels != len(labels)):
+    if task == "classify" and (loaded.kind != CLASSIFIER or head_labels(loaded, []) != labels):
         loaded.model = classifier_from(loaded, labels)
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 

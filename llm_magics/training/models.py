@@ -175,14 +175,14 @@ def classifier_from(loaded: LoadedModel, labels: list[str]):
 def head_labels(loaded: LoadedModel, labels: list[str]) -> list[str]:
     """--labels in the order of the loaded classifier's head when they name the same classes (so
     `--labels pos,neg` on a neg,pos classifier trains class by name, never inverted); else as given
-    (a new head is built for them)."""
+    (a new head is built for them). With no labels: the head's own."""
     from ..loading import CLASSIFIER
 
     if loaded.kind != CLASSIFIER:
         return labels
     config = loaded.model.config
     existing = [config.id2label[i] for i in range(config.num_labels)]
-    return existing if sorted(existing) == sorted(labels) else labels
+    return existing if not labels or sorted(existing) == sorted(labels) else labels
 
 
 def check_lora_rank(lora: bool, rank) -> None:
