@@ -5,6 +5,7 @@ its own: "peak RSS" includes loading (a quantized row loads the fp32 weights fir
 resident size once the model is ready and decoding.
 
     python bench/decode_cpu.py [--tokens 64] [--threads 2] [--repeats 3] [--rows fp32,bf16,int8,int4,llama.cpp]
+    python bench/decode_cpu.py --rows fp32,fp32+compile,int8,int8+compile   # static cache + torch.compile
 
 llama.cpp comes from `llama-cpp-python` (the optional `bench` extra: `pip install llama-cpp-python`, which
 compiles llama.cpp); without it that row is skipped with one line. Goals (issue 18): int8 >= 2.5x fp32,
@@ -42,11 +43,14 @@ def peak_rss_mb() -> float:
 
 def ours(row: str, tokens: int, repeats: int) -> tuple[float, float]:
     """Greedy tokens/s through Session.generate (streaming off) and perplexity, for one --quantize row."""
-    session = Session()
-    dtype = "bfloat16" if row == "bf16" else "float32"
-    session.load("default", device="cpu", dtype=dtype, quantize=row if row in ("int8", "int4") else "none")
+    precision, _, compiled = row.partition("+")  # "fp32+compile": static KV cache + torch.compile (inductor)
+    session = Session(compile=compiled == "compile")
+    dtype = "bfloat16" if precision == "bf16" else "float32"
+    session.load("default", device="cpu", dtype=dtype,
+                 quantize=precision if precision in ("int8", "int4") else "none")
     session.model.generation_config.min_new_tokens = tokens  # both sides decode exactly `tokens` tokens
-    session.generate(PROMPT, max_new_tokens=4, do_sample=False)  # warm-up
+    # warm-up, at the measured length (a compiled static cache recompiles for a new length)
+    session.generate(PROMPT, max_new_tokens=tokens, do_sample=False)
     best = min(_timed(lambda: session.generate(PROMPT, max_new_tokens=tokens, do_sample=False))
                for _ in range(repeats))
     perplexity = session.eval("perplexity", text=HELD_OUT, progress=False).value

@@ -91,13 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     load.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     load.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
-    load.add_argument("--quantize", default="none", help="none (default, exact), int8 or int4: quantized Linear "
-                      "weights for faster inference (training then needs a reload without it)")
+    load.add_argument("--quantize", default="none", help="none (default, exact), int8, int4 or int8-dynamic: "
+                      "quantized Linear weights for inference (training then needs a reload without it)")
 
     commands.add_parser("status", help="the loaded model: name, parameters, device, dtype, memory")
 
     quantize = commands.add_parser("quantize", help="quantize the loaded model in place for inference: int8 or int4")
-    quantize.add_argument("mode", choices=["int8", "int4"])
+    quantize.add_argument("mode", choices=["int8", "int4", "int8-dynamic"])
 
     generate = commands.add_parser("generate", help="cell body = prompt; streams the continuation")
     generate.add_argument("prompt", nargs="*", help="prompt (line magic); the cell body otherwise")

@@ -4,10 +4,13 @@ Decoding one token at batch 1 reads every weight once, so its speed is set by by
 the model's Linear layers in place (the Session keeps one model object) for quantized ones from a
 maintained library, never our own kernels:
 
-- CPU, int8: `torch.ao.quantization.quantize_dynamic` (fbgemm int8 weights, per output channel, int8
-  activations quantized on the fly): the int8 kernel that exists for x86 CPUs.
-- CPU, int4: torchao's `Int4WeightOnlyConfig` with its CPU packing (`_weight_int4pack_mm_for_cpu`),
-  when this torch/torchao build has it; otherwise one line saying so.
+- CPU, int8: torchao's `Int8WeightOnlyConfig` (int8 weights per output channel, fp32 activations): the
+  quality gates hold; x86 has no fast weight-only int8 kernel, so it saves memory more than time.
+- CPU, int8-dynamic: `torch.ao.quantization.quantize_dynamic` (fbgemm int8 weights per channel and int8
+  activations quantized on the fly, one scale per tensor): the fast x86 int8 kernel, but lossy on models
+  with outlier activations such as SmolLM2 (README, "Speed").
+- CPU, int4: torchao's CPU int4 weight-only config (`PrototypeInt4WeightOnlyConfig`, packed for
+  `_weight_int4pack_mm_for_cpu`), when this torch/torchao build has it; otherwise one line saying so.
 - CUDA: torchao's `Int8WeightOnlyConfig` / `Int4WeightOnlyConfig` (tinygemm) kernels. Untested here.
 
 Attention, the lens and generation run on a quantized model; training, fine-tuning, gradients
@@ -25,7 +28,7 @@ import torch
 
 from .errors import LLMError
 
-CHOICES = ("none", "int8", "int4")
+CHOICES = ("none", "int8", "int4", "int8-dynamic")
 INT4_GROUP_SIZE = 32  # the GGUF we ship is Q4_1 with blocks of 32: the same granularity
 _MARK = "_llm_magics_quantization"  # set on the model object: what was done to it
 
@@ -68,7 +71,7 @@ def require_full_precision(loaded, action: str) -> None:
 def check_choice(mode: str | None) -> str:
     mode = "none" if mode in (None, False) else str(mode).lower()
     if mode not in CHOICES:
-        raise LLMError(f"unknown --quantize {mode!r}: use none, int8 or int4")
+        raise LLMError(f"unknown --quantize {mode!r}: use none, int8, int4 or int8-dynamic")
     return mode
 
 
@@ -86,6 +89,8 @@ def quantize(loaded, mode: str) -> Quantization | None:
         raise LLMError("cannot quantize a model with a LoRA adapter: `%llm save DIR` merges it, then "
                        f"`%llm load DIR --quantize {mode}`")
     if loaded.device.type == "cuda":
+        if mode == "int8-dynamic":
+            raise LLMError("--quantize int8-dynamic is the CPU (fbgemm) path: use int8 or int4 on a GPU")
         method = _quantize_cuda(model, mode)
     else:
         method = _quantize_cpu(model, mode)
@@ -96,35 +101,41 @@ def quantize(loaded, mode: str) -> Quantization | None:
 
 
 def _quantize_cpu(model, mode: str) -> str:
+    _remember_full_size(model)
     if mode == "int8":
+        # Weight-only: the activations stay fp32, so outlier activations (SmolLM2 has them) lose nothing.
+        with quiet_torchao():
+            from torchao.quantization import Int8WeightOnlyConfig
+        _torchao_quantize(model, Int8WeightOnlyConfig(set_inductor_config=False))
+        return "torchao int8 weight-only, per channel"
+    if mode == "int8-dynamic":
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-        _remember_full_size(model)
-        with warnings.catch_warnings():  # torch.ao's deprecation notice: torchao has no x86 int8 CPU kernel yet
+        with warnings.catch_warnings():  # torch.ao's deprecation notice: torchao has no fast x86 int8 kernel yet
             warnings.simplefilter("ignore")
             # inplace: the Session's model object stays the same; only its Linear children are swapped.
             quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
                              inplace=True)
-        return "torch.ao dynamic int8, per channel"
+        return "torch.ao dynamic int8 activations and weights (fbgemm), lossy"
     config = int4_cpu_config()
     if config is None:
         raise LLMError("--quantize int4 has no CPU kernel in this torch/torchao build; use --quantize int8")
-    _remember_full_size(model)
     _torchao_quantize(model, config)
     return f"torchao int4 weight-only, groups of {INT4_GROUP_SIZE}"
 
 
 def int4_cpu_config():
-    """torchao's int4 weight-only config with the CPU packing, or None where this build lacks it."""
+    """torchao's int4 weight-only config for CPUs (Int4OpaqueTensor over torch's `_weight_int4pack_mm_for_cpu`),
+    or None where this torch/torchao build lacks it."""
     if not hasattr(torch.ops.aten, "_weight_int4pack_mm_for_cpu"):
         return None
     try:
         with quiet_torchao():
-            from torchao.dtypes import Int4CPULayout
-            from torchao.quantization import Int4WeightOnlyConfig
+            from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
     except ImportError:
         return None
-    return Int4WeightOnlyConfig(group_size=INT4_GROUP_SIZE, layout=Int4CPULayout(), version=1)
+    # set_inductor_config=False: leave the process's torch.compile settings alone
+    return PrototypeInt4WeightOnlyConfig(group_size=INT4_GROUP_SIZE, set_inductor_config=False)
 
 
 def _quantize_cuda(model, mode: str) -> str:
@@ -136,11 +147,12 @@ def _quantize_cuda(model, mode: str) -> str:
         raise LLMError("--quantize on a GPU needs torchao: pip install torchao") from None
     _remember_full_size(model)
     if mode == "int8":
-        _torchao_quantize(model, Int8WeightOnlyConfig())
+        _torchao_quantize(model, Int8WeightOnlyConfig(set_inductor_config=False))
         return "torchao int8 weight-only (CUDA)"
     if next(model.parameters()).dtype != torch.bfloat16:
         raise LLMError("--quantize int4 on a GPU needs bf16 weights: load with --dtype bfloat16 (the default)")
-    _torchao_quantize(model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d"))
+    _torchao_quantize(model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d",
+                                                  set_inductor_config=False))
     return "torchao int4 weight-only (CUDA tinygemm)"
 
 
@@ -203,13 +215,9 @@ def gain_hint(loaded) -> str | None:
             or _has_lora(loaded.model):
         return None
     linear_mb = sum(m.weight.numel() * m.weight.element_size() for m in _linear_modules(loaded.model)) / 2**20
-    return (f"off: `%llm load MODEL --quantize int8` decodes about {INT8_SPEEDUP_CPU} faster on this kind of "
-            f"CPU (bench/decode_cpu.py) and reads ~{linear_mb * 3 / 4:,.0f} MB less per token; attention, "
-            "the lens and training stay exact without it")
-
-
-# Measured by bench/decode_cpu.py on the 2-core development machine (README, "Speed").
-INT8_SPEEDUP_CPU = "2x"
+    return (f"`%llm load MODEL --quantize int8` would cut the Linear weights from {linear_mb:,.0f} MB to "
+            f"~{linear_mb / 4:,.0f} MB (int4: ~{linear_mb / 8:,.0f} MB); decode speed of each "
+            "path: README, Speed (bench/decode_cpu.py); without it attention, the lens and training stay exact")
 
 
 def _has_lora(model) -> bool:

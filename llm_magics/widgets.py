@@ -308,7 +308,8 @@ def _speed_note(session) -> str:
         return (f"<small style='color:var(--jp-ui-font-color2,#666)'>quantized weights: "
                 f"{html.escape(quantization_of(loaded.model).describe())}</small>")
     hint = gain_hint(loaded)
-    return f"<small style='color:var(--jp-ui-font-color2,#666)'>--quantize {html.escape(hint)}</small>" if hint else ""
+    return f"<small style='color:var(--jp-ui-font-color2,#666)'>full precision: {html.escape(hint)}</small>" \
+        if hint else ""
 
 
 class SamplingPanel:
