@@ -165,7 +165,6 @@ def quantized_rows(session: Session, tokens: int) -> list:
         rate = tokens / seconds
         base_rate = base_rate or rate
         rows.append([mode, f"{rate:,.0f}", f"{rate / base_rate:.2f}x", f"{quantization.weights_mb(trial.model):,.0f}"])
-        del trial
     return rows
 
 
