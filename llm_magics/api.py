@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from . import generation, loading, training
+from . import generation, loading, quantization, training
 from .data import Corpus, Preparation, check_labels, classification_examples, data_cache, datasets_bars, read_corpus
 from .devices import memory_report
 from .errors import LLMError, no_model
@@ -67,11 +67,24 @@ class Session:
         return self.loaded.tokenizer if self.loaded else None
 
     def load(self, spec: str = "default", device: str = "auto", dtype: str = "auto",
-             trust_remote_code: bool = False) -> LoadedModel:
-        self.loaded = loading.load_model(spec, device, dtype, trust_remote_code)
+             trust_remote_code: bool = False, quantize: str = "none") -> LoadedModel:
+        """quantize: none (default: attention, the lens and training stay exact), int8 or int4 weights for
+        faster inference; the Linear layers are swapped in place (see llm_magics.quantization)."""
+        mode = quantization.check_choice(quantize)
+        loaded = loading.load_model(spec, device, dtype, trust_remote_code)
+        quantization.quantize(loaded, mode)  # before it replaces the loaded model: a refusal changes nothing
+        self.loaded = loaded
         self.history = []
         self.last = self.loaded
         return self.loaded
+
+    def quantize(self, mode: str = "int8"):
+        """Quantize the loaded model's Linear layers in place (int8 or int4, for inference only); returns what
+        was done (mode, method, weights before and after). A model quantized already is refused."""
+        loaded = self.require_model("quantize")
+        done = quantization.quantize(loaded, mode)
+        self.last = done
+        return done
 
     def require_model(self, action: str) -> LoadedModel:
         if self.loaded is None:
@@ -88,7 +101,7 @@ class Session:
                 "parameters": params, "trainable_parameters": trainable, "device": str(loaded.device),
                 "dtype": str(loaded.dtype).removeprefix("torch."),
                 "context_length": generation.context_length(loaded.model),
-                **memory_report(loaded.model, loaded.device),
+                **memory_report(loaded.model, loaded.device), **quantization.status(loaded),
                 "chat_turns": len(self.history) // 2, "runs": len(self.runs)}
 
     def save(self, directory: str, adapter_only: bool = False, overwrite: bool = False) -> str:
@@ -99,6 +112,7 @@ class Session:
         from peft import PeftModel
 
         loaded = self.require_model("save")
+        quantization.require_full_precision(loaded, "save")
         path = Path(directory).expanduser()
         if path.exists() and not path.is_dir():
             raise LLMError(f"{directory} exists and is not a directory")
@@ -193,6 +207,7 @@ class Session:
                 raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
         elif not from_scratch:
             self.require_model("train")
+            quantization.require_full_precision(self.loaded, "train")
             if self.loaded.kind != CAUSAL:
                 raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
         several = processes != 1 or accelerate_config is not None
@@ -293,6 +308,7 @@ class Session:
         if lora and lora_alpha is not None and not lora_alpha > 0:  # 0 would silently train nothing (scale 0)
             raise LLMError(f"--lora-alpha must be > 0 (the adapter's scale is alpha / r); got {lora_alpha}")
         loaded = self.require_model("finetune")
+        quantization.require_full_precision(loaded, "finetune")
         if isinstance(labels, str):
             labels = [label.strip() for label in labels.split(",") if label.strip()]
         if task == "classify" and not labels and loaded.kind == CLASSIFIER:

@@ -266,6 +266,9 @@ def saliency(loaded: LoadedModel, text: str) -> tuple[list[str], torch.Tensor, s
     and the predicted token it explains."""
     if loaded.kind != "causal":
         raise LLMError("saliency explains a next-token prediction: it needs a causal language model")
+    from .quantization import require_full_precision
+
+    require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
     inputs = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
     embeddings = loaded.model.get_input_embeddings()(inputs["input_ids"]).detach().requires_grad_(True)
     with torch.enable_grad():

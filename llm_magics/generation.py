@@ -100,10 +100,14 @@ class _CallbackStreamer(TextStreamer):
 class _StopWhenFlagged(StoppingCriteria):
     def __init__(self, flag: StopFlag):
         self.flag = flag
+        self._keep_going = None  # one all-False tensor reused every token: no allocation per step
 
     def __call__(self, input_ids, scores, **kwargs):
-        return torch.full((input_ids.shape[0],), self.flag.requested, dtype=torch.bool,
-                          device=input_ids.device)
+        if self.flag.requested:
+            return torch.ones(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        if self._keep_going is None or self._keep_going.shape[0] != input_ids.shape[0]:
+            self._keep_going = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        return self._keep_going
 
 
 def require_causal(loaded: LoadedModel | None, action: str) -> LoadedModel:

@@ -91,8 +91,13 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("--device", default="auto", help="auto (CUDA if present), cpu, cuda, cuda:N")
     load.add_argument("--dtype", default="auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16")
     load.add_argument("--trust-remote-code", action="store_true", help="allow the model's own Python code")
+    load.add_argument("--quantize", default="none", help="none (default, exact), int8, int4 or int8-dynamic: "
+                      "quantized Linear weights for inference (training then needs a reload without it)")
 
     commands.add_parser("status", help="the loaded model: name, parameters, device, dtype, memory")
+
+    quantize = commands.add_parser("quantize", help="quantize the loaded model in place for inference: int8 or int4")
+    quantize.add_argument("mode", choices=["int8", "int4", "int8-dynamic"])
 
     generate = commands.add_parser("generate", help="cell body = prompt; streams the continuation")
     generate.add_argument("prompt", nargs="*", help="prompt (line magic); the cell body otherwise")
@@ -287,10 +292,11 @@ class LLMMagics(Magics):
 
     # Each handler turns parsed args into one Session call.
     def _load(self, args, cell):
-        loaded = self.session.load(args.model, args.device, args.dtype, args.trust_remote_code)
+        loaded = self.session.load(args.model, args.device, args.dtype, args.trust_remote_code, args.quantize)
         status = self.session.status()
+        quantized = f", quantized {status['quantization']}" if args.quantize != "none" else ""
         print(f"Loaded {loaded.name}: {status['parameters'] / 1e6:.1f}M parameters, {loaded.kind}, "
-              f"{status['device']}, {status['dtype']}")
+              f"{status['device']}, {status['dtype']}{quantized}")
         return loaded
 
     def _status(self, args, cell):
@@ -302,6 +308,11 @@ class LLMMagics(Magics):
             for key, value in status.items():
                 print(f"{key:<{width}}  {value:,}" if isinstance(value, int) else f"{key:<{width}}  {value}")
         return status
+
+    def _quantize(self, args, cell):
+        done = self.session.quantize(args.mode)
+        print(f"Quantized {self.session.loaded.name}: {done.describe()}")
+        return done
 
     def _generate(self, args, cell):
         from .widgets import StreamedText, in_notebook

@@ -290,6 +290,19 @@ def tokens_by_probability_html(tokens: list[dict]) -> str:
 
 # --- sampling playground ----------------------------------------------------------------------
 
+def _speed_note(session) -> str:
+    """On CPU without --quantize: say that the flag exists and what it would gain; else nothing."""
+    from .quantization import gain_hint, quantization_of
+
+    loaded = session.loaded
+    if loaded is not None and quantization_of(loaded.model) is not None:
+        return (f"<small style='color:var(--jp-ui-font-color2,#666)'>quantized weights: "
+                f"{html.escape(quantization_of(loaded.model).describe())}</small>")
+    hint = gain_hint(loaded)
+    return f"<small style='color:var(--jp-ui-font-color2,#666)'>full precision: {html.escape(hint)}</small>" \
+        if hint else ""
+
+
 class SamplingPanel:
     """Controls for every sampling setting, a Generate button, and the last runs side by side.
 
@@ -331,8 +344,9 @@ class SamplingPanel:
         controls = widgets.VBox([self.temperature, self.top_k, self.top_p, self.repetition_penalty])
         more = widgets.VBox([self.max_new_tokens, self.num_samples, widgets.HBox([self.seed, self.pin_seed]),
                              widgets.HBox([self.greedy, self.button])])
+        self.speed_note = widgets.HTML(_speed_note(session))
         self.widget = widgets.VBox([self.prompt, widgets.HBox([controls, more], layout=widgets.Layout(
-            flex_flow="row wrap")), self.legend, self.outputs], layout=widgets.Layout(width="100%"))
+            flex_flow="row wrap")), self.legend, self.speed_note, self.outputs], layout=widgets.Layout(width="100%"))
         self.widget.add_class("llm-playground")
 
     def _ipython_display_(self):
