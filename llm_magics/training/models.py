@@ -218,7 +218,8 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
         raise LLMError(f"LoRA cannot be applied to {loaded.name}: {error}") from None
 
 
-def _load_weights(loaded: LoadedModel, directory: str):
+def checked_weights(loaded: LoadedModel, directory: str) -> dict:
+    """The checkpoint's weights, refused in one line unless they fit the loaded model (read, not loaded)."""
     from safetensors.torch import load_file
 
     weights = Path(directory).expanduser() / "model.safetensors"
@@ -233,7 +234,7 @@ def _load_weights(loaded: LoadedModel, directory: str):
     missing = [k for k in expected if k not in state and not _tied(model, k)]
     if missing or any(k not in expected or state[k].shape != expected[k].shape for k in state):
         raise LLMError(f"--resume {directory}: its weights do not fit {loaded.name} (another model's checkpoint?)")
-    model.load_state_dict(state, strict=False)
+    return state
 
 
 def _tied(model, key: str) -> bool:
