@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from conftest import one_error_line, run
+from support import one_error_line, run
 from llm_magics import Session
 from llm_magics.errors import LLMError
 from llm_magics.quantization import int4_cpu_config, is_quantized
