@@ -46,6 +46,9 @@ DATA_HELP = ("a .txt (a document per blank-line-separated block), .jsonl/.json, 
              "of them or one written by Dataset.save_to_disk; '-' or none = the cell body")
 
 
+RUNS_DIR_HELP = "where the run is recorded (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"
+
+
 def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group = parser.add_argument_group("training")
     group.add_argument("--data", help=DATA_HELP)
@@ -62,6 +65,7 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps")
     group.add_argument("--output-dir", help="where checkpoints go (default llm_runs/<kind>-<time>)")
     group.add_argument("--resume", help="continue from a checkpoint directory")
+    group.add_argument("--runs-dir", help=RUNS_DIR_HELP)
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow Python code shipped with a --tokenizer or --resume folder")
@@ -162,6 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-tokens", type=int, help="perplexity on the first N tokens only")
     evaluate.add_argument("--max-new-tokens", type=int, default=64, help="for bleu / rouge generations")
     evaluate.add_argument("--seq-len", type=int, default=512, help="window for perplexity")
+    evaluate.add_argument("--runs-dir", help=RUNS_DIR_HELP)
+
+    runs = commands.add_parser("runs", help="the run history: a table of the recorded runs, newest first")
+    runs.add_argument("--runs-dir", help="the folder to list (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)")
+    runs.add_argument("--delete", metavar="ID", help="remove one run (its history, options and checkpoints)")
 
     return parser
 
@@ -337,7 +346,7 @@ class LLMMagics(Magics):
                                     progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
                                     processes=args.processes, accelerate_config=args.accelerate_config,
                                     text_field=args.text_field, max_tokens=args.max_tokens, sample_docs=args.sample_docs,
-                                    **_train_options(args)))
+                                    runs_dir=args.runs_dir, **_train_options(args)))
         print(result.summary())
         return result
 
@@ -349,7 +358,7 @@ class LLMMagics(Magics):
                                        trust_remote_code=args.trust_remote_code, epochs=args.epochs,
                                        processes=args.processes, accelerate_config=args.accelerate_config,
                                        text_field=args.text_field, sample_docs=args.sample_docs,
-                                       **_train_options(args)))
+                                       runs_dir=args.runs_dir, **_train_options(args)))
         print(result.summary())
         return result
 
@@ -398,9 +407,25 @@ class LLMMagics(Magics):
     def _eval(self, args, cell):
         result = self.session.eval(args.metric, data=args.data, text=cell, max_new_tokens=args.max_new_tokens,
                                    seq_len=args.seq_len, text_field=args.text_field, sample_docs=args.sample_docs,
-                                   max_tokens=args.max_tokens)
+                                   max_tokens=args.max_tokens, runs_dir=args.runs_dir)
         print(result.summary())
         return result
+
+    def _runs(self, args, cell):
+        from .runs import runs_dir
+
+        where = args.runs_dir or self.session.runs_dir
+        if args.delete:
+            info = self.session.delete_run(args.delete, where)
+            print(f"Deleted run {info['id']} ({info.get('kind')}, {info.get('steps') or 0} steps, "
+                  f"{info.get('status')}) from {runs_dir(where)}")
+            return None
+        frame = self.session.run_table(where)
+        if frame.empty:
+            print(f"No runs recorded in {runs_dir(where)} yet.")
+            return None
+        display(frame)
+        return frame
 
 
 def _discarding_on_error(view: list, run):

@@ -78,6 +78,13 @@ class TrainResult:
     tokens: int = 0
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # checkpoints carry it
     error: str | None = None  # why a failed run ended (it is still in Session.runs)
+    run_dir: str | None = None  # its folder in the run history (llm_magics.runs)
+    record_id: str | None = None  # its id there (`%llm runs`, llm_magics.runs.load)
+    options: dict = field(default_factory=dict)  # the resolved options it ran with
+    best_step: int | None = None  # the step of the lowest eval loss (early stopping)
+    restored_step: int | None = None  # the step whose weights the model holds after early stopping
+    stopped_early: bool = False  # early stopping ended it (not a user stop)
+    suggested_lr: float | None = None  # an lr-find run's suggestion
 
     @property
     def steps_done(self) -> int:

@@ -1,0 +1,154 @@
+"""The run history on disk: real training runs written as they go, read back after a restart."""
+import json
+import os
+import subprocess
+import sys
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from conftest import DATA, ROOT, one_error_line, run
+from llm_magics import LLMError, Session
+from llm_magics import runs as run_history
+
+CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
+TINY = dict(from_scratch=True, config="tiny", steps=6, seq_len=16, batch_size=2, progress=False)
+
+
+def test_a_run_is_a_folder_with_options_data_history_and_status(private_runs_dir):
+    s = Session()
+    result = s.train(text=CORPUS, eval_data=str(DATA / "tiny_corpus.txt"), eval_every=3, lr=2e-3,
+                     checkpoint_every=6, **TINY)
+    folder = private_runs_dir / result.record_id
+    assert result.run_dir == str(folder)
+    info = json.loads((folder / "run.json").read_text())
+    assert info["kind"] == "train" and info["status"] == "finished" and info["steps"] == 6
+    assert info["options"]["lr"] == 2e-3 and info["options"]["seq_len"] == 16 and info["options"]["from_scratch"]
+    assert info["model"].startswith("from-scratch tiny llama")
+    # the data with the datasets cache key it was read under, the eval file with its size
+    body, held_out = info["data"]
+    assert body["role"] == "data" and body["origin"] == "the cell body" and body["cache_key"]
+    assert held_out["files"][0]["bytes"] == (DATA / "tiny_corpus.txt").stat().st_size
+    # checkpoints live in the run's folder when no --output-dir is given
+    assert info["checkpoints"] == [str(folder / "checkpoints" / "checkpoint-6")]
+    assert info["metrics"]["eval_loss"] == result.metrics["eval_loss"]
+    lines = [json.loads(line) for line in (folder / "history.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == list(range(1, 7))
+    assert [line["loss"] for line in lines] == [row["loss"] for row in result.history]
+    assert [line["lr"] for line in lines] == [row["lr"] for row in result.history]
+    assert [line["step"] for line in lines if "eval_loss" in line] == [3, 6]
+    # tokens/s of each step: its tokens over its own time (an independent count: batch x seq_len)
+    for before, line in zip([{"elapsed": 0.0}] + lines, lines):
+        assert line["tokens_per_second"] == pytest.approx(2 * 16 / (line["elapsed"] - before["elapsed"]))
+    frame = run_history.load(result.record_id)
+    assert list(frame["loss"]) == list(result.history_frame()["loss"])
+    assert frame.attrs["status"] == "finished"
+
+
+def test_a_new_session_reads_the_runs_back_and_the_table_names_what_differs(private_runs_dir, capsys):
+    first = Session().train(text=CORPUS, lr=1e-3, **TINY)
+    second = Session().train(text=CORPUS, lr=3e-3, **TINY)
+    restarted = Session()  # what a kernel restart sees: nothing in memory, the folders on disk
+    assert [r.record_id for r in restarted.runs] == [first.record_id, second.record_id]
+    assert [r.final_loss for r in restarted.runs] == [first.final_loss, second.final_loss]
+    assert restarted.runs[-1].history_frame()["lr"].tolist() == [row["lr"] for row in second.history]
+    table = restarted.run_table()
+    assert list(table["id"]) == [second.record_id, first.record_id]  # newest first
+    assert "lr" in table.columns and "seq_len" not in table.columns  # only the options that differ
+    assert list(table["lr"]) == [3e-3, 1e-3] and list(table["status"]) == ["finished", "finished"]
+    assert list(table["final_loss"]) == [second.final_loss, first.final_loss]
+    assert run_history.label(run_history.find(second.record_id), ["lr"]) == "lr=0.003"
+    removed = restarted.delete_run(first.record_id)
+    assert removed["id"] == first.record_id and not (private_runs_dir / first.record_id).exists()
+    assert [r.record_id for r in restarted.runs] == [second.record_id]
+    with pytest.raises(LLMError, match="run id 'nope' is unknown in"):
+        run_history.load("nope")
+
+
+def test_stopped_and_failed_runs_say_so(tmp_path):
+    s = Session(runs_dir=str(tmp_path / "runs"))
+
+    class StopAt3:
+        def __call__(self, row, result):
+            if row["step"] == 3:
+                s.stop()
+
+    stopped = s.train(text=CORPUS, on_step=[StopAt3()], **{**TINY, "steps": 20})
+    assert run_history.find(stopped.record_id, tmp_path / "runs")["status"] == "stopped at step 3"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(LLMError):
+        s.train(text=CORPUS, output_dir=str(blocker), checkpoint_every=2, **TINY)
+    failed = run_history.all_runs(tmp_path / "runs")[-1]
+    assert failed["status"].startswith("failed: --output-dir") and "is a file" in failed["status"]
+
+
+def test_a_crashed_kernel_leaves_a_readable_partial_run(tmp_path):
+    """A real crash: the process dies at step 4 without any clean-up."""
+    script = f"""
+import os, sys
+sys.path.insert(0, {str(ROOT)!r})
+from llm_magics import Session
+s = Session(runs_dir={str(tmp_path)!r})
+def crash(row, result):
+    if row["step"] == 4:
+        os._exit(3)
+s.train(text={CORPUS!r}, on_step=[crash], from_scratch=True, steps=50, seq_len=16, batch_size=2, progress=False)
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 3, done.stderr
+    (info,) = run_history.all_runs(tmp_path)
+    assert [row["step"] for row in info["history"]] == [1, 2, 3, 4]
+    assert info["status"] == "unfinished at step 4 (the kernel ended)"
+    assert Session(runs_dir=str(tmp_path)).runs[0].steps_done == 4
+
+
+def test_bad_run_ids_and_unwritable_runs_dir_are_one_line(shell, capsys, tmp_path):
+    run(shell, f"runs --delete nope --runs-dir {tmp_path}")
+    assert one_error_line(capsys) == f"llm runs: run id 'nope' is unknown in {tmp_path}: `%llm runs` lists the runs there"
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    run(shell, f"train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --runs-dir {blocker}", CORPUS)
+    assert one_error_line(capsys).startswith(f"llm train: --runs-dir {blocker} is not writable:")
+
+
+def test_the_runs_magic_lists_and_deletes(shell, capsys, tmp_path):
+    where = tmp_path / "r"
+    trained = run(shell, f"train --from-scratch --steps 3 --seq-len 16 --batch-size 2 --no-widget --no-progress "
+                         f"--runs-dir {where}", CORPUS)
+    frame = run(shell, f"runs --runs-dir {where}")
+    assert list(frame["id"]) == [trained.record_id] and frame["final_loss"][0] == trained.final_loss
+    capsys.readouterr()
+    run(shell, f"runs --runs-dir {where} --delete {trained.record_id}")
+    out = capsys.readouterr().out
+    assert out.startswith(f"Deleted run {trained.record_id} (train, 3 steps, finished) from {where}")
+    run(shell, f"runs --runs-dir {where}")
+    assert "No runs recorded" in capsys.readouterr().out
+
+
+def _execute(cells: list[str], folder) -> list:
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    NotebookClient(notebook, timeout=300, kernel_name="python3",
+                   resources={"metadata": {"path": str(folder)}}).execute()
+    return notebook.cells
+
+
+def test_runs_survive_a_kernel_restart(tmp_path, monkeypatch):
+    """Two real kernels one after the other in the notebook's folder: the second one (after the 'restart')
+    lists the first one's run from llm_runs/ beside the notebook, with its final loss."""
+    monkeypatch.delenv("LLM_MAGICS_RUNS_DIR")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    first = _execute(["%load_ext llm_magics",
+                      f"%%llm train --from-scratch --steps 4 --seq-len 16 --batch-size 2 --no-widget --no-progress\n"
+                      f"{CORPUS[:2000]}",
+                      "print(_llm.record_id, repr(_llm.final_loss))"], tmp_path)
+    record_id, final_loss = first[2].outputs[0]["text"].split()
+    assert (tmp_path / "llm_runs" / record_id / "history.jsonl").is_file()
+    second = _execute(["%load_ext llm_magics", "%llm runs",
+                       "import llm_magics\nprint(llm_magics.session.runs[-1].record_id, "
+                       "repr(llm_magics.session.runs[-1].final_loss))"], tmp_path)
+    table = second[1].outputs[0]["data"]["text/plain"]
+    assert record_id in table and "finished" in table
+    assert f"{float(final_loss):.6f}"[:6] in table  # pandas rounds the shown float
+    assert second[2].outputs[0]["text"].split() == [record_id, final_loss]
