@@ -116,6 +116,8 @@ class RunRecord:
         if result is not None and hasattr(result, "total_steps"):
             self.info["total_steps"] = result.total_steps
             self.info["checkpoints"] = _checkpoints_of(result)
+            # every measured eval with its step (a graceful stop's eval comes after its step's history line)
+            self.info["eval_history"] = list(getattr(result, "eval_history", []))
             for key in ("best_step", "stopped_early", "restored_step", "suggested_lr"):
                 if getattr(result, key, None) is not None:
                     self.info[key] = getattr(result, key)
@@ -221,7 +223,9 @@ def delete(run_id: str, root: str | os.PathLike | None = None) -> dict:
 
 
 def eval_losses(info: dict) -> list[tuple[int, float]]:
-    return [(row["step"], row["eval_loss"]) for row in info["history"] if row.get("eval_loss") is not None]
+    """(step, eval loss) of every measured evaluation: run.json's list once the run ended, else the rows."""
+    rows = info.get("eval_history") or info["history"]
+    return [(row["step"], row["eval_loss"]) for row in rows if row.get("eval_loss") is not None]
 
 
 def differing_options(runs: list[dict]) -> list[str]:

@@ -140,7 +140,7 @@ class TrainingView:
         seconds_per_step = result.seconds / max(len(self.steps), 1)
         eta = seconds_per_step * (total - step)
         state = "stopped" if result.interrupted else ("done" if step >= total else f"ETA {_duration(eta)}")
-        evaluated = f" · eval loss {self.eval_losses[-1]:.4f}" if self.eval_losses else ""
+        evaluated = f" · eval loss {self.eval_losses[-1]:.4f} (step {self.eval_steps[-1]})" if self.eval_losses else ""
         return (f"<b>{html.escape(self.title)}</b>: step {step}/{total} · loss {self.losses[-1]:.4f}{evaluated}"
                 f" · {result.tokens_per_second:,.0f} tokens/s · {state}")
 
@@ -168,14 +168,12 @@ class TrainingView:
         self.widget.close()
 
     def _pick_up_final_eval(self) -> None:
-        """An evaluation run after the loop (a stopped run) is in result.metrics, not in a step row."""
-        result = self._result
-        final = getattr(result, "metrics", None) or {}
-        if result is None or "eval_loss" not in final or not self.steps:
-            return
-        if not self.eval_steps or self.eval_steps[-1] != self.steps[-1]:
-            self.eval_steps.append(self.steps[-1])
-            self.eval_losses.append(final["eval_loss"])
+        """An evaluation at the step a run was stopped is in result.eval_history, not in a step row. Only
+        measured points are drawn: a stop without --eval-data draws no eval point."""
+        for entry in getattr(self._result, "eval_history", None) or []:
+            if "eval_loss" in entry and entry["step"] not in self.eval_steps:
+                self.eval_steps.append(entry["step"])
+                self.eval_losses.append(entry["eval_loss"])
 
     def static_figure(self) -> dict:
         """The final chart as a plotly mime bundle (the header as its title, the same size as the live one),

@@ -152,3 +152,43 @@ def test_runs_survive_a_kernel_restart(tmp_path, monkeypatch):
     assert record_id in table and "finished" in table
     assert f"{float(final_loss):.6f}"[:6] in table  # pandas rounds the shown float
     assert second[2].outputs[0]["text"].split() == [record_id, final_loss]
+
+
+def test_a_graceful_stop_is_evaluated_at_its_step_and_nothing_unmeasured_is_drawn():
+    """Stopped at step 5 with evaluations every 4 steps: the chart's eval points are the measured ones, 4
+    and 5 (the score of the weights it stopped with), never step 4's value repeated at 5."""
+    import math
+
+    from llm_magics.widgets import TrainingView
+
+    s = Session()
+    eval_file = str(DATA / "tiny_corpus.txt")
+    view = TrainingView(s, "stopped")
+
+    def stop_at_5(row, result):
+        if row["step"] == 5:
+            s.stop()
+
+    result = s.train(text=CORPUS, eval_data=eval_file, eval_every=4, on_step=[view, stop_at_5],
+                     **{**TINY, "steps": 30})
+    view.close()
+    assert result.interrupted and result.steps_done == 5
+    assert [e["step"] for e in result.eval_history] == [4, 5]
+    # the oracle: the loaded model's perplexity on the same file over the same 16-token windows
+    perplexity = s.eval("perplexity", data=eval_file, seq_len=16)
+    assert result.eval_history[-1]["eval_loss"] == pytest.approx(math.log(perplexity.value), rel=1e-4)
+    evals = view.figure.data[2]
+    assert list(evals.x) == [4, 5] and list(evals.y) == [e["eval_loss"] for e in result.eval_history]
+    assert "eval loss" in view.header.value and "(step 5)" in view.header.value
+    assert "(measured at step 5)" in result.summary()
+    assert [s for s, _ in run_history.eval_losses(run_history.find(result.record_id))] == [4, 5]
+    # without --eval-data a stop draws no eval point at all
+    bare = TrainingView(s, "no eval")
+
+    def stop_at_3(row, result):
+        if row["step"] == 3:
+            s.stop()
+
+    s.train(text=CORPUS, on_step=[bare, stop_at_3], **{**TINY, "steps": 30})
+    bare.close()
+    assert list(bare.figure.data[2].x or []) == [] and "eval loss" not in bare.header.value

@@ -190,8 +190,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                     row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
                 if evaluate and (step == total_steps or options.eval_every and step % options.eval_every == 0):
                     row.update(evaluate())
-                    result.eval_history.append({"step": step, **{k: v for k, v in row.items()
-                                                                 if k.startswith("eval_") or k in ("accuracy", "f1")}})
+                    result.eval_history.append({"step": step, **_scores(row)})
                 if waiting is not None:
                     publish(waiting)
                 waiting = row
@@ -224,11 +223,19 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
             _unwrap_peft(loaded.model).activation_checkpointing_disable()
     if options.checkpoint_every and result.steps_done > last_saved:
         save(result.steps_done)  # an interrupted or uneven run still leaves its latest state on disk
-    if evaluate and not result.eval_history and result.history:
-        result.metrics = evaluate()
-    elif result.eval_history:
+    measured_last = bool(result.eval_history) and result.eval_history[-1]["step"] == result.steps_done
+    if evaluate and result.history and not measured_last:
+        # A graceful stop: score the weights it stopped with, at the step it stopped (never re-draw an older
+        # score there as if it had been measured).
+        result.eval_history.append({"step": result.steps_done, **_scores(evaluate())})
+    if result.eval_history:
         result.metrics = {k: v for k, v in result.eval_history[-1].items() if k != "step"}
     return result
+
+
+def _scores(row: dict) -> dict:
+    """The evaluation part of a step row."""
+    return {k: v for k, v in row.items() if k.startswith("eval_") or k in ("accuracy", "f1")}
 
 
 def _accelerator(loaded: LoadedModel, options: TrainOptions):

@@ -116,6 +116,8 @@ class TrainResult:
                 f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, {self.tokens_per_second:,.0f} tokens/s")
         if self.metrics:
             line += ", " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+            if self.eval_history:  # the step the scores were measured at
+                line += f" (measured at step {self.eval_history[-1]['step']})"
         checkpoint = self.checkpoint if self.checkpoint and Path(self.checkpoint).is_dir() else None
         if self.interrupted:
             kept = f"last checkpoint {checkpoint}" if checkpoint else "no checkpoint (use --checkpoint-every)"
