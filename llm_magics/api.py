@@ -216,6 +216,7 @@ class Session:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
+        _check_early_stopping(opts, eval_data)
         if opts.resume:
             reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
             if reached >= (opts.steps or 100):
@@ -312,6 +313,7 @@ class Session:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
+        _check_early_stopping(opts, eval_data)
         if opts.resume:
             read_state(opts.resume)  # refused before anything runs if unpickling it could run code
             loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
@@ -488,6 +490,11 @@ class _LatestResult:
 
     def __call__(self, row: dict, result: TrainResult):
         self.result = result
+
+
+def _check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
+    if opts.early_stopping and not (eval_data and opts.eval_every):
+        raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
 
 
 def _saved_files(path: Path) -> list[str] | None:

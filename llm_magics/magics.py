@@ -66,6 +66,11 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--output-dir", help="where checkpoints go (default llm_runs/<kind>-<time>)")
     group.add_argument("--resume", help="continue from a checkpoint directory")
     group.add_argument("--runs-dir", help=RUNS_DIR_HELP)
+    group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop after PATIENCE evaluations without a better eval loss (needs --eval-data, --eval-every)")
+    group.add_argument("--min-delta", type=float, default=0.0, help="early stopping: how much lower counts as better")
+    group.add_argument("--no-restore-best", dest="restore_best", action="store_false",
+                       help="early stopping: keep the last weights instead of loading the best evaluation's back")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow Python code shipped with a --tokenizer or --resume folder")
@@ -474,7 +479,8 @@ def _train_options(args) -> dict:
                    warmup=args.warmup, seq_len=args.seq_len, eval_every=args.eval_every,
                    checkpoint_every=args.checkpoint_every, output_dir=args.output_dir, resume=args.resume,
                    seed=args.seed, compile=_compile(args) or False,
-                   gradient_checkpointing=args.gradient_checkpointing)
+                   gradient_checkpointing=args.gradient_checkpointing, early_stopping=args.early_stopping,
+                   min_delta=args.min_delta, restore_best=args.restore_best)
     if args.lr is not None:
         options["lr"] = args.lr
     return options

@@ -107,6 +107,8 @@ class RunRecord:
         stopped = stopped if stopped is not None else bool(result is not None and getattr(result, "interrupted", False))
         if error:
             status = f"failed: {error}"
+        elif getattr(result, "stopped_early", False):
+            status = f"stopped early at step {steps} (best eval loss at step {result.best_step})"
         elif stopped:
             status = f"stopped at step {steps}"
         else:

@@ -54,6 +54,7 @@ class TrainingView:
         self.eval_steps: list[int] = []
         self.eval_losses: list[float] = []
         self.redraws = 0
+        self.best_step: int | None = None  # marked on the chart (early stopping)
         self._last_draw: float | None = None  # None: never drawn (perf_counter's origin is arbitrary)
         self._result = None
         self._handle = None  # the cell output, replaced by a static figure when training ends
@@ -127,10 +128,22 @@ class TrainingView:
             evals.x, evals.y = self.eval_steps, self.eval_losses
             lr.x, lr.y = steps, [self.lrs[i] for i in keep]
             self.figure.layout.yaxis2.range = [0, (max(self.lrs) or 1.0) * 1.1]
+            self._mark_best(getattr(result, "best_step", None))
         self.header.value = self._header_html()
         step, total = self.steps[-1], result.total_steps
         self.progress.max, self.progress.value = total, step
         self.redraws += 1
+
+    def _mark_best(self, best_step: int | None) -> None:
+        """Early stopping: a dashed line at the step of the best eval loss (the weights it restores)."""
+        if best_step is None or self.best_step == best_step:
+            return
+        self.best_step = best_step
+        self.figure.layout.shapes = [dict(type="line", xref="x", yref="paper", x0=best_step, x1=best_step, y0=0,
+                                          y1=1, line=dict(color="#e4572e", dash="dash", width=1))]
+        self.figure.layout.annotations = [dict(x=best_step, xref="x", y=1, yref="paper", text=f"best step {best_step}",
+                                               showarrow=False, xanchor="left", yanchor="top",
+                                               font=dict(size=11, color="#e4572e"))]
 
     def _header_html(self) -> str:
         result = self._result

@@ -6,6 +6,7 @@ import sys
 
 import nbformat
 import pytest
+import torch
 from nbclient import NotebookClient
 
 from conftest import DATA, ROOT, one_error_line, run
@@ -192,3 +193,55 @@ def test_a_graceful_stop_is_evaluated_at_its_step_and_nothing_unmeasured_is_draw
     s.train(text=CORPUS, on_step=[bare, stop_at_3], **{**TINY, "steps": 30})
     bare.close()
     assert list(bare.figure.data[2].x or []) == [] and "eval loss" not in bare.header.value
+
+
+def _weights(model) -> dict:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("restore", [True, False])
+def test_early_stopping_on_a_rising_eval_loss_restores_the_best_step(restore, tmp_path):
+    """Trained on 'ab' repeated and evaluated on English: the eval loss soon rises. A hand-written hook keeps
+    the weights of every step (keyed by the optimizer steps done: tokens / tokens per step, so it also holds
+    where rows arrive one step late on a GPU); the model after the run equals the best step's copy."""
+    import math
+
+    from llm_magics.widgets import TrainingView
+
+    eval_file = tmp_path / "english.txt"
+    eval_file.write_text((DATA / "tiny_corpus.txt").read_text()[:600])
+    s = Session()
+    kept = {}
+
+    def keep(row, result):
+        kept[result.tokens // (2 * 16)] = _weights(s.model)
+
+    view = TrainingView(s, "early")
+    result = s.train(text="ab" * 2000, eval_data=str(eval_file), eval_every=2, early_stopping=2, on_step=[keep, view],
+                     restore_best=restore, **{**TINY, "steps": 60, "lr": 1e-2})
+    view.close()
+    losses = [e["eval_loss"] for e in result.eval_history]
+    best = min(range(len(losses)), key=losses.__getitem__)
+    assert max(losses[best:]) > losses[best]  # the corpus does make the eval loss rise
+    assert result.stopped_early and not result.interrupted and result.steps_done < 60
+    assert result.best_step == result.eval_history[best]["step"]
+    assert result.steps_done == result.best_step + 2 * 2  # two evaluations of patience, every 2 steps
+    expected = kept[result.best_step if restore else result.steps_done]
+    final = _weights(s.model)
+    assert all(torch.equal(final[name], expected[name]) for name in expected)
+    if restore:
+        assert result.restored_step == result.best_step
+        assert f"the model holds step {result.best_step}'s weights" in result.summary()
+        perplexity = s.eval("perplexity", data=str(eval_file), seq_len=16)  # oracle: the restored weights' score
+        assert math.log(perplexity.value) == pytest.approx(losses[best], rel=1e-4)
+    else:
+        assert result.restored_step is None and "--no-restore-best" in result.summary()
+    assert view.best_step == result.best_step and view.figure.layout.shapes[0].x0 == result.best_step
+    assert run_history.find(result.record_id)["status"] == \
+        f"stopped early at step {result.steps_done} (best eval loss at step {result.best_step})"
+
+
+def test_early_stopping_needs_eval_data_and_eval_every(shell, capsys):
+    run(shell, "train --from-scratch --steps 4 --seq-len 16 --no-widget --no-progress --early-stopping 2", CORPUS)
+    assert one_error_line(capsys) == \
+        "llm train: --early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss"

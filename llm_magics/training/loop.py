@@ -170,6 +170,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     # it does not wait for the step in flight (no host synchronisation per step).
     late = on_gpu
     waiting = None
+    watch = _EarlyStopping(options, trainable, result) if options.early_stopping and evaluate else None
     started = time.perf_counter() - result.seconds
     try:
         with graceful_interrupts(stop) as flag:
@@ -191,6 +192,8 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                 if evaluate and (step == total_steps or options.eval_every and step % options.eval_every == 0):
                     row.update(evaluate())
                     result.eval_history.append({"step": step, **_scores(row)})
+                    if watch is not None:
+                        watch.evaluated(step, row.get("eval_loss"))
                 if waiting is not None:
                     publish(waiting)
                 waiting = row
@@ -201,6 +204,9 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                 if checkpoint_due:
                     save(step)
                     last_saved = step
+                if watch is not None and watch.exhausted:
+                    result.stopped_early = True
+                    break
             if waiting is not None:
                 publish(waiting)
                 waiting = None
@@ -223,6 +229,8 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
             _unwrap_peft(loaded.model).activation_checkpointing_disable()
     if options.checkpoint_every and result.steps_done > last_saved:
         save(result.steps_done)  # an interrupted or uneven run still leaves its latest state on disk
+    if watch is not None and result.stopped_early:
+        watch.restore()  # after the final checkpoint, which keeps the state the run reached
     measured_last = bool(result.eval_history) and result.eval_history[-1]["step"] == result.steps_done
     if evaluate and result.history and not measured_last:
         # A graceful stop: score the weights it stopped with, at the step it stopped (never re-draw an older
@@ -230,7 +238,42 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
         result.eval_history.append({"step": result.steps_done, **_scores(evaluate())})
     if result.eval_history:
         result.metrics = {k: v for k, v in result.eval_history[-1].items() if k != "step"}
+    if result.restored_step is not None:  # the scores of the weights the model now holds
+        result.metrics = next({k: v for k, v in e.items() if k != "step"} for e in result.eval_history
+                              if e["step"] == result.restored_step)
     return result
+
+
+class _EarlyStopping:
+    """Stops after `patience` evaluations without an eval loss lower than the best by more than min_delta,
+    keeping a copy of the trainable weights at the best evaluation to load back."""
+
+    def __init__(self, options: TrainOptions, trainable: list, result: TrainResult):
+        self.patience, self.min_delta, self.keep = options.early_stopping, options.min_delta, options.restore_best
+        self.trainable, self.result = trainable, result
+        self.best, self.best_weights, self.waited = math.inf, None, 0
+
+    def evaluated(self, step: int, loss: float | None) -> None:
+        if loss is None or not math.isfinite(loss):
+            self.waited += 1
+        elif loss < self.best - self.min_delta:
+            self.best, self.waited, self.result.best_step = loss, 0, step
+            if self.keep:
+                self.best_weights = [p.detach().clone() for p in self.trainable]
+        else:
+            self.waited += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.waited >= self.patience
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.best_weights is None:
+            return
+        for parameter, best in zip(self.trainable, self.best_weights):
+            parameter.copy_(best)
+        self.result.restored_step = self.result.best_step
 
 
 def _scores(row: dict) -> dict:
