@@ -213,6 +213,7 @@ class Session:
         (step callbacks with an `on_prepare` method get them too); num_proc: tokenizing processes.
         processes > 1 (or an accelerate config) trains on several processes; the kernel then keeps its copy
         of the model on the CPU. runs_dir: where the run is recorded (default `self.runs_dir`)."""
+        options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
@@ -229,7 +230,7 @@ class Session:
         home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
         model = (f"from-scratch {config} {arch} ({tokenizer} tokenizer)" if from_scratch and not opts.resume
                  else opts.resume if opts.resume else self.loaded.name)
-        record = self._record("train", dict(
+        record = self._record("lr-find" if opts.lr_sweep else "train", dict(
             from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer, data=data, eval_data=eval_data,
             text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, processes=processes,
             **asdict(opts)), model, runs_dir)
@@ -310,6 +311,7 @@ class Session:
                  trust_remote_code: bool = False, processes: int = 1, accelerate_config: str | None = None,
                  text_field: str | None = None, sample_docs: int | None = None, on_prepare: list[Callable] = (),
                  runs_dir: str | None = None, **options) -> TrainResult:
+        options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
@@ -325,7 +327,7 @@ class Session:
         if task == "classify":
             check_labels(labels)
         kind = "classify" if task == "classify" else "finetune"
-        record = self._record(kind, dict(
+        record = self._record("lr-find" if opts.lr_sweep else kind, dict(
             data=data, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
             labels=labels, text_field=text_field, sample_docs=sample_docs, processes=processes, **asdict(opts)),
             loaded.name, runs_dir)
@@ -357,7 +359,7 @@ class Session:
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str, record: run_history.RunRecord) -> TrainResult:
         reached = _LatestResult()
-        callbacks = [reached, record] + list(on_step) + self.step_listeners + \
+        callbacks = [reached] + list(on_step) + [record] + self.step_listeners + \
             ([ProgressBar(description)] if progress else [])
         try:
             result = self._stoppable(lambda stop: work(stop, callbacks))
@@ -378,6 +380,8 @@ class Session:
     def _recorded(self, result: TrainResult, record: run_history.RunRecord) -> None:
         """The run's final status on disk, and the run in self.runs."""
         result.run_dir, result.record_id = str(record.path), record.id
+        if record.info["kind"] == "lr-find":
+            result.kind = "lr-find"
         result.options = record.info["options"]
         record.finish(result, error=result.error)
         # the folder was on disk from the start: a first read of self.runs may already hold it
@@ -397,6 +401,48 @@ class Session:
         """Ask the active run (train, finetune, generate or eval) to stop after its current step."""
         if self.stop_flag is not None:
             self.stop_flag.request("stop button")
+
+    # --- the learning-rate finder ---
+    def lr_find(self, finetune: bool = False, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+                suggestion: str = "valley", on_step: list[Callable] = (), **options) -> TrainResult:
+        """fastai's lr_find on what `train(**options)` (or `finetune(**options)`) would train: an exponential
+        lr sweep with a smoothed loss, stopped at 4x its best; sets `self.suggested_lr` (valley by default,
+        or minimum/10, steep), which `lr="suggested"` uses. The sweep trains a copy of the model and the
+        RNG state is put back: the session's model and random streams are exactly as before. A run too."""
+        from . import lr_finder
+        from .training.checkpoints import rng_state, set_rng_state
+
+        lr_finder.check(start_lr, end_lr, num_steps, suggestion)
+        for name in ("eval_data", "checkpoint_every", "resume", "early_stopping", "processes", "accelerate_config"):
+            if options.get(name) not in (None, False, 1):
+                raise LLMError(f"lr-find takes no --{name.replace('_', '-')}: it sweeps the lr on the training data only")
+        watcher = lr_finder.SweepWatcher(self, start_lr, end_lr, num_steps, suggestion)
+        original, chat, rng = self.loaded, (self.history, self.system), rng_state()
+        if original is not None:  # sweep a copy; the loaded model is never touched
+            self.loaded = copy.copy(original)
+            self.loaded.model = copy.deepcopy(original.model)
+        try:
+            run = self.finetune if finetune else self.train
+            result = run(on_step=[watcher, *on_step], **{**options, "lr": start_lr, "steps": num_steps, "warmup": 0,
+                                                       "lr_sweep": end_lr})
+        finally:
+            self.loaded, (self.history, self.system) = original, chat
+            set_rng_state(rng)
+        self.last = result
+        return result
+
+    @property
+    def suggested_lr(self) -> float | None:
+        """The latest lr-find run's suggestion (read back from the run history after a restart)."""
+        found = [r.suggested_lr for r in self.runs if r.kind == "lr-find" and r.suggested_lr]
+        return found[-1] if found else None
+
+    def _resolve_lr(self, options: dict) -> dict:
+        if options.get("lr") != "suggested":
+            return options
+        if self.suggested_lr is None:
+            raise LLMError("--lr suggested needs an earlier `%%llm lr-find` (none is recorded in the runs dir)")
+        return {**options, "lr": self.suggested_lr}
 
     # --- evaluation ---
     def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,

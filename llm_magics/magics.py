@@ -46,6 +46,10 @@ DATA_HELP = ("a .txt (a document per blank-line-separated block), .jsonl/.json, 
              "of them or one written by Dataset.save_to_disk; '-' or none = the cell body")
 
 
+def _lr_value(text: str):
+    return text if text == "suggested" else float(text)
+
+
 RUNS_DIR_HELP = "where the run is recorded (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"
 
 
@@ -58,7 +62,8 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--steps", type=int, help="optimizer steps")
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    group.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warmup + cosine)")
+    group.add_argument("--lr", type=_lr_value, default=lr,
+                       help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last lr-find's")
     group.add_argument("--warmup", type=float, default=0.1, help="warmup: a fraction (<1) or a step count")
     group.add_argument("--seq-len", type=int, default=128, help="tokens per training sequence")
     group.add_argument("--eval-every", type=int, help="evaluate --eval-data every N steps")
@@ -142,6 +147,28 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--task", default="lm", choices=["lm", "classify"])
     finetune.add_argument("--labels", help="comma-separated class labels for --task classify")
     _training_options(finetune, lr=None)
+
+    lr_find = commands.add_parser("lr-find", help="fastai's lr range test on the data of a train or finetune run")
+    lr_find.add_argument("form", nargs="?", default="train", choices=["train", "finetune"],
+                         help="sweep what `train` (default) or `finetune` would train")
+    lr_find.add_argument("--start-lr", type=float, default=1e-7)
+    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--num-steps", type=int, default=100, help="steps of the exponential sweep (default 100)")
+    lr_find.add_argument("--suggestion", default="valley", choices=["valley", "minimum", "steep"],
+                         help="which suggestion `--lr suggested` uses (default valley)")
+    lr_find.add_argument("--from-scratch", action="store_true", help="train form: a fresh model built from --config")
+    lr_find.add_argument("--config", default="tiny")
+    lr_find.add_argument("--arch", default="llama", choices=["llama", "gpt2"])
+    lr_find.add_argument("--tokenizer", default="bytes")
+    lr_find.add_argument("--device", default="auto")
+    lr_find.add_argument("--max-tokens", type=int)
+    lr_find.add_argument("--lora", action="store_true", help="finetune form: sweep a LoRA adapter")
+    lr_find.add_argument("--lora-r", type=int, default=8)
+    lr_find.add_argument("--lora-alpha", type=int)
+    lr_find.add_argument("--epochs", type=float, default=1.0)
+    lr_find.add_argument("--task", default="lm", choices=["lm", "classify"])
+    lr_find.add_argument("--labels")
+    _training_options(lr_find, lr=None)
 
     save = commands.add_parser("save", help="save the model (LoRA merged) and tokenizer to DIR")
     save.add_argument("directory")
@@ -261,7 +288,7 @@ class LLMMagics(Magics):
             args = PARSER.parse_args(argv)
             if args.command in FREE_TEXT:
                 setattr(args, FREE_TEXT[args.command], text)
-            result = getattr(self, f"_{args.command}")(args, cell)
+            result = getattr(self, f"_{args.command.replace('-', '_')}")(args, cell)
         except _HelpShown:
             return None
         except LLMError as error:
@@ -375,6 +402,34 @@ class LLMMagics(Magics):
         view = TrainingView(self.session, title)
         display(view)
         return [view]
+
+    def _lr_find(self, args, cell):
+        from .lr_finder import figure
+        from .widgets import in_notebook
+
+        options = dict(progress=args.progress, trust_remote_code=args.trust_remote_code, text_field=args.text_field,
+                       sample_docs=args.sample_docs, runs_dir=args.runs_dir, start_lr=args.start_lr,
+                       end_lr=args.end_lr, num_steps=args.num_steps, suggestion=args.suggestion,
+                       **{k: v for k, v in _train_options(args).items() if k not in ("lr", "steps", "warmup")})
+        if args.form == "finetune":
+            result = self.session.lr_find(finetune=True, data=args.data, text=cell, lora=args.lora,
+                                          lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
+                                          labels=args.labels, epochs=args.epochs, **options)
+        else:
+            result = self.session.lr_find(text=cell, data=args.data, from_scratch=args.from_scratch,
+                                          config=args.config, arch=args.arch, tokenizer=args.tokenizer,
+                                          device=args.device, max_tokens=args.max_tokens, **options)
+        bundle = figure(result)
+        if in_notebook():
+            display(bundle, raw=True)
+        if result.suggested_lr:
+            print(f"lr-find: {result.steps_done} steps, suggested lr {result.suggested_lr:.2e} ({args.suggestion}; "
+                  + ", ".join(f"{name} {lr:.2e}" for name, (lr, _) in result.suggestions.items())
+                  + "); `--lr suggested` on the next train/finetune uses it. The model is unchanged.")
+        else:
+            print(f"lr-find: {result.steps_done} steps, too few for a suggestion (try more --num-steps). "
+                  "The model is unchanged.")
+        return result
 
     def _save(self, args, cell):
         path = self.session.save(args.directory, adapter_only=args.adapter, overwrite=args.overwrite)

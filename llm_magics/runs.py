@@ -120,7 +120,7 @@ class RunRecord:
             self.info["checkpoints"] = _checkpoints_of(result)
             # every measured eval with its step (a graceful stop's eval comes after its step's history line)
             self.info["eval_history"] = list(getattr(result, "eval_history", []))
-            for key in ("best_step", "stopped_early", "restored_step", "suggested_lr"):
+            for key in ("best_step", "stopped_early", "restored_step", "suggested_lr", "suggestions"):
                 if getattr(result, key, None) is not None:
                     self.info[key] = getattr(result, key)
         self.info["metrics"] = dict(metrics if metrics is not None else getattr(result, "metrics", {}) or {})
@@ -300,4 +300,7 @@ def to_result(info: dict):
     result.run_dir, result.record_id, result.options = info["path"], info["id"], info.get("options") or {}
     result.best_step = info.get("best_step")
     result.suggested_lr = info.get("suggested_lr")
+    if info.get("kind") == "lr-find":
+        result.suggestions = {k: (v[0], tuple(v[1])) for k, v in (info.get("suggestions") or {}).items()}
+        result.sweep = {"lr": [r.get("lr_used") for r in history], "smoothed_loss": [r.get("smoothed_loss") for r in history]}
     return result

@@ -137,7 +137,11 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
     warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    if options.lr_sweep:  # lr-find: step k (0-based) uses lr * (end / lr) ** (k / steps), as fastai's LRFinder
+        ratio = options.lr_sweep / options.lr
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: ratio ** (k / total_steps))
+    else:
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
 
     result = TrainResult(kind=kind, total_steps=total_steps)

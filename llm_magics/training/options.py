@@ -45,6 +45,7 @@ class TrainOptions:
     early_stopping: int | None = None  # stop after this many evaluations without a better eval loss
     min_delta: float = 0.0  # what counts as better: lower by more than this
     restore_best: bool = True  # after early stopping, load the best evaluation's weights back
+    lr_sweep: float | None = None  # lr-find: grow the lr exponentially from `lr` to this over `steps` steps
 
     def validated(self) -> "TrainOptions":
         check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
