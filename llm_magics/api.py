@@ -236,6 +236,7 @@ class Session:
             **asdict(opts)), model, runs_dir)
         if opts.checkpoint_every and not opts.output_dir:
             opts.output_dir = str(record.path / "checkpoints")  # checkpoints live with their run
+        opts.tracker_dir = str(record.path / "trackers")
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
@@ -333,6 +334,7 @@ class Session:
             loaded.name, runs_dir)
         if opts.checkpoint_every and not opts.output_dir:
             opts.output_dir = str(record.path / "checkpoints")
+        opts.tracker_dir = str(record.path / "trackers")
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
@@ -539,6 +541,9 @@ class _LatestResult:
 
 
 def _check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
+    from .training import trackers
+
+    trackers.parse(opts.track)  # an unknown or missing tracker is one line before anything runs
     if opts.early_stopping and not (eval_data and opts.eval_every):
         raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
 

@@ -77,6 +77,8 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--no-restore-best", dest="restore_best", action="store_false",
                        help="early stopping: keep the last weights instead of loading the best evaluation's back")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--track", help="log to experiment trackers through accelerate, comma-separated: "
+                       "tensorboard, trackio, wandb (offline without a login), mlflow, aim")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow Python code shipped with a --tokenizer or --resume folder")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -535,7 +537,7 @@ def _train_options(args) -> dict:
                    checkpoint_every=args.checkpoint_every, output_dir=args.output_dir, resume=args.resume,
                    seed=args.seed, compile=_compile(args) or False,
                    gradient_checkpointing=args.gradient_checkpointing, early_stopping=args.early_stopping,
-                   min_delta=args.min_delta, restore_best=args.restore_best)
+                   min_delta=args.min_delta, restore_best=args.restore_best, track=args.track)
     if args.lr is not None:
         options["lr"] = args.lr
     return options

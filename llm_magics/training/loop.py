@@ -25,6 +25,7 @@ from .checkpoints import _restore, prepare_output_dir, save_checkpoint
 from .models import _add_lora, _load_weights, classifier_from
 from .options import TrainOptions, TrainResult
 from .scoring import _mean_loss, classification_metrics
+from . import trackers
 
 
 def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
@@ -126,7 +127,8 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     from transformers import get_cosine_schedule_with_warmup
 
     on_gpu = loaded.device.type == "cuda"
-    accelerator = _accelerator(loaded, options)
+    tracked = trackers.parse(options.track)
+    accelerator = _accelerator(loaded, options, **trackers.accelerator_arguments(tracked, options.tracker_dir))
     model = loaded.model
     if options.gradient_checkpointing:
         _unwrap_peft(model).activation_checkpointing_enable({"use_reentrant": False})
@@ -165,6 +167,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
         if "rank_losses" in row:
             row["rank_losses"] = row["rank_losses"].read()
         result.history.append(row)
+        trackers.log(accelerator, tracked, row)
         for callback in on_step:
             callback(row, result)
 
@@ -176,6 +179,8 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     waiting = None
     watch = _EarlyStopping(options, trainable, result) if options.early_stopping and evaluate else None
     started = time.perf_counter() - result.seconds
+    trackers.start(accelerator, tracked, options.tracker_dir,
+                   {"kind": kind, "total_steps": total_steps, **{k: v for k, v in vars(options).items()}})
     try:
         with graceful_interrupts(stop) as flag:
             for step in range(start_step + 1, total_steps + 1):
@@ -227,6 +232,7 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
                        f"try --batch-size {max(1, per_process // 2)} --grad-accum "
                        f"{options.grad_accum * 2} (the model is unchanged)") from None
     finally:
+        trackers.end(accelerator, tracked)
         model.eval()
         loaded.model = accelerator.unwrap_model(model, keep_torch_compile=False)
         if options.gradient_checkpointing:
@@ -285,7 +291,7 @@ def _scores(row: dict) -> dict:
     return {k: v for k, v in row.items() if k.startswith("eval_") or k in ("accuracy", "f1")}
 
 
-def _accelerator(loaded: LoadedModel, options: TrainOptions):
+def _accelerator(loaded: LoadedModel, options: TrainOptions, **tracking):
     """bf16 autocast and TF32 matmuls on a GPU; `--compile` through accelerate's dynamo plugin. Under
     `accelerate launch --config_file` the config's own precision and compile settings win."""
     from accelerate import Accelerator
@@ -301,7 +307,7 @@ def _accelerator(loaded: LoadedModel, options: TrainOptions):
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ
     mixed = None if launched else ("bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no")
     return Accelerator(mixed_precision=mixed, cpu=loaded.device.type == "cpu",
-                       dynamo_backend=compile_backend(options.compile))
+                       dynamo_backend=compile_backend(options.compile), **tracking)
 
 
 def _stop_requested(accelerator, flag: StopFlag) -> bool:

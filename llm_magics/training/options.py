@@ -45,6 +45,8 @@ class TrainOptions:
     early_stopping: int | None = None  # stop after this many evaluations without a better eval loss
     min_delta: float = 0.0  # what counts as better: lower by more than this
     restore_best: bool = True  # after early stopping, load the best evaluation's weights back
+    track: str | None = None  # experiment trackers, comma-separated (tensorboard, trackio, wandb, mlflow, aim)
+    tracker_dir: str | None = None  # where local trackers write (the run's folder)
     lr_sweep: float | None = None  # lr-find: grow the lr exponentially from `lr` to this over `steps` steps
 
     def validated(self) -> "TrainOptions":
