@@ -363,6 +363,8 @@ class Session:
         reached = _LatestResult()
         callbacks = [reached] + list(on_step) + [record] + self.step_listeners + \
             ([ProgressBar(description)] if progress else [])
+        for callback in callbacks:  # e.g. the live chart, to name the runs it overlays by their differences
+            getattr(callback, "on_record", lambda record: None)(record)
         try:
             result = self._stoppable(lambda stop: work(stop, callbacks))
         except BaseException as error:  # a failed run is still a run: keep what it reached

@@ -77,6 +77,8 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--no-restore-best", dest="restore_best", action="store_false",
                        help="early stopping: keep the last weights instead of loading the best evaluation's back")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--compare", default="auto", help="overlay earlier runs on the live chart, faded: auto (the "
+                       "previous run of the same kind on the same data), last, all, none, or ID,ID")
     group.add_argument("--track", help="log to experiment trackers through accelerate, comma-separated: "
                        "tensorboard, trackio, wandb (offline without a login), mlflow, aim")
     group.add_argument("--trust-remote-code", action="store_true",
@@ -205,6 +207,8 @@ def build_parser() -> argparse.ArgumentParser:
     runs = commands.add_parser("runs", help="the run history: a table of the recorded runs, newest first")
     runs.add_argument("--runs-dir", help="the folder to list (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)")
     runs.add_argument("--delete", metavar="ID", help="remove one run (its history, options and checkpoints)")
+    runs.add_argument("--plot", choices=["loss", "eval_loss", "lr"], help="a static overlay of the runs' curves")
+    runs.add_argument("ids", nargs="*", help="the runs to plot (default: all)")
 
     return parser
 
@@ -399,9 +403,12 @@ class LLMMagics(Magics):
     def _training_view(self, args, title: str) -> list:
         from .widgets import TrainingView, in_notebook
 
+        from .runs import check_compare
+
+        check_compare(args.compare, args.runs_dir or self.session.runs_dir)  # an unknown id: one line, no run
         if not (args.widget if args.widget is not None else in_notebook()):
             return []
-        view = TrainingView(self.session, title)
+        view = TrainingView(self.session, title, compare=args.compare)
         display(view)
         return [view]
 
@@ -482,6 +489,12 @@ class LLMMagics(Magics):
             print(f"Deleted run {info['id']} ({info.get('kind')}, {info.get('steps') or 0} steps, "
                   f"{info.get('status')}) from {runs_dir(where)}")
             return None
+        if args.plot:
+            from .runs import plot
+
+            bundle = plot(args.plot, args.ids or None, where)
+            display(bundle, raw=True)
+            return bundle
         frame = self.session.run_table(where)
         if frame.empty:
             print(f"No runs recorded in {runs_dir(where)} yet.")

@@ -304,3 +304,75 @@ def to_result(info: dict):
         result.suggestions = {k: (v[0], tuple(v[1])) for k, v in (info.get("suggestions") or {}).items()}
         result.sweep = {"lr": [r.get("lr_used") for r in history], "smoothed_loss": [r.get("smoothed_loss") for r in history]}
     return result
+
+
+# --- comparing runs ----------------------------------------------------------------------------
+
+def select(spec: str | None, kind: str, options: dict, root, exclude: str | None = None) -> list[dict]:
+    """The earlier runs to overlay: 'auto' (the previous run of the same kind on the same data, if any),
+    'last' (the previous run of the same kind), 'all' (every run of that kind), 'none', or 'ID,ID'."""
+    spec = (spec or "auto").strip()
+    if spec == "none":
+        return []
+    runs = [info for info in all_runs(root) if info["id"] != exclude and info["history"]]
+    if spec not in ("auto", "last", "all"):
+        return [info for info in (find(i.strip(), root) for i in spec.split(",") if i.strip()) if info["id"] != exclude]
+    same_kind = [info for info in runs if info.get("kind") == kind]
+    if spec == "all":
+        return same_kind
+    if spec == "auto":
+        same_kind = [info for info in same_kind if (info.get("options") or {}).get("data") == options.get("data")]
+    return same_kind[-1:]
+
+
+def check_compare(spec: str | None, root) -> None:
+    """Unknown ids in --compare are one line before the run starts."""
+    if spec and spec not in ("auto", "last", "all", "none"):
+        for run_id in spec.split(","):
+            if run_id.strip():
+                find(run_id.strip(), root)
+
+
+def smoothed(values: list[float], smoothing: float) -> list[float]:
+    """TensorBoard's debiased exponential moving average."""
+    out, average = [], 0.0
+    for count, value in enumerate(values, 1):
+        average = smoothing * average + (1 - smoothing) * value
+        out.append(average / (1 - smoothing ** count) if smoothing else value)
+    return out
+
+
+PLOT_METRICS = ("loss", "eval_loss", "lr")
+
+
+def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> dict:
+    """`%llm runs --plot`: a static overlay of runs (a plotly mime bundle, with an inline SVG fallback for
+    saved notebooks viewed without plotly), each run named by the options in which it differs."""
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from .widgets import _CONFIG, _GRID, _THEME, svg_chart
+
+    if metric not in PLOT_METRICS:
+        raise LLMError(f"unknown --plot {metric!r}: use {', '.join(PLOT_METRICS)}")
+    runs = [find(i, root) for i in run_ids] if run_ids else [i for i in all_runs(root) if i["history"]]
+    names = differing_options(runs)
+    figure = go.Figure(layout=dict(**_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=40),
+                                   xaxis=dict(title="step", gridcolor=_GRID, tickformat="d"),
+                                   yaxis=dict(title=metric, gridcolor=_GRID, tickformat="~s" if metric == "lr" else None),
+                                   legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
+    series = []
+    for info in runs:
+        points = [(row["step"], row[metric]) for row in (info.get("eval_history") or info["history"]
+                                                          if metric == "eval_loss" else info["history"])
+                  if row.get(metric) is not None]
+        name = f"{info['id']}: {label(info, names)}" if names else info["id"]
+        figure.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name,
+                           mode="lines+markers" if metric == "eval_loss" else "lines")
+        series.append((name, [p[0] for p in points], [p[1] for p in points], "currentColor"))
+    bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
+    bundle["application/vnd.plotly.v1+json"]["config"] = _CONFIG
+    palette = ["#1f77b4", "#e4572e", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
+    bundle["text/html"] = svg_chart([(n, xs, ys, palette[i % len(palette)]) for i, (n, xs, ys, _) in enumerate(series)])
+    bundle["text/plain"] = f"{metric} of {len(runs)} runs: " + ", ".join(n for n, *_ in series)
+    return bundle

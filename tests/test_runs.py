@@ -245,3 +245,40 @@ def test_early_stopping_needs_eval_data_and_eval_every(shell, capsys):
     run(shell, "train --from-scratch --steps 4 --seq-len 16 --no-widget --no-progress --early-stopping 2", CORPUS)
     assert one_error_line(capsys) == \
         "llm train: --early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss"
+
+
+def _ema(values, smoothing=0.9):
+    out, average = [], 0.0
+    for t, value in enumerate(values, 1):
+        average = smoothing * average + (1 - smoothing) * value
+        out.append(average / (1 - smoothing ** t))
+    return out
+
+
+def test_compare_overlays_earlier_runs_named_by_their_differences(shell, capsys, tmp_path):
+    from llm_magics.widgets import TrainingView
+
+    s = Session(runs_dir=str(tmp_path))
+    first = s.train(text=CORPUS, lr=1e-3, **TINY)
+    second = s.train(text=CORPUS, lr=2e-3, **TINY)
+    view = TrainingView(s, "third", compare="all")
+    s.train(text=CORPUS, lr=3e-3, on_step=[view], **TINY)
+    overlays = view.figure.data[4:]
+    assert [t.name for t in overlays] == ["lr=0.001", "lr=0.002"]
+    assert view.figure.data[1].name == "loss (smoothed, lr=0.003)"
+    for trace, earlier in zip(overlays, [first, second]):
+        assert list(trace.x) == list(range(1, 7)) and trace.opacity < 1
+        assert list(trace.y) == pytest.approx(_ema([row["loss"] for row in earlier.history]))
+    # the default: the previous run of the same kind on the same data only
+    auto = TrainingView(s, "fourth")
+    s.train(text=CORPUS, lr=4e-3, on_step=[auto], **TINY)
+    assert [t.name for t in auto.figure.data[4:]] == ["lr=0.003"]
+    # a static overlay of finished runs, with an SVG fallback for saved notebooks
+    bundle = run_history.plot("lr", [first.record_id, second.record_id], tmp_path)
+    traces = bundle["application/vnd.plotly.v1+json"]["data"]
+    assert [t["name"] for t in traces] == [f"{first.record_id}: lr=0.001", f"{second.record_id}: lr=0.002"]
+    assert traces[1]["y"] == [row["lr"] for row in second.history]
+    assert bundle["text/html"].count("<polyline") == 2
+    run(shell, f"train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --runs-dir {tmp_path} "
+               "--compare nope", CORPUS)
+    assert one_error_line(capsys).startswith("llm train: run id 'nope' is unknown")
