@@ -9,7 +9,7 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 SCRIPTS = ["generate_overhead.py", "train_throughput.py", "attention_capture.py", "attention_layer_switch.py",
-           "scaling_cpu.py", "data_scale.py", "gpu_decode.py", "patching.py", "attribution.py"]
+           "scaling_cpu.py", "data_scale.py", "gpu_decode.py", "patching.py", "attribution.py", "trackers.py"]
 
 
 def main():

@@ -14,12 +14,13 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import torch
 
 from . import generation, loading, quantization, training
+from . import runs as run_history
 from .data import Corpus, Preparation, check_labels, classification_examples, data_cache, datasets_bars, read_corpus
 from .devices import memory_report
 from .errors import LLMError, no_model
@@ -46,16 +47,49 @@ def _no_extra(extra: dict, what: str):
 class Session:
     """One in-kernel model plus its chat history and the runs made with it."""
 
-    def __init__(self, compile: bool | str = False):
+    def __init__(self, compile: bool | str = False, runs_dir: str | None = None):
         self.compile_generation = compile  # generate with a static KV cache + torch.compile by default
         self.loaded: LoadedModel | None = None
         self.history: list[dict] = []  # chat messages
         self.system: str | None = None
-        self.runs: list[TrainResult] = []
+        self.runs_dir = runs_dir  # the run history; None: $LLM_MAGICS_RUNS_DIR, else llm_runs/ here
+        self._runs: list[TrainResult] | None = None
+        self._runs_from: Path | None = None  # the folder self._runs was read from
         self.evaluations: list = []
         self.last = None  # the latest result of any command
         self.stop_flag: StopFlag | None = None  # set while a run is active (Stop button, interrupt)
         self.step_listeners: list[Callable] = []  # called on every training step of every run
+
+    # --- the run history ---
+    @property
+    def runs(self) -> list[TrainResult]:
+        """The training runs (train, finetune, lr-find) recorded in the runs dir, oldest first: read back
+        from disk after a restart, then kept up to date as runs end. Evaluations are in `%llm runs`."""
+        where = run_history.runs_dir(self.runs_dir).absolute()
+        if self._runs is None or self._runs_from != where:
+            self._runs = [run_history.to_result(info) for info in run_history.all_runs(where)
+                          if info.get("kind") != "eval"]
+            self._runs_from = where
+        return self._runs
+
+    @runs.setter
+    def runs(self, value: list[TrainResult]) -> None:
+        self._runs, self._runs_from = list(value), run_history.runs_dir(self.runs_dir).absolute()
+
+    def run_table(self, runs_dir: str | None = None):
+        """`%llm runs`: every recorded run newest first (a pandas DataFrame)."""
+        return run_history.table(runs_dir or self.runs_dir)
+
+    def delete_run(self, run_id: str, runs_dir: str | None = None) -> dict:
+        """Remove one run's folder (its history, options and checkpoints)."""
+        info = run_history.delete(run_id, runs_dir or self.runs_dir)
+        if self._runs is not None:
+            self._runs = [r for r in self._runs if r.record_id != info["id"]]
+        return info
+
+    def _record(self, kind: str, options: dict, model: str | None, runs_dir: str | None):
+        """Start a run's folder before anything runs: an unwritable runs dir is one line, not a lost run."""
+        return run_history.RunRecord(runs_dir or self.runs_dir, kind, options, model)
 
     # --- models ---
     @property
@@ -189,7 +223,7 @@ class Session:
               progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
               accelerate_config: str | None = None, text_field: str | None = None, max_tokens: int | None = None,
               sample_docs: int | None = None, on_prepare: list[Callable] = (), num_proc: int | None = None,
-              **options) -> TrainResult:
+              runs_dir: str | None = None, **options) -> TrainResult:
         """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a checkpoint's
         run from its own weights.
 
@@ -197,10 +231,12 @@ class Session:
         documents; on_prepare: hooks `(stage, done, total)` called while data is read and tokenized
         (step callbacks with an `on_prepare` method get them too); num_proc: tokenizing processes.
         processes > 1 (or an accelerate config) trains on several processes; the kernel then keeps its copy
-        of the model on the CPU."""
+        of the model on the CPU. runs_dir: where the run is recorded (default `self.runs_dir`)."""
+        options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
+        _check_early_stopping(opts, eval_data)
         if opts.resume:
             reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
             if reached >= (opts.steps or 100):
@@ -212,6 +248,15 @@ class Session:
                 raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
         several = processes != 1 or accelerate_config is not None
         home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
+        model = (f"from-scratch {config} {arch} ({tokenizer} tokenizer)" if from_scratch and not opts.resume
+                 else opts.resume if opts.resume else self.loaded.name)
+        record = self._record("lr-find" if opts.lr_sweep else "train", dict(
+            from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer, data=data, eval_data=eval_data,
+            text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, processes=processes,
+            **asdict(opts)), model, runs_dir)
+        if opts.checkpoint_every and not opts.output_dir:
+            opts.output_dir = str(record.path / "checkpoints")  # checkpoints live with their run
+        opts.tracker_dir = str(record.path / "trackers")
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
@@ -219,6 +264,8 @@ class Session:
             if corpora is None:
                 return TrainResult(kind="train", total_steps=opts.steps or 100, interrupted=True)
             corpus, eval_corpus = corpora
+            record.add_data(corpus, "data")
+            record.add_data(eval_corpus, "eval_data")
             # The model this run trains is built aside; the session takes it only when the run starts, so a
             # command that fails on a check keeps the model the user had (a fine-tuned one may be unsaved).
             if opts.resume:  # the checkpoint holds the architecture and the weights the run had reached
@@ -241,7 +288,7 @@ class Session:
             return training.train_causal_lm(model, corpus, opts, callbacks, stop, eval_corpus, prep,
                                             max_tokens, num_proc, on_start=start)
 
-        return self._run(work, on_step, progress, "train")
+        return self._run(work, on_step, progress, "train", record)
 
     def _take(self, model: LoadedModel) -> Callable[[], None]:
         """What a run calls when it starts: the session then holds the model the run trains."""
@@ -298,10 +345,12 @@ class Session:
                  labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
                  trust_remote_code: bool = False, processes: int = 1, accelerate_config: str | None = None,
                  text_field: str | None = None, sample_docs: int | None = None, on_prepare: list[Callable] = (),
-                 **options) -> TrainResult:
+                 runs_dir: str | None = None, **options) -> TrainResult:
+        options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
+        _check_early_stopping(opts, eval_data)
         if opts.resume:
             read_state(opts.resume)  # refused before anything runs if unpickling it could run code
             loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
@@ -321,6 +370,13 @@ class Session:
         # session takes it when the run starts, so a failed command leaves the session as it was.
         model = dataclasses.replace(loaded)
         start = self._take(model)
+        record = self._record("lr-find" if opts.lr_sweep else kind, dict(
+            data=data, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
+            labels=labels, text_field=text_field, sample_docs=sample_docs, processes=processes, **asdict(opts)),
+            loaded.name, runs_dir)
+        if opts.checkpoint_every and not opts.output_dir:
+            opts.output_dir = str(record.path / "checkpoints")
+        opts.tracker_dir = str(record.path / "trackers")
 
         def work(stop: StopFlag, callbacks: list) -> TrainResult:
             prep = self._preparation(stop, callbacks, on_prepare, progress)
@@ -328,6 +384,8 @@ class Session:
             if corpora is None:
                 return TrainResult(kind=kind, total_steps=opts.steps or 0, interrupted=True)
             corpus, eval_corpus = corpora
+            record.add_data(corpus, "data")
+            record.add_data(eval_corpus, "eval_data")
             seed_everything(opts.seed)  # LoRA init and dropout follow --seed
             if processes != 1 or accelerate_config is not None:
                 from .training import distributed
@@ -342,12 +400,15 @@ class Session:
                                      task=task, labels=labels, eval_corpus=eval_corpus, on_step=callbacks,
                                      stop=stop, prep=prep, on_start=start)
 
-        return self._run(work, on_step, progress, kind)  # the bar says finetune (or classify), not lm
+        return self._run(work, on_step, progress, kind, record)  # the bar says finetune (or classify), not lm
 
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
-             description: str) -> TrainResult:
+             description: str, record: run_history.RunRecord) -> TrainResult:
         reached = _LatestResult()
-        callbacks = [reached] + list(on_step) + self.step_listeners + ([ProgressBar(description)] if progress else [])
+        callbacks = [reached] + list(on_step) + [record] + self.step_listeners + \
+            ([ProgressBar(description)] if progress else [])
+        for callback in callbacks:  # e.g. the live chart, to name the runs it overlays by their differences
+            getattr(callback, "on_record", lambda record: None)(record)
         try:
             result = self._stoppable(lambda stop: work(stop, callbacks))
         except BaseException as error:  # a failed run is still a run: keep what it reached
@@ -356,15 +417,24 @@ class Session:
             failed.error = str(error) if isinstance(error, LLMError) else \
                 "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
             failed.interrupted = isinstance(error, KeyboardInterrupt)
-            self.runs.append(failed)
-            self.last = failed
+            self._recorded(failed, record)
             raise
         finally:
             for callback in callbacks:
                 getattr(callback, "close", lambda: None)()
-        self.runs.append(result)
-        self.last = result
+        self._recorded(result, record)
         return result
+
+    def _recorded(self, result: TrainResult, record: run_history.RunRecord) -> None:
+        """The run's final status on disk, and the run in self.runs."""
+        result.run_dir, result.record_id = str(record.path), record.id
+        if record.info["kind"] == "lr-find":
+            result.kind = "lr-find"
+        result.options = record.info["options"]
+        record.finish(result, error=result.error)
+        # the folder was on disk from the start: a first read of self.runs may already hold it
+        self.runs = [r for r in self.runs if r.record_id != record.id] + [result]
+        self.last = result
 
     def _stoppable(self, work):
         """Run `work(stop_flag)` with a graceful interrupt handler from its very first line."""
@@ -380,21 +450,78 @@ class Session:
         if self.stop_flag is not None:
             self.stop_flag.request("stop button")
 
+    # --- the learning-rate finder ---
+    def lr_find(self, finetune: bool = False, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
+                suggestion: str = "valley", on_step: list[Callable] = (), **options) -> TrainResult:
+        """fastai's lr_find on what `train(**options)` (or `finetune(**options)`) would train: an exponential
+        lr sweep with a smoothed loss, stopped at 4x its best; sets `self.suggested_lr` (valley by default,
+        or minimum/10, steep), which `lr="suggested"` uses. The sweep trains a copy of the model and the
+        RNG state is put back: the session's model and random streams are exactly as before. A run too."""
+        from . import lr_finder
+        from .training.checkpoints import rng_state, set_rng_state
+
+        lr_finder.check(start_lr, end_lr, num_steps, suggestion)
+        for name in ("eval_data", "checkpoint_every", "resume", "early_stopping", "processes", "accelerate_config"):
+            if options.get(name) not in (None, False, 1):
+                raise LLMError(f"lr-find takes no --{name.replace('_', '-')}: it sweeps the lr on the training data only")
+        watcher = lr_finder.SweepWatcher(self, start_lr, end_lr, num_steps, suggestion)
+        original, chat, rng = self.loaded, (self.history, self.system), rng_state()
+        if original is not None:  # sweep a copy; the loaded model is never touched
+            self.loaded = copy.copy(original)
+            self.loaded.model = copy.deepcopy(original.model)
+        try:
+            run = self.finetune if finetune else self.train
+            result = run(on_step=[watcher, *on_step], **{**options, "lr": start_lr, "steps": num_steps, "warmup": 0,
+                                                       "lr_sweep": end_lr})
+        finally:
+            self.loaded, (self.history, self.system) = original, chat
+            set_rng_state(rng)
+        self.last = result
+        return result
+
+    @property
+    def suggested_lr(self) -> float | None:
+        """The latest lr-find run's suggestion (read back from the run history after a restart)."""
+        found = [r.suggested_lr for r in self.runs if r.kind == "lr-find" and r.suggested_lr]
+        return found[-1] if found else None
+
+    def _resolve_lr(self, options: dict) -> dict:
+        if options.get("lr") != "suggested":
+            return options
+        if self.suggested_lr is None:
+            raise LLMError("--lr suggested needs an earlier `%%llm lr-find` (none is recorded in the runs dir)")
+        return {**options, "lr": self.suggested_lr}
+
     # --- evaluation ---
     def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,
              seq_len: int = 512, text_field: str | None = None, sample_docs: int | None = None,
-             max_tokens: int | None = None, progress: bool = True):
+             max_tokens: int | None = None, progress: bool = True, runs_dir: str | None = None):
         """Score the loaded model on a data file; the result is also recorded with the latest run.
         Stopped (interrupt, Stop button, `stop()`), it is marked partial and is not a score."""
         from . import evaluation
 
         corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
-        result = self._stoppable(lambda stop: evaluation.evaluate(
-            self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens,
-            Preparation(stop, progress=progress)))
+        record = self._record("eval", dict(metric=metric, data=data, max_new_tokens=max_new_tokens, seq_len=seq_len,
+                                           text_field=text_field, sample_docs=sample_docs, max_tokens=max_tokens),
+                              self.loaded.name if self.loaded else None, runs_dir) if self.loaded else None
+        try:
+            if record is not None:
+                record.add_data(corpus, "data")
+            result = self._stoppable(lambda stop: evaluation.evaluate(
+                self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens,
+                Preparation(stop, progress=progress)))
+        except BaseException as error:
+            if record is not None:
+                record.finish(error=str(error) if isinstance(error, LLMError) else type(error).__name__)
+            raise
+        if record is not None:
+            record.finish(metrics={} if result.partial else {f"eval_{metric}": result.value, **{
+                k: v for k, v in result.details.items() if isinstance(v, (int, float))}}, stopped=result.partial)
         self.evaluations.append(result)
-        if self.runs and not result.partial:
-            self.runs[-1].metrics[f"eval_{metric}"] = result.value
+        trained = [r for r in self.runs if r.kind != "lr-find"]
+        if trained and not result.partial:  # the score of the model the latest run left
+            trained[-1].metrics[f"eval_{metric}"] = result.value
+            run_history.update_metrics(trained[-1].run_dir, {f"eval_{metric}": result.value})
         self.last = result
         return result
 
@@ -513,6 +640,14 @@ class _LatestResult:
 
     def __call__(self, row: dict, result: TrainResult):
         self.result = result
+
+
+def _check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
+    from .training import trackers
+
+    trackers.parse(opts.track)  # an unknown or missing tracker is one line before anything runs
+    if opts.early_stopping and not (eval_data and opts.eval_every):
+        raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
 
 
 def _saved_files(path: Path) -> list[str] | None:

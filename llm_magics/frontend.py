@@ -13,7 +13,10 @@ def snapshot(session, active: dict | None = None) -> dict:
     runs = [{"index": i, "kind": r.kind, "steps": r.steps_done, "total_steps": r.total_steps,
              "initial_loss": r.initial_loss, "final_loss": r.final_loss, "interrupted": r.interrupted,
              "checkpoint": r.checkpoint, "output_dir": r.output_dir, "metrics": r.metrics,
-             "tokens_per_second": r.tokens_per_second} for i, r in enumerate(session.runs)]
+             "tokens_per_second": r.tokens_per_second, "id": r.record_id,
+             # the step the metrics were measured at (a stopped run's last eval may be older than its last step)
+             "eval_step": r.eval_history[-1]["step"] if r.eval_history else None}
+            for i, r in enumerate(session.runs)]
     try:
         import torch
 

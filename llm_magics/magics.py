@@ -46,6 +46,13 @@ DATA_HELP = ("a .txt (a document per blank-line-separated block), .jsonl/.json, 
              "of them or one written by Dataset.save_to_disk; '-' or none = the cell body")
 
 
+def _lr_value(text: str):
+    return text if text == "suggested" else float(text)
+
+
+RUNS_DIR_HELP = "where the run is recorded (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"
+
+
 def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group = parser.add_argument_group("training")
     group.add_argument("--data", help=DATA_HELP)
@@ -55,14 +62,25 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--steps", type=int, help="optimizer steps")
     group.add_argument("--batch-size", type=int, default=8)
     group.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    group.add_argument("--lr", type=float, default=lr, help="peak learning rate (AdamW, warmup + cosine)")
+    group.add_argument("--lr", type=_lr_value, default=lr,
+                       help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last lr-find's")
     group.add_argument("--warmup", type=float, default=0.1, help="warmup: a fraction (<1) or a step count")
     group.add_argument("--seq-len", type=int, default=128, help="tokens per training sequence")
     group.add_argument("--eval-every", type=int, help="evaluate --eval-data every N steps")
     group.add_argument("--checkpoint-every", type=int, help="write a resumable checkpoint every N steps")
     group.add_argument("--output-dir", help="where checkpoints go (default llm_runs/<kind>-<time>)")
     group.add_argument("--resume", help="continue from a checkpoint directory")
+    group.add_argument("--runs-dir", help=RUNS_DIR_HELP)
+    group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
+                       help="stop after PATIENCE evaluations without a better eval loss (needs --eval-data, --eval-every)")
+    group.add_argument("--min-delta", type=float, default=0.0, help="early stopping: how much lower counts as better")
+    group.add_argument("--no-restore-best", dest="restore_best", action="store_false",
+                       help="early stopping: keep the last weights instead of loading the best evaluation's back")
     group.add_argument("--seed", type=int, default=0)
+    group.add_argument("--compare", default="auto", help="overlay earlier runs on the live chart, faded: auto (the "
+                       "previous run of the same kind on the same data), last, all, none, or ID,ID")
+    group.add_argument("--track", help="log to experiment trackers through accelerate, comma-separated: "
+                       "tensorboard, trackio, wandb (offline without a login), mlflow, aim")
     group.add_argument("--trust-remote-code", action="store_true",
                        help="allow Python code shipped with a --tokenizer or --resume folder")
     group.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
@@ -139,6 +157,28 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--labels", help="comma-separated class labels for --task classify")
     _training_options(finetune, lr=None)
 
+    lr_find = commands.add_parser("lr-find", help="fastai's lr range test on the data of a train or finetune run")
+    lr_find.add_argument("form", nargs="?", default="train", choices=["train", "finetune"],
+                         help="sweep what `train` (default) or `finetune` would train")
+    lr_find.add_argument("--start-lr", type=float, default=1e-7)
+    lr_find.add_argument("--end-lr", type=float, default=10.0)
+    lr_find.add_argument("--num-steps", type=int, default=100, help="steps of the exponential sweep (default 100)")
+    lr_find.add_argument("--suggestion", default="valley", choices=["valley", "minimum", "steep"],
+                         help="which suggestion `--lr suggested` uses (default valley)")
+    lr_find.add_argument("--from-scratch", action="store_true", help="train form: a fresh model built from --config")
+    lr_find.add_argument("--config", default="tiny")
+    lr_find.add_argument("--arch", default="llama", choices=["llama", "gpt2"])
+    lr_find.add_argument("--tokenizer", default="bytes")
+    lr_find.add_argument("--device", default="auto")
+    lr_find.add_argument("--max-tokens", type=int)
+    lr_find.add_argument("--lora", action="store_true", help="finetune form: sweep a LoRA adapter")
+    lr_find.add_argument("--lora-r", type=int, default=8)
+    lr_find.add_argument("--lora-alpha", type=int)
+    lr_find.add_argument("--epochs", type=float, default=1.0)
+    lr_find.add_argument("--task", default="lm", choices=["lm", "classify"])
+    lr_find.add_argument("--labels")
+    _training_options(lr_find, lr=None)
+
     save = commands.add_parser("save", help="save the model (LoRA merged) and tokenizer to DIR")
     save.add_argument("directory")
     save.add_argument("--adapter", action="store_true", help="save only the LoRA adapter")
@@ -187,6 +227,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--max-tokens", type=int, help="perplexity on the first N tokens only")
     evaluate.add_argument("--max-new-tokens", type=int, default=64, help="for bleu / rouge generations")
     evaluate.add_argument("--seq-len", type=int, default=512, help="window for perplexity")
+    evaluate.add_argument("--runs-dir", help=RUNS_DIR_HELP)
+
+    runs = commands.add_parser("runs", help="the run history: a table of the recorded runs, newest first")
+    runs.add_argument("--runs-dir", help="the folder to list (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)")
+    runs.add_argument("--delete", metavar="ID", help="remove one run (its history, options and checkpoints)")
+    runs.add_argument("--plot", choices=["loss", "eval_loss", "lr"], help="a static overlay of the runs' curves")
+    runs.add_argument("ids", nargs="*", help="the runs to plot (default: all)")
 
     return parser
 
@@ -276,7 +323,7 @@ class LLMMagics(Magics):
             args = PARSER.parse_args(argv)
             if args.command in FREE_TEXT:
                 setattr(args, FREE_TEXT[args.command], text)
-            result = getattr(self, f"_{args.command}")(args, _as_typed(cell))
+            result = getattr(self, f"_{args.command.replace('-', '_')}")(args, _as_typed(cell))
         except _HelpShown:
             return None
         except LLMError as error:
@@ -378,7 +425,7 @@ class LLMMagics(Magics):
                                     progress=args.progress and not view, trust_remote_code=args.trust_remote_code,
                                     processes=args.processes, accelerate_config=args.accelerate_config,
                                     text_field=args.text_field, max_tokens=args.max_tokens,
-                                    sample_docs=args.sample_docs,
+                                    sample_docs=args.sample_docs, runs_dir=args.runs_dir,
                                     **_train_options(args)))
         print(result.summary())
         return result
@@ -395,21 +442,51 @@ class LLMMagics(Magics):
                                        trust_remote_code=args.trust_remote_code, epochs=args.epochs,
                                        processes=args.processes, accelerate_config=args.accelerate_config,
                                        text_field=args.text_field, sample_docs=args.sample_docs,
-                                       **_train_options(args)))
+                                       runs_dir=args.runs_dir, **_train_options(args)))
         print(result.summary())
         return result
 
     def _training_view(self, args, title: str) -> list:
+        from .runs import check_compare
         from .status import before_first_import, in_notebook
 
+        check_compare(args.compare, args.runs_dir or self.session.runs_dir)  # an unknown id: one line, no run
         if not (args.widget if args.widget is not None else in_notebook()):
             return []
         before_first_import("llm_magics.widgets", f"{title}: preparing the live chart…")  # plotly's import
         from .widgets import TrainingView
 
-        view = TrainingView(self.session, title)
+        view = TrainingView(self.session, title, compare=args.compare)
         display(view)
         return [view]
+
+    def _lr_find(self, args, cell):
+        from .lr_finder import figure
+        from .widgets import in_notebook
+
+        options = dict(progress=args.progress, trust_remote_code=args.trust_remote_code, text_field=args.text_field,
+                       sample_docs=args.sample_docs, runs_dir=args.runs_dir, start_lr=args.start_lr,
+                       end_lr=args.end_lr, num_steps=args.num_steps, suggestion=args.suggestion,
+                       **{k: v for k, v in _train_options(args).items() if k not in ("lr", "steps", "warmup")})
+        if args.form == "finetune":
+            result = self.session.lr_find(finetune=True, data=args.data, text=cell, lora=args.lora,
+                                          lora_r=args.lora_r, lora_alpha=args.lora_alpha, task=args.task,
+                                          labels=args.labels, epochs=args.epochs, **options)
+        else:
+            result = self.session.lr_find(text=cell, data=args.data, from_scratch=args.from_scratch,
+                                          config=args.config, arch=args.arch, tokenizer=args.tokenizer,
+                                          device=args.device, max_tokens=args.max_tokens, **options)
+        bundle = figure(result)
+        if in_notebook():
+            display(bundle, raw=True)
+        if result.suggested_lr:
+            print(f"lr-find: {result.steps_done} steps, suggested lr {result.suggested_lr:.2e} ({args.suggestion}; "
+                  + ", ".join(f"{name} {lr:.2e}" for name, (lr, _) in result.suggestions.items())
+                  + "); `--lr suggested` on the next train/finetune uses it. The model is unchanged.")
+        else:
+            print(f"lr-find: {result.steps_done} steps, too few for a suggestion (try more --num-steps). "
+                  "The model is unchanged.")
+        return result
 
     def _save(self, args, cell):
         path = self.session.save(args.directory, adapter_only=args.adapter, overwrite=args.overwrite)
@@ -467,9 +544,31 @@ class LLMMagics(Magics):
     def _eval(self, args, cell):
         result = self.session.eval(args.metric, data=args.data, text=cell, max_new_tokens=args.max_new_tokens,
                                    seq_len=args.seq_len, text_field=args.text_field, sample_docs=args.sample_docs,
-                                   max_tokens=args.max_tokens)
+                                   max_tokens=args.max_tokens, runs_dir=args.runs_dir)
         print(result.summary())
         return result
+
+    def _runs(self, args, cell):
+        from .runs import runs_dir
+
+        where = args.runs_dir or self.session.runs_dir
+        if args.delete:
+            info = self.session.delete_run(args.delete, where)
+            print(f"Deleted run {info['id']} ({info.get('kind')}, {info.get('steps') or 0} steps, "
+                  f"{info.get('status')}) from {runs_dir(where)}")
+            return None
+        if args.plot:
+            from .runs import plot
+
+            bundle = plot(args.plot, args.ids or None, where)
+            display(bundle, raw=True)
+            return bundle
+        frame = self.session.run_table(where)
+        if frame.empty:
+            print(f"No runs recorded in {runs_dir(where)} yet.")
+            return None
+        display(frame)
+        return frame
 
 
 def _discarding_on_error(view: list, run):
@@ -548,7 +647,8 @@ def _train_options(args) -> dict:
                    warmup=args.warmup, seq_len=args.seq_len, eval_every=args.eval_every,
                    checkpoint_every=args.checkpoint_every, output_dir=args.output_dir, resume=args.resume,
                    seed=args.seed, compile=_compile(args) or False,
-                   gradient_checkpointing=args.gradient_checkpointing)
+                   gradient_checkpointing=args.gradient_checkpointing, early_stopping=args.early_stopping,
+                   min_delta=args.min_delta, restore_best=args.restore_best, track=args.track)
     if args.lr is not None:
         options["lr"] = args.lr
     return options

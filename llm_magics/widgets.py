@@ -32,8 +32,10 @@ class TrainingView:
     HEIGHT = 340
 
     def __init__(self, session, title: str = "training", max_redraws_per_second: float = 4.0,
-                 smoothing: float = 0.9, max_points: int = 1000):
+                 smoothing: float = 0.9, max_points: int = 1000, compare: str | None = "auto"):
         self.session, self.title = session, title
+        self.compare = compare  # earlier runs to overlay, faded: auto, last, all, none or ID,ID
+        self.compared: list[dict] = []
         self.max_points = max_points  # per trace: the browser redraws the whole array on each update
         self.min_interval = 1.0 / max_redraws_per_second
         self.smoothing = smoothing
@@ -45,11 +47,13 @@ class TrainingView:
         self.eval_steps: list[int] = []
         self.eval_losses: list[float] = []
         self.redraws = 0
+        self.best_step: int | None = None  # marked on the chart (early stopping)
         self._last_draw: float | None = None  # None: never drawn (perf_counter's origin is arbitrary)
         self._result = None
         self._handle = None  # the cell output, replaced by a static figure when training ends
         self.figure = go.FigureWidget(layout=self._layout(title=None))
-        self.figure.add_scatter(name="loss", mode="lines", line=dict(color="rgba(31,119,180,0.35)"))
+        # the raw loss: light enough to read the smoothed line over it, strong enough to see in Dark
+        self.figure.add_scatter(name="loss", mode="lines", line=dict(color="rgba(80,150,220,0.55)"))
         self.figure.add_scatter(name="loss (smoothed)", mode="lines", line=dict(color="#1f77b4", width=2))
         self.figure.add_scatter(name="eval loss", mode="lines+markers", line=dict(color="#e4572e"),
                                 marker=dict(size=7))
@@ -71,7 +75,7 @@ class TrainingView:
     def _layout(self, title) -> dict:
         """The same size and places live and static: full output width, legend above the plot, title above it."""
         return dict(autosize=True, height=self.HEIGHT, margin=dict(l=55, r=60, t=70, b=40), **_THEME,
-                    title=title, xaxis=dict(title="step", gridcolor=_GRID, zerolinecolor=_GRID),
+                    title=title, xaxis=dict(title="step", gridcolor=_GRID, zerolinecolor=_GRID, tickformat="d"),
                     yaxis=dict(title="loss", gridcolor=_GRID, zerolinecolor=_GRID),
                     # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
                     yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False,
@@ -112,16 +116,49 @@ class TrainingView:
         keep = self._shown_indices()
         steps = [self.steps[i] for i in keep]
         with self.figure.batch_update():
-            raw, smooth, evals, lr = self.figure.data
+            raw, smooth, evals, lr = self.figure.data[:4]
             raw.x, raw.y = steps, [self.losses[i] for i in keep]
             smooth.x, smooth.y = steps, [self.smoothed[i] for i in keep]
             evals.x, evals.y = self.eval_steps, self.eval_losses
             lr.x, lr.y = steps, [self.lrs[i] for i in keep]
             self.figure.layout.yaxis2.range = [0, (max(self.lrs) or 1.0) * 1.1]
+            self._mark_best(getattr(result, "best_step", None))
         self.header.value = self._header_html()
         step, total = self.steps[-1], result.total_steps
         self.progress.max, self.progress.value = total, step
         self.redraws += 1
+
+    def on_record(self, record) -> None:
+        """The run's folder is made: overlay the earlier runs asked for, each named by the options in which
+        it differs from the others and from this run (e.g. `lr=0.003`)."""
+        from . import runs as run_history
+
+        self.compared = run_history.select(self.compare, record.info["kind"], record.info["options"], record.root,
+                                           exclude=record.id)
+        if not self.compared:
+            return
+        names = run_history.differing_options([record.info, *self.compared])
+        self.this_run = run_history.label(record.info, names) if names else "this run"
+        with self.figure.batch_update():
+            self.figure.data[1].name = f"loss (smoothed, {self.this_run})"
+            for info in self.compared:
+                history = info["history"]
+                self.figure.add_scatter(x=[row["step"] for row in history],
+                                        y=run_history.smoothed([row["loss"] for row in history], self.smoothing),
+                                        name=run_history.label(info, names) if names else info["id"], mode="lines",
+                                        opacity=0.45, line=dict(width=1.5, dash="dot"),
+                                        legendgroup="earlier runs", meta="llm-compare")
+
+    def _mark_best(self, best_step: int | None) -> None:
+        """Early stopping: a dashed line at the step of the best eval loss (the weights it restores)."""
+        if best_step is None or self.best_step == best_step:
+            return
+        self.best_step = best_step
+        self.figure.layout.shapes = [dict(type="line", xref="x", yref="paper", x0=best_step, x1=best_step, y0=0,
+                                          y1=1, line=dict(color="#e4572e", dash="dash", width=1))]
+        self.figure.layout.annotations = [dict(x=best_step, xref="x", y=1, yref="paper", text=f"best step {best_step}",
+                                               showarrow=False, xanchor="left", yanchor="top",
+                                               font=dict(size=11, color="#e4572e"))]
 
     def _header_html(self) -> str:
         result = self._result
@@ -131,7 +168,7 @@ class TrainingView:
         seconds_per_step = result.seconds / max(len(self.steps), 1)
         eta = seconds_per_step * (total - step)
         state = "stopped" if result.interrupted else ("done" if step >= total else f"ETA {_duration(eta)}")
-        evaluated = f" · eval loss {self.eval_losses[-1]:.4f}" if self.eval_losses else ""
+        evaluated = f" · eval loss {self.eval_losses[-1]:.4f} (step {self.eval_steps[-1]})" if self.eval_losses else ""
         return (f"<b>{html.escape(self.title)}</b>: step {step}/{total} · loss {self.losses[-1]:.4f}{evaluated}"
                 f" · {result.tokens_per_second:,.0f} tokens/s · {state}")
 
@@ -159,14 +196,12 @@ class TrainingView:
         self.widget.close()
 
     def _pick_up_final_eval(self) -> None:
-        """An evaluation run after the loop (a stopped run) is in result.metrics, not in a step row."""
-        result = self._result
-        final = getattr(result, "metrics", None) or {}
-        if result is None or "eval_loss" not in final or not self.steps:
-            return
-        if not self.eval_steps or self.eval_steps[-1] != self.steps[-1]:
-            self.eval_steps.append(self.steps[-1])
-            self.eval_losses.append(final["eval_loss"])
+        """An evaluation at the step a run was stopped is in result.eval_history, not in a step row. Only
+        measured points are drawn: a stop without --eval-data draws no eval point."""
+        for entry in getattr(self._result, "eval_history", None) or []:
+            if "eval_loss" in entry and entry["step"] not in self.eval_steps:
+                self.eval_steps.append(entry["step"])
+                self.eval_losses.append(entry["eval_loss"])
 
     def static_figure(self) -> dict:
         """The final chart as a plotly mime bundle (the header as its title, the same size as the live one),

@@ -84,6 +84,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker("slow")
 
 
+@pytest.fixture(autouse=True)
+def private_runs_dir(tmp_path_factory):
+    """Every test records its runs in a folder of its own, never in the repository's llm_runs/."""
+    previous = os.environ.get("LLM_MAGICS_RUNS_DIR")
+    os.environ["LLM_MAGICS_RUNS_DIR"] = str(tmp_path_factory.mktemp("llm_runs"))
+    yield Path(os.environ["LLM_MAGICS_RUNS_DIR"])
+    if previous is None:
+        os.environ.pop("LLM_MAGICS_RUNS_DIR", None)
+    else:
+        os.environ["LLM_MAGICS_RUNS_DIR"] = previous
+
+
 @pytest.fixture(scope="session")
 def shell():
     from IPython.core.interactiveshell import InteractiveShell

@@ -29,6 +29,7 @@ from ..errors import LLMError, is_out_of_memory
 from ..generation import compile_backend, context_length
 from ..interrupts import StopFlag, graceful_interrupts
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel
+from . import trackers
 from .batches import EpochBatches, PackedBlocks, _fixed_windows, _padded_batches
 from .checkpoints import _restore, prepare_output_dir, save_checkpoint
 from .models import _add_lora, check_lora_rank, checked_weights, classifier_from, head_labels
@@ -184,7 +185,8 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     from transformers import get_cosine_schedule_with_warmup
 
     on_gpu = loaded.device.type == "cuda"
-    accelerator = _accelerator(loaded, options)
+    tracked = trackers.parse(options.track)
+    accelerator = _accelerator(loaded, options, **trackers.accelerator_arguments(tracked, options.tracker_dir))
     model = loaded.model
     if options.gradient_checkpointing:
         _unwrap_peft(model).activation_checkpointing_enable({"use_reentrant": False})
@@ -195,7 +197,11 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
     warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
-    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+    if options.lr_sweep:  # lr-find: step k (0-based) uses lr * (end / lr) ** (k / steps), as fastai's LRFinder
+        ratio = options.lr_sweep / options.lr
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: ratio ** (k / total_steps))
+    else:
+        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
     # An earlier run's Accelerator marked the module as prepared, and accelerate then skips it: a forked
     # worker would train without DDP's gradient sync. Every run prepares it afresh.
     model.__dict__.pop("_is_accelerate_prepared", None)
@@ -239,6 +245,7 @@ def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate,
         if "rank_losses" in row:
             row["rank_losses"] = row["rank_losses"].read()
         result.history.append(row)
+        trackers.log(accelerator, tracked, row)
         for callback in on_step:
             callback(row, result)
 
@@ -248,7 +255,10 @@ def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate,
     # it does not wait for the step in flight (no host synchronisation per step).
     late = on_gpu
     waiting = None
+    watch = _EarlyStopping(options, trainable, result) if options.early_stopping and evaluate else None
     started = time.perf_counter() - result.seconds
+    trackers.start(accelerator, tracked, options.tracker_dir,
+                   {"kind": kind, "total_steps": total_steps, **{k: v for k, v in vars(options).items()}})
     try:
         with graceful_interrupts(stop) as flag:
             for step in range(start_step + 1, total_steps + 1):
@@ -268,8 +278,9 @@ def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate,
                     row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
                 if evaluate and (step == total_steps or options.eval_every and step % options.eval_every == 0):
                     row.update(evaluate())
-                    result.eval_history.append({"step": step, **{k: v for k, v in row.items()
-                                                                 if k.startswith("eval_") or k in ("accuracy", "f1")}})
+                    result.eval_history.append({"step": step, **_scores(row)})
+                    if watch is not None:
+                        watch.evaluated(step, row.get("eval_loss"))
                 if waiting is not None:
                     publish(waiting)
                 waiting = row
@@ -280,6 +291,9 @@ def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate,
                 if checkpoint_due:
                     save(step)
                     last_saved = step
+                if watch is not None and watch.exhausted:
+                    result.stopped_early = True
+                    break
             if waiting is not None:
                 publish(waiting)
                 waiting = None
@@ -296,20 +310,66 @@ def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate,
                        f"try --batch-size {max(1, per_process // 2)} --grad-accum "
                        f"{options.grad_accum * 2} (the model is unchanged)") from None
     finally:
+        trackers.end(accelerator, tracked)
         model.eval()
         loaded.model = accelerator.unwrap_model(model, keep_torch_compile=False)
         if options.gradient_checkpointing:
             _unwrap_peft(loaded.model).activation_checkpointing_disable()
     if options.checkpoint_every and result.steps_done > last_saved:
         save(result.steps_done)  # an interrupted or uneven run still leaves its latest state on disk
-    if evaluate and not result.eval_history and result.history:
-        result.metrics = evaluate()
-    elif result.eval_history:
+    if watch is not None and result.stopped_early:
+        watch.restore()  # after the final checkpoint, which keeps the state the run reached
+    measured_last = bool(result.eval_history) and result.eval_history[-1]["step"] == result.steps_done
+    if evaluate and result.history and not measured_last:
+        # A graceful stop: score the weights it stopped with, at the step it stopped (never re-draw an older
+        # score there as if it had been measured).
+        result.eval_history.append({"step": result.steps_done, **_scores(evaluate())})
+    if result.eval_history:
         result.metrics = {k: v for k, v in result.eval_history[-1].items() if k != "step"}
+    if result.restored_step is not None:  # the scores of the weights the model now holds
+        result.metrics = next({k: v for k, v in e.items() if k != "step"} for e in result.eval_history
+                              if e["step"] == result.restored_step)
     return result
 
 
-def _accelerator(loaded: LoadedModel, options: TrainOptions):
+class _EarlyStopping:
+    """Stops after `patience` evaluations without an eval loss lower than the best by more than min_delta,
+    keeping a copy of the trainable weights at the best evaluation to load back."""
+
+    def __init__(self, options: TrainOptions, trainable: list, result: TrainResult):
+        self.patience, self.min_delta, self.keep = options.early_stopping, options.min_delta, options.restore_best
+        self.trainable, self.result = trainable, result
+        self.best, self.best_weights, self.waited = math.inf, None, 0
+
+    def evaluated(self, step: int, loss: float | None) -> None:
+        if loss is None or not math.isfinite(loss):
+            self.waited += 1
+        elif loss < self.best - self.min_delta:
+            self.best, self.waited, self.result.best_step = loss, 0, step
+            if self.keep:
+                self.best_weights = [p.detach().clone() for p in self.trainable]
+        else:
+            self.waited += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.waited >= self.patience
+
+    @torch.no_grad()
+    def restore(self) -> None:
+        if self.best_weights is None:
+            return
+        for parameter, best in zip(self.trainable, self.best_weights):
+            parameter.copy_(best)
+        self.result.restored_step = self.result.best_step
+
+
+def _scores(row: dict) -> dict:
+    """The evaluation part of a step row."""
+    return {k: v for k, v in row.items() if k.startswith("eval_") or k in ("accuracy", "f1")}
+
+
+def _accelerator(loaded: LoadedModel, options: TrainOptions, **tracking):
     """bf16 autocast and TF32 matmuls on a GPU; `--compile` through accelerate's dynamo plugin. Under
     `accelerate launch --config_file` the config's own precision and compile settings win."""
     from accelerate import Accelerator
@@ -325,7 +385,7 @@ def _accelerator(loaded: LoadedModel, options: TrainOptions):
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ
     mixed = None if launched else ("bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no")
     return Accelerator(mixed_precision=mixed, cpu=loaded.device.type == "cpu",
-                       dynamo_backend=compile_backend(options.compile))
+                       dynamo_backend=compile_backend(options.compile), **tracking)
 
 
 def _stop_requested(accelerator, flag: StopFlag) -> bool:

@@ -42,10 +42,16 @@ class TrainOptions:
     seed: int = 0
     compile: bool | str = False  # torch.compile the model (True: inductor, or a backend name)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
+    early_stopping: int | None = None  # stop after this many evaluations without a better eval loss
+    min_delta: float = 0.0  # what counts as better: lower by more than this
+    restore_best: bool = True  # after early stopping, load the best evaluation's weights back
+    track: str | None = None  # experiment trackers, comma-separated (tensorboard, trackio, wandb, mlflow, aim)
+    tracker_dir: str | None = None  # where local trackers write (the run's folder)
+    lr_sweep: float | None = None  # lr-find: grow the lr exponentially from `lr` to this over `steps` steps
 
     def validated(self) -> TrainOptions:
         check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
-                     max_grad_norm=self.max_grad_norm)
+                     max_grad_norm=self.max_grad_norm, min_delta=self.min_delta)
         check_seed(self.seed)
         checks = [
             (self.steps is None or self.steps >= 1, "--steps must be at least 1"),
@@ -57,6 +63,8 @@ class TrainOptions:
             (self.seq_len >= 2, "--seq-len must be at least 2"),
             (self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
             (self.eval_every is None or self.eval_every >= 1, "--eval-every must be >= 1"),
+            (self.early_stopping is None or self.early_stopping >= 1, "--early-stopping (patience) must be >= 1"),
+            (self.min_delta >= 0, "--min-delta must be >= 0"),
         ]
         for ok, message in checks:
             if not ok:
@@ -79,6 +87,13 @@ class TrainResult:
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])  # checkpoints carry it
     error: str | None = None  # why a failed run ended (it is still in Session.runs)
     ranks: list[dict] = field(default_factory=list)  # --processes N: each rank's last step and evaluations
+    run_dir: str | None = None  # its folder in the run history (llm_magics.runs)
+    record_id: str | None = None  # its id there (`%llm runs`, llm_magics.runs.load)
+    options: dict = field(default_factory=dict)  # the resolved options it ran with
+    best_step: int | None = None  # the step of the lowest eval loss (early stopping)
+    restored_step: int | None = None  # the step whose weights the model holds after early stopping
+    stopped_early: bool = False  # early stopping ended it (not a user stop)
+    suggested_lr: float | None = None  # an lr-find run's suggestion
 
     @property
     def steps_done(self) -> int:
@@ -110,7 +125,15 @@ class TrainResult:
                 f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, {self.tokens_per_second:,.0f} tokens/s")
         if self.metrics:
             line += ", " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
+            if self.eval_history:  # the step the scores were measured at
+                line += f" (measured at step {self.eval_history[-1]['step']})"
         checkpoint = self.checkpoint if self.checkpoint and Path(self.checkpoint).is_dir() else None
+        if self.stopped_early:
+            loaded = (f"the model holds step {self.restored_step}'s weights (the best eval loss)"
+                      if self.restored_step is not None else f"the model keeps step {self.steps_done}'s weights "
+                      f"(--no-restore-best; the best eval loss was at step {self.best_step})")
+            line += f". Early stopping: no better eval loss since step {self.best_step}, stopped at step " \
+                    f"{self.steps_done}; {loaded}"
         if self.interrupted:
             kept = f"last checkpoint {checkpoint}" if checkpoint else "no checkpoint (use --checkpoint-every)"
             line += f". Stopped early: the model in memory keeps step {self.steps_done}; {kept}"
