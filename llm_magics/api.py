@@ -463,7 +463,8 @@ class Session:
         lr_finder.check(start_lr, end_lr, num_steps, suggestion)
         for name in ("eval_data", "checkpoint_every", "resume", "early_stopping", "processes", "accelerate_config"):
             if options.get(name) not in (None, False, 1):
-                raise LLMError(f"lr-find takes no --{name.replace('_', '-')}: it sweeps the lr on the training data only")
+                raise LLMError(f"lr-find takes no --{name.replace('_', '-')}: "
+                               "it sweeps the lr on the training data only")
         watcher = lr_finder.SweepWatcher(self, start_lr, end_lr, num_steps, suggestion)
         original, chat, rng = self.loaded, (self.history, self.system), rng_state()
         if original is not None:  # sweep a copy; the loaded model is never touched

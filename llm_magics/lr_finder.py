@@ -122,7 +122,8 @@ def figure(result) -> dict:
 
     sweep = getattr(result, "sweep", None) or {"lr": [], "smoothed_loss": []}
     fig = go.Figure(layout=dict(**_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=45),
-                                xaxis=dict(title="learning rate (log)", type="log", gridcolor=_GRID, exponentformat="e"),
+                                xaxis=dict(title="learning rate (log)", type="log", gridcolor=_GRID,
+                                           exponentformat="e"),
                                 yaxis=dict(title="smoothed loss", gridcolor=_GRID),
                                 legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
     fig.add_scatter(x=sweep["lr"], y=sweep["smoothed_loss"], name="loss (smoothed)", mode="lines",

@@ -72,7 +72,8 @@ def _training_options(parser: argparse.ArgumentParser, lr: float | None):
     group.add_argument("--resume", help="continue from a checkpoint directory")
     group.add_argument("--runs-dir", help=RUNS_DIR_HELP)
     group.add_argument("--early-stopping", type=int, metavar="PATIENCE",
-                       help="stop after PATIENCE evaluations without a better eval loss (needs --eval-data, --eval-every)")
+                       help="stop after PATIENCE evaluations without a better eval loss "
+                            "(needs --eval-data, --eval-every)")
     group.add_argument("--min-delta", type=float, default=0.0, help="early stopping: how much lower counts as better")
     group.add_argument("--no-restore-best", dest="restore_best", action="store_false",
                        help="early stopping: keep the last weights instead of loading the best evaluation's back")

@@ -302,7 +302,8 @@ def to_result(info: dict):
     result.suggested_lr = info.get("suggested_lr")
     if info.get("kind") == "lr-find":
         result.suggestions = {k: (v[0], tuple(v[1])) for k, v in (info.get("suggestions") or {}).items()}
-        result.sweep = {"lr": [r.get("lr_used") for r in history], "smoothed_loss": [r.get("smoothed_loss") for r in history]}
+        result.sweep = {"lr": [r.get("lr_used") for r in history],
+                        "smoothed_loss": [r.get("smoothed_loss") for r in history]}
     return result
 
 
@@ -359,7 +360,8 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
     names = differing_options(runs)
     figure = go.Figure(layout=dict(**_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=40),
                                    xaxis=dict(title="step", gridcolor=_GRID, tickformat="d"),
-                                   yaxis=dict(title=metric, gridcolor=_GRID, tickformat="~s" if metric == "lr" else None),
+                                   yaxis=dict(title=metric, gridcolor=_GRID,
+                                              tickformat="~s" if metric == "lr" else None),
                                    legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
     series = []
     for info in runs:

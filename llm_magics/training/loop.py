@@ -220,14 +220,14 @@ def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options
     result.output_dir = str(output_dir) if output_dir else None
     try:
         return _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model,
-                      optimizer, scheduler, trainable, result, start_step, output_dir, on_start)
+                      optimizer, scheduler, trainable, result, start_step, output_dir, on_start, tracked)
     finally:
         if lock:
             lock.release()
 
 
 def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model, optimizer,
-           scheduler, trainable, result, start_step, output_dir, on_start) -> TrainResult:
+           scheduler, trainable, result, start_step, output_dir, on_start, tracked) -> TrainResult:
     """The optimizer steps of a prepared run (its output dir locked)."""
     on_gpu = loaded.device.type == "cuda"
     if on_start:
