@@ -1,5 +1,6 @@
 """Shared fixtures: a real IPython shell with the extension loaded, and the real packaged weights."""
 import os
+from pathlib import Path
 
 import pytest
 

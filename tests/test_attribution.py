@@ -32,7 +32,7 @@ def causal(tokenizer):
 
 @pytest.fixture(scope="module")
 def classifier():
-    from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
+    from transformers import BertConfig, BertForSequenceClassification
 
     from llm_magics.loading import load_model
 

@@ -1,6 +1,5 @@
 """%%llm lr-find: fastai's suggestions on a hand-made curve, a real sweep, and a bit-for-bit restore."""
 import json
-import math
 import random
 
 import numpy as np

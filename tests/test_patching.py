@@ -4,7 +4,6 @@ real SmolLM2 weights."""
 import pytest
 import torch
 
-from llm_magics import LLMError
 from llm_magics.loading import LoadedModel
 from llm_magics.patching import patch
 

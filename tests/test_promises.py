@@ -1,6 +1,5 @@
 """README sentences that had no test: chat tuning learns only assistant turns, clear_cache, the playground
 keeps the last three runs, a hub id is read from the local Hugging Face cache, the lens hover's top 5."""
-import json
 
 import pytest
 

@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import torch
@@ -13,7 +12,7 @@ import torch
 import pytest
 
 import llm_magics
-from support import DATA, ROOT, interrupt_after, interrupt_at_forward, one_error_line, run
+from support import DATA, ROOT, interrupt_at_forward, one_error_line, run
 from llm_magics import Session
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
