@@ -25,7 +25,7 @@ from .data import Corpus, Preparation, check_labels, classification_examples, da
 from .devices import memory_report
 from .errors import LLMError, no_model
 from .generation import GenerationResult, SamplingSettings
-from .interrupts import StopFlag, graceful_interrupts
+from .interrupts import StopFlag, deferred_interrupts, graceful_interrupts
 from .loading import CAUSAL, CLASSIFIER, LoadedModel
 from .progress import ProgressBar
 from .training import TrainOptions, TrainResult
@@ -162,7 +162,8 @@ class Session:
         elif adapter_only and not isinstance(model, PeftModel):
             raise LLMError("--adapter saves a LoRA adapter, but the loaded model has none")
         path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-", dir=path.parent))
+        _remove_abandoned_staging(path)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-{os.getpid()}-", dir=path.parent))
         try:  # write everything aside first: a failed save leaves the folder as it was
             try:
                 with loading.quiet_transformers():
@@ -171,23 +172,29 @@ class Session:
             except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
                 raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
                     from None
-            path.mkdir(exist_ok=True)
-            # everything save_pretrained wrote, except peft's model card where the user has a README.md
-            written = sorted(p.name for p in staging.iterdir() if not (
-                p.name == "README.md" and (path / p.name).exists() and p.name not in (ours or [])))
-            for name in ours or []:  # our earlier files: no stale adapter_config.json or orphan shard stays
-                old = path / name
-                shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
-            for name in written:
-                if (path / name).is_dir():
-                    shutil.rmtree(path / name)
-                os.replace(staging / name, path / name)
-            (path / SAVE_MANIFEST).write_text(json.dumps(
-                {"saved_by": "llm_magics", "model": loaded.name, "adapter_only": adapter_only, "files": written},
-                indent=1))
+            with deferred_interrupts():  # the swap into the folder is never cut half-way
+                self._swap_in(staging, path, ours, loaded, adapter_only)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return str(path)
+
+    @staticmethod
+    def _swap_in(staging: Path, path: Path, ours: list | None, loaded: LoadedModel, adapter_only: bool):
+        """Move a finished save from its staging folder into `path`, replacing our earlier files only."""
+        path.mkdir(exist_ok=True)
+        # everything save_pretrained wrote, except peft's model card where the user has a README.md
+        written = sorted(p.name for p in staging.iterdir() if not (
+            p.name == "README.md" and (path / p.name).exists() and p.name not in (ours or [])))
+        for name in ours or []:  # our earlier files: no stale adapter_config.json or orphan shard stays
+            old = path / name
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
+        for name in written:
+            if (path / name).is_dir():
+                shutil.rmtree(path / name)
+            os.replace(staging / name, path / name)
+        (path / SAVE_MANIFEST).write_text(json.dumps(
+            {"saved_by": "llm_magics", "model": loaded.name, "adapter_only": adapter_only, "files": written},
+            indent=1))
 
     # --- generation ---
     def generate(self, prompt: str, on_text: Callable[[str], None] | None = None,
@@ -649,6 +656,16 @@ def _check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
     trackers.parse(opts.track)  # an unknown or missing tracker is one line before anything runs
     if opts.early_stopping and not (eval_data and opts.eval_every):
         raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
+
+
+def _remove_abandoned_staging(path: Path):
+    """A save killed half-way (its process gone) leaves `.NAME.saving-PID-*` beside the folder: removed here."""
+    import psutil
+
+    for folder in path.parent.glob(f".{path.name}.saving-*"):
+        pid = folder.name.removeprefix(f".{path.name}.saving-").split("-")[0]
+        if not (pid.isdigit() and psutil.pid_exists(int(pid))) and folder.is_dir():
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _saved_files(path: Path) -> list[str] | None:

@@ -434,3 +434,44 @@ def test_an_interrupted_checkpoint_leaves_no_partial_after_the_next_run(tmp_path
     assert list(out.glob("checkpoint-*.partial"))
     Session().train(text=CORPUS, from_scratch=True, steps=1, checkpoint_every=1, output_dir=str(out), **SMALL)
     assert not list(out.rglob("*.partial"))
+
+
+_KILLED_DURING_SAVE = """
+import os, sys
+from llm_magics import Session
+
+s = Session()
+s.train(text=open(sys.argv[2]).read(), from_scratch=True, steps=1, seq_len=16, batch_size=2, progress=False)
+model = s.model
+
+def dies_half_way(directory, **kwargs):  # the process is killed while the weights are being written
+    (open(os.path.join(directory, "model.safetensors"), "wb")).write(b"half" * 1000)
+    os._exit(9)
+
+model.save_pretrained = dies_half_way
+s.save(sys.argv[1])
+"""
+
+
+def test_a_save_killed_half_way_leaves_no_staging_folder_after_the_next_save(tmp_path):
+    """A process killed during `save` leaves its `.NAME.saving-PID-*` folder; the next save removes it (its
+    process is gone) and writes a complete folder."""
+    import subprocess
+    import sys
+
+    from support import ROOT
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(CORPUS)
+    target = tmp_path / "saved"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-c", _KILLED_DURING_SAVE, str(target), str(corpus)], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 9, done.stderr[-2000:]
+    [left] = list(tmp_path.glob(".saved.saving-*"))
+    assert (left / "model.safetensors").read_bytes().startswith(b"half") and not target.exists()
+    s = Session()
+    s.train(text=CORPUS, from_scratch=True, steps=1, **SMALL)
+    s.save(str(target))
+    assert not list(tmp_path.glob(".saved.saving-*"))
+    assert Session().load(str(target)) is not None
