@@ -412,7 +412,8 @@ class Session:
     def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
              description: str, record: run_history.RunRecord) -> TrainResult:
         reached = _LatestResult()
-        callbacks = [reached] + list(on_step) + [record] + self.step_listeners + \
+        # the run's record first: a step a later callback dies in is still on disk
+        callbacks = [reached, record] + list(on_step) + self.step_listeners + \
             ([ProgressBar(description)] if progress else [])
         for callback in callbacks:  # e.g. the live chart, to name the runs it overlays by their differences
             getattr(callback, "on_record", lambda record: None)(record)
@@ -508,7 +509,8 @@ class Session:
         Stopped (interrupt, Stop button, `stop()`), it is marked partial and is not a score."""
         from . import evaluation
 
-        corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        with datasets_bars(False):  # our one line for a data mistake, not datasets' own bars first
+            corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
         record = self._record("eval", dict(metric=metric, data=data, max_new_tokens=max_new_tokens, seq_len=seq_len,
                                            text_field=text_field, sample_docs=sample_docs, max_tokens=max_tokens),
                               self.loaded.name if self.loaded else None, runs_dir) if self.loaded else None

@@ -68,7 +68,9 @@ def test_stop_ends_every_rank_and_the_checkpoint_resumes_with_one_process(tmp_pa
     assert all(len(r["rank_losses"]) == 2 for r in result.history)  # both ranks took part in every step
     # evaluation runs on every rank (same weights, same eval data: the same numbers)
     evaluations = result.ranks[0]["evaluations"]
-    assert [e["step"] for e in evaluations] == list(range(2, result.steps_done + 1, 2))
+    # every --eval-every step, and the stop step itself (a graceful stop is evaluated where it stopped)
+    expected = list(range(2, result.steps_done + 1, 2)) + ([result.steps_done] if result.steps_done % 2 else [])
+    assert [e["step"] for e in evaluations] == expected
     assert result.ranks[1]["evaluations"] == evaluations == result.eval_history
     assert result.checkpoint == str(tmp_path / f"checkpoint-{result.steps_done}")
     stopped_at = weights(s)
