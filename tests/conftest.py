@@ -9,6 +9,7 @@ import pytest
 BY_FILE = {
     "test_browser.py": ("browser", "slow"),
     "test_browser_attention.py": ("browser", "slow"),
+    "test_browser_reload.py": ("browser", "slow"),
     "test_notebooks.py": ("notebook", "slow"),
     "test_kernel_feedback.py": ("notebook", "slow"),
     "test_scaling.py": ("slow",),  # several processes, torch.compile
@@ -40,6 +41,7 @@ SLOW = {
     "test_labextension.py::test_jest_suite_passes",
     "test_labextension.py::test_kernel_side_snapshot_and_throttled_progress",
     "test_labextension.py::test_wheel_ships_the_prebuilt_extension",
+    "test_labextension.py::test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains",
     "test_lens.py::test_lens_equals_final_norm_and_unembedding_of_each_hidden_state",
     "test_lens.py::test_lens_magic_and_widget_tab",
     "test_loading.py::test_dtype_override",

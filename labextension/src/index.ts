@@ -6,13 +6,28 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
 import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
-import { ISnapshot } from './magic';
-import { RunsPanel, StatusItem } from './views';
+import { IActiveRun, IRunCurves, ISnapshot, ourMessage } from './magic';
+import { chart, RunsPanel, StatusItem } from './views';
 
 const COMM_TARGET = 'llm_magics';
 
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
 type KernelConnection = NonNullable<NonNullable<NotebookPanel['sessionContext']['session']>['kernel']>;
+type Comm = ReturnType<KernelConnection['createComm']>;
+
+/** This page's own comm to a kernel's llm-magics, to ask for a snapshot (at once) and for a run's curves.
+ * Opened over a kernel subshell where the kernel has them (ipykernel 7), so it is answered even while a
+ * cell trains; the answers come back on iopub like the kernel's pushes. */
+async function openRequestComm(kernel: KernelConnection): Promise<Comm> {
+  const comm = kernel.createComm(COMM_TARGET);
+  await kernel.info;
+  const started = (comm as unknown as { subshellStarted?: Promise<void> }).subshellStarted;
+  if (kernel.supportsSubshells && started) {
+    await started;
+  }
+  comm.open({ type: 'request', request_id: comm.commId });
+  return comm;
+}
 
 /** plotly's FigureWidget sizes itself before JupyterLab has laid the output out (it falls back to 700 px)
  * and autosizes again only on a window resize: give it one, so our live chart fills the output's width. */
@@ -44,6 +59,34 @@ function markOurPlots(root: HTMLElement): void {
   }).observe(root, { childList: true, subtree: true });
 }
 
+/** A training cell this page did not start (it was reloaded, or it is a second tab): JupyterLab sends the
+ * cell's outputs only to the page that ran it, so draw the kernel's progress in the cell here instead. */
+function followRun(notebook: NotebookPanel, active: IActiveRun | null): void {
+  const live = Array.from(notebook.node.querySelectorAll('.llm-cell-live'));
+  if (!active?.cell_id) {
+    for (const node of live) {
+      node.querySelector('.llm-cell-live-text')!.textContent =
+        'Training ended (the outputs went to the page that started it): the runs panel has the run.';
+    }
+    return;
+  }
+  const cell = notebook.content.widgets.find(c => c.model.id === active.cell_id);
+  const model = cell?.model as { executionState?: string } | undefined;
+  if (!cell || cell.model.type !== 'code' || model?.executionState === 'running') {
+    return; // not in this notebook, or this page runs it and has its live chart
+  }
+  let node = cell.node.querySelector('.llm-cell-live') as HTMLElement | null;
+  if (!node) {
+    node = document.createElement('div');
+    node.className = 'llm-cell-live';
+    cell.node.append(node);
+  }
+  const text = document.createElement('div');
+  text.className = 'llm-cell-live-text';
+  text.textContent = `${active.kind}: step ${active.step}/${active.total_steps}, loss ${active.loss.toFixed(4)} (live from the kernel)`;
+  node.replaceChildren(text, chart([[active.loss_curve || [], 'llm-chart-loss']], 480, 120));
+}
+
 const plugin: JupyterFrontEndPlugin<void> = {
   id: 'llm-magics:plugin',
   description: '%%llm cells, model status and runs for llm-magics',
@@ -69,11 +112,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const registered = new WeakSet<KernelConnection>();
     const currentKernel = () => tracker.currentWidget?.sessionContext.session?.kernel ?? null;
 
-    const panel = new RunsPanel(() => {
-      // The kernel is busy training, so a comm message would wait; an interrupt is what our
-      // training loop turns into a graceful stop after the current step.
-      void currentKernel()?.interrupt();
-    });
+    // This page's request comm per kernel (see openRequestComm).
+    const requests = new Map<string, Promise<Comm>>();
+    const ask = (kernel: KernelConnection) => {
+      if (!requests.has(kernel.id)) {
+        const comm = openRequestComm(kernel);
+        requests.set(kernel.id, comm);
+        const forget = () => {
+          requests.delete(kernel.id);
+        };
+        comm.then(c => {
+          c.onClose = forget;
+        }, forget);
+      }
+    };
+
+    const panel = new RunsPanel(
+      () => {
+        // An interrupt, not a comm message: the training loop turns it into a graceful stop after the
+        // current step, whatever the kernel (a comm message may wait behind the running cell).
+        void currentKernel()?.interrupt();
+      },
+      runId => {
+        const kernel = currentKernel();
+        const comm = kernel ? requests.get(kernel.id) : undefined;
+        void comm?.then(c => c.send({ type: 'history', id: runId, request_id: c.commId }));
+      }
+    );
     const item = new StatusItem(() => {
       if (!panel.isAttached) {
         app.shell.add(panel, 'right', { rank: 700 });
@@ -92,17 +157,42 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       registered.add(kernel);
-      kernel.registerCommTarget(COMM_TARGET, (comm, openMsg) => {
-        const receive = (data: unknown) => {
-          const snapshot = data as ISnapshot;
-          if (snapshot && snapshot.type === 'status') {
-            snapshots.set(kernel.id, snapshot);
-            refresh();
-          }
-        };
-        receive(openMsg.content.data);
-        comm.onMsg = msg => receive(msg.content.data);
+      // The kernel's push comm: accepted (a refused comm is closed and logged), read below like all ours.
+      kernel.registerCommTarget(COMM_TARGET, () => undefined);
+      // Every message of ours on iopub, whichever comm and page it is for: a reloaded page or a second tab
+      // gets the pushes of a cell another page started.
+      kernel.iopubMessage.connect((_, msg) => {
+        const message = ourMessage(msg);
+        if (message?.type === 'status') {
+          snapshots.set(kernel.id, message as ISnapshot);
+          refresh();
+          tracker.forEach(notebook => {
+            if (notebook.sessionContext.session?.kernel === kernel) {
+              followRun(notebook, (message as ISnapshot).active);
+            }
+          });
+          ask(kernel); // llm-magics runs in this kernel: ask for the run history at once
+        } else if (message?.type === 'history' && currentKernel() === kernel) {
+          panel.showCurves(message as IRunCurves);
+        }
       });
+      kernel.statusChanged.connect((_, status) => {
+        if (status === 'restarting' || status === 'autorestarting') {
+          snapshots.delete(kernel.id);
+          requests.delete(kernel.id);
+          refresh();
+        }
+      });
+      // A page that connects to a kernel where llm-magics already runs (a reload, a second tab): its push
+      // comm is there (it opens at %load_ext), so ask for a snapshot instead of waiting for the next cell.
+      void kernel
+        .requestCommInfo({ target_name: COMM_TARGET })
+        .then(reply => {
+          if (reply.content.status === 'ok' && Object.keys(reply.content.comms).length) {
+            ask(kernel);
+          }
+        })
+        .catch(() => undefined);
     };
 
     tracker.widgetAdded.connect((_, notebook: NotebookPanel) => {
