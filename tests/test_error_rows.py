@@ -69,6 +69,9 @@ def test_unreadable_trainer_state(shell, capsys, tmp_path):
      "cfg.json: Field 'n_layer' expected int, got str (value: '2')"),
     ('{"model_type": "gpt2", "n_embd": -64, "n_head": 2}', "cfg.json: n_embd must be a whole number >= 1; got -64"),
     ('{"model_type": "gpt2", "resid_pdrop": 1.5}', "cfg.json: resid_pdrop must be a probability in [0, 1); got 1.5"),
+    # llama's own check, kept in its words
+    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}',
+     "cfg.json: The hidden size (64) is not a multiple of the number of attention heads (5)."),
 ])
 def test_config_file_errors(shell, capsys, tmp_path, content, expected):
     config = tmp_path / "cfg.json"
