@@ -133,3 +133,41 @@ def test_lora_adapter_that_cannot_be_read(shell, capsys, tmp_path):
     assert f"cannot load the LoRA adapter in {tmp_path / 'adapter'}: " in one_error_line(capsys)
     assert llm_magics.session.loaded is before
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_lr_find_bounds_that_cannot_sweep(shell, capsys):
+    for bounds in ("--start-lr 1e-2 --end-lr 1e-3", "--start-lr 0 --end-lr 1", "--start-lr 1e-3 --end-lr 1e-3"):
+        run(shell, f"lr-find {bounds} --num-steps 20 --seq-len 16 --no-progress", CORPUS)
+        assert "--start-lr must be > 0 and below --end-lr; got " in one_error_line(capsys)
+    assert not any(r.kind == "lr-find" and r.steps_done for r in llm_magics.session.runs)  # nothing swept
+
+
+def test_attribute_steps_and_new_tokens_of_zero(shell, capsys):
+    run(shell, TRAIN, CORPUS)
+    capsys.readouterr()
+    run(shell, "attribute --steps 0 The cat")
+    assert one_error_line(capsys) == "llm attribute: --steps must be at least 1, not 0"
+    run(shell, "attribute --max-new-tokens 0 The cat")
+    assert one_error_line(capsys) == "llm attribute: --max-new-tokens must be at least 1, not 0"
+
+
+def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):
+    """A tiny classifier (--task classify on MiniLM, one step): --target must be one of its labels."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in
+                            [("good film", "pos"), ("bad film", "neg")] * 4))
+    run(shell, "load minilm")
+    run(shell, f"finetune --task classify --labels neg,pos --data {rows} --steps 1 --batch-size 2 --seq-len 16 "
+               "--no-widget --no-progress")
+    capsys.readouterr()
+    run(shell, "attribute --target maybe a good film")
+    assert one_error_line(capsys) == "llm attribute: --target 'maybe' is not one of the classifier's labels: neg, pos"
+
+
+def test_patch_prompts_with_the_same_logit_difference(shell, capsys):
+    run(shell, TRAIN, CORPUS)
+    capsys.readouterr()
+    run(shell, "patch --answer P --wrong R", "The cat sat on the\nThe cat sat on the\n")
+    line = one_error_line(capsys)
+    assert line.startswith("llm patch: the clean and corrupted runs give the same logit difference (")
+    assert line.endswith("for 'P' vs 'R': there is nothing to restore")
