@@ -48,6 +48,35 @@ def test_finetune_resume_with_another_models_weights(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())  # nothing replaced
 
 
+def test_finetune_resume_starts_from_the_checkpoints_weights(tmp_path):
+    """The shapes are checked from the file's header; the tensors reach the model when the run starts: the
+    first forward of the resumed run sees exactly the checkpoint's weights, not the model's own. A train
+    checkpoint given to finetune is one line, and changes nothing."""
+    from safetensors.torch import load_file
+
+    tuned = Session()
+    tuned.train(text=CORPUS, from_scratch=True, steps=2, checkpoint_every=2, output_dir=str(tmp_path / "t"), **SMALL)
+    tuned.finetune(text=CORPUS, steps=2, checkpoint_every=2, output_dir=str(tmp_path / "f"), **SMALL)
+    saved = load_file(tmp_path / "f" / "checkpoint-2" / "model.safetensors")
+    other = Session()
+    other.train(text=CORPUS, from_scratch=True, steps=1, seed=1, **SMALL)  # same shapes, other weights
+    before = {k: v.clone() for k, v in other.model.state_dict().items()}
+    assert not torch.equal(before["model.embed_tokens.weight"], saved["model.embed_tokens.weight"])
+    with pytest.raises(LLMError, match=r"checkpoint-2: a checkpoint of another kind of run \(train and finetune"):
+        other.finetune(text=CORPUS, steps=3, resume=str(tmp_path / "t" / "checkpoint-2"), **SMALL)
+    assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())
+    seen = []
+    hook = other.model.register_forward_pre_hook(
+        lambda module, args: seen.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+        if not seen else None)
+    try:
+        result = other.finetune(text=CORPUS, steps=3, resume=str(tmp_path / "f" / "checkpoint-2"), **SMALL)
+    finally:
+        hook.remove()
+    assert result.steps_done == 3 and seen
+    assert all(torch.equal(seen[0][name], tensor) for name, tensor in saved.items())
+
+
 def test_unreadable_trainer_state(shell, capsys, tmp_path):
     Session().train(text=CORPUS, from_scratch=True, steps=2, checkpoint_every=2, output_dir=str(tmp_path), **SMALL)
     checkpoint = tmp_path / "checkpoint-2"
