@@ -473,6 +473,8 @@ class Session:
             if options.get(name) not in (None, False, 1):
                 raise LLMError(f"lr-find takes no --{name.replace('_', '-')}: "
                                "it sweeps the lr on the training data only")
+        if options.get("min_delta"):  # an early-stopping setting: it would be silently ignored
+            raise LLMError("lr-find takes no --min-delta: it sweeps the lr on the training data only")
         watcher = lr_finder.SweepWatcher(self, start_lr, end_lr, num_steps, suggestion)
         original, chat, rng = self.loaded, (self.history, self.system), rng_state()
         if original is not None:  # sweep a copy; the loaded model is never touched

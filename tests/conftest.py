@@ -61,8 +61,22 @@ SLOW = {
     "test_safety_interrupts.py::test_kernel_interrupt_stops_eval_in_the_magic",
     "test_safety_interrupts.py::test_stop_during_generation_metrics_discards_the_cut_answer",
     "test_safety_interrupts.py::test_stopped_classifier_eval_is_partial_not_a_score",
-    "test_tokenizers.py::test_every_tokenizer_value_trains_with_that_tokenizer[default]",
-    "test_tokenizers.py::test_every_tokenizer_value_trains_with_that_tokenizer[DIR]",
+    "test_tokenizers.py::test_every_tokenizer_value_trains_with_that_tokenizer[default---tokenizer default]",
+    "test_tokenizers.py::test_every_tokenizer_value_trains_with_that_tokenizer[DIR---tokenizer DIR]",
+    "test_trackers.py::test_tensorboard_with_two_processes_logs_once_from_rank_0_the_history",
+    "test_option_values.py::test_min_delta_decides_when_early_stopping_fires",
+    "test_error_rows.py::test_finetune_resume_starts_from_the_checkpoints_weights",
+    "test_error_rows.py::test_attribute_steps_and_new_tokens_of_zero",
+    "test_error_rows.py::test_attribute_target_that_is_not_a_label",
+    "test_error_rows.py::test_patch_prompts_with_the_same_logit_difference",
+    "test_option_values.py::test_lr_find_bounds_and_each_suggestion_follow_fastai",
+    "test_option_values.py::test_compare_auto_overlays_the_previous_run_and_none_overlays_nothing",
+    "test_option_values.py::test_runs_plot_eval_loss_and_lr_draw_those_series",
+    "test_option_values.py::test_attribution_methods_through_the_magic",
+    "test_option_values.py::test_patch_sites_through_the_magic_equal_the_reference",
+    "test_option_values.py::test_quantize_none_loads_the_exact_weights_after_a_quantized_load",
+    "test_option_values.py::test_track_wandb_runs_offline_and_logs_the_history",
+    "test_option_values.py::test_track_mlflow_writes_the_run_folder_and_a_second_run_its_own",
     "test_training.py::test_from_scratch_loss_falls_quickly",
     "test_training.py::test_checkpoint_and_resume_continue_the_same_run",
     "test_training.py::test_lora_finetune_learns_the_style_and_round_trips",
@@ -106,6 +120,18 @@ def shell():
     ip = InteractiveShell.instance()
     ip.run_line_magic("load_ext", "llm_magics")
     return ip
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """A --config .json file of support.TINY_CONFIG."""
+    import json
+
+    from support import TINY_CONFIG
+
+    path = tmp_path / "tiny.json"
+    path.write_text(json.dumps(TINY_CONFIG))
+    return str(path)
 
 
 @pytest.fixture(scope="session")

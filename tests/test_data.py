@@ -13,16 +13,6 @@ from llm_magics.training import byte_tokenizer
 
 WORDS = "the cat sat on mat dog log bird branch ate fish bone seed slept sun door nest".split()
 SENTENCES = [line for line in (DATA / "tiny_corpus.txt").read_text().split(". ") if line.strip()]
-# A model small enough that a few steps take well under a second on a 2-core CPU.
-TINY = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
-
-
-@pytest.fixture
-def tiny_config(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
 
 
 def documents(n: int) -> list[str]:

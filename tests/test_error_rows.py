@@ -48,6 +48,35 @@ def test_finetune_resume_with_another_models_weights(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())  # nothing replaced
 
 
+def test_finetune_resume_starts_from_the_checkpoints_weights(tmp_path):
+    """The shapes are checked from the file's header; the tensors reach the model when the run starts: the
+    first forward of the resumed run sees exactly the checkpoint's weights, not the model's own. A train
+    checkpoint given to finetune is one line, and changes nothing."""
+    from safetensors.torch import load_file
+
+    tuned = Session()
+    tuned.train(text=CORPUS, from_scratch=True, steps=2, checkpoint_every=2, output_dir=str(tmp_path / "t"), **SMALL)
+    tuned.finetune(text=CORPUS, steps=2, checkpoint_every=2, output_dir=str(tmp_path / "f"), **SMALL)
+    saved = load_file(tmp_path / "f" / "checkpoint-2" / "model.safetensors")
+    other = Session()
+    other.train(text=CORPUS, from_scratch=True, steps=1, seed=1, **SMALL)  # same shapes, other weights
+    before = {k: v.clone() for k, v in other.model.state_dict().items()}
+    assert not torch.equal(before["model.embed_tokens.weight"], saved["model.embed_tokens.weight"])
+    with pytest.raises(LLMError, match=r"checkpoint-2: a checkpoint of another kind of run \(train and finetune"):
+        other.finetune(text=CORPUS, steps=3, resume=str(tmp_path / "t" / "checkpoint-2"), **SMALL)
+    assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())
+    seen = []
+    hook = other.model.register_forward_pre_hook(
+        lambda module, args: seen.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+        if not seen else None)
+    try:
+        result = other.finetune(text=CORPUS, steps=3, resume=str(tmp_path / "f" / "checkpoint-2"), **SMALL)
+    finally:
+        hook.remove()
+    assert result.steps_done == 3 and seen
+    assert all(torch.equal(seen[0][name], tensor) for name, tensor in saved.items())
+
+
 def test_unreadable_trainer_state(shell, capsys, tmp_path):
     Session().train(text=CORPUS, from_scratch=True, steps=2, checkpoint_every=2, output_dir=str(tmp_path), **SMALL)
     checkpoint = tmp_path / "checkpoint-2"
@@ -69,6 +98,9 @@ def test_unreadable_trainer_state(shell, capsys, tmp_path):
      "cfg.json: Field 'n_layer' expected int, got str (value: '2')"),
     ('{"model_type": "gpt2", "n_embd": -64, "n_head": 2}', "cfg.json: n_embd must be a whole number >= 1; got -64"),
     ('{"model_type": "gpt2", "resid_pdrop": 1.5}', "cfg.json: resid_pdrop must be a probability in [0, 1); got 1.5"),
+    # llama's own check, kept in its words
+    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}',
+     "cfg.json: The hidden size (64) is not a multiple of the number of attention heads (5)."),
 ])
 def test_config_file_errors(shell, capsys, tmp_path, content, expected):
     config = tmp_path / "cfg.json"
@@ -130,3 +162,41 @@ def test_lora_adapter_that_cannot_be_read(shell, capsys, tmp_path):
     assert f"cannot load the LoRA adapter in {tmp_path / 'adapter'}: " in one_error_line(capsys)
     assert llm_magics.session.loaded is before
     assert json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())["peft_type"] == "LORA"
+
+
+def test_lr_find_bounds_that_cannot_sweep(shell, capsys):
+    for bounds in ("--start-lr 1e-2 --end-lr 1e-3", "--start-lr 0 --end-lr 1", "--start-lr 1e-3 --end-lr 1e-3"):
+        run(shell, f"lr-find {bounds} --num-steps 20 --seq-len 16 --no-progress", CORPUS)
+        assert "--start-lr must be > 0 and below --end-lr; got " in one_error_line(capsys)
+    assert not any(r.kind == "lr-find" and r.steps_done for r in llm_magics.session.runs)  # nothing swept
+
+
+def test_attribute_steps_and_new_tokens_of_zero(shell, capsys):
+    run(shell, TRAIN, CORPUS)
+    capsys.readouterr()
+    run(shell, "attribute --steps 0 The cat")
+    assert one_error_line(capsys) == "llm attribute: --steps must be at least 1, not 0"
+    run(shell, "attribute --max-new-tokens 0 The cat")
+    assert one_error_line(capsys) == "llm attribute: --max-new-tokens must be at least 1, not 0"
+
+
+def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):
+    """A tiny classifier (--task classify on MiniLM, one step): --target must be one of its labels."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in
+                            [("good film", "pos"), ("bad film", "neg")] * 4))
+    run(shell, "load minilm")
+    run(shell, f"finetune --task classify --labels neg,pos --data {rows} --steps 1 --batch-size 2 --seq-len 16 "
+               "--no-widget --no-progress")
+    capsys.readouterr()
+    run(shell, "attribute --target maybe a good film")
+    assert one_error_line(capsys) == "llm attribute: --target 'maybe' is not one of the classifier's labels: neg, pos"
+
+
+def test_patch_prompts_with_the_same_logit_difference(shell, capsys):
+    run(shell, TRAIN, CORPUS)
+    capsys.readouterr()
+    run(shell, "patch --answer P --wrong R", "The cat sat on the\nThe cat sat on the\n")
+    line = one_error_line(capsys)
+    assert line.startswith("llm patch: the clean and corrupted runs give the same logit difference (")
+    assert line.endswith("for 'P' vs 'R': there is nothing to restore")

@@ -1,6 +1,5 @@
 """Documented options and values that no other test runs: each used the way the README says, with what it
 promises checked (gradient accumulation against a bigger batch, the built config, the loaded dtype...)."""
-import json
 
 import pytest
 import torch
@@ -10,15 +9,6 @@ from llm_magics import Session
 from llm_magics.magics import PARSER
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
-TINY = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
-
-
-@pytest.fixture
-def tiny_config(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
 
 
 def test_grad_accum_takes_the_step_of_a_bigger_batch(tiny_config):

@@ -71,15 +71,6 @@ def test_bad_config_json_names_the_field(tmp_path, values, field):
     assert "\n" not in str(error.value)
 
 
-def test_bad_config_json_in_the_magic(shell, capsys, tmp_path):
-    config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}))
-    capsys.readouterr()
-    run(shell, f"{TRAIN} --config {config}", CORPUS)
-    line = one_error_line(capsys)  # llama's own check words it: "hidden size (64) ... attention heads (5)"
-    assert "cfg.json" in line and "hidden" in line and "(64)" in line and "heads (5)" in line
-
-
 def _broken_copies(source: Path, root: Path) -> dict:
     """Model folders with truncated, corrupted or missing weights, and an invalid config.json."""
     copies = {}

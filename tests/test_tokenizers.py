@@ -18,10 +18,11 @@ def expected_tokenizer(value: str):
     return AutoTokenizer.from_pretrained(packaged_path("minilm"))
 
 
-@pytest.mark.parametrize("value", ["bytes", "default", "loaded", "DIR"])
-def test_every_tokenizer_value_trains_with_that_tokenizer(shell, magic_session, value):
-    argument = str(packaged_path("minilm")) if value == "DIR" else value
-    result = run(shell, f"train --from-scratch --tokenizer {argument} --steps 2 --batch-size 2 --seq-len 32 "
+@pytest.mark.parametrize("value, option", [("bytes", "--tokenizer bytes"), ("default", "--tokenizer default"),
+                                           ("loaded", "--tokenizer loaded"), ("DIR", "--tokenizer DIR")])
+def test_every_tokenizer_value_trains_with_that_tokenizer(shell, magic_session, value, option):
+    option = option.replace("DIR", str(packaged_path("minilm")))
+    result = run(shell, f"train --from-scratch {option} --steps 2 --batch-size 2 --seq-len 32 "
                         f"--no-widget --no-progress", CORPUS)
     assert result.steps_done == 2
     expected = expected_tokenizer(value)

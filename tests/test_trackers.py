@@ -56,3 +56,28 @@ def test_unknown_or_missing_trackers_are_one_line(shell, capsys, monkeypatch):
     monkeypatch.setattr(accelerate.utils, "is_aim_available", lambda: False)  # as on a machine without aim
     with pytest.raises(LLMError, match=r'--track aim needs aim, which is not installed: pip install "llm-magics\[aim\]"'):
         Session().train(text=CORPUS, from_scratch=True, steps=2, seq_len=16, progress=False, track="tensorboard,aim")
+
+
+def test_tensorboard_with_two_processes_logs_once_from_rank_0_the_history():
+    """--processes 2: accelerate logs on the main process only, so one events file, and what it holds is the
+    history the kernel shows (the mean of both ranks' losses, the lr) step for step."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    result = Session().train(text=CORPUS, from_scratch=True, steps=4, seq_len=16, batch_size=2,
+                             processes=2, device="cpu", progress=False, track="tensorboard",
+                             eval_data=str(DATA / "tiny_corpus.txt"), eval_every=2)
+    assert all(len(row["rank_losses"]) == 2 for row in result.history)  # both ranks trained
+    folder = Path(result.run_dir) / "trackers" / "llm_magics"
+    (scalars,) = folder.glob("events.out.tfevents.*")  # one writer of the scalars
+    # every events file (the scalars, and the options as hparams in a sub-folder) was written by one
+    # process: events.out.tfevents.TIME.HOST.PID.N; rank 1 wrote nothing
+    assert len({f.name.split(".")[-2] for f in folder.rglob("events.out.tfevents.*")}) == 1
+    accumulator = EventAccumulator(str(folder))
+    accumulator.Reload()
+    loss, lr = accumulator.Scalars("loss"), accumulator.Scalars("lr")
+    assert [e.step for e in loss] == [row["step"] for row in result.history] == [1, 2, 3, 4]
+    assert [e.value for e in loss] == pytest.approx([row["loss"] for row in result.history], rel=1e-6)
+    assert [e.value for e in lr] == pytest.approx([row["lr"] for row in result.history], rel=1e-6)
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in accumulator.Scalars("eval_loss")] == \
+        [(row["step"], row["eval_loss"]) for row in result.history if "eval_loss" in row]

@@ -206,6 +206,9 @@ def check_checkpoint(directory: str) -> Path:
 
 def _restore(directory: str, optimizer, scheduler, batches, result: TrainResult) -> int:
     state = read_state(directory, mmap=False)
+    if set(state["batches"]) != set(batches.state_dict()):  # a train run's stream vs a finetune's epochs
+        raise LLMError(f"--resume {directory}: a checkpoint of another kind of run (train and finetune read "
+                       "their data differently): resume it with the command that wrote it")
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["batches"])

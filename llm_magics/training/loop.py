@@ -32,7 +32,7 @@ from ..loading import CAUSAL, CLASSIFIER, LoadedModel
 from . import trackers
 from .batches import EpochBatches, PackedBlocks, _fixed_windows, _padded_batches
 from .checkpoints import _restore, prepare_output_dir, save_checkpoint
-from .models import _add_lora, check_lora_rank, checked_weights, classifier_from, head_labels
+from .models import _add_lora, check_lora_rank, checked_weights, classifier_from, head_labels, resume_weights
 from .options import TrainOptions, TrainResult
 from .scoring import _mean_loss, classification_metrics
 
@@ -98,13 +98,13 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 
     # checked before anything runs; they go into the model only once the run starts
-    resume_weights = checked_weights(loaded, options.resume) if options.resume and not lora else None
+    checked = checked_weights(loaded, options.resume) if options.resume and not lora else None
     body, dtype = loaded.model, loaded.model.dtype
     started = []
 
     def start():
-        if resume_weights is not None:
-            loaded.model.load_state_dict(resume_weights, strict=False)
+        if checked is not None:
+            loaded.model.load_state_dict(resume_weights(loaded, checked), strict=False)
         started.append(True)
         if on_start:
             on_start()

@@ -218,23 +218,35 @@ def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resu
         raise LLMError(f"LoRA cannot be applied to {loaded.name}: {error}") from None
 
 
-def checked_weights(loaded: LoadedModel, directory: str) -> dict:
-    """The checkpoint's weights, refused in one line unless they fit the loaded model (read, not loaded)."""
-    from safetensors.torch import load_file
+def checked_weights(loaded: LoadedModel, directory: str) -> Path:
+    """The checkpoint's weights file, refused in one line unless its tensors' names and shapes fit the loaded
+    model: only the safetensors header is read here; `resume_weights` loads the tensors when the run starts."""
+    from safetensors import safe_open
 
     weights = Path(directory).expanduser() / "model.safetensors"
     if not weights.is_file():
         raise LLMError(f"--resume {directory}: no model.safetensors there")
     try:
-        state = load_file(weights, device=str(loaded.device))
+        with safe_open(weights, framework="pt") as file:
+            shapes = {k: tuple(file.get_slice(k).get_shape()) for k in file.keys()}
     except Exception as error:  # safetensors' own error type for a truncated or corrupted file
         raise LLMError(f"--resume {directory}: model.safetensors is unreadable ({_first_line(error)})") from None
     model = loaded.model
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state and not _tied(model, k)]
-    if missing or any(k not in expected or state[k].shape != expected[k].shape for k in state):
+    missing = [k for k in expected if k not in shapes and not _tied(model, k)]
+    if missing or any(k not in expected or shape != tuple(expected[k].shape) for k, shape in shapes.items()):
         raise LLMError(f"--resume {directory}: its weights do not fit {loaded.name} (another model's checkpoint?)")
-    return state
+    return weights
+
+
+def resume_weights(loaded: LoadedModel, weights: Path) -> dict:
+    """The tensors of a file `checked_weights` accepted, on the model's device."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(weights, device=str(loaded.device))
+    except Exception as error:  # the header was sound but the data is not (cut short after the check)
+        raise LLMError(f"--resume {weights.parent}: model.safetensors is unreadable ({_first_line(error)})") from None
 
 
 def _tied(model, key: str) -> bool:

@@ -56,10 +56,24 @@ def start(accelerator, names: list[str], directory: str | None, config: dict) ->
             "api.wandb.ai" in (Path.home() / ".netrc").read_text(errors="ignore")
         init["wandb"] = {"dir": directory, "name": run_name, **({} if logged_in else {"mode": "offline"})}
     if "mlflow" in names and directory:
-        os.environ.setdefault("MLFLOW_TRACKING_URI", Path(directory, "mlruns").absolute().as_uri())
+        _mlflow_into(Path(directory, "mlruns"))
     if "aim" in names and directory:
         init["aim"] = {"repo": directory}
     accelerator.init_trackers(PROJECT, config=plain, init_kwargs=init)
+
+
+_OUR_MLFLOW_URI: str | None = None  # the run folder we pointed mlflow at last (not the user's own setting)
+
+
+def _mlflow_into(folder: Path) -> None:
+    """mlflow logs into the run's folder unless the user set MLFLOW_TRACKING_URI; our own setting from an
+    earlier run is replaced (mlflow reads the variable at each run's start)."""
+    global _OUR_MLFLOW_URI
+    if os.environ.get("MLFLOW_TRACKING_URI") not in (None, _OUR_MLFLOW_URI):
+        return
+    _OUR_MLFLOW_URI = os.environ["MLFLOW_TRACKING_URI"] = folder.absolute().as_uri()
+    # MLflow 3 refuses a folder store unless asked: a local folder is what an offline notebook wants
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
 
 def log(accelerator, names: list[str], row: dict) -> None:
