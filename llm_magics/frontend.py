@@ -38,7 +38,6 @@ class FrontendBridge:
         self.min_interval = min_interval
         self.comm = None
         self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
-        self.sent: list[dict] = []  # what was sent, for the tests
 
     def _send(self, message: dict) -> None:
         if self.comm is None:
@@ -50,7 +49,6 @@ class FrontendBridge:
                 self.comm = None
         else:
             self.comm.send(message)
-        self.sent = (self.sent + [message])[-20:]
 
     def after_cell(self, *args) -> None:
         if self.session.loaded is not None or self.session.runs:
