@@ -32,7 +32,7 @@ from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
 from llm_magics import Session  # noqa: E402
 from llm_magics.attention import capture  # noqa: E402
 from llm_magics.errors import LLMError  # noqa: E402
-from llm_magics.generation import compile_backend  # noqa: E402
+from llm_magics.devices import compile_backend  # noqa: E402
 from llm_magics.loading import CAUSAL, LoadedModel  # noqa: E402
 
 CONFIG = HERE / "smollm2-135m-config.json"

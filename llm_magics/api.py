@@ -8,28 +8,29 @@
 from __future__ import annotations
 
 import copy
-import dataclasses
+import functools
 import json
 import os
 import shutil
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
-
-import torch
 
 from . import generation, loading, quantization, training
 from . import runs as run_history
-from .data import Corpus, Preparation, check_labels, classification_examples, data_cache, datasets_bars, read_corpus
+from .data import Preparation, classification_examples, data_cache, datasets_bars, read_corpus
 from .devices import memory_report
 from .errors import LLMError, no_model
+from .files import staged_folder
 from .generation import GenerationResult, SamplingSettings
-from .interrupts import StopFlag, deferred_interrupts, graceful_interrupts
-from .loading import CAUSAL, CLASSIFIER, LoadedModel
+from .interrupts import StopFlag, graceful_interrupts
+from .kinds import RunKind
+from .loading import CLASSIFIER, LoadedModel
 from .progress import ProgressBar
 from .training import TrainOptions, TrainResult
-from .training.checkpoints import STATE_FILE, read_state, seed_everything, write_failure
+from .training import run as training_run
+from .training.checkpoints import STATE_FILE, write_failure
 
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
@@ -68,7 +69,7 @@ class Session:
         where = run_history.runs_dir(self.runs_dir).absolute()
         if self._runs is None or self._runs_from != where:
             self._runs = [run_history.to_result(info) for info in run_history.all_runs(where)
-                          if info.get("kind") != "eval"]
+                          if info.get("kind") != RunKind.EVAL]
             self._runs_from = where
         return self._runs
 
@@ -87,7 +88,7 @@ class Session:
             self._runs = [r for r in self._runs if r.record_id != info["id"]]
         return info
 
-    def _record(self, kind: str, options: dict, model: str | None, runs_dir: str | None):
+    def new_record(self, kind: RunKind, options: dict, model: str | None, runs_dir: str | None):
         """Start a run's folder before anything runs: an unwritable runs dir is one line, not a lost run."""
         return run_history.RunRecord(runs_dir or self.runs_dir, kind, options, model)
 
@@ -134,7 +135,7 @@ class Session:
         return {"model": loaded.name, "kind": loaded.kind, "source": loaded.source,
                 "parameters": params, "trainable_parameters": trainable, "device": str(loaded.device),
                 "dtype": str(loaded.dtype).removeprefix("torch."),
-                "context_length": generation.context_length(loaded.model),
+                "context_length": loading.context_length(loaded.model),
                 **memory_report(loaded.model, loaded.device), **quantization.status(loaded),
                 "chat_turns": len(self.history) // 2, "runs": len(self.runs)}
 
@@ -164,7 +165,8 @@ class Session:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_abandoned_staging(path)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-{os.getpid()}-", dir=path.parent))
-        try:  # write everything aside first: a failed save leaves the folder as it was
+        swap = functools.partial(self._swap_in, ours=ours, loaded=loaded, adapter_only=adapter_only)
+        with staged_folder(path, staging, swap):  # a failed save leaves the folder as it was
             try:
                 with loading.quiet_transformers():
                     model.save_pretrained(staging)
@@ -172,10 +174,6 @@ class Session:
             except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
                 raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
                     from None
-            with deferred_interrupts():  # the swap into the folder is never cut half-way
-                self._swap_in(staging, path, ours, loaded, adapter_only)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         return str(path)
 
     @staticmethod
@@ -203,7 +201,7 @@ class Session:
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "generate")
         compiled = self.compile_generation if compile is None else compile
-        result = self._stoppable(lambda stop: generation.generate(
+        result = self.stoppable(lambda stop: generation.generate(
             self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled))
         self.last = result
         return result
@@ -214,7 +212,7 @@ class Session:
             self.system = system or None
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "chat")
-        result = self._stoppable(lambda stop: generation.chat_turn(
+        result = self.stoppable(lambda stop: generation.chat_turn(
             self.loaded, self.history, message, self.system, SamplingSettings(**sampling), on_text, stop))
         self.last = result
         return result
@@ -243,109 +241,20 @@ class Session:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
         opts = TrainOptions(**train_options).validated()
-        _check_early_stopping(opts, eval_data)
-        if opts.resume:
-            reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
-            if reached >= (opts.steps or 100):
-                raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
-        elif not from_scratch:
-            self.require_model("train")
-            quantization.require_full_precision(self.loaded, "train")
-            if self.loaded.kind != CAUSAL:
-                raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
-        several = processes != 1 or accelerate_config is not None
-        home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
-        model = (f"from-scratch {config} {arch} ({tokenizer} tokenizer)" if from_scratch and not opts.resume
-                 else opts.resume if opts.resume else self.loaded.name)
-        record = self._record("lr-find" if opts.lr_sweep else "train", dict(
-            from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer, data=data, eval_data=eval_data,
-            text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, processes=processes,
-            **asdict(opts)), model, runs_dir)
-        if opts.checkpoint_every and not opts.output_dir:
-            opts.output_dir = str(record.path / "checkpoints")  # checkpoints live with their run
-        opts.tracker_dir = str(record.path / "trackers")
+        return training_run.train(
+            self, opts, text=text, data=data, from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer,
+            eval_data=eval_data, on_step=on_step, device=device, progress=progress,
+            trust_remote_code=trust_remote_code, processes=processes, accelerate_config=accelerate_config,
+            text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, on_prepare=on_prepare,
+            num_proc=num_proc, runs_dir=runs_dir)
 
-        def work(stop: StopFlag, callbacks: list) -> TrainResult:
-            prep = self._preparation(stop, callbacks, on_prepare, progress)
-            corpora = self._read_both(prep, data, text, eval_data, text_field, sample_docs)
-            if corpora is None:
-                return TrainResult(kind="train", total_steps=opts.steps or 100, interrupted=True)
-            corpus, eval_corpus = corpora
-            record.add_data(corpus, "data")
-            record.add_data(eval_corpus, "eval_data")
-            # The model this run trains is built aside; the session takes it only when the run starts, so a
-            # command that fails on a check keeps the model the user had (a fine-tuned one may be unsaved).
-            if opts.resume:  # the checkpoint holds the architecture and the weights the run had reached
-                model = loading.load_model(opts.resume, home, "auto", trust_remote_code)
-            elif from_scratch:
-                model = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
-            else:
-                model = self.loaded
-            start = self._take(model)
-            seed_everything(opts.seed)
-            if several:
-                from .devices import resolve_device
-                from .training import distributed
-
-                job = distributed.Job("train", model, corpus, opts, eval_corpus, max_tokens=max_tokens,
-                                      num_proc=num_proc, gpus=resolve_device(device).type == "cuda")
-                result = distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
-                start()  # the trained weights came back into `model`
-                return result
-            return training.train_causal_lm(model, corpus, opts, callbacks, stop, eval_corpus, prep,
-                                            max_tokens, num_proc, on_start=start)
-
-        return self._run(work, on_step, progress, "train", record)
-
-    def _take(self, model: LoadedModel) -> Callable[[], None]:
+    def taking(self, model: LoadedModel) -> Callable[[], None]:
         """What a run calls when it starts: the session then holds the model the run trains."""
         def start():
             if self.loaded is not model:
                 self.loaded = model
                 self.history = []
         return start
-
-    @staticmethod
-    def _preparation(stop: StopFlag, callbacks: list, on_prepare, progress: bool) -> Preparation:
-        hooks = [c.on_prepare for c in callbacks if callable(getattr(c, "on_prepare", None))] + list(on_prepare)
-        return Preparation(stop, hooks, progress)
-
-    @classmethod
-    def _read_both(cls, prep: Preparation, data: str | None, text: str | None, eval_data: str | None,
-                   text_field: str | None, sample_docs: int | None) -> tuple[Corpus, Corpus | None] | None:
-        """The training corpus and the --eval-data one (if asked); None when stopped while reading."""
-        corpus = cls._read(prep, data, text, text_field, sample_docs)
-        eval_corpus = cls._read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
-        if corpus is None or (eval_data and eval_corpus is None):
-            prep.close()
-            return None
-        return corpus, eval_corpus
-
-    @staticmethod
-    def _read(prep: Preparation, data: str | None, text: str | None, text_field: str | None,
-              sample_docs: int | None) -> Corpus | None:
-        """Read --data (or the cell body) as an interruptible stage; None when stopped."""
-        if prep.stopped:
-            return None
-        prep.report("reading", 0, 1, unit="corpus")  # our bar, not datasets' ("Generating train split")
-        corpus = None
-        with prep.interruptible(), datasets_bars(False):
-            corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
-        if corpus is None or prep.stopped:
-            return None
-        prep.report("reading", 1, 1, unit="corpus")
-        return corpus
-
-    def _scratch_model(self, config: str, arch: str, tokenizer_name: str, device: str,
-                       trust_remote_code: bool = False) -> LoadedModel:
-        from .devices import resolve_device
-
-        tokenizer = training.resolve_tokenizer(tokenizer_name, self.loaded, trust_remote_code)
-        model_config = training.scratch_config(config, arch, tokenizer)
-        torch_device = resolve_device(device)
-        model = training.new_model(model_config, torch_device)
-        name = f"from-scratch {Path(config).stem} {model_config.model_type}"
-        return LoadedModel(model, tokenizer, name, "", CAUSAL, torch_device, torch.float32)
 
     def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
                  lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
@@ -357,94 +266,24 @@ class Session:
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
-        _check_early_stopping(opts, eval_data)
-        if opts.resume:
-            read_state(opts.resume)  # refused before anything runs if unpickling it could run code
-            loading.refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
-        if lora and lora_alpha is not None and not lora_alpha > 0:  # 0 would silently train nothing (scale 0)
-            raise LLMError(f"--lora-alpha must be > 0 (the adapter's scale is alpha / r); got {lora_alpha}")
-        loaded = self.require_model("finetune")
-        quantization.require_full_precision(loaded, "finetune")
-        if isinstance(labels, str):
-            labels = [label.strip() for label in labels.split(",") if label.strip()]
-        if task == "classify" and not labels and loaded.kind == CLASSIFIER:
-            labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-        if task == "classify":
-            labels = training.head_labels(loaded, check_labels(labels))  # by name onto an existing head
-        training.check_lora_rank(lora, lora_r)
-        kind = "classify" if task == "classify" else "finetune"
-        # A new head or LoRA go into this copy of the session's LoadedModel (same weights, not copied); the
-        # session takes it when the run starts, so a failed command leaves the session as it was.
-        model = dataclasses.replace(loaded)
-        start = self._take(model)
-        record = self._record("lr-find" if opts.lr_sweep else kind, dict(
-            data=data, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
-            labels=labels, text_field=text_field, sample_docs=sample_docs, processes=processes, **asdict(opts)),
-            loaded.name, runs_dir)
-        if opts.checkpoint_every and not opts.output_dir:
-            opts.output_dir = str(record.path / "checkpoints")
-        opts.tracker_dir = str(record.path / "trackers")
+        return training_run.finetune(
+            self, opts, data=data, text=text, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
+            task=task, labels=labels, on_step=on_step, progress=progress, trust_remote_code=trust_remote_code,
+            processes=processes, accelerate_config=accelerate_config, text_field=text_field,
+            sample_docs=sample_docs, on_prepare=on_prepare, runs_dir=runs_dir)
 
-        def work(stop: StopFlag, callbacks: list) -> TrainResult:
-            prep = self._preparation(stop, callbacks, on_prepare, progress)
-            corpora = self._read_both(prep, data, text, eval_data, text_field, sample_docs)
-            if corpora is None:
-                return TrainResult(kind=kind, total_steps=opts.steps or 0, interrupted=True)
-            corpus, eval_corpus = corpora
-            record.add_data(corpus, "data")
-            record.add_data(eval_corpus, "eval_data")
-            seed_everything(opts.seed)  # LoRA init and dropout follow --seed
-            if processes != 1 or accelerate_config is not None:
-                from .training import distributed
-
-                job = distributed.Job("finetune", model, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(),
-                                      finetune_args=dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
-                                                         labels=labels))
-                result = distributed.run(job, processes, callbacks, stop, accelerate_config, prep)
-                start()
-                return result
-            return training.finetune(model, corpus, opts, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
-                                     task=task, labels=labels, eval_corpus=eval_corpus, on_step=callbacks,
-                                     stop=stop, prep=prep, on_start=start)
-
-        return self._run(work, on_step, progress, kind, record)  # the bar says finetune (or classify), not lm
-
-    def _run(self, work: Callable[[StopFlag, list], TrainResult], on_step, progress: bool,
-             description: str, record: run_history.RunRecord) -> TrainResult:
-        reached = _LatestResult()
-        # the run's record first: a step a later callback dies in is still on disk
-        callbacks = [reached, record] + list(on_step) + self.step_listeners + \
-            ([ProgressBar(description)] if progress else [])
-        for callback in callbacks:  # e.g. the live chart, to name the runs it overlays by their differences
-            getattr(callback, "on_record", lambda record: None)(record)
-        try:
-            result = self._stoppable(lambda stop: work(stop, callbacks))
-        except BaseException as error:  # a failed run is still a run: keep what it reached
-            failed = reached.result or TrainResult(kind={"lm": "finetune"}.get(description, description),
-                                                   total_steps=0)
-            failed.error = str(error) if isinstance(error, LLMError) else \
-                "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
-            failed.interrupted = isinstance(error, KeyboardInterrupt)
-            self._recorded(failed, record)
-            raise
-        finally:
-            for callback in callbacks:
-                getattr(callback, "close", lambda: None)()
-        self._recorded(result, record)
-        return result
-
-    def _recorded(self, result: TrainResult, record: run_history.RunRecord) -> None:
+    def recorded(self, result: TrainResult, record: run_history.RunRecord) -> None:
         """The run's final status on disk, and the run in self.runs."""
         result.run_dir, result.record_id = str(record.path), record.id
-        if record.info["kind"] == "lr-find":
-            result.kind = "lr-find"
+        if record.info["kind"] == RunKind.LR_FIND:
+            result.kind = RunKind.LR_FIND
         result.options = record.info["options"]
         record.finish(result, error=result.error)
         # the folder was on disk from the start: a first read of self.runs may already hold it
         self.runs = [r for r in self.runs if r.record_id != record.id] + [result]
         self.last = result
 
-    def _stoppable(self, work):
+    def stoppable(self, work):
         """Run `work(stop_flag)` with a graceful interrupt handler from its very first line."""
         self.stop_flag = StopFlag()
         try:
@@ -493,7 +332,7 @@ class Session:
     @property
     def suggested_lr(self) -> float | None:
         """The latest lr-find run's suggestion (read back from the run history after a restart)."""
-        found = [r.suggested_lr for r in self.runs if r.kind == "lr-find" and r.suggested_lr]
+        found = [r.suggested_lr for r in self.runs if r.kind == RunKind.LR_FIND and r.suggested_lr]
         return found[-1] if found else None
 
     def _resolve_lr(self, options: dict) -> dict:
@@ -513,13 +352,14 @@ class Session:
 
         with datasets_bars(False):  # our one line for a data mistake, not datasets' own bars first
             corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
-        record = self._record("eval", dict(metric=metric, data=data, max_new_tokens=max_new_tokens, seq_len=seq_len,
-                                           text_field=text_field, sample_docs=sample_docs, max_tokens=max_tokens),
-                              self.loaded.name if self.loaded else None, runs_dir) if self.loaded else None
+        record = self.new_record(RunKind.EVAL, dict(
+            metric=metric, data=data, max_new_tokens=max_new_tokens, seq_len=seq_len, text_field=text_field,
+            sample_docs=sample_docs, max_tokens=max_tokens), self.loaded.name if self.loaded else None,
+            runs_dir) if self.loaded else None
         try:
             if record is not None:
                 record.add_data(corpus, "data")
-            result = self._stoppable(lambda stop: evaluation.evaluate(
+            result = self.stoppable(lambda stop: evaluation.evaluate(
                 self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens,
                 Preparation(stop, progress=progress)))
         except BaseException as error:
@@ -530,7 +370,7 @@ class Session:
             record.finish(metrics={} if result.partial else {f"eval_{metric}": result.value, **{
                 k: v for k, v in result.details.items() if isinstance(v, (int, float))}}, stopped=result.partial)
         self.evaluations.append(result)
-        trained = [r for r in self.runs if r.kind != "lr-find"]
+        trained = [r for r in self.runs if r.kind != RunKind.LR_FIND]
         if trained and not result.partial:  # the score of the model the latest run left
             trained[-1].metrics[f"eval_{metric}"] = result.value
             run_history.update_metrics(trained[-1].run_dir, {f"eval_{metric}": result.value})
@@ -588,15 +428,8 @@ class Session:
         from .patching import patch
 
         loaded = self.require_model("patch")
-        bar = _LayerBar(f"patching {site}") if progress else None
-        try:
-            result = self._stoppable(lambda stop: patch(loaded, clean, corrupted, answer, wrong, site, layers,
-                                                        batch_size, stop, bar))
-        finally:
-            if bar is not None:
-                bar.close()
-        self.last = result
-        return result
+        return self._counted(f"patching {site}", "layer", progress, lambda stop, bar: patch(
+            loaded, clean, corrupted, answer, wrong, site, layers, batch_size, stop, bar))
 
     def attribute(self, text: str, method: str = "integrated-gradients", target: str | None = None,
                   max_new_tokens: int = 10, steps: int | None = None, batch_size: int = 16, progress: bool = True):
@@ -606,10 +439,14 @@ class Session:
         from .attribution import attribute
 
         loaded = self.require_model("attribute")
-        bar = _LayerBar(f"attribution ({method})", unit="token") if progress else None
+        return self._counted(f"attribution ({method})", "token", progress, lambda stop, bar: attribute(
+            loaded, text, method, target, max_new_tokens, steps, batch_size, stop, bar))
+
+    def _counted(self, description: str, unit: str, progress: bool, work):
+        """A stoppable sweep, `work(stop, count)`, with a bar over what it counts; its result becomes `last`."""
+        bar = ProgressBar(description, unit) if progress else None
         try:
-            result = self._stoppable(lambda stop: attribute(loaded, text, method, target, max_new_tokens, steps,
-                                                            batch_size, stop, bar))
+            result = self.stoppable(lambda stop: work(stop, bar.count if bar else None))
         finally:
             if bar is not None:
                 bar.close()
@@ -626,42 +463,6 @@ class Session:
         records = [{"text": t, "label": labels[0]} for t in texts]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]
-
-
-class _LayerBar:
-    """A tqdm bar over the layers of a patching sweep (or the targets of an attribution)."""
-
-    def __init__(self, description: str, unit: str = "layer"):
-        self.description, self.unit, self.bar = description, unit, None
-
-    def __call__(self, done: int, total: int):
-        if self.bar is None:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc=self.description, unit=self.unit, dynamic_ncols=True)
-        self.bar.update(done - self.bar.n)
-
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
-
-
-class _LatestResult:
-    """A step callback that remembers the run's live result, so a failing run can still be recorded."""
-
-    def __init__(self):
-        self.result: TrainResult | None = None
-
-    def __call__(self, row: dict, result: TrainResult):
-        self.result = result
-
-
-def _check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
-    from .training import trackers
-
-    trackers.parse(opts.track)  # an unknown or missing tracker is one line before anything runs
-    if opts.early_stopping and not (eval_data and opts.eval_every):
-        raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
 
 
 def _remove_abandoned_staging(path: Path):

@@ -23,8 +23,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .errors import LLMError, no_model
-from .generation import context_length
-from .loading import LoadedModel
+from .loading import LoadedModel, context_length, require_causal
 
 CAPTURE = "llm_magics_capture"
 
@@ -214,7 +213,7 @@ def check_layer_head(model, layer: int | None = None, head: int | None = None):
 
 def sink_positions(loaded: LoadedModel, ids: list[int]) -> list[int]:
     """Where attention sinks sit: position 0 of a causal model; the special tokens of an encoder."""
-    if loaded.kind == "causal":
+    if loaded.causal:
         return [0]
     special = set(loaded.tokenizer.all_special_ids)
     return [i for i, token in enumerate(ids) if token in special]
@@ -264,8 +263,7 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
 def saliency(loaded: LoadedModel, text: str) -> tuple[list[str], torch.Tensor, str]:
     """Gradient × input for the next-token prediction: one score per input token (|g·x|, summing to 1),
     and the predicted token it explains."""
-    if loaded.kind != "causal":
-        raise LLMError("saliency explains a next-token prediction: it needs a causal language model")
+    require_causal(loaded, "explain", "saliency explains a next-token prediction")
     from .quantization import require_full_precision
 
     require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
@@ -287,7 +285,7 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     token ([CLS], the sentence embedding of a classifier head), or the mean over all rows without one."""
     captured = capture(loaded, text, rollout=True)
     tokens, last = captured.tokens, captured.tokens[-1]
-    if loaded.kind == "causal":
+    if loaded.causal:
         target = f"next token after {last.strip() or last!r}"
         row = captured.rollout[-1]
     elif 0 in captured.sinks:
@@ -295,7 +293,7 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     else:
         target, row = "the whole sequence (mean over positions)", captured.rollout.mean(0)
     result = {"tokens": tokens, "rollout": row.tolist(), "target": target, "sinks": captured.sinks}
-    if loaded.kind == "causal":
+    if loaded.causal:
         _, scores, predicted = saliency(loaded, text)
         result["saliency"], result["predicted"] = scores.tolist(), predicted
     return result

@@ -25,9 +25,8 @@ import numpy as np
 import torch
 
 from .errors import LLMError, no_model
-from .generation import context_length
 from .interrupts import StopFlag
-from .loading import CAUSAL, CLASSIFIER, LoadedModel
+from .loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
 
 METHODS = ("integrated-gradients", "layer-integrated-gradients", "saliency", "input-x-gradient", "occlusion",
            "feature-ablation", "shapley-sampling")
@@ -103,7 +102,7 @@ class _LogProb(torch.nn.Module):
 
     def __init__(self, loaded: LoadedModel):
         super().__init__()
-        self.model, self.causal = loaded.model, loaded.kind == CAUSAL
+        self.model, self.causal = loaded.model, loaded.causal
 
     def forward(self, inputs: torch.Tensor, target: int, embeds: bool = False) -> torch.Tensor:
         key = "inputs_embeds" if embeds else "input_ids"

@@ -42,3 +42,15 @@ def memory_report(model, device: torch.device) -> dict:
         report["cuda_allocated_mb"] = round(torch.cuda.memory_allocated(device) / 2**20, 1)
         report["cuda_reserved_mb"] = round(torch.cuda.memory_reserved(device) / 2**20, 1)
     return report
+
+
+def compile_backend(compile: bool | str | None) -> str | None:
+    """--compile: True means inductor; a string names another torch.compile backend (e.g. aot_eager)."""
+    if not compile:
+        return None
+    backend = "inductor" if compile is True else compile
+    import torch._dynamo
+
+    if backend not in torch._dynamo.list_backends(exclude_tags=()):
+        raise LLMError(f"unknown --compile backend {backend!r}: use inductor, aot_eager or eager")
+    return backend

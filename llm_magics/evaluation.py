@@ -12,9 +12,9 @@ import torch
 
 from .data import Corpus, Preparation, classification_examples, data_cache, packed_tokens
 from .errors import LLMError, no_model
-from .generation import SamplingSettings, context_length, generate_ids
+from .generation import SamplingSettings, generate_ids
 from .interrupts import StopFlag
-from .loading import CAUSAL, CLASSIFIER, LoadedModel
+from .loading import CLASSIFIER, LoadedModel, context_length, require_causal
 
 METRICS = ("perplexity", "accuracy", "f1", "bleu", "rouge")
 
@@ -64,8 +64,7 @@ def _stopped(metric: str, done: int, total: int, so_far: float | None) -> EvalRe
 @torch.no_grad()
 def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFlag, max_tokens: int | None,
                 prep: Preparation) -> EvalResult:
-    if loaded.kind != CAUSAL:
-        raise LLMError("perplexity needs a causal language model")
+    require_causal(loaded, "eval", "perplexity scores next tokens")
     seq_len = min(seq_len, context_length(loaded.model) or seq_len)
     stream = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache())  # tokenized once, cached
     prep.close()
@@ -114,8 +113,7 @@ def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: Stop
 
 def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens: int,
                 stop: StopFlag) -> EvalResult:
-    if loaded.kind != CAUSAL:
-        raise LLMError(f"{metric} compares generated text: it needs a causal language model")
+    require_causal(loaded, "eval", f"{metric} compares generated text")
     pairs = []
     for row, record in enumerate(corpus.dataset):
         if record.get("prompt") is None or record.get("response") is None:

@@ -93,7 +93,6 @@ class FrontendBridge:
         self.comm = None
         self.active: dict | None = None  # the run in progress, as the last progress message said
         self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
-        self.sent: list[dict] = []  # what was sent, for the tests
 
     def _send(self, message: dict) -> None:
         if self.comm is None:
@@ -106,7 +105,6 @@ class FrontendBridge:
                 self.comm = None
         else:
             self.comm.send(message)
-        self.sent = (self.sent + [message])[-20:]
 
     def _closed(self, msg) -> None:
         self.comm = None  # a page without our extension closed it: the next message opens a new one

@@ -8,9 +8,11 @@ from dataclasses import asdict, dataclass, field, replace
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer, set_seed
 
-from .errors import LLMError, is_out_of_memory, no_model
+from .checks import check_finite, check_seed
+from .devices import compile_backend
+from .errors import LLMError, is_out_of_memory
 from .interrupts import StopFlag, graceful_interrupts
-from .loading import CAUSAL, LoadedModel
+from .loading import LoadedModel, context_length, require_causal
 
 
 @dataclass
@@ -25,8 +27,6 @@ class SamplingSettings:
     do_sample: bool = True
 
     def validated(self) -> SamplingSettings:
-        from .training.options import check_finite, check_seed
-
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
         check_seed(self.seed)
         checks = [
@@ -110,23 +110,6 @@ class _StopWhenFlagged(StoppingCriteria):
         return self._keep_going
 
 
-def require_causal(loaded: LoadedModel | None, action: str) -> LoadedModel:
-    if loaded is None:
-        raise no_model(action)
-    if loaded.kind != CAUSAL:
-        raise LLMError(f"{action} needs a causal language model; {loaded.name} is a {loaded.kind} model")
-    return loaded
-
-
-def context_length(model) -> int | None:
-    config = getattr(model, "config", None)
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(config, name, None)
-        if isinstance(value, int):
-            return value
-    return None
-
-
 def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: SamplingSettings,
                  on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
                  output_scores: bool = False, compile: bool | str = False) -> GenerationResult:
@@ -172,18 +155,6 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
                             compile_warmup=first_compile)
 
 
-def compile_backend(compile: bool | str | None) -> str | None:
-    """--compile: True means inductor; a string names another torch.compile backend (e.g. aot_eager)."""
-    if not compile:
-        return None
-    backend = "inductor" if compile is True else compile
-    import torch._dynamo
-
-    if backend not in torch._dynamo.list_backends(exclude_tags=()):
-        raise LLMError(f"unknown --compile backend {backend!r}: use inductor, aot_eager or eager")
-    return backend
-
-
 def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
     """transformers compiles the decoding step itself once the KV cache is static: with inductor, CUDA
     graphs ("reduce-overhead") on a GPU; off the GPU transformers compiles only when asked to."""
@@ -200,7 +171,7 @@ def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
 def generate(loaded: LoadedModel | None, prompt: str, settings: SamplingSettings | None = None,
              on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
              output_scores: bool = False, compile: bool | str = False) -> GenerationResult:
-    loaded = require_causal(loaded, "generate")
+    loaded = require_causal(loaded, "generate", "generate continues a prompt")
     if not prompt or not prompt.strip():
         raise LLMError("the prompt is empty: put it in the cell body (or pass it as text)")
     inputs = loaded.tokenizer(prompt, return_tensors="pt")
@@ -212,7 +183,7 @@ def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, sys
               settings: SamplingSettings | None = None,
               on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None) -> GenerationResult:
     """One user turn: the reply is appended to `history` (the caller owns it)."""
-    loaded = require_causal(loaded, "chat")
+    loaded = require_causal(loaded, "chat", "chat answers with next tokens")
     if not message or not message.strip():
         raise LLMError("the chat message is empty: write it in the cell body")
     if not getattr(loaded.tokenizer, "chat_template", None):

@@ -13,8 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import LLMError, no_model
-from .generation import context_length
-from .loading import LoadedModel
+from .loading import LoadedModel, context_length, require_causal
 
 _NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
@@ -42,10 +41,8 @@ def final_norm(model) -> torch.nn.Module:
     raise LLMError(f"cannot find the final norm of {type(inner).__name__} (looked for {', '.join(_NORM_NAMES)})")
 
 
-def check_causal(loaded: LoadedModel):
-    if loaded.kind != "causal":
-        raise LLMError(f"the logit lens reads next-token guesses out of each layer: it needs a causal language "
-                       f"model, and {loaded.name} is an encoder ({loaded.kind}); try `%llm load default`")
+def check_causal(loaded: LoadedModel):  # the attention view's lens tab asks too
+    require_causal(loaded, "lens", "the logit lens reads next-token guesses out of each layer")
 
 
 def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5) -> LensResult:

@@ -10,7 +10,6 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ from pathlib import Path
 import torch
 
 from .devices import resolve_device, resolve_dtype
-from .errors import LLMError
+from .errors import LLMError, no_model
+from .files import staged_folder
 
 # Names a user can type instead of a path: models that PyPI packages ship.
 PACKAGED = {
@@ -40,6 +40,33 @@ class LoadedModel:
     kind: str  # CAUSAL, ENCODER or CLASSIFIER
     device: torch.device
     dtype: torch.dtype
+
+    @property
+    def causal(self) -> bool:
+        """A next-token predictor (generate, train, the lens, patching), not an encoder."""
+        return self.kind == CAUSAL
+
+
+def require_causal(loaded: LoadedModel | None, action: str, why: str | None = None,
+                   hint: str = "try `%llm load default`") -> LoadedModel:
+    """The one check of every command that predicts next tokens; `why` says what it does with them."""
+    if loaded is None:
+        raise no_model(action)
+    if not loaded.causal:
+        article = "an" if loaded.kind[0] in "aeiou" else "a"
+        raise LLMError(f"{why or action}: it needs a causal language model, and {loaded.name} is {article} "
+                       f"{loaded.kind} model; {hint}")
+    return loaded
+
+
+def context_length(model) -> int | None:
+    """The longest sequence the model's position embeddings allow (None when its config does not say)."""
+    config = getattr(model, "config", None)
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    return None
 
 
 def cache_dir() -> Path:
@@ -209,12 +236,9 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)  # atomic: an interrupted conversion never leaves a half cache
+    with staged_folder(target, target.with_name(target.name + ".partial")) as partial:  # never a half cache
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
     return target
 
 

@@ -25,9 +25,8 @@ import torch
 
 from .attention import model_shape
 from .errors import LLMError, no_model
-from .generation import context_length
 from .interrupts import StopFlag
-from .loading import LoadedModel
+from .loading import LoadedModel, context_length, require_causal
 
 SITES = ("residual", "attention", "mlp", "heads")
 TOP_K = 5
@@ -135,12 +134,6 @@ def _replace_first(output, tensor):
 
 
 # --- input checks ---
-def check_causal(loaded: LoadedModel):
-    if loaded.kind != "causal":
-        raise LLMError(f"patching measures a next-token logit difference: it needs a causal language model, and "
-                       f"{loaded.name} is an encoder ({loaded.kind}); try `%llm load default`")
-
-
 def token_id(tokenizer, text: str, what: str) -> int:
     """The first token of `text` as typed (write ' Paris' for the word after a space)."""
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -264,7 +257,7 @@ def patch(loaded: LoadedModel | None, clean: str, corrupted: str, answer: str | 
     layers: only these layers (the other rows stay NaN); batch_size: patched runs per forward pass."""
     if loaded is None:
         raise no_model("patch")
-    check_causal(loaded)
+    require_causal(loaded, "patch", "patching measures a next-token logit difference")
     if site not in SITES:
         raise LLMError(f"unknown site {site!r}: use {', '.join(SITES)}")
     model, tokenizer = loaded.model, loaded.tokenizer

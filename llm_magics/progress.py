@@ -34,15 +34,21 @@ def _refreshed_notebook_bar():
 
 
 class ProgressBar:
-    def __init__(self, description: str = "training"):
-        self.description = description
+    """One bar for everything we count: a run's steps (as a step callback), or any `count(done, total)`
+    (the layers of a patching sweep, the targets of an attribution)."""
+
+    def __init__(self, description: str = "training", unit: str = "step"):
+        self.description, self.unit = description, unit
         self.bar = None
 
+    def count(self, done: int, total: int) -> None:
+        if self.bar is None:  # a resumed run's bar starts at the step it resumed from
+            self.bar = progress_bar(total=total, initial=max(done - 1, 0), desc=self.description, unit=self.unit,
+                                    dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
     def __call__(self, row: dict, result) -> None:
-        if self.bar is None:
-            self.bar = progress_bar(total=result.total_steps, initial=row["step"] - 1, desc=self.description,
-                            unit="step", dynamic_ncols=True)
-        self.bar.update(row["step"] - self.bar.n)
+        self.count(row["step"], result.total_steps)
         postfix = {"loss": f"{row['loss']:.4f}"}
         if "eval_loss" in row:
             postfix["eval"] = f"{row['eval_loss']:.4f}"

@@ -209,9 +209,7 @@ def status(loaded) -> dict:
 
 def gain_hint(loaded) -> str | None:
     """On CPU, for a full-precision causal model: what --quantize int8 would give (None elsewhere)."""
-    from .loading import CAUSAL
-
-    if loaded is None or loaded.device.type != "cpu" or is_quantized(loaded.model) or loaded.kind != CAUSAL \
+    if loaded is None or loaded.device.type != "cpu" or is_quantized(loaded.model) or not loaded.causal \
             or _has_lora(loaded.model):
         return None
     linear_mb = sum(m.weight.numel() * m.weight.element_size() for m in _linear_modules(loaded.model)) / 2**20

@@ -21,6 +21,7 @@ import uuid
 from pathlib import Path
 
 from .errors import LLMError
+from .kinds import RunKind
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
@@ -260,7 +261,7 @@ def summary_row(info: dict, names: list[str]) -> dict:
     row["final_loss"] = history[-1]["loss"] if history else None
     row["final_eval_loss"] = evals[-1][1] if evals else metrics.get("eval_loss")
     row["best_eval_loss"] = min(v for _, v in evals) if evals else metrics.get("eval_loss")
-    if info.get("kind") == "eval":
+    if info.get("kind") == RunKind.EVAL:
         row["metrics"] = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, (int, float)))
     row["steps"] = info.get("steps") or (history[-1]["step"] if history else 0)
     row["status"] = info.get("status")
@@ -289,7 +290,7 @@ def to_result(info: dict):
 
     history = info["history"]
     status = info.get("status") or ""
-    result = TrainResult(kind=info.get("kind") or "train", total_steps=info.get("total_steps") or 0,
+    result = TrainResult(kind=RunKind(info.get("kind") or RunKind.TRAIN), total_steps=info.get("total_steps") or 0,
                          history=history,
                          eval_history=[{"step": s, "eval_loss": v} for s, v in eval_losses(info)],
                          metrics=info.get("metrics") or {}, interrupted=not status.startswith(("finished", "failed")),
@@ -300,7 +301,7 @@ def to_result(info: dict):
     result.run_dir, result.record_id, result.options = info["path"], info["id"], info.get("options") or {}
     result.best_step = info.get("best_step")
     result.suggested_lr = info.get("suggested_lr")
-    if info.get("kind") == "lr-find":
+    if info.get("kind") == RunKind.LR_FIND:
         result.suggestions = {k: (v[0], tuple(v[1])) for k, v in (info.get("suggestions") or {}).items()}
         result.sweep = {"lr": [r.get("lr_used") for r in history],
                         "smoothed_loss": [r.get("smoothed_loss") for r in history]}

@@ -42,11 +42,19 @@ def test_kernel_side_snapshot_and_throttled_progress():
 
     from support import DATA
 
+    class Comm:  # the frontend's end of the comm (no kernel here): what reaches JupyterLab
+        def __init__(self):
+            self.received = []
+
+        def send(self, message):
+            self.received.append(message)
+
     s = Session()
     bridge = FrontendBridge(s, min_interval=3600)
+    bridge.comm = Comm()
     s.step_listeners.append(bridge.on_step)
     s.train(text=(DATA / "tiny_corpus.txt").read_text() * 3, from_scratch=True, steps=12, seq_len=32, progress=False)
-    progress = [m for m in bridge.sent if m["active"]]
+    progress = [m for m in bridge.comm.received if m["active"]]
     assert [m["active"]["step"] for m in progress] == [1, 12]  # the first step, then throttled to the last
     message = snapshot(s)
     json.dumps(message)  # plain JSON for the comm

@@ -73,7 +73,7 @@ class EpochBatches:
         self.order, self.position = state["order"], state["position"]
 
 
-def _fixed_windows(tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size: int) -> list[dict]:
+def fixed_windows(tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size: int) -> list[dict]:
     """Consecutive seq_len blocks (an evaluation set's whole stream, or one short block)."""
     seq_len = min(seq_len, len(tokens))
     blocks = [torch.from_numpy(_read(tokens, start, seq_len)) for start in range(0, len(tokens) - seq_len + 1, seq_len)]
@@ -81,6 +81,6 @@ def _fixed_windows(tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size
             for i in range(0, len(blocks), batch_size)]
 
 
-def _padded_batches(loaded: LoadedModel, examples: list[dict], batch_size: int) -> list[dict]:
+def padded_batches(loaded: LoadedModel, examples: list[dict], batch_size: int) -> list[dict]:
     pad = loaded.tokenizer.pad_token_id or 0
     return [pad_batch(examples[i:i + batch_size], pad) for i in range(0, len(examples), batch_size)]

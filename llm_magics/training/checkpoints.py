@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import LLMError
+from ..files import staged_folder
 from ..loading import LoadedModel, quiet_transformers
 from .options import TrainResult
 from .output_lock import OutputDirLock
@@ -122,30 +123,20 @@ def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, 
         if existing.exists() and not (existing.is_dir() and checkpoint_run_id(existing) == run_id):
             raise LLMError(f"{existing} is in the way and this run did not write it: it is kept; "
                            "pick another --output-dir")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        partial.mkdir(parents=True)
-        (partial / MANIFEST).write_text(json.dumps({"written_by": "llm_magics", "run_id": run_id, "step": step}))
-        model = getattr(loaded.model, "module", loaded.model)
-        with quiet_transformers():
-            model.save_pretrained(partial)
-        loaded.tokenizer.save_pretrained(partial)
-        torch.save({"step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": rng_state(),
-                    "history": result.history, "eval_history": result.eval_history,
-                    "tokens": result.tokens, "seconds": result.seconds}, partial / STATE_FILE)
-    except BaseException as error:  # nothing half-written stays; a full disk is one line
-        shutil.rmtree(partial, ignore_errors=True)
-        if isinstance(error, KeyboardInterrupt) or not isinstance(error, Exception):
-            raise
+    try:  # our own earlier checkpoint of this step is replaced only once this one is whole
+        with staged_folder(directory, partial) as staging:
+            (staging / MANIFEST).write_text(json.dumps({"written_by": "llm_magics", "run_id": run_id, "step": step}))
+            model = getattr(loaded.model, "module", loaded.model)
+            with quiet_transformers():
+                model.save_pretrained(staging)
+            loaded.tokenizer.save_pretrained(staging)
+            torch.save({"step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": rng_state(),
+                        "history": result.history, "eval_history": result.eval_history,
+                        "tokens": result.tokens, "seconds": result.seconds}, staging / STATE_FILE)
+    except Exception as error:  # nothing half-written stays; a full disk is one line
         raise LLMError(write_failure(error, f"checkpoint {directory.name} was not written (the earlier "
                                      f"checkpoints in {directory.parent} are kept)")) from None
-    replaced = directory.with_name(directory.name + ".replaced")
-    if directory.exists():  # our own earlier checkpoint of this step: swap, then drop the old one
-        shutil.rmtree(replaced, ignore_errors=True)
-        directory.rename(replaced)
-    partial.rename(directory)
-    shutil.rmtree(replaced, ignore_errors=True)
     ours = [p for p in _checkpoints(directory.parent) if run_id and checkpoint_run_id(p) == run_id]
     for old in ours[:-keep] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -204,7 +195,7 @@ def check_checkpoint(directory: str) -> Path:
     return path
 
 
-def _restore(directory: str, optimizer, scheduler, batches, result: TrainResult) -> int:
+def restore_state(directory: str, optimizer, scheduler, batches, result: TrainResult) -> int:
     state = read_state(directory, mmap=False)
     if set(state["batches"]) != set(batches.state_dict()):  # a train run's stream vs a finetune's epochs
         raise LLMError(f"--resume {directory}: a checkpoint of another kind of run (train and finetune read "

@@ -33,6 +33,7 @@ import torch
 from ..data import Corpus, Preparation
 from ..errors import LLMError
 from ..interrupts import StopFlag
+from ..kinds import RunKind
 from ..loading import LoadedModel
 from .checkpoints import lock_output_dir
 from .options import TrainOptions, TrainResult
@@ -43,7 +44,7 @@ MODEL_FILE = "model.pt"
 @dataclass
 class Job:
     """What each worker runs: `train_causal_lm` or `finetune` with these arguments."""
-    kind: str  # "train" or "finetune"
+    kind: RunKind  # TRAIN (train_causal_lm) or FINETUNE
     loaded: LoadedModel
     corpus: Corpus
     options: TrainOptions
@@ -126,17 +127,18 @@ def _tokenize_here(job: Job, prep: Preparation) -> bool:
     """Tokenize in the kernel, with its progress and Stop, into the cache the workers then only read (no
     two processes writing one cache entry). False when stopped."""
     from ..data import data_cache, packed_tokens
-    from .loop import _examples
+    from .loop import tokenized_examples
 
     args = job.finetune_args
     for corpus in (job.corpus, job.eval_corpus):
         if corpus is None:
             continue
-        if job.kind == "train":
+        if job.kind == RunKind.TRAIN:
             limit = job.max_tokens if corpus is job.corpus else None
             done = packed_tokens(corpus, job.loaded.tokenizer, prep, limit, data_cache(), job.num_proc)
         else:
-            done = _examples(job.loaded, corpus, args.get("task", "lm"), args.get("labels"), job.options.seq_len, prep)
+            done = tokenized_examples(job.loaded, corpus, args.get("task", "lm"), args.get("labels"),
+                                      job.options.seq_len, prep)
         if done is None:
             prep.close()
             return False
@@ -279,7 +281,7 @@ def _work(job: Job, relay):
             if rank == 0 else []
         stop = _SharedStop(stop_event)
         prep = Preparation(stop, progress=False)  # the kernel tokenized already: this reads its cache
-        if job.kind == "train":
+        if job.kind == RunKind.TRAIN:
             result = train_causal_lm(loaded, job.corpus, options, on_step, stop, job.eval_corpus, prep,
                                      job.max_tokens, job.num_proc)
         else:

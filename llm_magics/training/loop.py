@@ -11,6 +11,8 @@ import math
 import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -25,16 +27,18 @@ from ..data import (
     packed_tokens,
     supervised_examples,
 )
+from ..devices import compile_backend
 from ..errors import LLMError, is_out_of_memory
-from ..generation import compile_backend, context_length
 from ..interrupts import StopFlag, graceful_interrupts
-from ..loading import CAUSAL, CLASSIFIER, LoadedModel
+from ..kinds import RunKind
+from ..loading import CLASSIFIER, LoadedModel, context_length, require_causal
 from . import trackers
-from .batches import EpochBatches, PackedBlocks, _fixed_windows, _padded_batches
-from .checkpoints import _restore, prepare_output_dir, save_checkpoint
-from .models import _add_lora, check_lora_rank, checked_weights, classifier_from, head_labels, resume_weights
+from .batches import EpochBatches, PackedBlocks, fixed_windows, padded_batches
+from .callbacks import StepCallback, as_callbacks
+from .checkpoints import prepare_output_dir, restore_state, save_checkpoint
+from .models import add_lora, check_lora_rank, checked_weights, classifier_from, head_labels, resume_weights
 from .options import TrainOptions, TrainResult
-from .scoring import _mean_loss, classification_metrics
+from .scoring import classification_metrics, mean_loss
 
 
 def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
@@ -55,11 +59,11 @@ def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
         if eval_corpus is not None and tokens is not None else None
     prep.close()
     if tokens is None or (eval_corpus is not None and eval_tokens is None):
-        return TrainResult(kind="train", total_steps=steps, interrupted=True)  # stopped while tokenizing
+        return TrainResult(kind=RunKind.TRAIN, total_steps=steps, interrupted=True)  # stopped while tokenizing
     windows = PackedBlocks(tokens, options.seq_len, options.batch_size, options.seed)
-    eval_batches = _fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
-    return _optimize("train", loaded, windows, steps, options, on_step, stop,
-                     evaluate=(lambda: {"eval_loss": _mean_loss(loaded, eval_batches)}) if eval_batches else None,
+    eval_batches = fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
+    return _optimize(RunKind.TRAIN, loaded, windows, steps, options, on_step, stop,
+                     evaluate=(lambda: {"eval_loss": mean_loss(loaded, eval_batches)}) if eval_batches else None,
                      on_start=on_start)
 
 
@@ -72,21 +76,20 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
     on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
     prep = prep or Preparation(stop, progress=False)
-    kind = "classify" if task == "classify" else "finetune"
+    kind = RunKind.of("finetune", task)
     if task == "classify":
         labels = head_labels(loaded, check_labels(labels))
     elif task == "lm":
-        if loaded.kind != CAUSAL:
-            raise LLMError(f"{loaded.name} is a {loaded.kind} model: language-model fine-tuning needs a "
-                           "causal LM (for an encoder use --task classify --labels ...)")
+        require_causal(loaded, "finetune", "language-model fine-tuning learns next tokens",
+                       hint="for an encoder use --task classify --labels ...")
         limit = context_length(loaded.model)
         if limit and options.seq_len > limit:
             raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
     else:
         raise LLMError(f"unknown --task {task!r}: use lm or classify")
     check_lora_rank(lora, lora_r)
-    examples = _examples(loaded, corpus, task, labels, options.seq_len, prep)
-    eval_examples = _examples(loaded, eval_corpus, task, labels, options.seq_len, prep) \
+    examples = tokenized_examples(loaded, corpus, task, labels, options.seq_len, prep)
+    eval_examples = tokenized_examples(loaded, eval_corpus, task, labels, options.seq_len, prep) \
         if eval_corpus is not None and examples is not None else None
     prep.close()
     if examples is None or (eval_corpus is not None and eval_examples is None):
@@ -110,7 +113,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
             on_start()
 
     if lora:
-        _add_lora(loaded, lora_r, lora_alpha, task, options.resume)
+        add_lora(loaded, lora_r, lora_alpha, task, options.resume)
     elif loaded.model.dtype != torch.float32:
         loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
         loaded.dtype = torch.float32
@@ -130,7 +133,7 @@ def _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_ste
     steps = options.steps or max(1, math.ceil(options.epochs * batches.batches_per_epoch / options.grad_accum))
     if eval_examples:
         evaluate = (lambda: classification_metrics(loaded, eval_examples, options.batch_size)) if task == "classify" \
-            else (lambda: {"eval_loss": _mean_loss(loaded, _padded_batches(loaded, eval_examples, options.batch_size))})
+            else (lambda: {"eval_loss": mean_loss(loaded, padded_batches(loaded, eval_examples, options.batch_size))})
     else:
         evaluate = None
     if options.eval_every is None and evaluate:
@@ -159,8 +162,8 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int,
-              prep: Preparation):
+def tokenized_examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int,
+                       prep: Preparation):
     """Tokenized fine-tuning examples (cached for files), or None when stopped."""
     import datasets
 
@@ -178,190 +181,260 @@ def _examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] 
                            data_cache())
 
 
-def _optimize(kind: str, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
+@dataclass
+class _Run:
+    """A run set up for its steps (its output dir locked): what the parts of the loop read and change."""
+    kind: RunKind
+    loaded: LoadedModel
+    batches: object  # PackedBlocks or EpochBatches
+    options: TrainOptions
+    evaluate: Callable[[], dict] | None
+    accelerator: object
+    model: torch.nn.Module  # prepared by accelerate (DDP-wrapped with several processes)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    trainable: list
+    result: TrainResult
+    start_step: int = 0
+    output_dir: Path | None = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.loaded.device.type == "cuda"
+
+
+def _optimize(kind: RunKind, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
               on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None,
               on_start: Callable[[], None] | None = None) -> TrainResult:
     """Set the run up (optimizer, schedule, resumed state, output dir), call on_start, then step."""
-    from transformers import get_cosine_schedule_with_warmup
-
-    on_gpu = loaded.device.type == "cuda"
     tracked = trackers.parse(options.track)
     accelerator = _accelerator(loaded, options, **trackers.accelerator_arguments(tracked, options.tracker_dir))
-    model = loaded.model
-    if options.gradient_checkpointing:
-        _unwrap_peft(model).activation_checkpointing_enable({"use_reentrant": False})
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in trainable if p.ndim >= 2]
-    no_decay = [p for p in trainable if p.ndim < 2]
-    # fused AdamW: one kernel for every parameter on the GPU instead of a loop of small ones
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
-    warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
-    if options.lr_sweep:  # lr-find: step k (0-based) uses lr * (end / lr) ** (k / steps), as fastai's LRFinder
-        ratio = options.lr_sweep / options.lr
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: ratio ** (k / total_steps))
-    else:
-        scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
-    # An earlier run's Accelerator marked the module as prepared, and accelerate then skips it: a forked
-    # worker would train without DDP's gradient sync. Every run prepares it afresh.
-    model.__dict__.pop("_is_accelerate_prepared", None)
-    model, optimizer = accelerator.prepare(model, optimizer)
-
-    result = TrainResult(kind=kind, total_steps=total_steps)
-    start_step = 0
-    if options.resume:
-        start_step = _restore(options.resume, optimizer, scheduler, batches, result)
-        if start_step >= total_steps:
-            raise LLMError(f"--resume {options.resume} is at step {start_step}; ask for more --steps than that")
-    output_dir, lock = None, None
+    run = _prepare(kind, loaded, batches, total_steps, options, evaluate, accelerator)
+    lock = None
     if options.checkpoint_every:  # with several processes the kernel holds the folder's lock
-        output_dir, lock = prepare_output_dir(options.output_dir, kind, result.run_id,
-                                              lock=accelerator.num_processes == 1)
-    result.output_dir = str(output_dir) if output_dir else None
+        run.output_dir, lock = prepare_output_dir(options.output_dir, kind, run.result.run_id,
+                                                  lock=accelerator.num_processes == 1)
+    run.result.output_dir = str(run.output_dir) if run.output_dir else None
     try:
-        return _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model,
-                      optimizer, scheduler, trainable, result, start_step, output_dir, on_start, tracked)
+        if on_start:
+            on_start()  # the point of no return: the session now holds the model this run trains
+        watching = [_EarlyStopping(options, run.trainable)] if options.early_stopping and evaluate else []
+        tracking = _Tracking(run, tracked)
+        try:
+            return _steps(run, [tracking, *watching, *as_callbacks(on_step)], stop)
+        finally:
+            tracking.close()  # the trackers end whatever happened
     finally:
         if lock:
             lock.release()
 
 
-def _steps(kind, loaded, batches, total_steps, options, on_step, stop, evaluate, accelerator, model, optimizer,
-           scheduler, trainable, result, start_step, output_dir, on_start, tracked) -> TrainResult:
-    """The optimizer steps of a prepared run (its output dir locked)."""
-    on_gpu = loaded.device.type == "cuda"
-    if on_start:
-        on_start()  # the point of no return: the session now holds the model this run trains
+def _prepare(kind: RunKind, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
+             evaluate: Callable[[], dict] | None, accelerator) -> _Run:
+    """AdamW and its schedule, prepared by accelerate; a resumed run's state read back."""
+    model = loaded.model
+    if options.gradient_checkpointing:
+        _unwrap_peft(model).activation_checkpointing_enable({"use_reentrant": False})
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = _optimizer(trainable, options, loaded.device.type == "cuda")
+    scheduler = _schedule(optimizer, options, total_steps)
+    # An earlier run's Accelerator marked the module as prepared, and accelerate then skips it: a forked
+    # worker would train without DDP's gradient sync. Every run prepares it afresh.
+    model.__dict__.pop("_is_accelerate_prepared", None)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    run = _Run(kind, loaded, batches, options, evaluate, accelerator, model, optimizer, scheduler, trainable,
+               TrainResult(kind=kind, total_steps=total_steps))
+    if options.resume:
+        run.start_step = restore_state(options.resume, optimizer, scheduler, batches, run.result)
+        if run.start_step >= total_steps:
+            raise LLMError(f"--resume {options.resume} is at step {run.start_step}; ask for more --steps than that")
+    return run
 
-    def save(step: int):
-        if accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
-            result.checkpoint = save_checkpoint(output_dir / f"checkpoint-{step}", loaded, optimizer, scheduler,
-                                                batches, step, result, options.keep_checkpoints,
-                                                result.run_id)
-        accelerator.wait_for_everyone()
 
-    def publish(row: dict):
-        row["loss"] = row["loss"].read()
-        if "rank_losses" in row:
-            row["rank_losses"] = row["rank_losses"].read()
-        result.history.append(row)
-        trackers.log(accelerator, tracked, row)
-        for callback in on_step:
-            callback(row, result)
+def _optimizer(trainable: list, options: TrainOptions, on_gpu: bool) -> torch.optim.Optimizer:
+    decay = [p for p in trainable if p.ndim >= 2]
+    no_decay = [p for p in trainable if p.ndim < 2]
+    # fused AdamW: one kernel for every parameter on the GPU instead of a loop of small ones
+    return torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
+                              {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
 
-    model.train()
-    last_saved = start_step
+
+def _schedule(optimizer, options: TrainOptions, total_steps: int):
+    from transformers import get_cosine_schedule_with_warmup
+
+    if options.lr_sweep:  # lr-find: step k (0-based) uses lr * (end / lr) ** (k / steps), as fastai's LRFinder
+        ratio = options.lr_sweep / options.lr
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: ratio ** (k / total_steps))
+    warmup = int(options.warmup * total_steps) if options.warmup < 1 else int(options.warmup)
+    return get_cosine_schedule_with_warmup(optimizer, warmup, total_steps)
+
+
+def _steps(run: _Run, callbacks: list[StepCallback], stop: StopFlag | None) -> TrainResult:
+    """The optimizer steps of a prepared run, then its last checkpoint, evaluation and `on_end`."""
+    result, options = run.result, run.options
+    run.model.train()
+    last_saved = run.start_step
     # On a GPU a step's loss is published one step late: by then its copy to the host is done and reading
     # it does not wait for the step in flight (no host synchronisation per step).
-    late = on_gpu
     waiting = None
-    watch = _EarlyStopping(options, trainable, result) if options.early_stopping and evaluate else None
     started = time.perf_counter() - result.seconds
-    trackers.start(accelerator, tracked, options.tracker_dir,
-                   {"kind": kind, "total_steps": total_steps, **{k: v for k, v in vars(options).items()}})
     try:
         with graceful_interrupts(stop) as flag:
-            for step in range(start_step + 1, total_steps + 1):
-                if _stop_requested(accelerator, flag):
+            for step in range(run.start_step + 1, result.total_steps + 1):
+                if _stop_requested(run.accelerator, flag):
                     result.interrupted = True
                     break
-                loss, rank_losses, tokens = _one_step(accelerator, model, batches, options, loaded.device)
-                accelerator.clip_grad_norm_(trainable, options.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                result.tokens += tokens
-                result.seconds = time.perf_counter() - started
-                row = {"step": step, "loss": _HostValue(loss), "lr": scheduler.get_last_lr()[0],
-                       "tokens": result.tokens, "elapsed": result.seconds}
-                if len(rank_losses) > 1:
-                    row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
-                if evaluate and (step == total_steps or options.eval_every and step % options.eval_every == 0):
-                    row.update(evaluate())
-                    result.eval_history.append({"step": step, **_scores(row)})
-                    if watch is not None:
-                        watch.evaluated(step, row.get("eval_loss"))
+                row = _step(run, step, started)
+                if _evaluation_due(run, step):
+                    row.update(run.evaluate())
+                    _evaluated(result, step, _scores(row), callbacks)
                 if waiting is not None:
-                    publish(waiting)
+                    _publish(waiting, result, callbacks)
                 waiting = row
                 checkpoint_due = options.checkpoint_every and step % options.checkpoint_every == 0
-                if not late or checkpoint_due:
-                    publish(waiting)
+                if not run.on_gpu or checkpoint_due:
+                    _publish(waiting, result, callbacks)
                     waiting = None
                 if checkpoint_due:
-                    save(step)
+                    _save(run, step)
                     last_saved = step
-                if watch is not None and watch.exhausted:
-                    result.stopped_early = True
+                if result.stopped_early:  # set by an on_eval (early stopping)
                     break
             if waiting is not None:
-                publish(waiting)
-                waiting = None
+                _publish(waiting, result, callbacks)
                 result.seconds = time.perf_counter() - started  # now that the GPU has finished the last step
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
-        optimizer.zero_grad(set_to_none=True)
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        where = "GPU" if on_gpu else "CPU"
-        per_process = options.batch_size // accelerator.num_processes
-        raise LLMError(f"out of {where} memory at --batch-size {per_process} --seq-len {options.seq_len}: "
-                       f"try --batch-size {max(1, per_process // 2)} --grad-accum "
-                       f"{options.grad_accum * 2} (the model is unchanged)") from None
+        raise _out_of_memory(run) from None
     finally:
-        trackers.end(accelerator, tracked)
-        model.eval()
-        loaded.model = accelerator.unwrap_model(model, keep_torch_compile=False)
+        run.model.eval()
+        run.loaded.model = run.accelerator.unwrap_model(run.model, keep_torch_compile=False)
         if options.gradient_checkpointing:
-            _unwrap_peft(loaded.model).activation_checkpointing_disable()
+            _unwrap_peft(run.loaded.model).activation_checkpointing_disable()
     if options.checkpoint_every and result.steps_done > last_saved:
-        save(result.steps_done)  # an interrupted or uneven run still leaves its latest state on disk
-    if watch is not None and result.stopped_early:
-        watch.restore()  # after the final checkpoint, which keeps the state the run reached
-    measured_last = bool(result.eval_history) and result.eval_history[-1]["step"] == result.steps_done
-    if evaluate and result.history and not measured_last:
-        # A graceful stop: score the weights it stopped with, at the step it stopped (never re-draw an older
-        # score there as if it had been measured).
-        result.eval_history.append({"step": result.steps_done, **_scores(evaluate())})
-    if result.eval_history:
-        result.metrics = {k: v for k, v in result.eval_history[-1].items() if k != "step"}
-    if result.restored_step is not None:  # the scores of the weights the model now holds
-        result.metrics = next({k: v for k, v in e.items() if k != "step"} for e in result.eval_history
-                              if e["step"] == result.restored_step)
+        _save(run, result.steps_done)  # an interrupted or uneven run still leaves its latest state on disk
+    _final_scores(run)
+    for callback in callbacks:
+        callback.on_end(result)
     return result
 
 
-class _EarlyStopping:
-    """Stops after `patience` evaluations without an eval loss lower than the best by more than min_delta,
-    keeping a copy of the trainable weights at the best evaluation to load back."""
+def _evaluation_due(run: _Run, step: int) -> bool:
+    every = run.options.eval_every
+    return run.evaluate is not None and (step == run.result.total_steps or bool(every) and step % every == 0)
 
-    def __init__(self, options: TrainOptions, trainable: list, result: TrainResult):
+
+def _step(run: _Run, step: int, started: float) -> dict:
+    """One optimizer step; its row (the loss still on its way to the host)."""
+    result = run.result
+    loss, rank_losses, tokens = _one_step(run.accelerator, run.model, run.batches, run.options, run.loaded.device)
+    run.accelerator.clip_grad_norm_(run.trainable, run.options.max_grad_norm)
+    run.optimizer.step()
+    run.scheduler.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    result.tokens += tokens
+    result.seconds = time.perf_counter() - started
+    row = {"step": step, "loss": _HostValue(loss), "lr": run.scheduler.get_last_lr()[0],
+           "tokens": result.tokens, "elapsed": result.seconds}
+    if len(rank_losses) > 1:
+        row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
+    return row
+
+
+def _evaluated(result: TrainResult, step: int, scores: dict, callbacks: list[StepCallback]) -> None:
+    result.eval_history.append({"step": step, **scores})
+    for callback in callbacks:
+        callback.on_eval(step, scores, result)
+
+
+def _publish(row: dict, result: TrainResult, callbacks: list[StepCallback]) -> None:
+    row["loss"] = row["loss"].read()
+    if "rank_losses" in row:
+        row["rank_losses"] = row["rank_losses"].read()
+    result.history.append(row)
+    for callback in callbacks:
+        callback.on_step(row, result)
+
+
+def _save(run: _Run, step: int) -> None:
+    result = run.result
+    if run.accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
+        result.checkpoint = save_checkpoint(run.output_dir / f"checkpoint-{step}", run.loaded, run.optimizer,
+                                            run.scheduler, run.batches, step, result, run.options.keep_checkpoints,
+                                            result.run_id)
+    run.accelerator.wait_for_everyone()
+
+
+def _final_scores(run: _Run) -> None:
+    """A graceful stop is scored with the weights it stopped with, at the step it stopped (an older score
+    is never re-drawn there as if it had been measured); the run's metrics are its last evaluation's."""
+    result = run.result
+    measured_last = bool(result.eval_history) and result.eval_history[-1]["step"] == result.steps_done
+    if run.evaluate and result.history and not measured_last:
+        result.eval_history.append({"step": result.steps_done, **_scores(run.evaluate())})
+    if result.eval_history:
+        result.metrics = {k: v for k, v in result.eval_history[-1].items() if k != "step"}
+
+
+def _out_of_memory(run: _Run) -> LLMError:
+    run.optimizer.zero_grad(set_to_none=True)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    where = "GPU" if run.on_gpu else "CPU"
+    per_process = run.options.batch_size // run.accelerator.num_processes
+    return LLMError(f"out of {where} memory at --batch-size {per_process} --seq-len {run.options.seq_len}: "
+                    f"try --batch-size {max(1, per_process // 2)} --grad-accum "
+                    f"{run.options.grad_accum * 2} (the model is unchanged)")
+
+
+class _Tracking(StepCallback):
+    """--track: the experiment trackers get the run's options, then every step's row."""
+
+    def __init__(self, run: _Run, names: list[str]):
+        self.accelerator, self.names = run.accelerator, names
+        trackers.start(run.accelerator, names, run.options.tracker_dir,
+                       {"kind": run.kind, "total_steps": run.result.total_steps, **vars(run.options)})
+
+    def on_step(self, row: dict, result: TrainResult) -> None:
+        trackers.log(self.accelerator, self.names, row)
+
+    def close(self) -> None:
+        trackers.end(self.accelerator, self.names)
+
+
+class _EarlyStopping(StepCallback):
+    """Stops after `patience` evaluations without an eval loss lower than the best by more than min_delta;
+    keeps a copy of the trainable weights at the best evaluation and loads it back at the end."""
+
+    def __init__(self, options: TrainOptions, trainable: list):
         self.patience, self.min_delta, self.keep = options.early_stopping, options.min_delta, options.restore_best
-        self.trainable, self.result = trainable, result
+        self.trainable = trainable
         self.best, self.best_weights, self.waited = math.inf, None, 0
 
-    def evaluated(self, step: int, loss: float | None) -> None:
+    def on_eval(self, step: int, scores: dict, result: TrainResult) -> None:
+        loss = scores.get("eval_loss")
         if loss is None or not math.isfinite(loss):
             self.waited += 1
         elif loss < self.best - self.min_delta:
-            self.best, self.waited, self.result.best_step = loss, 0, step
+            self.best, self.waited, result.best_step = loss, 0, step
             if self.keep:
                 self.best_weights = [p.detach().clone() for p in self.trainable]
         else:
             self.waited += 1
-
-    @property
-    def exhausted(self) -> bool:
-        return self.waited >= self.patience
+        if self.waited >= self.patience:
+            result.stopped_early = True
 
     @torch.no_grad()
-    def restore(self) -> None:
-        if self.best_weights is None:
+    def on_end(self, result: TrainResult) -> None:
+        """After the final checkpoint, which keeps the state the run reached."""
+        if not result.stopped_early or self.best_weights is None:
             return
         for parameter, best in zip(self.trainable, self.best_weights):
             parameter.copy_(best)
-        self.result.restored_step = self.result.best_step
+        result.restored_step = result.best_step
+        result.metrics = next({k: v for k, v in e.items() if k != "step"} for e in result.eval_history
+                              if e["step"] == result.restored_step)  # the scores of the weights it now holds
 
 
 def _scores(row: dict) -> dict:

@@ -196,7 +196,7 @@ def _unwrap(model):
     return model.merge_and_unload() if isinstance(model, PeftModel) else model
 
 
-def _add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resume: str | None):
+def add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resume: str | None):
     from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 
     if isinstance(loaded.model, PeftModel):

@@ -1,26 +1,13 @@
 """What a training run is asked to do (TrainOptions) and what it reports (TrainResult)."""
 from __future__ import annotations
 
-import math
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import check_finite, check_seed
 from ..errors import LLMError
-
-SEED_MAX = 2**32 - 1  # numpy's limit, and so transformers.set_seed's
-
-
-def check_seed(seed) -> None:
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX):
-        raise LLMError(f"--seed must be a whole number from 0 to {SEED_MAX}; got {seed!r}")
-
-
-def check_finite(**values) -> None:
-    """inf and nan pass every `> 0` check but train or sample nothing meaningful."""
-    for name, value in values.items():
-        if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-            raise LLMError(f"--{name.replace('_', '-')} must be a finite number; got {value!r}")
+from ..kinds import RunKind
 
 
 @dataclass
@@ -74,7 +61,7 @@ class TrainOptions:
 
 @dataclass
 class TrainResult:
-    kind: str  # "train", "finetune" or "classify"
+    kind: RunKind  # TRAIN, FINETUNE, CLASSIFY (or LR_FIND once recorded)
     total_steps: int
     history: list[dict] = field(default_factory=list)  # one row per optimizer step
     eval_history: list[dict] = field(default_factory=list)

@@ -6,11 +6,11 @@ import torch
 from ..data import IGNORE_INDEX
 from ..interrupts import StopFlag
 from ..loading import LoadedModel
-from .batches import _padded_batches
+from .batches import padded_batches
 
 
 @torch.no_grad()
-def _mean_loss(loaded: LoadedModel, batches: list[dict]) -> float:
+def mean_loss(loaded: LoadedModel, batches: list[dict]) -> float:
     was_training = loaded.model.training
     loaded.model.eval()
     total, count = 0.0, 0
@@ -30,7 +30,7 @@ def predict_labels(loaded: LoadedModel, examples: list[dict], batch_size: int = 
     was_training = loaded.model.training
     loaded.model.eval()
     predictions = []
-    for batch in _padded_batches(loaded, examples, batch_size):
+    for batch in padded_batches(loaded, examples, batch_size):
         if stop is not None and stop.requested:
             break
         batch = {k: v.to(loaded.device) for k, v in batch.items() if k != "labels"}
