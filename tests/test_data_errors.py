@@ -13,14 +13,7 @@ import pytest
 from support import ROOT, run
 from llm_magics import LLMError, Session
 from llm_magics.data import tokens as token_cache
-from test_data import TINY, documents, generated_corpus
-
-
-@pytest.fixture
-def tiny_config(tmp_path):
-    path = tmp_path / "tiny.json"
-    path.write_text(json.dumps(TINY))
-    return str(path)
+from test_data import documents, generated_corpus
 
 
 def one_line(capsys) -> str:
