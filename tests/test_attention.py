@@ -59,26 +59,65 @@ def test_kept_queries_and_keys_give_every_layer(model_pair):
         torch.testing.assert_close(captured.layer_weights(layer), reference[layer][0], atol=1e-5, rtol=0)
 
 
-def test_rollout_drops_the_attention_sink(model_pair):
+def test_explain_detects_and_names_the_sinks(model_pair):
+    """Sinks are the positions drawing more than SINK_SHARE of the attention on average (computed here from
+    transformers' eager attentions), not a fixed position 0; the rollout row has them dropped, and no
+    other token becomes the new sink (the old rollout put 0.99 on the second token)."""
+    from llm_magics.attention import SINK_SHARE, without_sinks
+
     s, loaded, reference = model_pair
     captured = capture(loaded, TEXT, thumbnails=8, rollout=True)
     layers, heads = len(reference), reference[0].shape[1]
     assert captured.thumbnails.shape == (layers, heads, 8, 8)
     torch.testing.assert_close(captured.rollout.sum(-1), torch.ones(captured.rollout.shape[0]), atol=1e-4, rtol=0)
-    raw = capture(loaded, TEXT, rollout=True, drop_sinks=False).rollout
-    explanation = s.explain(TEXT)
-    assert len(explanation["rollout"]) == len(explanation["tokens"])
-    sinks = explanation["sinks"]
+    mean = torch.stack([a[0].mean(0) for a in reference]).mean(0)  # (n, n): layers and heads averaged
+    n = mean.shape[0]
     if loaded.kind == "causal":
-        assert sinks == [0] and explanation["target"] == "next token after '.'"
-        # Without the sink handling position 0 takes the biggest share; with it, none.
-        assert raw[-1].argmax() == 0 and explanation["rollout"][0] == 0
-        assert sum(explanation["saliency"]) == pytest.approx(1.0, abs=1e-4)
-        assert explanation["predicted"]
+        shares = [mean[j + 1:, j].mean().item() if j < n - 1 else 0.0 for j in range(n)]
     else:
-        assert sinks == [0, len(explanation["tokens"]) - 1]  # [CLS] and [SEP]
+        shares = [(mean[:, j].sum() - mean[j, j]).item() / (n - 1) for j in range(n)]
+    expected = {j for j in range(n) if shares[j] > SINK_SHARE}
+    explanation = s.explain(TEXT)
+    sinks = explanation["sinks"]
+    assert explanation["sink_shares"] == pytest.approx([shares[j] for j in sinks], abs=1e-4)
+    assert explanation["sink_tokens"] == [explanation["tokens"][j] for j in sinks]
+    row = np.array(explanation["rollout"])
+    assert row.sum() == pytest.approx(1.0, abs=1e-4) and all(row[j] == 0 for j in sinks)
+    if loaded.kind == "causal":
+        assert set(sinks) == expected and 0 in sinks and explanation["target"] == "next token after '.'"
+        raw = captured.rollout[-1]
+        assert raw.argmax() == 0  # undropped, the sink takes the biggest share
+        torch.testing.assert_close(torch.tensor(row, dtype=torch.float32), without_sinks(raw, sinks), atol=1e-5, rtol=0)
+        assert row.max() < 0.9  # no new sink on the second token
+        assert sum(explanation["saliency"]) == pytest.approx(1.0, abs=1e-4) and explanation["predicted"]
+    else:
+        special = {0, n - 1}  # [CLS] and [SEP] are always treated as sinks in an encoder
+        assert set(sinks) == expected | special
         assert explanation["target"].startswith("[CLS]")
-        assert max(explanation["rollout"][i] for i in sinks) < max(raw[0][i] for i in sinks)
+
+
+def test_explain_gradient_x_input_and_rank_correlation(session):
+    """Gradient × input of the predicted token's log-probability, by hand with autograd (the oracle for
+    Captum's InputXGradient behind it), on the rollout's scale; ρ against scipy's spearmanr."""
+    from scipy.stats import spearmanr
+
+    loaded = session.loaded
+    explanation = session.explain(TEXT)
+    ids = loaded.tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    embeddings = loaded.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = loaded.model(inputs_embeds=embeddings).logits[0, -1]
+        predicted = int(logits.argmax())
+        torch.log_softmax(logits, -1)[predicted].backward()
+    raw = (embeddings.grad * embeddings).sum(-1)[0].abs().detach()
+    sinks = explanation["sinks"]
+    raw[sinks] = 0
+    np.testing.assert_allclose(explanation["saliency"], (raw / raw.sum()).numpy(), atol=1e-4)
+    assert explanation["predicted"] == loaded.tokenizer.decode([predicted])
+    kept = [i for i in range(len(explanation["tokens"])) if i not in sinks]
+    rho = spearmanr([explanation["rollout"][i] for i in kept], [explanation["saliency"][i] for i in kept]).statistic
+    assert explanation["agreement"] == pytest.approx(rho, abs=1e-9)
+    assert -1 <= rho <= 1
 
 
 def test_layer_switch_reuses_the_one_forward_pass(model_pair):
@@ -159,7 +198,7 @@ def test_attention_magic(shell, capsys, magic_session):
     view = run(shell, "attention --backend bertviz --layer 1 --view head", "The cat sat")
     assert isinstance(view, AttentionView) and view.layer == 1  # our view, not a blank box
     assert "cdnjs" in capsys.readouterr().out  # ... and one line saying why
-    # --explain: two shaded token rows, each naming the token it explains, with a colour scale.
+    # --explain: rollout and gradient x input side by side (one table, one scale), sinks named, and rho.
     from IPython.core import display_functions
 
     shown = []
@@ -171,10 +210,12 @@ def test_attention_magic(shell, capsys, magic_session):
         display_functions.publish_display_data = original
     assert isinstance(shell.user_ns["_llm"], AttentionView)
     html = [d["text/html"] for d in shown if "llm-explain" in d.get("text/html", "")]
-    assert len(html) == 2
-    assert "attention rollout → next token after &#x27;mat&#x27;" in html[0] and "sinks dropped" in html[0]
-    assert "gradient × input → next token after &#x27;mat&#x27;" in html[1]
-    assert all("linear-gradient" in h for h in html)
+    assert len(html) == 1
+    html = html[0]
+    assert "why: next token after &#x27;mat&#x27;" in html and "linear-gradient" in html
+    assert 'data-name="attention rollout"' in html and 'data-name="gradient × input"' in html
+    assert "attention sinks (dropped from both rows, struck through): The (0," in html
+    assert re.search(r"Spearman rank correlation ρ = -?[01]\.\d\d over the 5 non-sink tokens", html)
     result = run(shell, "generate --greedy --max-new-tokens 4 --attention", "The capital of France is")
     assert result is llm_magics.last and result.new_tokens == 4
 

@@ -92,10 +92,8 @@ class AttentionView(anywidget.AnyWidget):
             self.thumbnail_size = captured.thumbnails.shape[-1]
             self.thumbnails = _as_bytes(captured.thumbnails)
             self.sinks = captured.sinks
-            if captured.causal:
-                self.rollout, self.rollout_target = captured.rollout[-1].tolist(), "the next token"
-            else:
-                self.rollout, self.rollout_target = captured.rollout[0].tolist(), captured.tokens[0].strip()
+            self.rollout = captured.rollout_row().tolist()
+            self.rollout_target = "the next token" if captured.causal else captured.tokens[0].strip()
             self.layer = captured.layers[0]
             self.head = -1 if head is None else head
             self.view = view
