@@ -200,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     lens = commands.add_parser("lens", help="logit lens of TEXT (or the cell body): every layer's next-token guesses")
     lens.add_argument("text", nargs="*")
+    lens.add_argument("--target", help="also plot this token's probability and rank across the layers "
+                      "(its first token, as typed: ' Paris')")
 
     patch = commands.add_parser("patch", help="activation patching: cell body = clean prompt, then corrupted prompt")
     patch.add_argument("--answer", help="the clean answer token, as typed (' Paris'); default: the clean run's top "
@@ -514,7 +516,7 @@ class LLMMagics(Magics):
 
     def _lens(self, args, cell):
         text = cell if cell is not None else args.text
-        view = self.session.attention(text, view="lens")
+        view = self.session.attention(text, view="lens", target=args.target)
         display(view)
         return view
 

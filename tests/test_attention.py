@@ -170,6 +170,63 @@ def test_saved_notebook_keeps_a_static_picture(model_pair):
         assert "logit lens" in lens and "llm-lens-static" in lens and "layer 29" in lens
 
 
+def test_head_view_opens_on_the_top_3_heads_by_entropy(model_pair):
+    """Not every head into the sink, not 'mean of heads': the layer's 3 most spread-out heads, by the mean
+    row entropy of transformers' eager attentions; a layer switch picks that layer's 3."""
+    s, loaded, reference = model_pair
+
+    def top3(layer):
+        p = reference[layer][0].double()
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean(-1)
+        return sorted(entropy.argsort(descending=True)[:3].tolist())
+
+    last = len(reference) - 1
+    view = AttentionView(loaded, TEXT, view="head")
+    assert view.head == -1 and view.head_set == view.entropy_heads == top3(last)
+    assert f"head view · layer {last} · heads {', '.join(map(str, top3(last)))} (top 3 by attention entropy)" \
+        in view.static_html()
+    view.layer = 2
+    assert view.head_set == top3(2)
+    view.head_set = [0, 1]  # a chip toggled: no longer the top 3
+    assert "heads 0, 1 ·" in view.static_html()
+    assert set(re.findall(r"data-head='(-?\d+)'", view.static_html())) == {"0", "1"}  # only their lines
+
+
+def test_snapshot_keeps_the_last_view_and_follows_the_theme(model_pair):
+    """The saved text/html is the state the user left (view, layer, head, zoom), and its pictures are
+    transparent where there is no attention (no white block in a dark theme)."""
+    import base64
+    import zlib
+
+    s, loaded, reference = model_pair
+    view = AttentionView(loaded, TEXT, view="head")
+    view.view, view.layer, view.head = "matrix", 3, 4
+    view.zoom = [2.0, 1.0, 5.0]
+    static = view._repr_mimebundle_()[0]["text/html"]
+    assert 'data-view="matrix"' in static and 'data-layer="3"' in static and 'data-head="4"' in static
+    assert 'data-zoom="2,1,5"' in static and "zoomed to rows 2..6, columns 1..5" in static
+    assert static.count("llm-row-label") == static.count("llm-col-label") == 5
+    assert not re.search(r"#fff\b|#ffffff|rgb\(255,\s*255,\s*255\)|:\s*white", static)
+    assert "background:transparent" in static and "color:inherit" in static
+    png = base64.b64decode(re.search(r"data:image/png;base64,([^\"]+)", static).group(1))
+    assert png[25] == 6  # colour type 6: RGBA
+    # The picture's alpha is the square root of each cell's share of its row max (the live view's scale).
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    height, width = int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
+    pixels = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 4 * width)[:, 1:]
+    alpha = pixels.reshape(height, width, 4)[..., 3]
+    shown = reference[3][0, 4].numpy()[2:7, 1:6]
+    expected = np.sqrt(shown / shown.max(-1, keepdims=True)) * 255
+    np.testing.assert_allclose(alpha, expected, atol=1.01)
+    if loaded.kind == "causal":
+        assert alpha.min() == 0  # the masked (future) cells: fully transparent
+    view.view = "model"
+    static = view.static_html()
+    assert 'data-view="model"' in static and "llm-model-static" in static
+    view.view = "head"
+    assert 'data-view="head"' in view.static_html() and "llm-head-static" in view.static_html()
+
+
 def test_bad_attention_input():
     s = Session()
     loaded = s.load("minilm")
