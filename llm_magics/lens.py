@@ -83,14 +83,16 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: st
         for index, state in enumerate(hidden):
             state = state[0] if index == len(hidden) - 1 else norm(state[0])  # the last one is already normed
             # One row at a time: the full (rows, n, vocab) distribution would be GBs at 1k tokens.
-            distribution = torch.softmax(unembed(state).float(), dim=-1)
+            logits = unembed(state).float()
+            distribution = torch.softmax(logits, dim=-1)
             top = distribution.topk(top_k, dim=-1)
             ids.append(top.indices.cpu())
             probs.append(top.values.cpu())
             if target_id is not None:
                 p = distribution[:, target_id]
                 target_probs.append(p.cpu())
-                target_ranks.append(((distribution > p[:, None]).sum(-1) + 1).cpu())
+                # Ranked by logit: tiny probabilities underflow to equal zeros, logits stay apart.
+                target_ranks.append(((logits > logits[:, target_id:target_id + 1]).sum(-1) + 1).cpu())
     top_ids, top_probs = torch.stack(ids), torch.stack(probs)
     vocabulary: dict[int, str] = {}
 

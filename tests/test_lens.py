@@ -78,9 +78,10 @@ def test_lens_target_mode_against_a_hand_softmax(session):
         hidden = model(**loaded.tokenizer(TEXT, return_tensors="pt"), output_hidden_states=True).hidden_states
         for row, state in enumerate(hidden):
             normed = state[0] if row == len(hidden) - 1 else norm(state[0])
-            probs = torch.softmax((normed @ unembedding.T).double(), -1)
+            logits = (normed @ unembedding.T).double()
+            probs = torch.softmax(logits, -1)
             torch.testing.assert_close(lens.target_probs[row].double(), probs[:, target], atol=1e-5, rtol=1e-3)
-            ranks = (probs > probs[:, target:target + 1]).sum(-1) + 1
+            ranks = (logits > logits[:, target:target + 1]).sum(-1) + 1
             assert (lens.target_ranks[row] - ranks).abs().max() <= 1  # ties within float rounding only
     assert lens.target_ranks.shape == lens.target_probs.shape == (31, len(lens.tokens))
     assert lens.target_ranks[-1, -1] < lens.target_ranks[1, -1]  # the last layer ranks ' tired' higher
