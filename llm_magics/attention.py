@@ -309,6 +309,10 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     attribution.py's Captum input-x-gradient). Encoders: rollout into the first token ([CLS], the sentence
     embedding of a classifier head). Both scores as shares of 1 over the non-sink tokens (one scale), their
     Spearman rank correlation, and the detected sinks by name."""
+    if loaded is not None and loaded.kind == "causal":
+        from .quantization import require_full_precision
+
+        require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
     captured = capture(loaded, text, rollout=True)
     tokens, last, sinks = captured.tokens, captured.tokens[-1], captured.sinks
     if loaded.kind == "causal":
