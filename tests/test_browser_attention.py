@@ -229,6 +229,9 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
         background = page.locator(".llm-attention-static").nth(index).evaluate(
             "n => getComputedStyle(n).backgroundColor")
         assert background in ("rgba(0, 0, 0, 0)", "transparent"), background  # the dark page shows through
+    for index in range(2):  # the attribution and patching snapshots too
+        background = page.locator(".llm-heatmap-static").nth(index).evaluate("n => getComputedStyle(n).backgroundColor")
+        assert background in ("rgba(0, 0, 0, 0)", "transparent"), background
     page.locator(".llm-attention-static").nth(1).scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "lab-attention-reopened-dark.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
