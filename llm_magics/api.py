@@ -379,9 +379,10 @@ class Session:
 
     # --- attention ---
     def attention(self, text: str, layer: int | None = None, head: int | None = None, view: str | None = None,
-                  backend: str = "widget"):
-        """An interactive attention view (widget; view='lens' opens its logit-lens tab), or bertviz's own
-        head/model view HTML (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
+                  backend: str = "widget", target: str | None = None):
+        """An interactive attention view (widget; view='lens' opens its logit-lens tab, where `target` plots
+        that token's probability and rank across layers), or bertviz's own head/model view HTML
+        (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
         from . import attention
 
         loaded = self.require_model("attention")
@@ -397,7 +398,7 @@ class Session:
             raise LLMError(f"unknown backend {backend!r}: use widget or bertviz")
         from .views.attention import AttentionView
 
-        widget = AttentionView(loaded, text, layer=layer, head=head, view=view)
+        widget = AttentionView(loaded, text, layer=layer, head=head, view=view, target=target)
         self.last = widget.capture
         return widget
 
@@ -410,11 +411,12 @@ class Session:
         self.last = explanation
         return explanation
 
-    def lens(self, text: str, top_k: int = 5):
-        """The logit lens: every layer's top-k next-token guesses at every position (causal models)."""
+    def lens(self, text: str, top_k: int = 5, target: str | None = None):
+        """The logit lens: every layer's top-k next-token guesses at every position (causal models); with a
+        target, that token's probability (`.target_probs`) and rank (`.target_ranks`) in every layer."""
         from .lens import logit_lens
 
-        result = logit_lens(self.require_model("lens"), text, top_k=top_k)
+        result = logit_lens(self.require_model("lens"), text, top_k=top_k, target=target)
         self.last = result
         return result
 

@@ -7,16 +7,19 @@ With `keep_queries_keys=True` it instead keeps every layer's queries and keys (O
 100 MB fp32 for SmolLM2 at 1,024 tokens) so that any layer's weights are computed later on demand, with
 no new forward pass: that is what makes the widget's layer switch fast. Ordinary generation never pays.
 
-Attention rollout (Abnar & Zuidema, 2020) is accumulated layer by layer in O(n²). Attention sinks — the
-first position of a causal model, [CLS]/[SEP] of an encoder — draw most of every head's attention and
-would swamp the rollout, so by default the attention *to* them is dropped and each row renormalised
-before the residual path is added.
+Attention rollout (Abnar & Zuidema, 2020) is accumulated layer by layer in O(n²), over the full attention.
+Attention sinks draw most of every head's attention and would swamp it. They are detected, not assumed:
+any position whose mean attention share (over layers, heads and the queries that can see it) exceeds
+SINK_SHARE, plus an encoder's special tokens. Their columns are dropped from the explained rollout row and
+the row renormalised. (Dropping them inside the chain instead makes the first surviving position of a
+causal model absorb the paths: 0.99 of the mass on the second token.)
 """
 from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -56,14 +59,12 @@ def attention_probs(inputs: LayerInputs, heads: list[int] | None = None) -> torc
     return torch.softmax(scores, dim=-1)
 
 
-def rollout_step(probs: torch.Tensor, previous: torch.Tensor | None, sinks: list[int]) -> torch.Tensor:
-    """One layer of attention rollout: mean over heads, attention to the sinks dropped and the rows
-    renormalised, half residual path, chained onto the layers below."""
+SINK_SHARE = 0.3  # a position drawing more than this share of attention on average is a sink
+
+
+def rollout_step(probs: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+    """One layer of attention rollout: mean over heads, half residual path, chained onto the layers below."""
     mean = probs.mean(0)
-    if sinks:
-        mean = mean.clone()
-        mean[:, sinks] = 0
-        mean = mean / mean.sum(-1, keepdim=True).clamp_min(1e-12)
     mixed = 0.5 * mean + 0.5 * torch.eye(mean.shape[-1], device=mean.device)
     mixed = mixed / mixed.sum(-1, keepdim=True)
     return mixed if previous is None else mixed @ previous
@@ -79,9 +80,17 @@ class AttentionCapture:
     num_heads: int
     causal: bool
     thumbnails: torch.Tensor | None = None  # (layers, heads, t, t) pooled maps for the model view
-    rollout: torch.Tensor | None = None  # (n, n) attention rollout over all layers, sinks dropped
-    sinks: list[int] = field(default_factory=list)  # positions treated as attention sinks by the rollout
+    rollout: torch.Tensor | None = None  # (n, n) attention rollout over all layers (sinks included)
+    sinks: list[int] = field(default_factory=list)  # detected attention sinks, dropped by rollout_row
     queries_keys: dict[int, LayerInputs] = field(default_factory=dict)  # kept with keep_queries_keys
+    shares: torch.Tensor | None = None  # (n,) mean attention share of each position (sink detection)
+
+    def rollout_row(self, position: int | None = None) -> torch.Tensor:
+        """The rollout of one position (default: the last for a causal model, [CLS]/the first for an
+        encoder) over the inputs, the sinks' columns dropped and the row renormalised."""
+        if position is None:
+            position = len(self.tokens) - 1 if self.causal else 0
+        return without_sinks(self.rollout[position], self.sinks)
 
     def layer_weights(self, layer: int) -> torch.Tensor:
         """(heads, n, n) of any layer: captured, or computed now from the kept queries and keys."""
@@ -99,10 +108,11 @@ class AttentionCapture:
 
 class _Recorder:
     def __init__(self, layers: set[int], heads: list[int] | None, thumbnail_size: int | None, rollout: bool,
-                 keep_queries_keys: bool = False, sinks: list[int] = ()):
+                 keep_queries_keys: bool = False):
         self.layers, self.heads = layers, heads
         self.thumbnail_size, self.want_rollout = thumbnail_size, rollout
-        self.keep_queries_keys, self.sinks = keep_queries_keys, list(sinks)
+        self.keep_queries_keys = keep_queries_keys
+        self.mean_map: torch.Tensor | None = None  # sum over layers of the head-mean map (sink detection)
         self.weights: dict[int, torch.Tensor] = {}
         self.thumbnails: dict[int, torch.Tensor] = {}
         self.queries_keys: dict[int, LayerInputs] = {}
@@ -149,7 +159,9 @@ class _Recorder:
             size = min(self.thumbnail_size, probs.shape[-1])
             self.thumbnails[layer] = torch.nn.functional.adaptive_avg_pool2d(probs, size).cpu()
         if self.want_rollout:
-            self.rollout = rollout_step(probs, self.rollout, self.sinks)
+            self.rollout = rollout_step(probs, self.rollout)
+            mean = probs.mean(0)
+            self.mean_map = mean if self.mean_map is None else self.mean_map + mean
 
 
 _ACTIVE: _Recorder | None = None
@@ -211,12 +223,32 @@ def check_layer_head(model, layer: int | None = None, head: int | None = None):
         raise LLMError(f"head {head} is out of range: this model has heads 0..{num_heads - 1}")
 
 
-def sink_positions(loaded: LoadedModel, ids: list[int]) -> list[int]:
-    """Where attention sinks sit: position 0 of a causal model; the special tokens of an encoder."""
-    if loaded.causal:
-        return [0]
-    special = set(loaded.tokenizer.all_special_ids)
-    return [i for i, token in enumerate(ids) if token in special]
+def attention_shares(mean_map: torch.Tensor, causal: bool) -> torch.Tensor:
+    """Each position's mean share of attention over the queries that can see it (for a causal model the
+    later ones; a position's own row is left out), from a head- and layer-mean (n, n) map."""
+    n = mean_map.shape[0]
+    seen = torch.ones(n, n, dtype=torch.bool).tril(-1) if causal else ~torch.eye(n, dtype=torch.bool)
+    counts = seen.sum(0)
+    shares = (mean_map.float().cpu() * seen).sum(0) / counts.clamp_min(1)
+    return torch.where(counts > 0, shares, torch.zeros_like(shares))
+
+
+def sink_positions(loaded: LoadedModel, ids: list[int], shares: torch.Tensor | None) -> list[int]:
+    """The attention sinks: every position whose mean attention share exceeds SINK_SHARE (not only
+    position 0), and an encoder's special tokens ([CLS], [SEP])."""
+    found = set() if shares is None else {int(i) for i in torch.nonzero(shares > SINK_SHARE).flatten()}
+    if not loaded.causal:
+        special = set(loaded.tokenizer.all_special_ids)
+        found |= {i for i, token in enumerate(ids) if token in special}
+    return sorted(found)
+
+
+def without_sinks(row: torch.Tensor, sinks: list[int]) -> torch.Tensor:
+    """A rollout row with the sinks' columns set to 0 and renormalised to sum to 1."""
+    row = row.clone()
+    if sinks and len(sinks) < row.shape[0]:
+        row[sinks] = 0
+    return row / row.sum().clamp_min(1e-12)
 
 
 def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | None = None,
@@ -242,8 +274,7 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
     limit = context_length(loaded.model)
     if limit and len(ids) > limit:
         raise LLMError(f"the text is {len(ids)} tokens, longer than the model's context of {limit}")
-    sinks = sink_positions(loaded, ids) if drop_sinks else []
-    recorder = _Recorder(set(layers), heads, thumbnails, rollout, keep_queries_keys, sinks)
+    recorder = _Recorder(set(layers), heads, thumbnails, rollout, keep_queries_keys)
     model = loaded.model
     with _capture_mode(model, recorder), torch.inference_mode():
         model(**{k: v.to(loaded.device) for k, v in inputs.items()})
@@ -252,48 +283,53 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
         raise LLMError(f"{loaded.name} does not route attention through transformers' attention "
                        f"interface; layers {missing} could not be captured")
     tokens = [loaded.tokenizer.decode([i]) for i in ids]
+    shares = None if recorder.mean_map is None else attention_shares(recorder.mean_map / num_layers,
+                                                                     recorder.causal)
+    sinks = sink_positions(loaded, ids, shares) if drop_sinks else []
     thumbs = torch.stack([recorder.thumbnails[i] for i in range(num_layers)]) if thumbnails else None
     return AttentionCapture(tokens=tokens, layers=layers, heads=heads or list(range(num_heads)),
                             weights=recorder.weights, num_layers=num_layers, num_heads=num_heads,
                             causal=recorder.causal, thumbnails=thumbs,
                             rollout=recorder.rollout.cpu() if recorder.rollout is not None else None,
-                            sinks=sinks, queries_keys=recorder.queries_keys)
+                            sinks=sinks, queries_keys=recorder.queries_keys, shares=shares)
 
 
-def saliency(loaded: LoadedModel, text: str) -> tuple[list[str], torch.Tensor, str]:
-    """Gradient × input for the next-token prediction: one score per input token (|g·x|, summing to 1),
-    and the predicted token it explains."""
-    require_causal(loaded, "explain", "saliency explains a next-token prediction")
-    from .quantization import require_full_precision
+def spearman(a, b) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the ranks (ties get their mean rank)."""
+    import pandas as pd
 
-    require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
-    inputs = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
-    embeddings = loaded.model.get_input_embeddings()(inputs["input_ids"]).detach().requires_grad_(True)
-    with torch.enable_grad():
-        logits = loaded.model(inputs_embeds=embeddings, attention_mask=inputs["attention_mask"]).logits
-        top = logits[0, -1].max()
-        top.backward()
-    predicted = loaded.tokenizer.decode([int(logits[0, -1].argmax())])
-    scores = (embeddings.grad * embeddings).sum(-1).abs()[0].detach().float().cpu()
-    tokens = [loaded.tokenizer.decode([i]) for i in inputs["input_ids"][0].tolist()]
-    return tokens, scores / scores.sum(), predicted
+    ranks_a, ranks_b = pd.Series(list(a)).rank(), pd.Series(list(b)).rank()
+    return float(ranks_a.corr(ranks_b))
 
 
 def explain(loaded: LoadedModel | None, text: str) -> dict:
     """Which input tokens a prediction draws on. Causal models: the next-token prediction after the last
-    token (rollout row of the last position, and gradient × input). Encoders: rollout into the first
-    token ([CLS], the sentence embedding of a classifier head), or the mean over all rows without one."""
+    token (the rollout row of the last position, and gradient × input of the predicted token through
+    attribution.py's Captum input-x-gradient). Encoders: rollout into the first token ([CLS], the sentence
+    embedding of a classifier head). Both scores as shares of 1 over the non-sink tokens (one scale), their
+    Spearman rank correlation, and the detected sinks by name."""
+    if loaded is not None and loaded.causal:
+        from .quantization import require_full_precision
+
+        require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
     captured = capture(loaded, text, rollout=True)
-    tokens, last = captured.tokens, captured.tokens[-1]
+    tokens, last, sinks = captured.tokens, captured.tokens[-1], captured.sinks
     if loaded.causal:
         target = f"next token after {last.strip() or last!r}"
-        row = captured.rollout[-1]
-    elif 0 in captured.sinks:
-        target, row = f"{tokens[0].strip()} (position 0, the sequence summary)", captured.rollout[0]
     else:
-        target, row = "the whole sequence (mean over positions)", captured.rollout.mean(0)
-    result = {"tokens": tokens, "rollout": row.tolist(), "target": target, "sinks": captured.sinks}
+        target = f"{tokens[0].strip()} (position 0, the sequence summary)"
+    row = captured.rollout_row()
+    result = {"tokens": tokens, "rollout": row.tolist(), "target": target, "sinks": sinks,
+              "sink_shares": [float(captured.shares[i]) for i in sinks] if captured.shares is not None else [],
+              "sink_tokens": [tokens[i] for i in sinks]}
     if loaded.causal:
-        _, scores, predicted = saliency(loaded, text)
-        result["saliency"], result["predicted"] = scores.tolist(), predicted
+        from .attribution import attribute
+
+        attribution = attribute(loaded, text, method="input-x-gradient", max_new_tokens=1)
+        raw = torch.from_numpy(np.abs(attribution.scores[0, :len(tokens)])).float()
+        scores = without_sinks(raw, sinks)
+        kept = [i for i in range(len(tokens)) if i not in sinks]
+        result.update(saliency=scores.tolist(), predicted=attribution.targets[0],
+                      agreement=spearman([row[i] for i in kept], [scores[i] for i in kept]) if len(kept) > 1
+                      else float("nan"))
     return result

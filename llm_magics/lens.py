@@ -25,6 +25,10 @@ class LensResult:
     top_ids: torch.Tensor  # (rows, positions, k) token ids, likeliest first
     top_probs: torch.Tensor  # (rows, positions, k) their probabilities
     top_tokens: list[list[list[str]]]  # the ids decoded
+    target: str | None = None  # target mode: the followed token (the first of the target text's tokens)
+    target_pieces: int = 0  # how many tokens the target text has (only the first is followed)
+    target_probs: torch.Tensor | None = None  # (rows, positions) its probability
+    target_ranks: torch.Tensor | None = None  # (rows, positions) its rank, 1 = the top guess
 
     def guess(self, row: int, position: int) -> str:
         return self.top_tokens[row][position][0]
@@ -45,8 +49,18 @@ def check_causal(loaded: LoadedModel):  # the attention view's lens tab asks too
     require_causal(loaded, "lens", "the logit lens reads next-token guesses out of each layer")
 
 
-def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5) -> LensResult:
-    """Top-k next-token guesses of every layer at every position of `text`, in one forward pass."""
+def target_token(tokenizer, target: str) -> tuple[int, int]:
+    """The id the lens' target mode follows (the target text's first token) and the text's token count."""
+    ids = tokenizer(target, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise LLMError(f"--target {target!r} tokenizes to nothing: give the token whose probability to follow, "
+                       f"e.g. --target ' Paris'")
+    return ids[0], len(ids)
+
+
+def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: str | None = None) -> LensResult:
+    """Top-k next-token guesses of every layer at every position of `text`, in one forward pass; with a
+    target, also that token's probability and rank in every layer's distribution."""
     if loaded is None:
         raise no_model("lens")
     check_causal(loaded)
@@ -58,16 +72,24 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5) -> LensRes
     limit = context_length(model)
     if limit and n > limit:
         raise LLMError(f"the text is {n} tokens, longer than the model's context of {limit}")
+    target_id, pieces = target_token(tokenizer, target) if target is not None else (None, 0)
     norm, unembed = final_norm(model), model.get_output_embeddings()
     with torch.inference_mode():
         hidden = model(**inputs, output_hidden_states=True).hidden_states
-        ids, probs = [], []
+        ids, probs, target_probs, target_ranks = [], [], [], []
         for index, state in enumerate(hidden):
             state = state[0] if index == len(hidden) - 1 else norm(state[0])  # the last one is already normed
             # One row at a time: the full (rows, n, vocab) distribution would be GBs at 1k tokens.
-            top = torch.softmax(unembed(state).float(), dim=-1).topk(top_k, dim=-1)
+            logits = unembed(state).float()
+            distribution = torch.softmax(logits, dim=-1)
+            top = distribution.topk(top_k, dim=-1)
             ids.append(top.indices.cpu())
             probs.append(top.values.cpu())
+            if target_id is not None:
+                p = distribution[:, target_id]
+                target_probs.append(p.cpu())
+                # Ranked by logit: tiny probabilities underflow to equal zeros, logits stay apart.
+                target_ranks.append(((logits > logits[:, target_id:target_id + 1]).sum(-1) + 1).cpu())
     top_ids, top_probs = torch.stack(ids), torch.stack(probs)
     vocabulary: dict[int, str] = {}
 
@@ -79,4 +101,7 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5) -> LensRes
     return LensResult(tokens=[decode(i) for i in inputs["input_ids"][0].tolist()],
                       rows=["embeddings"] + [f"layer {i}" for i in range(len(hidden) - 1)],
                       top_ids=top_ids, top_probs=top_probs,
-                      top_tokens=[[[decode(i) for i in position] for position in row] for row in top_ids.tolist()])
+                      top_tokens=[[[decode(i) for i in position] for position in row] for row in top_ids.tolist()],
+                      target=decode(target_id) if target_id is not None else None, target_pieces=pieces,
+                      target_probs=torch.stack(target_probs) if target_probs else None,
+                      target_ranks=torch.stack(target_ranks) if target_ranks else None)

@@ -195,10 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     attention.add_argument("--backend", default="widget", choices=["widget", "bertviz"],
                            help="bertviz needs its CDN (require.js, d3, jQuery): offline our view is shown instead")
     attention.add_argument("--explain", action="store_true",
-                           help="also shade tokens by attention rollout (sinks dropped) and gradient x input")
+                           help="also show attention rollout and gradient x input side by side, the sinks named, "
+                           "and their rank correlation")
 
     lens = commands.add_parser("lens", help="logit lens of TEXT (or the cell body): every layer's next-token guesses")
     lens.add_argument("text", nargs="*")
+    lens.add_argument("--target", help="also plot this token's probability and rank across the layers "
+                      "(its first token, as typed: ' Paris')")
 
     patch = commands.add_parser("patch", help="activation patching: cell body = clean prompt, then corrupted prompt")
     patch.add_argument("--answer", help="the clean answer token, as typed (' Paris'); default: the clean run's top "
@@ -497,7 +500,7 @@ class LLMMagics(Magics):
 
     def _attention(self, args, cell):
         from .views.attention import BERTVIZ_OFFLINE
-        from .views.html import tokens_html
+        from .views.html import explain_html
 
         text = cell if cell is not None else args.text
         _say_attention_wait(self.session, text)
@@ -507,21 +510,13 @@ class LLMMagics(Magics):
         display(view)
         captured = self.session.last
         if args.explain:
-            explanation = self.session.explain(text)
-            sinks = explanation["sinks"]
-            display(HTML(tokens_html(explanation["tokens"], explanation["rollout"],
-                                     f"attention rollout → {explanation['target']} (attention to sinks dropped)",
-                                     sinks)))
-            if "saliency" in explanation:
-                display(HTML(tokens_html(explanation["tokens"], explanation["saliency"],
-                                         f"gradient × input → {explanation['target']} "
-                                         f"(predicted: {explanation['predicted']!r})")))
+            display(HTML(explain_html(self.session.explain(text))))
             self.session.last = captured
         return view
 
     def _lens(self, args, cell):
         text = cell if cell is not None else args.text
-        view = self.session.attention(text, view="lens")
+        view = self.session.attention(text, view="lens", target=args.target)
         display(view)
         return view
 

@@ -21,7 +21,12 @@ BY_FILE = {
 SLOW = {
     "test_attention.py::test_capture_equals_eager_output_attentions[default]",
     "test_attention.py::test_only_asked_heads_are_computed[default]",
-    "test_attention.py::test_rollout_drops_the_attention_sink[default]",
+    "test_attention.py::test_explain_detects_and_names_the_sinks[default]",
+    "test_attention.py::test_explain_gradient_x_input_and_rank_correlation",
+    "test_attention.py::test_head_view_opens_on_the_top_3_heads_by_entropy[default]",
+    "test_attention.py::test_snapshot_keeps_the_last_view_and_follows_the_theme[default]",
+    "test_lens.py::test_lens_target_mode_against_a_hand_softmax",
+    "test_lens.py::test_lens_target_magic_and_its_errors",
     "test_attention.py::test_saved_notebook_keeps_a_static_picture[default]",
     "test_attention.py::test_attention_magic",
     "test_data.py::test_record_shapes_finetune_from_files",

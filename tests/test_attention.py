@@ -59,26 +59,65 @@ def test_kept_queries_and_keys_give_every_layer(model_pair):
         torch.testing.assert_close(captured.layer_weights(layer), reference[layer][0], atol=1e-5, rtol=0)
 
 
-def test_rollout_drops_the_attention_sink(model_pair):
+def test_explain_detects_and_names_the_sinks(model_pair):
+    """Sinks are the positions drawing more than SINK_SHARE of the attention on average (computed here from
+    transformers' eager attentions), not a fixed position 0; the rollout row has them dropped, and no
+    other token becomes the new sink (the old rollout put 0.99 on the second token)."""
+    from llm_magics.attention import SINK_SHARE, without_sinks
+
     s, loaded, reference = model_pair
     captured = capture(loaded, TEXT, thumbnails=8, rollout=True)
     layers, heads = len(reference), reference[0].shape[1]
     assert captured.thumbnails.shape == (layers, heads, 8, 8)
     torch.testing.assert_close(captured.rollout.sum(-1), torch.ones(captured.rollout.shape[0]), atol=1e-4, rtol=0)
-    raw = capture(loaded, TEXT, rollout=True, drop_sinks=False).rollout
-    explanation = s.explain(TEXT)
-    assert len(explanation["rollout"]) == len(explanation["tokens"])
-    sinks = explanation["sinks"]
+    mean = torch.stack([a[0].mean(0) for a in reference]).mean(0)  # (n, n): layers and heads averaged
+    n = mean.shape[0]
     if loaded.kind == "causal":
-        assert sinks == [0] and explanation["target"] == "next token after '.'"
-        # Without the sink handling position 0 takes the biggest share; with it, none.
-        assert raw[-1].argmax() == 0 and explanation["rollout"][0] == 0
-        assert sum(explanation["saliency"]) == pytest.approx(1.0, abs=1e-4)
-        assert explanation["predicted"]
+        shares = [mean[j + 1:, j].mean().item() if j < n - 1 else 0.0 for j in range(n)]
     else:
-        assert sinks == [0, len(explanation["tokens"]) - 1]  # [CLS] and [SEP]
+        shares = [(mean[:, j].sum() - mean[j, j]).item() / (n - 1) for j in range(n)]
+    expected = {j for j in range(n) if shares[j] > SINK_SHARE}
+    explanation = s.explain(TEXT)
+    sinks = explanation["sinks"]
+    assert explanation["sink_shares"] == pytest.approx([shares[j] for j in sinks], abs=1e-4)
+    assert explanation["sink_tokens"] == [explanation["tokens"][j] for j in sinks]
+    row = np.array(explanation["rollout"])
+    assert row.sum() == pytest.approx(1.0, abs=1e-4) and all(row[j] == 0 for j in sinks)
+    if loaded.kind == "causal":
+        assert set(sinks) == expected and 0 in sinks and explanation["target"] == "next token after '.'"
+        raw = captured.rollout[-1]
+        assert raw.argmax() == 0  # undropped, the sink takes the biggest share
+        torch.testing.assert_close(torch.tensor(row, dtype=torch.float32), without_sinks(raw, sinks), atol=1e-5, rtol=0)
+        assert row.max() < 0.9  # no new sink on the second token
+        assert sum(explanation["saliency"]) == pytest.approx(1.0, abs=1e-4) and explanation["predicted"]
+    else:
+        special = {0, n - 1}  # [CLS] and [SEP] are always treated as sinks in an encoder
+        assert set(sinks) == expected | special
         assert explanation["target"].startswith("[CLS]")
-        assert max(explanation["rollout"][i] for i in sinks) < max(raw[0][i] for i in sinks)
+
+
+def test_explain_gradient_x_input_and_rank_correlation(session):
+    """Gradient × input of the predicted token's log-probability, by hand with autograd (the oracle for
+    Captum's InputXGradient behind it), on the rollout's scale; ρ against scipy's spearmanr."""
+    from scipy.stats import spearmanr
+
+    loaded = session.loaded
+    explanation = session.explain(TEXT)
+    ids = loaded.tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    embeddings = loaded.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = loaded.model(inputs_embeds=embeddings).logits[0, -1]
+        predicted = int(logits.argmax())
+        torch.log_softmax(logits, -1)[predicted].backward()
+    raw = (embeddings.grad * embeddings).sum(-1)[0].abs().detach()
+    sinks = explanation["sinks"]
+    raw[sinks] = 0
+    np.testing.assert_allclose(explanation["saliency"], (raw / raw.sum()).numpy(), atol=1e-4)
+    assert explanation["predicted"] == loaded.tokenizer.decode([predicted])
+    kept = [i for i in range(len(explanation["tokens"])) if i not in sinks]
+    rho = spearmanr([explanation["rollout"][i] for i in kept], [explanation["saliency"][i] for i in kept]).statistic
+    assert explanation["agreement"] == pytest.approx(rho, abs=1e-9)
+    assert -1 <= rho <= 1
 
 
 def test_layer_switch_reuses_the_one_forward_pass(model_pair):
@@ -131,6 +170,63 @@ def test_saved_notebook_keeps_a_static_picture(model_pair):
         assert "logit lens" in lens and "llm-lens-static" in lens and "layer 29" in lens
 
 
+def test_head_view_opens_on_the_top_3_heads_by_entropy(model_pair):
+    """Not every head into the sink, not 'mean of heads': the layer's 3 most spread-out heads, by the mean
+    row entropy of transformers' eager attentions; a layer switch picks that layer's 3."""
+    s, loaded, reference = model_pair
+
+    def top3(layer):
+        p = reference[layer][0].double()
+        entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean(-1)
+        return sorted(entropy.argsort(descending=True)[:3].tolist())
+
+    last = len(reference) - 1
+    view = AttentionView(loaded, TEXT, view="head")
+    assert view.head == -1 and view.head_set == view.entropy_heads == top3(last)
+    assert f"head view · layer {last} · heads {', '.join(map(str, top3(last)))} (top 3 by attention entropy)" \
+        in view.static_html()
+    view.layer = 2
+    assert view.head_set == top3(2)
+    view.head_set = [0, 1]  # a chip toggled: no longer the top 3
+    assert "heads 0, 1 ·" in view.static_html()
+    assert set(re.findall(r"data-head='(-?\d+)'", view.static_html())) == {"0", "1"}  # only their lines
+
+
+def test_snapshot_keeps_the_last_view_and_follows_the_theme(model_pair):
+    """The saved text/html is the state the user left (view, layer, head, zoom), and its pictures are
+    transparent where there is no attention (no white block in a dark theme)."""
+    import base64
+    import zlib
+
+    s, loaded, reference = model_pair
+    view = AttentionView(loaded, TEXT, view="head")
+    view.view, view.layer, view.head = "matrix", 3, 4
+    view.zoom = [2.0, 1.0, 5.0]
+    static = view._repr_mimebundle_()[0]["text/html"]
+    assert 'data-view="matrix"' in static and 'data-layer="3"' in static and 'data-head="4"' in static
+    assert 'data-zoom="2,1,5"' in static and "zoomed to rows 2..6, columns 1..5" in static
+    assert static.count("llm-row-label") == static.count("llm-col-label") == 5
+    assert not re.search(r"#fff\b|#ffffff|rgb\(255,\s*255,\s*255\)|:\s*white", static)
+    assert "background:transparent" in static and "color:inherit" in static
+    png = base64.b64decode(re.search(r"data:image/png;base64,([^\"]+)", static).group(1))
+    assert png[25] == 6  # colour type 6: RGBA
+    # The picture's alpha is the square root of each cell's share of its row max (the live view's scale).
+    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    height, width = int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
+    pixels = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 4 * width)[:, 1:]
+    alpha = pixels.reshape(height, width, 4)[..., 3]
+    shown = reference[3][0, 4].numpy()[2:7, 1:6]
+    expected = np.sqrt(shown / shown.max(-1, keepdims=True)) * 255
+    np.testing.assert_allclose(alpha, expected, atol=1.01)
+    if loaded.kind == "causal":
+        assert alpha.min() == 0  # the masked (future) cells: fully transparent
+    view.view = "model"
+    static = view.static_html()
+    assert 'data-view="model"' in static and "llm-model-static" in static
+    view.view = "head"
+    assert 'data-view="head"' in view.static_html() and "llm-head-static" in view.static_html()
+
+
 def test_bad_attention_input():
     s = Session()
     loaded = s.load("minilm")
@@ -159,7 +255,7 @@ def test_attention_magic(shell, capsys, magic_session):
     view = run(shell, "attention --backend bertviz --layer 1 --view head", "The cat sat")
     assert isinstance(view, AttentionView) and view.layer == 1  # our view, not a blank box
     assert "cdnjs" in capsys.readouterr().out  # ... and one line saying why
-    # --explain: two shaded token rows, each naming the token it explains, with a colour scale.
+    # --explain: rollout and gradient x input side by side (one table, one scale), sinks named, and rho.
     from IPython.core import display_functions
 
     shown = []
@@ -171,10 +267,12 @@ def test_attention_magic(shell, capsys, magic_session):
         display_functions.publish_display_data = original
     assert isinstance(shell.user_ns["_llm"], AttentionView)
     html = [d["text/html"] for d in shown if "llm-explain" in d.get("text/html", "")]
-    assert len(html) == 2
-    assert "attention rollout → next token after &#x27;mat&#x27;" in html[0] and "sinks dropped" in html[0]
-    assert "gradient × input → next token after &#x27;mat&#x27;" in html[1]
-    assert all("linear-gradient" in h for h in html)
+    assert len(html) == 1
+    html = html[0]
+    assert "why: next token after &#x27;mat&#x27;" in html and "linear-gradient" in html
+    assert 'data-name="attention rollout"' in html and 'data-name="gradient × input"' in html
+    assert "attention sinks (dropped from both rows, struck through): The (0," in html
+    assert re.search(r"Spearman rank correlation ρ = -?[01]\.\d\d over the 5 non-sink tokens", html)
     result = run(shell, "generate --greedy --max-new-tokens 4 --attention", "The capital of France is")
     assert result is llm_magics.last and result.new_tokens == 4
 

@@ -19,7 +19,11 @@ CELLS = [
     f"%llm attention --view matrix --layer 5 {SENTENCE} It slept until the sun came up over the hills.",  # 1
     "%llm attention --view model The cat sat on the mat",  # widget 2: model view
     "%llm lens The cat sat on the mat because it was",  # widget 3: logit lens
+    "%llm lens --target ' tired' The cat sat on the mat because it was",  # widget 4: lens, target mode
+    "%llm attribute --method saliency --max-new-tokens 2 The capital of France is",  # heatmap 0
+    "%%llm patch --layers 27-29\nThe Eiffel Tower is in the city of\nThe Colosseum is in the city of",  # heatmap 1
 ]
+WIDGETS = 5
 IDLE = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"
 
 # Every state the widget goes through, recorded by the page itself on each DOM change.
@@ -31,8 +35,8 @@ RECORD = """(index) => { const root = document.querySelectorAll('.llm-attention'
   note(); }"""
 
 # WCAG contrast of each text-bearing element against the background actually behind it.
-CONTRAST = """(index) => {
-  const root = document.querySelectorAll('.llm-attention')[index];
+CONTRAST = """([index, selector]) => {
+  const root = document.querySelectorAll(selector || '.llm-attention')[index];
   const parse = (c) => { const m = c.match(/[\\d.]+/g) || [0, 0, 0, 0]; return [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1]; };
   const over = (top, bottom) => top.slice(0, 3).map((c, i) => c * top[3] + bottom[i] * (1 - top[3])).concat(1);
   const background = (node) => { const layers = [];
@@ -71,14 +75,19 @@ def _run_all(page):
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_selector(".llm-attention .llm-lens-cell", state="attached", timeout=240_000)
     page.wait_for_function(IDLE, timeout=120_000)
-    page.wait_for_function("document.querySelectorAll('.llm-attention').length === 4 && "
+    page.wait_for_function(f"document.querySelectorAll('.llm-attention').length === {WIDGETS} && "
+                           "document.querySelectorAll('.llm-heatmap .llm-cell').length > 0 && "
                            "![...document.querySelectorAll('.llm-attention')].some(r => r.classList.contains('llm-busy'))",
                            timeout=60_000)
 
 
 def _shot(page, index, name):
+    _shot_of(page, ".llm-attention", index, name)
+
+
+def _shot_of(page, selector, index, name):
     page.evaluate("document.querySelectorAll('.Toastify').forEach(n => n.remove())")  # the news pop-up
-    widget = page.locator(".llm-attention").nth(index)
+    widget = page.locator(selector).nth(index)
     widget.scroll_into_view_if_needed()
     widget.screenshot(path=str(ARTIFACTS / name))
     DOCS.mkdir(exist_ok=True)
@@ -104,11 +113,29 @@ def _switch_and_record(page, index, act, layer, head):
 def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     page, errors = open_page(browser, lab, "attention.ipynb")
     _run_all(page)
-    # Head view: lines, per-head colours (several heads drawn), one chip per head.
+    # Head view: it opens on the layer's top 3 heads by attention entropy, one colour each; a chip click
+    # adds or removes a head.
     head_view = page.locator(".llm-attention").nth(0)
+    drawn = "ls => [...new Set(ls.map(l => l.dataset.head))].sort()"
     assert head_view.locator("line.llm-line").count() > 5
-    assert len(set(head_view.locator("line.llm-line").evaluate_all("ls => ls.map(l => l.dataset.head)"))) > 3
+    top3 = head_view.locator("line.llm-line").evaluate_all(drawn)
+    assert len(top3) == 3 and head_view.locator(".llm-chip.llm-active").count() == 3
+    assert "(top 3 by attention entropy)" in head_view.locator(".llm-label").text_content()
+    extra = next(h for h in range(9) if str(h) not in top3)
+    head_view.locator(f".llm-chip[data-head='{extra}']").click()
+    page.wait_for_function("document.querySelectorAll('.llm-attention')[0].querySelectorAll('.llm-chip.llm-active')"
+                           ".length === 4", timeout=30_000)
+    assert sorted(head_view.locator("line.llm-line").evaluate_all(drawn)) == sorted(top3 + [str(extra)])
+    head_view.locator(".llm-chip-top").click()
+    page.wait_for_function("document.querySelectorAll('.llm-attention')[0].querySelectorAll('.llm-chip.llm-active')"
+                           ".length === 3", timeout=30_000)
     assert head_view.locator(".llm-chip").count() == 9
+    # Controls that do nothing are hidden: no layer/head menu in the model view and the lens.
+    for index, shown in [(0, True), (1, True), (2, False), (3, False)]:
+        widget = page.locator(".llm-attention").nth(index)
+        assert widget.locator(".llm-layer-control").is_visible() == shown
+        assert widget.locator(".llm-head-control").is_visible() == shown
+    assert page.locator(".llm-attention").nth(1).locator(".llm-chips").is_hidden()
     # Matrix view: token labels on both axes.
     matrix = page.locator(".llm-attention").nth(1)
     rows = matrix.locator(".llm-row-label").all_text_contents()
@@ -121,6 +148,29 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     assert lens.locator(".llm-lens-cell").count() == 31 * tokens
     assert lens.locator(".llm-lens-cell[data-row='30']").count() == tokens
     assert all(t.strip() for t in lens.locator(".llm-lens-cell[data-row='30']").all_text_contents())
+    # Whole tokens: no cell's text is clipped.
+    assert lens.locator(".llm-lens-cell, .llm-lens-input").evaluate_all(
+        "ns => ns.every(n => n.scrollWidth <= n.clientWidth + 1)")
+    # Target mode: probability and rank of ' tired' across the 31 rows.
+    target = page.locator(".llm-attention").nth(4)
+    assert "target ·tired" in target.locator(".llm-lens-target .llm-label").text_content()
+    assert target.locator(".llm-target-prob .llm-target-point").count() == 31
+    ranks = target.locator(".llm-target-rank .llm-target-point").evaluate_all("ns => ns.map(n => +n.dataset.value)")
+    assert len(ranks) == 31 and min(ranks) >= 1 and ranks[-1] < ranks[0]
+    # Attribution and patching heatmaps render; a patch cell click shows that run's top-5 next tokens.
+    attribution, patching = page.locator(".llm-heatmap").nth(0), page.locator(".llm-heatmap").nth(1)
+    assert attribution.locator(".llm-cell:not(.llm-empty)").count() > 5
+    assert "attribution · saliency" in attribution.locator(".llm-label").first.text_content()
+    assert patching.locator(".llm-cell:not(.llm-empty)").count() == 3 * patching.locator(".llm-col").count()
+    patching.scroll_into_view_if_needed()
+    patching.locator(".llm-cell[data-row='29'][data-col='0']").click()
+    patching.locator(".llm-detail-table tr").nth(4).wait_for(timeout=30_000)
+    assert patching.locator(".llm-detail-table tr").count() == 5
+    assert "layer 29" in patching.locator(".llm-detail .llm-label").text_content()
+    _shot_of(page, ".llm-heatmap", 1, "patch-view.png")
+    attribution.locator(".llm-normalize").check()  # --normalize as a control: rows scaled to their max
+    page.wait_for_timeout(300)
+    assert "row-normalised" in attribution.locator(".llm-cell:not(.llm-empty)").first.get_attribute("title")
     for index, name in [(0, "attention-head.png"), (1, "attention-matrix.png"), (2, "attention-model.png"),
                         (3, "lens.png")]:
         _shot(page, index, name)
@@ -146,13 +196,46 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
     page.wait_for_function("document.body.dataset.jpThemeName === 'JupyterLab Dark'", timeout=30_000)
     page.wait_for_timeout(1500)
-    for index in range(4):
-        worst = page.evaluate(CONTRAST, index)
+    for index in range(WIDGETS):
+        worst = page.evaluate(CONTRAST, [index, ".llm-attention"])
         assert worst["ratio"] >= 4.5, worst
     page.locator(".llm-attention").nth(3).scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "lab-attention-dark.png"))
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    page.wait_for_function("document.body.dataset.jpThemeName === 'JupyterLab Light'", timeout=30_000)
+
+    # Saved and reopened without a kernel: each snapshot shows the state it was left in, and follows Dark.
+    page.wait_for_timeout(2500)  # the kernel refreshes the outputs' snapshots a second after the last change
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("!window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+    page.evaluate("window.jupyterapp.serviceManager.sessions.shutdownAll()")
     assert not ours(errors), errors
+    page.close()
+    page, errors = open_page(browser, lab, "attention.ipynb")
+    page.wait_for_selector(".llm-widget-fallback .llm-attention-static", timeout=60_000)
+    page.wait_for_timeout(2000)
+    states = page.locator(".llm-attention-static").evaluate_all("ns => ns.map(n => ({...n.dataset}))")
+    assert [s["view"] for s in states] == ["head", "matrix", "matrix", "lens", "lens"], states
+    assert states[1]["layer"] == "12" and states[1]["head"] == "-1" and states[1]["zoom"], states[1]
+    assert states[2]["layer"] == "12" and states[2]["head"] == "4", states[2]
+    assert states[0]["heads"] == ",".join(sorted(top3, key=int)), states[0]
+    assert page.locator(".llm-heatmap-static").count() == 2
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
+    page.wait_for_function("document.body.dataset.jpThemeName === 'JupyterLab Dark'", timeout=30_000)
+    page.wait_for_timeout(1500)
+    for index in range(WIDGETS):
+        worst = page.evaluate(CONTRAST, [index, ".llm-attention-static"])
+        assert worst["ratio"] >= 4.5, worst
+        background = page.locator(".llm-attention-static").nth(index).evaluate(
+            "n => getComputedStyle(n).backgroundColor")
+        assert background in ("rgba(0, 0, 0, 0)", "transparent"), background  # the dark page shows through
+    for index in range(2):  # the attribution and patching snapshots too
+        background = page.locator(".llm-heatmap-static").nth(index).evaluate("n => getComputedStyle(n).backgroundColor")
+        assert background in ("rgba(0, 0, 0, 0)", "transparent"), background
+    page.locator(".llm-attention-static").nth(1).scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "lab-attention-reopened-dark.png"))
+    page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Light'})")
+    assert not [e for e in ours(errors) if "widget model not found" not in e], errors
     page.close()
 
 
@@ -162,6 +245,14 @@ def test_attention_views_in_notebook7(browser, notebook7):
     matrix = page.locator(".llm-attention").nth(1)
     assert "·cat" in matrix.locator(".llm-row-label").all_text_contents()
     assert page.locator(".llm-attention").nth(3).locator(".llm-lens-cell").count() == 31 * 9
+    assert page.locator(".llm-attention").nth(2).locator(".llm-layer-control").is_hidden()
+    # The why views render here too, and a patch cell click shows its top 5.
+    assert page.locator(".llm-heatmap").nth(0).locator(".llm-cell:not(.llm-empty)").count() > 5
+    patching = page.locator(".llm-heatmap").nth(1)
+    patching.scroll_into_view_if_needed()
+    patching.locator(".llm-cell[data-row='28'][data-col='0']").click()
+    patching.locator(".llm-detail-table tr").nth(4).wait_for(timeout=30_000)
+    assert patching.locator(".llm-detail-table tr").count() == 5
     page.screenshot(path=str(ARTIFACTS / "notebook7-attention.png"))
     assert not ours(errors), errors
     page.close()

@@ -63,3 +63,42 @@ def test_lens_needs_a_causal_model(shell, capsys):
     run(shell, "lens Paris is the capital of France.")
     err = capsys.readouterr().err.strip()
     assert err.startswith("llm lens: the logit lens") and "\n" not in err
+
+
+def test_lens_target_mode_against_a_hand_softmax(session):
+    """--target: the token's probability and rank in every layer, against softmax(final_norm(h) @ W_U) by
+    hand (the last hidden state is already normed) for every row and position."""
+    loaded = session.loaded
+    lens = session.lens(TEXT, target=" tired")
+    target = loaded.tokenizer(" tired", add_special_tokens=False)["input_ids"][0]
+    assert lens.target == " tired" and lens.target_pieces == 1
+    model = loaded.model
+    norm, unembedding = model.model.norm, model.lm_head.weight
+    with torch.no_grad():
+        hidden = model(**loaded.tokenizer(TEXT, return_tensors="pt"), output_hidden_states=True).hidden_states
+        for row, state in enumerate(hidden):
+            normed = state[0] if row == len(hidden) - 1 else norm(state[0])
+            logits = (normed @ unembedding.T).double()
+            probs = torch.softmax(logits, -1)
+            torch.testing.assert_close(lens.target_probs[row].double(), probs[:, target], atol=1e-5, rtol=1e-3)
+            ranks = (logits > logits[:, target:target + 1]).sum(-1) + 1
+            assert (lens.target_ranks[row] - ranks).abs().max() <= 1  # ties within float rounding only
+    assert lens.target_ranks.shape == lens.target_probs.shape == (31, len(lens.tokens))
+    assert lens.target_ranks[-1, -1] < lens.target_ranks[1, -1]  # the last layer ranks ' tired' higher
+
+
+def test_lens_target_magic_and_its_errors(shell, capsys, magic_session):
+    view = run(shell, "lens --target ' tired' The cat sat on the mat because it was")
+    view._fill_lens()
+    target = view.lens["target"]
+    assert target["token"] == " tired" and len(target["probs"]) == len(target["ranks"]) == 31
+    assert target["ranks"][-1] >= 1 and 0 <= target["probs"][-1] <= 1
+    assert "target ·tired" in view.static_html() and "llm-lens-target-static" in view.static_html()
+    capsys.readouterr()
+    run(shell, "lens --target '' The cat sat")
+    err = capsys.readouterr().err.strip()
+    assert err == "llm lens: --target '' tokenizes to nothing: give the token whose probability to follow, " \
+        "e.g. --target ' Paris'"
+    # A long word: whole tokens in the saved table, never cut.
+    view = run(shell, "lens The struggling mathematicians")
+    assert all(t.replace(" ", "·") in view.static_html() for t in view.tokens)

@@ -40,30 +40,33 @@ def test_rollout_equals_a_hand_written_rollout_of_eager_attentions(tiny, tmp_pat
         attentions = eager(input_ids=ids, output_attentions=True).attentions
     n = ids.shape[1]
     rollout = torch.eye(n, dtype=torch.float64)
-    for layer in attentions:  # Abnar & Zuidema: mean heads, drop the sink column, add the residual, chain
+    for layer in attentions:  # Abnar & Zuidema: mean heads, add the residual, chain
         a = layer[0].double().mean(0)
-        a[:, 0] = 0
-        a = a / a.sum(-1, keepdim=True).clamp_min(1e-12)  # row 0 sees only the sink: it keeps the residual
         a = 0.5 * a + 0.5 * torch.eye(n, dtype=torch.float64)
         a = a / a.sum(-1, keepdim=True)
         rollout = a @ rollout
-    assert captured.sinks == [0]
     torch.testing.assert_close(captured.rollout.double(), rollout, atol=1e-5, rtol=0)
+    row = rollout[-1].clone()  # the explained row: the sinks' columns dropped, renormalised
+    row[captured.sinks] = 0
+    torch.testing.assert_close(captured.rollout_row().double(), row / row.sum(), atol=1e-5, rtol=0)
 
 
 def test_gradient_times_input_equals_a_one_hot_autograd(tiny):
-    """g·x for each token, computed as the derivative of the top logit with respect to the token's
-    one-hot entry (d logit / d onehot[i, id_i] = grad_embedding_i · embedding_i): another graph."""
-    from llm_magics.attention import saliency
+    """--explain's g·x for each token (Captum's InputXGradient of the predicted token's log-probability),
+    computed as the derivative with respect to the token's one-hot entry
+    (d f / d onehot[i, id_i] = grad_embedding_i · embedding_i): another graph."""
+    from llm_magics.attention import explain
 
-    tokens, scores, predicted = saliency(tiny.loaded, TEXT)
+    explanation = explain(tiny.loaded, TEXT)
+    tokens, scores, predicted = explanation["tokens"], torch.tensor(explanation["saliency"]), explanation["predicted"]
     model = tiny.model
     ids = tiny.tokenizer(TEXT, return_tensors="pt")["input_ids"]
     table = model.get_input_embeddings().weight.detach()
     one_hot = torch.nn.functional.one_hot(ids[0], table.shape[0]).to(table.dtype).requires_grad_(True)
     logits = model(inputs_embeds=(one_hot @ table)[None]).logits
-    logits[0, -1].max().backward()
+    torch.log_softmax(logits[0, -1], -1)[int(logits[0, -1].argmax())].backward()
     raw = one_hot.grad.gather(1, ids[0][:, None])[:, 0].abs()
+    raw[explanation["sinks"]] = 0
     assert len(tokens) == ids.shape[1] and predicted == tiny.tokenizer.decode([int(logits[0, -1].argmax())])
     torch.testing.assert_close(scores, raw / raw.sum(), atol=1e-5, rtol=1e-4)
 

@@ -36,7 +36,8 @@ const STYLE = `
 .llm-attention .llm-region { position: absolute; border: 1px dashed var(--llm-fg); background: rgba(128,128,128,0.15); pointer-events: none; }
 .llm-attention .llm-scroll { overflow: auto; border: 1px solid var(--llm-border); }
 .llm-attention .llm-sticky { position: sticky; background: var(--llm-bg); z-index: 1; }
-.llm-attention .llm-lens-cell { padding: 1px 4px; white-space: pre; overflow: hidden; max-width: 70px; text-align: center; cursor: default; }
+.llm-attention .llm-lens-cell { padding: 1px 4px; white-space: pre; text-align: center; cursor: default; }
+.llm-attention .llm-lens-target { margin-bottom: 6px; }
 .llm-attention .llm-lens th { font-weight: 400; white-space: pre; padding: 1px 4px; }
 `;
 
@@ -125,7 +126,14 @@ function render({ model, el: root }) {
   const info = el("div", { class: "llm-info" });
   root.append(toolbar, body, busyNote, info);
   let hover = null;  // {side: "query"|"key", index}
-  const zoom = { r0: 0, c0: 0, span: 0 };  // matrix view: the square of the matrix in sight
+  const saved = model.get("zoom") || [];  // matrix view: the square of the matrix in sight, kept in the model
+  const zoom = saved.length === 3 ? { r0: saved[0], c0: saved[1], span: saved[2] } : { r0: 0, c0: 0, span: 0 };
+  let zoomTimer = null;
+  // The kernel keeps the zoom (the saved snapshot shows it): sent once a gesture has settled.
+  const saveZoom = (n) => {
+    clearTimeout(zoomTimer);
+    zoomTimer = setTimeout(() => set({ zoom: zoom.span >= n ? [] : [Math.round(zoom.r0), Math.round(zoom.c0), Math.round(zoom.span)] }), 400);
+  };
 
   const set = (changes) => { for (const [k, v] of Object.entries(changes)) model.set(k, v); model.save_changes(); };
   const viewSelect = el("select", { class: "llm-view", onchange: (e) => set({ view: e.target.value }) },
@@ -134,16 +142,27 @@ function render({ model, el: root }) {
   const headSelect = el("select", { class: "llm-head", onchange: (e) => set({ head: +e.target.value }) });
   const label = el("span", { class: "llm-label" });
   const chips = el("span", { class: "llm-chips" });
-  toolbar.append(viewSelect, el("span", {}, ["layer"]), layerSelect, el("span", {}, ["head"]), headSelect, chips, label);
+  // Controls that do nothing in a view are hidden there (layer and head in the model view and the lens).
+  const layerControl = el("span", { class: "llm-layer-control" }, ["layer ", layerSelect]);
+  const headControl = el("span", { class: "llm-head-control" }, ["head ", headSelect]);
+  toolbar.append(viewSelect, layerControl, headControl, chips, label);
 
   function fillSelects() {
     const L = model.get("num_layers"), H = model.get("num_heads");
     if (layerSelect.options.length !== L) layerSelect.replaceChildren(...Array.from({ length: L }, (_, i) => el("option", { value: i }, [String(i)])));
-    if (headSelect.options.length !== H + 1) headSelect.replaceChildren(el("option", { value: -1 }, ["all (mean)"]), ...Array.from({ length: H }, (_, i) => el("option", { value: i }, [String(i)])));
+    if (headSelect.options.length !== H + 1) headSelect.replaceChildren(el("option", { value: -1 }, [model.get("view") === "head" ? "chosen heads" : "all (mean)"]), ...Array.from({ length: H }, (_, i) => el("option", { value: i }, [String(i)])));
     layerSelect.value = model.get("layer"); headSelect.value = model.get("head"); viewSelect.value = model.get("view");
   }
 
-  const headName = (h) => (h < 0 ? "mean of heads" : `head ${h}`);
+  // The head view with head -1 draws head_set (on opening: the layer's top 3 by attention entropy).
+  function headName(h) {
+    if (h >= 0) return `head ${h}`;
+    const set = model.get("head_set");
+    if (model.get("view") !== "head" || !set.length || model.get("weight_heads").length < 2) return "mean of heads";
+    const top = model.get("entropy_heads");
+    const same = top.length === set.length && top.every((x, i) => x === set[i]);
+    return `heads ${set.join(", ")}` + (same ? " (top 3 by attention entropy)" : "");
+  }
   const ready = () => model.get("shown_layer") === model.get("layer") && model.get("shown_head") === model.get("head");
 
   // The shown layer's maps: index of a head (-1 = mean) in the weights, or -1 when it was not sent.
@@ -154,13 +173,21 @@ function render({ model, el: root }) {
       peak: (h, i) => peaks[heads.indexOf(h) * n + i] };
   }
 
+  // Chips: a click adds or removes that head from the drawn ones; "all" draws every head, "top 3" the
+  // layer's top 3 by attention entropy.
   function headChips() {
     const H = model.get("num_heads"), head = model.get("head"), perHead = model.get("weight_heads").length > 1;
-    const all = el("button", { class: "llm-chip-all", title: "all heads", onclick: () => set({ head: -1 }) }, ["all"]);
-    chips.replaceChildren(all, ...Array.from({ length: H }, (_, h) => el("span", {
-      class: "llm-chip" + (h === head ? " llm-active" : ""), title: `head ${h}: click to show only this head`,
-      style: { background: HEAD_COLOURS[h % HEAD_COLOURS.length], opacity: head < 0 && !perHead ? 0.4 : 1 },
-      onclick: () => set({ head: h === head ? -1 : h }) })));
+    const drawnSet = head >= 0 ? [head] : model.get("head_set");
+    const toggle = (h) => {
+      const next = drawnSet.includes(h) ? drawnSet.filter((x) => x !== h) : [...drawnSet, h].sort((a, b) => a - b);
+      set({ head: -1, head_set: next });
+    };
+    const all = el("button", { class: "llm-chip-all", title: "draw every head", onclick: () => set({ head: -1, head_set: [...Array(H).keys()] }) }, ["all"]);
+    const top = el("button", { class: "llm-chip-top", title: "the layer's top 3 heads by attention entropy", onclick: () => set({ head: -1, head_set: model.get("entropy_heads") }) }, ["top 3"]);
+    chips.replaceChildren(all, top, ...Array.from({ length: H }, (_, h) => el("span", {
+      class: "llm-chip" + (drawnSet.includes(h) ? " llm-active" : ""), "data-head": h, title: `head ${h}: click to add or remove its lines`,
+      style: { background: HEAD_COLOURS[h % HEAD_COLOURS.length], opacity: !perHead && head < 0 ? 0.4 : drawnSet.includes(h) ? 1 : 0.45 },
+      onclick: () => toggle(h) })));
   }
 
   function headView() {
@@ -174,8 +201,9 @@ function render({ model, el: root }) {
     Object.assign(svg.style, { position: "absolute", left: "0", top: "0", pointerEvents: "none" });
     inner.append(svg);
     // Which maps to draw, each in its head's colour: every head when "all" was sent per head, else one.
+    const chosen = model.get("head_set");
     const drawn = head >= 0 ? [[head, HEAD_COLOURS[head % HEAD_COLOURS.length]]]
-      : heads.length > 1 ? heads.filter((h) => h >= 0).map((h) => [h, HEAD_COLOURS[h % HEAD_COLOURS.length]])
+      : heads.length > 1 ? heads.filter((h) => h >= 0 && chosen.includes(h)).map((h) => [h, HEAD_COLOURS[h % HEAD_COLOURS.length]])
         : [[-1, "var(--llm-accent)"]];
     const fixedSource = selected >= 0 ? selected : n <= 40 ? -1 : n - 1;
     const lefts = [], rights = [];
@@ -265,7 +293,11 @@ function render({ model, el: root }) {
       }
       axes.replaceChildren(...labels);
       resetButton.style.visibility = zoom.span < n ? "visible" : "hidden";
+      frame.dataset.zoom = zoom.span < n ? [Math.round(zoom.r0), Math.round(zoom.c0), Math.round(zoom.span)].join(",") : "";
+      if (placed) saveZoom(n);
+      placed = true;
     }
+    let placed = false;
     const at = (e) => { const r = viewport.getBoundingClientRect(); return [zoom.r0 + ((e.clientY - r.top) / size) * zoom.span, zoom.c0 + ((e.clientX - r.left) / size) * zoom.span]; };
     const clamp = () => { zoom.span = Math.min(n, Math.max(Math.min(8, n), zoom.span)); zoom.r0 = Math.min(Math.max(0, zoom.r0), n - zoom.span); zoom.c0 = Math.min(Math.max(0, zoom.c0), n - zoom.span); };
     viewport.addEventListener("wheel", (e) => {
@@ -338,7 +370,7 @@ function render({ model, el: root }) {
     const limit = 256, start = Math.max(0, tokens.length - limit);
     const table = el("table", { class: "llm-lens llm-mono", style: { borderCollapse: "collapse" } });
     const header = el("tr", {}, [el("th", { class: "llm-sticky", style: { top: "0", left: "0", zIndex: 2 } }, ["after →"]),
-      ...tokens.slice(start).map((t, p) => el("th", { class: "llm-sticky llm-lens-input", style: { top: "0" }, title: `position ${start + p}` }, [shortToken(t, 10)]))]);
+      ...tokens.slice(start).map((t, p) => el("th", { class: "llm-sticky llm-lens-input", style: { top: "0" }, title: `position ${start + p}` }, [shortToken(t, 64)]))]);
     table.append(header);
     lens.rows.forEach((name, r) => {
       const row = el("tr", {}, [el("th", { class: "llm-sticky", style: { left: "0", textAlign: "right" } }, [name + (r === lens.rows.length - 1 ? " (output)" : "")])]);
@@ -348,14 +380,45 @@ function render({ model, el: root }) {
         row.append(el("td", { class: "llm-lens-cell", "data-row": r, "data-position": p, title: `${name}, after ${JSON.stringify(tokens[p])}:\n${top5}`,
           style: { background: `rgb(${blend(bg, accent, Math.sqrt(q)).join(",")})`, color: textOn(blend(bg, accent, Math.sqrt(q))) },
           onmouseenter: () => { info.textContent = `${name} · after ${shortToken(tokens[p])} (${p}): ` + guesses.map((g, k) => `${shortToken(g)} ${probs[k].toFixed(3)}`).join(", "); } },
-        [shortToken(guesses[0], 8)]));
+        [shortToken(guesses[0], 64)]));
       }
       table.append(row);
     });
     info.textContent = "each cell: that layer's likeliest next token after the column's token, read through the final norm and unembedding; shade = probability; hover for the top 5";
     const box = el("div", { class: "llm-scroll", style: { maxHeight: "min(620px, 75vh)", maxWidth: "100%" } }, [table]);
-    return el("div", {}, [box, legend({ bg, accent }, "probability of the top guess (√ scale)"),
+    return el("div", {}, [lens.target ? targetChart(lens.target, lens.rows) : "", box, legend({ bg, accent }, "probability of the top guess (√ scale)"),
       start ? el("div", {}, [`showing the last ${limit} of ${tokens.length} positions (Session.lens(text) has them all)`]) : ""]);
+  }
+
+  // Target mode: the followed token's probability (linear) and rank (log scale, 1 at the top) per row.
+  function targetChart(target, rows) {
+    const w = 560, h = 120, left = 48, right = 12, top = 14, bottom = 18, R = rows.length;
+    const x = (r) => left + (r / Math.max(1, R - 1)) * (w - left - right);
+    const maxRank = Math.max(...target.ranks, 10), logMax = Math.log10(maxRank);
+    const panel = (cls, values, y, ticks, caption) => {
+      const svg = document.createElementNS(SVG, "svg");
+      svg.setAttribute("width", w); svg.setAttribute("height", h); svg.setAttribute("class", cls);
+      svg.style.color = "var(--llm-fg)";
+      const text = (tx, ty, s, anchor = "end") => { const t = document.createElementNS(SVG, "text"); t.setAttribute("x", tx); t.setAttribute("y", ty); t.setAttribute("fill", "currentColor"); t.setAttribute("font-size", "10"); t.setAttribute("text-anchor", anchor); t.textContent = s; svg.append(t); };
+      for (const [v, s] of ticks) text(left - 4, y(v) + 3, s);
+      text(left, h - 4, "embeddings", "start"); text(w - right, h - 4, `layer ${R - 2}`);
+      text(left + 4, 10, caption, "start");
+      const line = document.createElementNS(SVG, "polyline");
+      line.setAttribute("points", values.map((v, r) => `${x(r).toFixed(1)},${y(v).toFixed(1)}`).join(" "));
+      line.setAttribute("fill", "none"); line.setAttribute("stroke", "var(--llm-accent)"); line.setAttribute("stroke-width", 2);
+      svg.append(line);
+      values.forEach((v, r) => { const c = document.createElementNS(SVG, "circle"); c.setAttribute("cx", x(r)); c.setAttribute("cy", y(v)); c.setAttribute("r", 2.5);
+        c.setAttribute("fill", "var(--llm-accent)"); c.setAttribute("class", "llm-target-point"); c.dataset.row = r; c.dataset.value = v;
+        const title = document.createElementNS(SVG, "title"); title.textContent = `${rows[r]}: ${cls.includes("rank") ? "rank " + v : "p = " + v.toFixed(4)}`; c.append(title); svg.append(c); });
+      return svg;
+    };
+    const yp = (v) => top + (1 - v) * (h - top - bottom);
+    const yr = (v) => top + (Math.log10(v) / logMax) * (h - top - bottom);
+    const name = shortToken(target.token, 64) + (target.pieces > 1 ? ` (first of the ${target.pieces} tokens of ${JSON.stringify(target.text)})` : "");
+    return el("div", { class: "llm-lens-target" }, [
+      el("div", { class: "llm-label" }, [`target ${name}: next-token probability and rank after the last position, layer by layer`]),
+      panel("llm-target-prob", target.probs, yp, [[0, "0"], [1, "1"]], "probability"),
+      panel("llm-target-rank", target.ranks, yr, [[1, "1"], [maxRank, String(maxRank)]], "rank (log scale)")]);
   }
 
   function redrawBody() {
@@ -369,7 +432,7 @@ function render({ model, el: root }) {
     const needsLayer = view === "head" || view === "matrix";
     const busy = (needsLayer && !ready()) || (view === "lens" && !model.get("lens_error") && !(model.get("lens").rows || []).length);
     root.classList.toggle("llm-busy", busy);
-    layerSelect.disabled = headSelect.disabled = !needsLayer;
+    layerControl.style.display = headControl.style.display = needsLayer ? "" : "none";
     chips.style.display = view === "head" ? "" : "none";
     const n = model.get("tokens").length;
     if (busy) {
@@ -391,7 +454,7 @@ function render({ model, el: root }) {
 
   let pending = false;
   const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); } };
-  for (const name of ["weights", "shown_layer", "shown_head", "layer", "head", "view", "selected_token", "thumbnails", "tokens", "lens", "lens_error"]) {
+  for (const name of ["weights", "shown_layer", "shown_head", "layer", "head", "view", "selected_token", "thumbnails", "tokens", "lens", "lens_error", "head_set"]) {
     // A new selection is drawn at once (busy until its data arrives); the data itself on the next frame.
     model.on("change:" + name, name === "layer" || name === "head" || name === "view" ? draw : schedule);
   }

@@ -23,7 +23,7 @@ import traitlets
 
 from .. import attention
 from ..errors import LLMError
-from ..lens import check_causal, logit_lens
+from ..lens import check_causal, logit_lens, target_token
 from ..loading import LoadedModel
 from .html import short_token
 from .lens import lens_table
@@ -63,18 +63,26 @@ class AttentionView(anywidget.AnyWidget):
     rollout = traitlets.List(traitlets.Float()).tag(sync=True)  # rollout of rollout_target over the inputs
     rollout_target = traitlets.Unicode("").tag(sync=True)
     sinks = traitlets.List(traitlets.Int()).tag(sync=True)
-    lens = traitlets.Dict().tag(sync=True)  # {rows, tokens (rows x n x k), probs}: filled on first use
+    lens = traitlets.Dict().tag(sync=True)  # {rows, tokens (rows x n x k), probs[, target]}: filled on first use
     lens_error = traitlets.Unicode("").tag(sync=True)
+    # The head view with head -1 draws these heads: on opening (and on a layer switch) the shown layer's
+    # top 3 by attention entropy (the most spread-out heads, not the ones that all look at the sink).
+    head_set = traitlets.List(traitlets.Int()).tag(sync=True)
+    entropy_heads = traitlets.List(traitlets.Int()).tag(sync=True)  # that layer's top 3
+    zoom = traitlets.List(traitlets.Float()).tag(sync=True)  # matrix view: [first row, first column, span]
 
     def __init__(self, loaded: LoadedModel, text: str, layer: int | None = None, head: int | None = None,
-                 view: str | None = None, thumbnail_size: int = 24):
+                 view: str | None = None, thumbnail_size: int = 24, target: str | None = None):
         super().__init__()
         if view is not None and view not in VIEWS:
             raise LLMError(f"unknown view {view!r}: use {', '.join(VIEWS)}")
         attention.check_layer_head(loaded.model, layer, head)
-        if view == "lens":
+        if view == "lens" or target is not None:
             check_causal(loaded)
-        self._loaded, self._text, self._maps = loaded, text, {}
+        if target is not None:
+            target_token(loaded.tokenizer, target)  # one line now, not on the first lens draw
+        self._loaded, self._text, self._maps, self._target = loaded, text, {}, target
+        self._handle, self._pending = None, None
         self.capture = attention.capture(loaded, text, layers=layer, thumbnails=thumbnail_size, rollout=True,
                                          keep_queries_keys=True)
         captured = self.capture
@@ -92,10 +100,8 @@ class AttentionView(anywidget.AnyWidget):
             self.thumbnail_size = captured.thumbnails.shape[-1]
             self.thumbnails = _as_bytes(captured.thumbnails)
             self.sinks = captured.sinks
-            if captured.causal:
-                self.rollout, self.rollout_target = captured.rollout[-1].tolist(), "the next token"
-            else:
-                self.rollout, self.rollout_target = captured.rollout[0].tolist(), captured.tokens[0].strip()
+            self.rollout = captured.rollout_row().tolist()
+            self.rollout_target = "the next token" if captured.causal else captured.tokens[0].strip()
             self.layer = captured.layers[0]
             self.head = -1 if head is None else head
             self.view = view
@@ -117,6 +123,33 @@ class AttentionView(anywidget.AnyWidget):
     def _on_selection(self, change):
         if self.tokens:
             self._show()
+
+    # --- the saved output follows the view: its text/html is refreshed once the user settles ---
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        data, metadata = self._repr_mimebundle_()
+        self._handle = display(data, metadata=metadata, raw=True, display_id=True)
+
+    @traitlets.observe("layer", "head", "view", "head_set", "zoom", "selected_token", "lens")
+    def _on_state(self, change):
+        if self._handle is None:
+            return
+        import asyncio
+
+        if self._pending is not None:
+            self._pending.cancel()
+        try:  # after a quiet second, so that a run of clicks re-renders the output once
+            self._pending = asyncio.get_running_loop().call_later(1.0, self.refresh_snapshot)
+        except RuntimeError:  # no event loop (plain Python): at once
+            self.refresh_snapshot()
+
+    def refresh_snapshot(self):
+        """Write the current state into the displayed output's text/html (what a saved notebook keeps)."""
+        self._pending = None
+        if self._handle is not None:
+            data, metadata = self._repr_mimebundle_()
+            self._handle.update(data, metadata=metadata, raw=True)
 
     def layer_weights(self, layer: int) -> torch.Tensor:
         """(heads, n, n) for one layer, computed from the kept queries and keys (no new forward pass)."""
@@ -144,6 +177,11 @@ class AttentionView(anywidget.AnyWidget):
         else:
             heads, stack = [-1], maps.mean(0, keepdim=True)
         with self.hold_sync():
+            if self.shown_layer != self.layer:
+                top = top_entropy_heads(maps)
+                self.entropy_heads = top
+                if self.head < 0:
+                    self.head_set = top
             self.weights = _as_bytes(stack)
             self.row_peaks = stack.amax(-1).float().contiguous().numpy().tobytes()
             self.weight_heads = heads
@@ -152,9 +190,14 @@ class AttentionView(anywidget.AnyWidget):
     def _fill_lens(self):
         if self.lens or self.lens_error:
             return
-        result = logit_lens(self._loaded, self._text)
-        self.lens = {"rows": result.rows, "tokens": result.top_tokens,
-                     "probs": np.round(result.top_probs.numpy(), 4).tolist()}
+        result = logit_lens(self._loaded, self._text, target=self._target)
+        lens = {"rows": result.rows, "tokens": result.top_tokens,
+                "probs": np.round(result.top_probs.numpy(), 4).tolist()}
+        if result.target is not None:  # that token's probability and rank after the last position, per row
+            lens["target"] = {"text": self._target, "token": result.target, "pieces": result.target_pieces,
+                              "probs": result.target_probs[:, -1].tolist(),
+                              "ranks": result.target_ranks[:, -1].tolist()}
+        self.lens = lens
 
     # --- the static snapshot a saved notebook keeps ---
     def _repr_mimebundle_(self, **kwargs):
@@ -163,29 +206,108 @@ class AttentionView(anywidget.AnyWidget):
         return {**data, "text/html": self.static_html()}, metadata
 
     def static_html(self) -> str:
-        """The current state as self-contained HTML: no script, no widget manager needed."""
-        head = "mean of heads" if self.head < 0 else f"head {self.head}"
+        """The current state as self-contained HTML, no script: the view, layer, head(s) and zoom the user
+        left, in colours that follow the theme (text inherits it, the pictures are transparent)."""
+        heads = self._heads_label()
         if self.view == "lens" and (self.lens or self.lens_error):
             body, title = lens_table(self.lens, self.tokens, self.lens_error), "logit lens"
+        elif self.view == "model":
+            body = _thumbnail_grid(self.capture.thumbnails)
+            title = f"model view · {self.num_layers} layers × {self.num_heads} heads"
+        elif self.view == "head":
+            body, title = self._head_lines(), f"head view · layer {self.layer} · {heads}"
         else:
-            body, title = _matrix_figure(self.shown.numpy(), self.tokens), f"layer {self.layer} · {head}"
-        return (f'<div class="llm-attention-static" data-layer="{self.layer}" data-head="{self.head}" '
-                f'style="font-family:sans-serif;font-size:12px;color:var(--jp-ui-font-color1,#222);'
-                f'background:var(--jp-layout-color0,#fff);padding:4px">'
+            r0, c0, span = self._zoom_box()
+            body = _matrix_figure(self.shown.numpy()[r0:r0 + span, c0:c0 + span], self.tokens[r0:r0 + span],
+                                  self.tokens[c0:c0 + span])
+            zoomed = f" · zoomed to rows {r0}..{r0 + span - 1}, columns {c0}..{c0 + span - 1}" \
+                if span < len(self.tokens) else ""
+            title = f"layer {self.layer} · {heads}{zoomed}"
+        zoom = ",".join(str(v) for v in self._zoom_box())
+        return (f'<div class="llm-attention-static" data-view="{self.view}" data-layer="{self.layer}" '
+                f'data-head="{self.head}" data-heads="{",".join(map(str, self.head_set))}" data-zoom="{zoom}" '
+                f'style="font-family:sans-serif;font-size:12px;color:inherit;background:transparent;padding:4px">'
                 f'<div style="font-weight:600;margin-bottom:4px">{html.escape(title)} · {len(self.tokens)} tokens '
-                f'<span style="font-weight:400;color:var(--jp-ui-font-color2,#666)">(saved snapshot: run the cell '
+                f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
                 f'for the interactive view)</span></div>{body}</div>')
 
+    def _heads_label(self) -> str:
+        if self.head >= 0:
+            return f"head {self.head}"
+        if self.view != "head" or not self.head_set:
+            return "mean of heads"
+        note = " (top 3 by attention entropy)" if self.head_set == self.entropy_heads else ""
+        return f"heads {', '.join(map(str, self.head_set))}{note}"
 
-def _png(rgb: np.ndarray) -> str:
-    """An (h, w, 3) uint8 image as a PNG data URI (zlib only: no imaging library needed)."""
-    height, width, _ = rgb.shape
-    raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(height))
+    def _zoom_box(self) -> tuple[int, int, int]:
+        n = len(self.tokens)
+        if len(self.zoom) != 3:
+            return 0, 0, n
+        span = max(1, min(n, round(self.zoom[2])))
+        r0 = max(0, min(n - span, int(self.zoom[0])))
+        c0 = max(0, min(n - span, int(self.zoom[1])))
+        return r0, c0, span
+
+    def _head_lines(self) -> str:
+        """The head view as SVG: the drawn heads' lines from the kept token (all tokens up to 40)."""
+        maps = self.layer_weights(self.layer)
+        n = len(self.tokens)
+        drawn = [self.head] if self.head >= 0 else (self.head_set or [-1])
+        sources = [self.selected_token] if self.selected_token >= 0 else (range(n) if n <= 40 else [n - 1])
+        row, width, column = 18, 560, 150
+        lines = []
+        for h in drawn:
+            weights = maps.mean(0) if h < 0 else maps[h]
+            scaled = weights / weights.amax(-1, keepdim=True).clamp_min(1e-12)
+            colour = "#1976d2" if h < 0 else HEAD_COLOURS[h % len(HEAD_COLOURS)]
+            for i in sources:
+                for j in range(n):
+                    v = float(scaled[i, j])
+                    if v >= 0.04:
+                        lines.append(f"<line x1='{column}' y1='{i * row + 9}' x2='{width - column}' "
+                                     f"y2='{j * row + 9}' stroke='{colour}' stroke-opacity='{v:.2f}' "
+                                     f"stroke-width='2' data-head='{h}'/>")
+        labels = "".join(f"<text x='{column - 6}' y='{i * row + 13}' text-anchor='end'>{short_token(t, 40)}</text>"
+                         f"<text x='{width - column + 6}' y='{i * row + 13}'>{short_token(t, 40)}</text>"
+                         for i, t in enumerate(self.tokens))
+        return (f"<svg class='llm-head-static' width='{width}' height='{n * row + 4}' "
+                f"xmlns='http://www.w3.org/2000/svg' fill='currentColor' font-family='monospace' font-size='11'>"
+                f"{''.join(lines)}{labels}</svg>")
+
+
+HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                "#bcbd22", "#17becf", "#393b79", "#ad494a"]  # as attention.js (d3's category10, then two)
+
+
+def top_entropy_heads(maps: torch.Tensor, k: int = 3) -> list[int]:
+    """The k heads of a layer whose attention rows have the highest mean entropy, in head order."""
+    entropy = -(maps * torch.log(maps.clamp_min(1e-12))).sum(-1).mean(-1)
+    return sorted(entropy.topk(min(k, maps.shape[0])).indices.tolist())
+
+
+def _thumbnail_grid(thumbnails: torch.Tensor) -> str:
+    """Every layer × head pooled map in one transparent PNG (a pixel gap between maps)."""
+    layers, heads, t, _ = thumbnails.shape
+    scaled = thumbnails / thumbnails.amax(-1, keepdim=True).clamp_min(1e-12)
+    alpha = np.zeros((layers * (t + 1), heads * (t + 1)), dtype=np.float32)
+    for layer in range(layers):
+        for head in range(heads):
+            alpha[layer * (t + 1):layer * (t + 1) + t, head * (t + 1):head * (t + 1) + t] = scaled[layer, head].numpy()
+    scale = 2
+    image = _png(_rgba(np.kron(alpha, np.ones((scale, scale), dtype=np.float32))))
+    return (f'<div style="font-size:11px;opacity:0.75">rows: layers 0..{layers - 1}, columns: heads 0..{heads - 1}'
+            f'</div><img class="llm-model-static" alt="model view" src="{image}" style="image-rendering:pixelated">')
+
+
+def _png(rgba: np.ndarray) -> str:
+    """An (h, w, 4) uint8 image as a PNG data URI (zlib only: no imaging library needed)."""
+    height, width, _ = rgba.shape
+    raw = b"".join(b"\x00" + rgba[row].tobytes() for row in range(height))
 
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
            + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
@@ -193,19 +315,23 @@ def _png(rgb: np.ndarray) -> str:
 ACCENT = np.array([25, 118, 210], dtype=np.float32)  # JupyterLab's --jp-brand-color1
 
 
-def _colours(values: np.ndarray) -> np.ndarray:
-    """Share of the row's max (0..1) -> white..accent, on a square-root scale (as the live view)."""
+def _rgba(values: np.ndarray) -> np.ndarray:
+    """Share of the row's max (0..1) -> the accent colour with that opacity on a square-root scale (as the live
+    view): transparent where there is no attention, so the theme's background shows (no white block in Dark)."""
     strength = np.sqrt(np.clip(values, 0, 1))[..., None]
-    return (255 - strength * (255 - ACCENT)).round().astype(np.uint8)
+    colour = np.broadcast_to(ACCENT, values.shape + (3,))
+    return np.concatenate([colour, 255 * strength], -1).round().astype(np.uint8)
 
 
-def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = None) -> str:
+def _matrix_figure(matrix: np.ndarray, tokens: list[str], columns: list[str] | None = None,
+                   size: int | None = None) -> str:
+    columns = tokens if columns is None else columns
     n = len(tokens)
     size = size or min(480, max(200, 14 * n))
     scaled = matrix / np.clip(matrix.max(-1, keepdims=True), 1e-12, None)
     if n > STATIC_PIXELS:  # keep the saved notebook small: average-pool long texts
         scaled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(scaled)[None], STATIC_PIXELS)[0].numpy()
-    image = _colours(scaled)
+    image = _rgba(scaled)
     step = max(1, -(-n // (size // 12)))  # at most one label per 12 px
     cell, margin = size / n, 110
     rows = "".join(f'<div class="llm-axis-label llm-row-label" style="position:absolute;left:0;width:{margin - 4}px;'
@@ -214,17 +340,17 @@ def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = Non
     cols = "".join(f'<div class="llm-axis-label llm-col-label" style="position:absolute;top:0;'
                    f'height:{margin - 4}px;'
                    f'overflow:hidden;white-space:nowrap;writing-mode:vertical-rl;transform:rotate(180deg);'
-                   f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{short_token(tokens[j], 14)}</div>'
+                   f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{short_token(columns[j], 14)}</div>'
                    for j in range(0, n, step))
     legend = ('<div style="display:flex;align-items:center;gap:6px;margin-top:6px">0<span style="display:inline-block;'
-              'width:140px;height:10px;border:1px solid var(--jp-border-color1,#bbb);'
+              'width:140px;height:10px;border:1px solid rgba(128,128,128,0.6);'
               'background:linear-gradient(to right,'
-              f'#fff,rgb({",".join(str(int(c)) for c in ACCENT)}))"></span>1 · attention as a share of its row\'s '
-              'maximum (square-root scale); rows: query tokens, columns: key tokens</div>')
+              f'transparent,rgb({",".join(str(int(c)) for c in ACCENT)}))"></span>1 · attention as a share of '
+              'its row\'s maximum (square-root scale); rows: query tokens, columns: key tokens</div>')
     return (f'<div style="position:relative;width:{margin + size + 4}px;height:{margin + size + 2}px;'
             f'font-family:monospace;font-size:11px">{rows}{cols}<img alt="attention matrix" src="{_png(image)}" '
             f'style="position:absolute;left:{margin}px;top:{margin}px;width:{size}px;height:{size}px;'
-            f'image-rendering:pixelated;border:1px solid var(--jp-border-color1,#bbb)"></div>{legend}')
+            f'image-rendering:pixelated;border:1px solid rgba(128,128,128,0.6)"></div>{legend}')
 
 
 # --- bertviz, for an online browser ---------------------------------------------------------

@@ -95,13 +95,13 @@ class HeatmapView(anywidget.AnyWidget):
                       f'<table style="font-family:monospace;font-size:11px">{items}</table></div>')
         scale = "each row scaled to its largest |value|" if self.normalize else f"largest |value| {peak:.4g}"
         return (f'<div class="llm-heatmap-static" data-normalize="{int(self.normalize)}" style="font-family:sans-serif;'
-                f'font-size:12px;color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,#fff);'
+                f'font-size:12px;color:inherit;background:transparent;'
                 f'padding:4px"><div style="font-weight:600;margin-bottom:4px">{html.escape(self.title)} '
-                f'<span style="font-weight:400;color:var(--jp-ui-font-color2,#666)">(saved snapshot: run the cell '
+                f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
                 f'for the interactive view)</span></div>'
                 f'<table style="border-collapse:separate;border-spacing:1px;font-family:monospace;font-size:11px">'
                 f'<tr><th></th>{head}</tr>{"".join(body)}</table>'
-                f'<div style="color:var(--jp-ui-font-color2,#666)">blue: positive, orange: negative; {scale}</div>'
+                f'<div style="opacity:0.75">blue: positive, orange: negative; {scale}</div>'
                 f'{detail}</div>')
 
 

@@ -72,24 +72,49 @@ def colour_legend(peak: float, colour: str) -> str:
             f'{peak:.3f}</div>')
 
 
-def tokens_html(tokens: list[str], scores: list[float], title: str, sinks: list[int] = ()) -> str:
-    """Tokens shaded by a score (rollout or saliency) with its colour scale, as self-contained HTML that
-    follows the JupyterLab theme's colours (with fallbacks elsewhere)."""
-    colour = "rgba(255,140,0,0.85)"
-    peak = max(scores) or 1.0
-    spans = []
-    for i, (token, score) in enumerate(zip(tokens, scores)):
-        sink = " (attention sink: attention to it dropped)" if i in sinks else ""
-        style = ("padding:1px 2px;margin:1px;border-radius:3px;"
-                 + ("outline:1px dashed var(--jp-border-color1,#999);" if sink else "")
-                 + f"background:rgba(255,140,0,{0.85 * score / peak:.3f})")
-        spans.append(f'<span title="{score:.4f}{sink}" style="{style}">{html.escape(token)}</span>')
-    return (f'<div class="llm-explain" style="font-family:monospace;line-height:1.9;'
-            f'color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,transparent)">'
-            f'<b style="font-family:sans-serif">{html.escape(title)}</b><br>{"".join(spans)}'
-            f'{colour_legend(peak, colour)}</div>')
-
-
 def short_token(token: str, limit: int = 24) -> str:
     """A token as a short, visible, escaped label: spaces as ·, newlines as \\n, at most `limit` characters."""
     return html.escape(token.replace("\n", "\\n").replace(" ", "·")[:limit] or "∅")
+
+
+def explain_html(explanation: dict) -> str:
+    """--explain: attention rollout and gradient × input side by side, one row each over the same tokens
+    and on one colour scale (both are shares of 1 over the non-sink tokens), the sinks named, and a line
+    saying how far the two agree (Spearman's rank correlation)."""
+    tokens, sinks = explanation["tokens"], explanation["sinks"]
+    rows = [("attention rollout", explanation["rollout"])]
+    if "saliency" in explanation:
+        rows.append(("gradient × input", explanation["saliency"]))
+    peak = max(max(scores) for _, scores in rows) or 1.0
+    colour = "255,140,0"
+    header = "".join(f'<th class="llm-explain-token" style="font-weight:400;padding:1px 3px;white-space:pre'
+                     f'{";text-decoration:line-through" if i in sinks else ""}">{short_token(t, 40)}</th>'
+                     for i, t in enumerate(tokens))
+    body = []
+    for name, scores in rows:
+        cells = "".join(f'<td title="{html.escape(tokens[i])}: {v:.4f}{" (sink, dropped)" if i in sinks else ""}" '
+                        f'style="padding:1px 3px;text-align:center;background:rgba({colour},{0.85 * v / peak:.3f})">'
+                        f'{v:.2f}</td>' for i, v in enumerate(scores))
+        body.append(f'<tr class="llm-explain-row" data-name="{name}"><th style="text-align:right;'
+                    f'font-weight:400;white-space:nowrap;padding-right:6px">{name}</th>{cells}</tr>')
+    if sinks:
+        named = ", ".join(f"{short_token(t, 40)} ({i}, {100 * s:.0f}% of attention)" for i, t, s in
+                          zip(sinks, explanation["sink_tokens"], explanation.get("sink_shares") or [0] * len(sinks)))
+        sink_line = f"attention sinks (dropped from both rows, struck through): {named}"
+    else:
+        sink_line = "no attention sink found (no position draws more than 30% of the attention on average)"
+    lines = [sink_line]
+    if "agreement" in explanation:
+        rho = explanation["agreement"]
+        verdict = ("agree" if rho >= 0.6 else "partly agree" if rho >= 0.3 else "disagree") if rho == rho else "?"
+        predicted = html.escape(repr(explanation["predicted"]))
+        lines.append(f"rollout and gradient × input {verdict}: Spearman rank correlation ρ = {rho:.2f} over the "
+                     f"{len(tokens) - len(sinks)} non-sink tokens (predicted: {predicted})")
+    notes = "".join(f'<div class="llm-explain-note">{line}</div>' for line in lines)
+    return (f'<div class="llm-explain" style="font-family:monospace;font-size:12px;'
+            f'color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,transparent)">'
+            f'<b style="font-family:sans-serif">why: {html.escape(explanation["target"])}</b>'
+            f'<div style="overflow-x:auto"><table style="border-collapse:collapse"><tr><th></th>{header}</tr>'
+            f'{"".join(body)}</table></div>{notes}{colour_legend(peak, f"rgba({colour},0.85)")}'
+            f'<div style="font-family:sans-serif;font-size:11px">both rows: share of 1 over the non-sink tokens, '
+            f'one scale</div></div>')
