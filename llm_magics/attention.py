@@ -26,7 +26,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .errors import LLMError, no_model
-from .loading import LoadedModel, context_length, require_causal
+from .loading import LoadedModel, context_length
 
 CAPTURE = "llm_magics_capture"
 
