@@ -56,6 +56,7 @@ def load_ipython_extension(ipython):
         bridge = FrontendBridge(session)
         ipython.events.register("post_run_cell", bridge.after_cell)
         session.step_listeners.append(bridge.on_step)
+        bridge.open()
     ipython.register_magics(LLMMagics(ipython, session))
     from .cells import register
 

@@ -1,42 +1,85 @@
 """The kernel side of the JupyterLab extension: a comm ("llm_magics") that tells the status bar and the
-runs panel what is loaded and what is training. Outside JupyterLab the comm goes nowhere, harmlessly."""
+runs panel what is loaded and what is training. Outside JupyterLab the comm goes nowhere, harmlessly.
+
+The kernel pushes a snapshot after every cell and, throttled, during training, on the comm it opens. A page
+that connects later (a reload, a second tab) opens a comm of its own to ask for one ({"type": "request"});
+a click on a run in the panel asks for its curves ({"type": "history", "id": ...}). Every message is
+broadcast to all connected pages, marked with "source" (a reloaded page reads the pushes on the kernel's comm
+before it knows its id)."""
 from __future__ import annotations
 
+import sys
 import time
 
 COMM_TARGET = "llm_magics"
+SOURCE = "llm-magics"  # marks our messages: a reloaded page reads them before it knows the comm's id
+CURVE_POINTS = 300  # the most points a curve sends (the panel's chart is ~300 px wide)
+
+
+def curve(rows: list[dict], key: str, limit: int = CURVE_POINTS) -> list[list[float]]:
+    """[[step, value], ...] of the rows that have `key`, thinned evenly to at most `limit` (the last kept)."""
+    points = [[row["step"], row[key]] for row in rows if row.get(key) is not None]
+    if len(points) <= limit:
+        return points
+    stride = len(points) / limit
+    return [points[int(i * stride)] for i in range(limit - 1)] + [points[-1]]
+
+
+def run_status(result) -> str:
+    """As `%llm runs` says it: finished, stopped at step N, or failed with its reason."""
+    if result.error:
+        return f"failed: {result.error}"
+    if getattr(result, "stopped_early", False):
+        return f"stopped early at step {result.steps_done}"
+    if result.interrupted:
+        return f"stopped at step {result.steps_done}"
+    return "finished"
+
+
+def run_row(index: int, r) -> dict:
+    evals = [row["eval_loss"] for row in r.eval_history if row.get("eval_loss") is not None]
+    return {"index": index, "id": r.record_id, "kind": r.kind, "status": run_status(r),
+            "steps": r.steps_done, "total_steps": r.total_steps,
+            "initial_loss": r.initial_loss, "final_loss": r.final_loss, "interrupted": r.interrupted,
+            "final_eval_loss": evals[-1] if evals else r.metrics.get("eval_loss"),
+            "best_eval_loss": min(evals) if evals else r.metrics.get("eval_loss"),
+            # the step the metrics were measured at (a stopped run's last eval may be older than its last step)
+            "eval_step": r.eval_history[-1]["step"] if r.eval_history else None,
+            "checkpoint": r.checkpoint, "output_dir": r.output_dir, "metrics": r.metrics,
+            "tokens_per_second": r.tokens_per_second}
 
 
 def snapshot(session, active: dict | None = None) -> dict:
     """What the status bar and the runs panel show, as plain JSON."""
     status = session.status()
-    runs = [{"index": i, "kind": r.kind, "steps": r.steps_done, "total_steps": r.total_steps,
-             "initial_loss": r.initial_loss, "final_loss": r.final_loss, "interrupted": r.interrupted,
-             "checkpoint": r.checkpoint, "output_dir": r.output_dir, "metrics": r.metrics,
-             "tokens_per_second": r.tokens_per_second, "id": r.record_id,
-             # the step the metrics were measured at (a stopped run's last eval may be older than its last step)
-             "eval_step": r.eval_history[-1]["step"] if r.eval_history else None}
-            for i, r in enumerate(session.runs)]
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            status["gpu_memory_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
-    except ImportError:
-        pass
+    runs = [run_row(i, r) for i, r in enumerate(session.runs)]
+    torch = sys.modules.get("torch")  # never imported for this (at %load_ext it takes seconds)
+    if torch is not None and torch.cuda.is_available():
+        status["gpu_memory_mb"] = round(torch.cuda.memory_allocated() / 2**20, 1)
     import psutil
 
     status["process_memory_mb"] = round(psutil.Process().memory_info().rss / 2**20, 1)
-    return {"type": "status", "status": status, "runs": runs, "active": active}
+    return {"type": "status", "source": SOURCE, "status": status, "runs": runs, "active": active}
+
+
+def history_message(session, run_id) -> dict:
+    """One run's loss and eval-loss curves, for the panel's chart."""
+    found = [r for r in session.runs if r.record_id is not None and r.record_id == run_id]
+    if not found:
+        return {"type": "history", "source": SOURCE, "id": run_id, "error": f"run {run_id} is not in this kernel"}
+    r = found[-1]
+    return {"type": "history", "source": SOURCE, "id": run_id, "kind": r.kind, "status": run_status(r),
+            "loss": curve(r.history, "loss"), "eval_loss": curve(r.eval_history, "eval_loss")}
 
 
 class FrontendBridge:
-    """Sends a snapshot after every cell and, throttled, during training."""
+    """Sends a snapshot after every cell and, throttled, during training; answers the pages' requests."""
 
     def __init__(self, session, min_interval: float = 1.0):
         self.session = session
         self.min_interval = min_interval
         self.comm = None
+        self.active: dict | None = None  # the run in progress, as the last progress message said
         self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
         self.sent: list[dict] = []  # what was sent, for the tests
 
@@ -46,22 +89,59 @@ class FrontendBridge:
                 from comm import create_comm
 
                 self.comm = create_comm(target_name=COMM_TARGET, data=message)
+                self.comm.on_close(self._closed)
             except Exception:  # no kernel (plain IPython): nothing to tell
                 self.comm = None
         else:
             self.comm.send(message)
         self.sent = (self.sent + [message])[-20:]
 
+    def _closed(self, msg) -> None:
+        self.comm = None  # a page without our extension closed it: the next message opens a new one
+
+    def open(self) -> None:
+        """At %load_ext: open the push comm (a page that connects later finds it) and take the pages'
+        requests. A page opens its own comm for them, over a kernel subshell where there is one (ipykernel
+        7): ipykernel routes a comm's messages to the shell its last reply came from, so the answers on that
+        comm come even while a cell trains on the main shell."""
+        if self.comm is None:
+            self._send(snapshot(self.session))
+        try:
+            from comm import get_comm_manager
+
+            get_comm_manager().register_target(COMM_TARGET, self._on_open)
+        except Exception:  # no kernel: nobody to ask
+            pass
+
+    def _on_open(self, comm, open_msg) -> None:
+        comm.on_msg(lambda msg: self.answer(comm, msg))
+        self.answer(comm, open_msg)
+
+    def answer(self, comm, msg) -> None:
+        """A page's request: a snapshot ({"type": "request"}) or a run's curves ({"type": "history", "id"})."""
+        data = (msg.get("content") or {}).get("data") or {}
+        if data.get("type") == "request":
+            reply = snapshot(self.session, active=self.active)
+        elif data.get("type") == "history":
+            reply = history_message(self.session, data.get("id"))
+        else:
+            return
+        reply["reply_to"] = data.get("request_id")  # which request of the page this answers
+        comm.send(reply)
+        self.sent = (self.sent + [reply])[-20:]
+
     def after_cell(self, *args) -> None:
-        if self.session.loaded is not None or self.session.runs:
+        self.active = None
+        if self.session.loaded is not None or self.session.runs or self.comm is not None:
             self._send(snapshot(self.session))
 
     def on_step(self, row: dict, result) -> None:
-        """A training callback: live progress for the status bar, at most once a second."""
+        """A training callback: live progress for the status bar and the panel, at most once a second."""
         now = time.monotonic()
         throttled = self._last is not None and now - self._last < self.min_interval
         if throttled and row["step"] != result.total_steps:
             return
         self._last = now
-        self._send(snapshot(self.session, active={"kind": result.kind, "step": row["step"],
-                                                  "total_steps": result.total_steps, "loss": row["loss"]}))
+        self.active = {"kind": result.kind, "step": row["step"], "total_steps": result.total_steps,
+                       "loss": row["loss"], "loss_curve": curve(result.history, "loss")}
+        self._send(snapshot(self.session, active=self.active))

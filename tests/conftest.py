@@ -40,6 +40,7 @@ SLOW = {
     "test_labextension.py::test_jest_suite_passes",
     "test_labextension.py::test_kernel_side_snapshot_and_throttled_progress",
     "test_labextension.py::test_wheel_ships_the_prebuilt_extension",
+    "test_labextension.py::test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains",
     "test_lens.py::test_lens_equals_final_norm_and_unembedding_of_each_hidden_state",
     "test_lens.py::test_lens_magic_and_widget_tab",
     "test_loading.py::test_dtype_override",

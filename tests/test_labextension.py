@@ -65,3 +65,88 @@ def test_wheel_ships_the_prebuilt_extension(tmp_path):
     assert any(n.endswith("/package.json") for n in shared)
     assert any("/static/remoteEntry." in n for n in shared)
     assert "llm_magics/views/attention.js" in names  # the attention widget's JS, no CDN
+
+
+def _our_messages(client, seconds, want):
+    """iopub comm messages of llm-magics until `want(data)` holds (or the time is up)."""
+    import queue
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            msg = client.get_iopub_msg(timeout=max(0.1, end - time.monotonic()))
+        except queue.Empty:
+            break
+        data = msg["content"].get("data") if msg["msg_type"] in ("comm_open", "comm_msg") else None
+        if isinstance(data, dict) and data.get("source") == "llm-magics" and want(data, msg["parent_header"]):
+            return msg, data
+    pytest.fail("the kernel sent no such message")
+
+
+def _comm(client, msg_type, content, subshell=None):
+    msg = client.session.msg(msg_type, content)
+    if subshell:
+        msg["header"]["subshell_id"] = subshell
+    client.shell_channel.send(msg)
+
+
+def test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains(tmp_path):
+    """What a reloaded page does, over a real kernel: find our comm (comm_info), open its own to ask for a
+    snapshot and a run's curves; and while a cell trains, ask over a kernel subshell and get the progress."""
+    import os
+
+    from jupyter_client.manager import start_new_kernel
+
+    from llm_magics import runs
+    from support import DATA
+
+    corpus = json.dumps((DATA / "tiny_corpus.txt").read_text() * 3)
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
+                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        client.execute_interactive("%load_ext llm_magics\nimport llm_magics", timeout=120)
+        reply = client.comm_info(target_name="llm_magics", reply=True, timeout=30)
+        comms = list(reply["content"]["comms"])
+        assert len(comms) == 1  # opened at %load_ext: a page can find it before anything is loaded
+        client.execute_interactive(f"_ = llm_magics.session.train(text={corpus}, from_scratch=True, steps=12, "
+                                   "seq_len=32, progress=False)", timeout=300)
+
+        # the page's own comm: its opening asks for a snapshot
+        _comm(client, "comm_open", {"comm_id": "page", "target_name": "llm_magics",
+                                    "data": {"type": "request", "request_id": "r1"}})
+        _, status = _our_messages(client, 30, lambda d, _: d["type"] == "status" and d["reply_to"] == "r1")
+        assert status["status"]["model"].startswith("from-scratch") and status["active"] is None
+        (run,) = status["runs"]
+        assert run["status"] == "finished" and run["steps"] == 12 and run["kind"] == "train"
+        _comm(client, "comm_msg", {"comm_id": "page", "data": {"type": "history", "id": run["id"]}})
+        _, curves = _our_messages(client, 30, lambda d, _: d["type"] == "history")
+        on_disk = runs.load(run["id"], os.environ["LLM_MAGICS_RUNS_DIR"])  # the independent record: its folder
+        assert curves["loss"] == [[int(s), float(v)] for s, v in zip(on_disk["step"], on_disk["loss"])]
+        _comm(client, "comm_msg", {"comm_id": "page", "data": {"type": "history", "id": "no-such-run"}})
+        _, unknown = _our_messages(client, 30, lambda d, _: d["type"] == "history")
+        assert "not in this kernel" in unknown["error"]
+
+        # A cell that trains for long: the main shell is busy, a subshell answers (ipykernel 7, JEP 91).
+        client.execute(f"llm_magics.session.train(text={corpus}, from_scratch=True, steps=100000, seq_len=32, "
+                       "progress=False)")
+        _our_messages(client, 120, lambda d, _: d["type"] == "status" and d["active"] and d["active"]["step"] >= 3)
+        client.control_channel.send(client.session.msg("create_subshell_request", {}))
+        subshell = client.get_control_msg(timeout=30)["content"]["subshell_id"]
+        _comm(client, "comm_open", {"comm_id": "reloaded", "target_name": "llm_magics",
+                                    "data": {"type": "request", "request_id": "r2"}}, subshell=subshell)
+        # the reply to this request (not one of the throttled pushes), while the cell trains
+        _, live = _our_messages(client, 10, lambda d, _: d["type"] == "status" and d["reply_to"] == "r2")
+        assert live["active"] and len(live["active"]["loss_curve"]) >= 3
+        assert live["active"]["loss_curve"][0][0] == 1 and len(live["runs"]) == 1
+        # later messages on that comm go to its subshell too (ipykernel routes them where it last replied from)
+        _comm(client, "comm_msg", {"comm_id": "reloaded", "data": {"type": "history", "id": run["id"]}})
+        _, again = _our_messages(client, 10, lambda d, _: d["type"] == "history")
+        assert again["loss"] == curves["loss"]
+        manager.interrupt_kernel()
+        _, ended = _our_messages(client, 120, lambda d, _: d["type"] == "status" and d["active"] is None
+                                 and len(d["runs"]) == 2)
+        assert ended["runs"][1]["status"].startswith("stopped at step")
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=True)
