@@ -6,13 +6,28 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
 import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
-import { ISnapshot } from './magic';
+import { IRunCurves, ISnapshot, ourMessage } from './magic';
 import { RunsPanel, StatusItem } from './views';
 
 const COMM_TARGET = 'llm_magics';
 
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
 type KernelConnection = NonNullable<NonNullable<NotebookPanel['sessionContext']['session']>['kernel']>;
+type Comm = ReturnType<KernelConnection['createComm']>;
+
+/** This page's own comm to a kernel's llm-magics, to ask for a snapshot (at once) and for a run's curves.
+ * Opened over a kernel subshell where the kernel has them (ipykernel 7), so it is answered even while a
+ * cell trains; the answers come back on iopub like the kernel's pushes. */
+async function openRequestComm(kernel: KernelConnection): Promise<Comm> {
+  const comm = kernel.createComm(COMM_TARGET);
+  await kernel.info;
+  const started = (comm as unknown as { subshellStarted?: Promise<void> }).subshellStarted;
+  if (kernel.supportsSubshells && started) {
+    await started;
+  }
+  comm.open({ type: 'request', request_id: comm.commId });
+  return comm;
+}
 
 /** plotly's FigureWidget sizes itself before JupyterLab has laid the output out (it falls back to 700 px)
  * and autosizes again only on a window resize: give it one, so our live chart fills the output's width. */
@@ -69,11 +84,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
     const registered = new WeakSet<KernelConnection>();
     const currentKernel = () => tracker.currentWidget?.sessionContext.session?.kernel ?? null;
 
-    const panel = new RunsPanel(() => {
-      // The kernel is busy training, so a comm message would wait; an interrupt is what our
-      // training loop turns into a graceful stop after the current step.
-      void currentKernel()?.interrupt();
-    });
+    // This page's request comm per kernel (see openRequestComm).
+    const requests = new Map<string, Promise<Comm>>();
+    const ask = (kernel: KernelConnection) => {
+      if (!requests.has(kernel.id)) {
+        const comm = openRequestComm(kernel);
+        requests.set(kernel.id, comm);
+        const forget = () => {
+          requests.delete(kernel.id);
+        };
+        comm.then(c => {
+          c.onClose = forget;
+        }, forget);
+      }
+    };
+
+    const panel = new RunsPanel(
+      () => {
+        // An interrupt, not a comm message: the training loop turns it into a graceful stop after the
+        // current step, whatever the kernel (a comm message may wait behind the running cell).
+        void currentKernel()?.interrupt();
+      },
+      runId => {
+        const kernel = currentKernel();
+        const comm = kernel ? requests.get(kernel.id) : undefined;
+        void comm?.then(c => c.send({ type: 'history', id: runId, request_id: c.commId }));
+      }
+    );
     const item = new StatusItem(() => {
       if (!panel.isAttached) {
         app.shell.add(panel, 'right', { rank: 700 });
@@ -92,17 +129,37 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       registered.add(kernel);
-      kernel.registerCommTarget(COMM_TARGET, (comm, openMsg) => {
-        const receive = (data: unknown) => {
-          const snapshot = data as ISnapshot;
-          if (snapshot && snapshot.type === 'status') {
-            snapshots.set(kernel.id, snapshot);
-            refresh();
-          }
-        };
-        receive(openMsg.content.data);
-        comm.onMsg = msg => receive(msg.content.data);
+      // The kernel's push comm: accepted (a refused comm is closed and logged), read below like all ours.
+      kernel.registerCommTarget(COMM_TARGET, () => undefined);
+      // Every message of ours on iopub, whichever comm and page it is for: a reloaded page or a second tab
+      // gets the pushes of a cell another page started.
+      kernel.iopubMessage.connect((_, msg) => {
+        const message = ourMessage(msg);
+        if (message?.type === 'status') {
+          snapshots.set(kernel.id, message as ISnapshot);
+          refresh();
+          ask(kernel); // llm-magics runs in this kernel: ask for the run history at once
+        } else if (message?.type === 'history' && currentKernel() === kernel) {
+          panel.showCurves(message as IRunCurves);
+        }
       });
+      kernel.statusChanged.connect((_, status) => {
+        if (status === 'restarting' || status === 'autorestarting') {
+          snapshots.delete(kernel.id);
+          requests.delete(kernel.id);
+          refresh();
+        }
+      });
+      // A page that connects to a kernel where llm-magics already runs (a reload, a second tab): its push
+      // comm is there (it opens at %load_ext), so ask for a snapshot instead of waiting for the next cell.
+      void kernel
+        .requestCommInfo({ target_name: COMM_TARGET })
+        .then(reply => {
+          if (reply.content.status === 'ok' && Object.keys(reply.content.comms).length) {
+            ask(kernel);
+          }
+        })
+        .catch(() => undefined);
     };
 
     tracker.widgetAdded.connect((_, notebook: NotebookPanel) => {

@@ -100,13 +100,19 @@ export interface IModelStatus {
   trainable_parameters?: number;
   context_length?: number | null;
   weights_mb?: number;
+  quantization?: string;
   gpu_memory_mb?: number;
   process_memory_mb?: number;
 }
 
 export interface IRun {
   index: number;
+  id: string | null;
   kind: string;
+  status?: string;
+  final_eval_loss?: number | null;
+  best_eval_loss?: number | null;
+  eval_step?: number | null;
   steps: number;
   total_steps: number;
   initial_loss: number | null;
@@ -118,11 +124,15 @@ export interface IRun {
   tokens_per_second: number;
 }
 
+/** [step, value] pairs. */
+export type Curve = [number, number][];
+
 export interface IActiveRun {
   kind: string;
   step: number;
   total_steps: number;
   loss: number;
+  loss_curve?: Curve;
 }
 
 export interface ISnapshot {
@@ -130,6 +140,68 @@ export interface ISnapshot {
   status: IModelStatus;
   runs: IRun[];
   active: IActiveRun | null;
+  reply_to?: string | null;
+}
+
+/** A run's curves, the kernel's answer to a click on it in the panel. */
+export interface IRunCurves {
+  type: 'history';
+  id: string;
+  kind?: string;
+  status?: string;
+  loss?: Curve;
+  eval_loss?: Curve;
+  error?: string;
+  reply_to?: string | null;
+}
+
+export const MESSAGE_SOURCE = 'llm-magics';
+
+/** Our message in a kernel's iopub message (a comm_open or comm_msg whose data says it is ours), else null.
+ * A reloaded page reads the kernel's pushes this way before it knows the comm they come on. */
+export function ourMessage(msg: { header: { msg_type: string }; content: unknown }): ISnapshot | IRunCurves | null {
+  if (msg.header.msg_type !== 'comm_open' && msg.header.msg_type !== 'comm_msg') {
+    return null;
+  }
+  const data = (msg.content as { data?: { source?: string; type?: string } } | null)?.data;
+  if (!data || data.source !== MESSAGE_SOURCE || (data.type !== 'status' && data.type !== 'history')) {
+    return null;
+  }
+  return data as ISnapshot | IRunCurves;
+}
+
+/** A run's line in the panel: its status, then its losses (the eval losses as measured). */
+export function runSummary(run: IRun): string {
+  const parts: string[] = [];
+  if (run.final_loss !== null) {
+    parts.push(`loss ${run.initial_loss?.toFixed(3)} → ${run.final_loss.toFixed(3)}`);
+  } else {
+    parts.push('no steps');
+  }
+  if (run.final_eval_loss !== undefined && run.final_eval_loss !== null) {
+    const at = run.eval_step !== undefined && run.eval_step !== null ? ` (step ${run.eval_step})` : '';
+    parts.push(`eval ${run.final_eval_loss.toFixed(3)}${at}`);
+    if (run.best_eval_loss !== undefined && run.best_eval_loss !== null && run.best_eval_loss < run.final_eval_loss) {
+      parts.push(`best ${run.best_eval_loss.toFixed(3)}`);
+    }
+  }
+  return parts.join(' · ');
+}
+
+/** SVG path data ("M x y L x y ...") of curves drawn in a width × height box, all on the same scales
+ * (the steps' and the values' ranges over every curve), y growing upwards. */
+export function curvePaths(curves: Curve[], width: number, height: number, pad = 4): string[] {
+  const points = curves.flat();
+  if (!points.length) {
+    return curves.map(() => '');
+  }
+  const xs = points.map(p => p[0]);
+  const ys = points.map(p => p[1]);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...ys), Math.max(...ys)];
+  const sx = (x: number) => pad + (x1 > x0 ? ((x - x0) / (x1 - x0)) * (width - 2 * pad) : (width - 2 * pad) / 2);
+  const sy = (y: number) => pad + (y1 > y0 ? ((y1 - y) / (y1 - y0)) * (height - 2 * pad) : (height - 2 * pad) / 2);
+  const round = (v: number) => Math.round(v * 10) / 10;
+  return curves.map(curve => curve.map(([x, y], i) => `${i ? 'L' : 'M'}${round(sx(x))} ${round(sy(y))}`).join(' '));
 }
 
 export function shortModelName(name: string): string {

@@ -1,4 +1,15 @@
-import { completeMagic, formatParameters, isLlmCell, statusText, tokenizeMagicLine, ISnapshot } from '../src/magic';
+import {
+  completeMagic,
+  curvePaths,
+  formatParameters,
+  isLlmCell,
+  ourMessage,
+  runSummary,
+  statusText,
+  tokenizeMagicLine,
+  IRun,
+  ISnapshot
+} from '../src/magic';
 
 describe('tokenizeMagicLine', () => {
   it('splits the magic, sub-command, options and values', () => {
@@ -92,5 +103,78 @@ describe('statusText', () => {
   });
   it('formats parameter counts', () => {
     expect(formatParameters(134515008)).toBe('134.5M');
+  });
+});
+
+describe('ourMessage', () => {
+  const status = { type: 'status', source: 'llm-magics', status: { model: 'm' }, runs: [], active: null };
+  it('reads our snapshots and curves from comm_open and comm_msg, whatever the comm', () => {
+    expect(ourMessage({ header: { msg_type: 'comm_msg' }, content: { comm_id: 'x', data: status } })).toEqual(status);
+    const curves = { type: 'history', source: 'llm-magics', id: 'r', loss: [[1, 2]] };
+    expect(ourMessage({ header: { msg_type: 'comm_open' }, content: { data: curves } })).toEqual(curves);
+  });
+  it('ignores everything else: other comms, other message types, other kinds of our data', () => {
+    expect(
+      ourMessage({ header: { msg_type: 'comm_msg' }, content: { data: { ...status, source: 'ipywidgets' } } })
+    ).toBe(null);
+    expect(ourMessage({ header: { msg_type: 'comm_msg' }, content: { data: { method: 'update' } } })).toBe(null);
+    expect(ourMessage({ header: { msg_type: 'stream' }, content: { data: status } })).toBe(null);
+    expect(ourMessage({ header: { msg_type: 'comm_msg' }, content: { data: { ...status, type: 'other' } } })).toBe(
+      null
+    );
+    expect(ourMessage({ header: { msg_type: 'comm_close' }, content: null })).toBe(null);
+  });
+});
+
+describe('runSummary', () => {
+  const run: IRun = {
+    index: 0,
+    id: '20261129-1',
+    kind: 'train',
+    status: 'stopped at step 30',
+    steps: 30,
+    total_steps: 40,
+    initial_loss: 5.5,
+    final_loss: 2.25,
+    interrupted: true,
+    final_eval_loss: 2.5,
+    best_eval_loss: 2.4,
+    eval_step: 20,
+    checkpoint: null,
+    output_dir: null,
+    metrics: {},
+    tokens_per_second: 1
+  };
+  it('gives the losses, the eval loss with the step it was measured at and the best one', () => {
+    expect(runSummary(run)).toBe('loss 5.500 → 2.250 · eval 2.500 (step 20) · best 2.400');
+  });
+  it('leaves out what was not measured', () => {
+    expect(runSummary({ ...run, final_eval_loss: null, best_eval_loss: null })).toBe('loss 5.500 → 2.250');
+    expect(runSummary({ ...run, best_eval_loss: 2.5 })).toBe('loss 5.500 → 2.250 · eval 2.500 (step 20)');
+    expect(runSummary({ ...run, final_loss: null, final_eval_loss: null })).toBe('no steps');
+  });
+});
+
+describe('curvePaths', () => {
+  it('maps steps and values onto the box, y upwards, every curve on the same scales', () => {
+    const [loss, evalLoss] = curvePaths(
+      [
+        [
+          [0, 4],
+          [10, 2],
+          [20, 0]
+        ],
+        [[10, 4]]
+      ],
+      100,
+      50,
+      0
+    );
+    expect(loss).toBe('M0 0 L50 25 L100 50');
+    expect(evalLoss).toBe('M50 0');
+  });
+  it('draws a flat or one-point curve in the middle, and nothing for no points', () => {
+    expect(curvePaths([[[3, 1]]], 100, 50, 0)).toEqual(['M50 25']);
+    expect(curvePaths([[], []], 100, 50)).toEqual(['', '']);
   });
 });
