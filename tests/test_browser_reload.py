@@ -46,8 +46,9 @@ def _reload(page):
     """Reload the page (the kernel keeps running) and wait until the notebook is connected to it again."""
     page.reload()
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    page.wait_for_function("['idle', 'busy'].includes(window.jupyterapp?.shell.currentWidget?.sessionContext"
-                           "?.session?.kernel?.status)", timeout=90_000)
+    # (a busy kernel's status stays unknown to the new page until the cell ends: its kernel_info waits)
+    page.wait_for_function("window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
+                           "?.connectionStatus === 'connected'", timeout=90_000)
     return time.monotonic()
 
 
@@ -91,7 +92,6 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     page.wait_for_function("() => /step ([6-9]|\\d\\d+)\\//.test(document.body.innerText)", timeout=120_000)
 
     _reload(page)
-    assert page.evaluate(f"{KERNEL}.status") == "busy"  # still training
     # The status bar and the panel come back from the kernel's progress while the cell runs.
     page.wait_for_function(f"{STATUS} && / train \\d+\\/100000 loss /.test({STATUS}.textContent)", timeout=30_000)
     page.locator(".llm-status-item").click()
