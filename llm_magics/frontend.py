@@ -72,6 +72,18 @@ def history_message(session, run_id) -> dict:
             "loss": curve(r.history, "loss"), "eval_loss": curve(r.eval_history, "eval_loss")}
 
 
+def _cell_id() -> str | None:
+    """The id of the notebook cell that runs now (JupyterLab sends it with the execute request): a page
+    reloaded meanwhile draws the progress in that cell."""
+    try:
+        from IPython import get_ipython
+
+        kernel = getattr(get_ipython(), "kernel", None)
+        return kernel.get_parent("shell").get("metadata", {}).get("cellId") if kernel else None
+    except Exception:
+        return None
+
+
 class FrontendBridge:
     """Sends a snapshot after every cell and, throttled, during training; answers the pages' requests."""
 
@@ -143,5 +155,5 @@ class FrontendBridge:
             return
         self._last = now
         self.active = {"kind": result.kind, "step": row["step"], "total_steps": result.total_steps,
-                       "loss": row["loss"], "loss_curve": curve(result.history, "loss")}
+                       "loss": row["loss"], "loss_curve": curve(result.history, "loss"), "cell_id": _cell_id()}
         self._send(snapshot(self.session, active=self.active))

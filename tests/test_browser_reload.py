@@ -100,9 +100,19 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     first = len(chart.get_attribute("d").split("L"))
     page.wait_for_function("(n) => document.querySelector('#llm-magics-panel .llm-active .llm-chart path')"
                            ".getAttribute('d').split('L').length > n", arg=first, timeout=60_000)  # it streams
-    # The cell's own chart after the reload: JupyterLab sends a running cell's outputs only to the page that
-    # ran it, so the reloaded page has none until the cell ends (printed for the record).
-    print("live chart views in the reloaded page:", page.locator(".llm-training-view").count())
+    # The training cell: JupyterLab sends a running cell's outputs only to the page that ran it, so its
+    # widget chart is not here (nor restored: the widget manager's comm_info waits behind the cell); the
+    # extension draws the kernel's progress in that cell instead, and it keeps streaming.
+    cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
+    assert cell.locator(".llm-training-view").count() == 0
+    live = cell.locator(".llm-cell-live path")
+    live.wait_for(state="attached", timeout=30_000)
+    first = len(live.get_attribute("d").split("L"))
+    page.wait_for_function("(n) => document.querySelectorAll('.jp-Notebook .jp-Cell')[1]"
+                           ".querySelector('.llm-cell-live path').getAttribute('d').split('L').length > n",
+                           arg=first, timeout=60_000)
+    assert "(live from the kernel)" in cell.locator(".llm-cell-live").text_content()
+    cell.screenshot(path=str(ARTIFACTS / "lab-cell-after-reload.png"))
 
     page.locator("#llm-magics-panel .llm-stop").click()
     page.wait_for_function(IDLE, timeout=60_000)
@@ -110,6 +120,7 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
                            "document.querySelector('#llm-magics-panel .llm-run-status').textContent"
                            ".startsWith('stopped at step')", timeout=30_000)
     assert page.locator("#llm-magics-panel .llm-active").count() == 0
+    assert "Training ended" in cell.locator(".llm-cell-live").text_content()
     assert "train " not in page.locator(".llm-status-item").text_content()
     # The model in memory is usable: a new cell generates with it.
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
@@ -123,5 +134,7 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     output.locator(".llm-generation").wait_for(timeout=60_000)
     assert output.locator(".llm-generation b").text_content() == "The cat"
     page.screenshot(path=str(ARTIFACTS / "lab-panel-stopped.png"))
-    assert not ours(errors), errors
+    # Allowed here only: the widget manager of a page reloaded during a cell restores that cell's plotly
+    # FigureWidget (an anywidget) from the kernel, and anywidget's own code times out on the busy kernel.
+    assert not [e for e in ours(errors) if "[anywidget] Failed to initialize model" not in e], errors
     page.close()

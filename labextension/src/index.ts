@@ -6,8 +6,8 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
 import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
-import { IRunCurves, ISnapshot, ourMessage } from './magic';
-import { RunsPanel, StatusItem } from './views';
+import { IActiveRun, IRunCurves, ISnapshot, ourMessage } from './magic';
+import { chart, RunsPanel, StatusItem } from './views';
 
 const COMM_TARGET = 'llm_magics';
 
@@ -57,6 +57,34 @@ function markOurPlots(root: HTMLElement): void {
       record.addedNodes.forEach(mark);
     }
   }).observe(root, { childList: true, subtree: true });
+}
+
+/** A training cell this page did not start (it was reloaded, or it is a second tab): JupyterLab sends the
+ * cell's outputs only to the page that ran it, so draw the kernel's progress in the cell here instead. */
+function followRun(notebook: NotebookPanel, active: IActiveRun | null): void {
+  const live = Array.from(notebook.node.querySelectorAll('.llm-cell-live'));
+  if (!active?.cell_id) {
+    for (const node of live) {
+      node.querySelector('.llm-cell-live-text')!.textContent =
+        'Training ended (the outputs went to the page that started it): the runs panel has the run.';
+    }
+    return;
+  }
+  const cell = notebook.content.widgets.find(c => c.model.id === active.cell_id);
+  const model = cell?.model as { executionState?: string } | undefined;
+  if (!cell || cell.model.type !== 'code' || model?.executionState === 'running') {
+    return; // not in this notebook, or this page runs it and has its live chart
+  }
+  let node = cell.node.querySelector('.llm-cell-live') as HTMLElement | null;
+  if (!node) {
+    node = document.createElement('div');
+    node.className = 'llm-cell-live';
+    cell.node.append(node);
+  }
+  const text = document.createElement('div');
+  text.className = 'llm-cell-live-text';
+  text.textContent = `${active.kind}: step ${active.step}/${active.total_steps}, loss ${active.loss.toFixed(4)} (live from the kernel)`;
+  node.replaceChildren(text, chart([[active.loss_curve || [], 'llm-chart-loss']], 480, 120));
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -138,6 +166,11 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (message?.type === 'status') {
           snapshots.set(kernel.id, message as ISnapshot);
           refresh();
+          tracker.forEach(notebook => {
+            if (notebook.sessionContext.session?.kernel === kernel) {
+              followRun(notebook, (message as ISnapshot).active);
+            }
+          });
           ask(kernel); // llm-magics runs in this kernel: ask for the run history at once
         } else if (message?.type === 'history' && currentKernel() === kernel) {
           panel.showCurves(message as IRunCurves);

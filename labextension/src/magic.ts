@@ -133,6 +133,7 @@ export interface IActiveRun {
   total_steps: number;
   loss: number;
   loss_curve?: Curve;
+  cell_id?: string | null;
 }
 
 export interface ISnapshot {
