@@ -4,7 +4,8 @@ held-out text, and memory. Each row runs in its own fresh process (one after the
 its own: "peak RSS" includes loading (a quantized row loads the fp32 weights first), "RSS decoding" is the
 resident size once the model is ready and decoding.
 
-    python bench/decode_cpu.py [--tokens 64] [--threads 2] [--repeats 3] [--rounds 2] [--rows fp32,bf16,int8,int4,llama.cpp]
+    python bench/decode_cpu.py [--tokens 64] [--threads 2] [--repeats 3] [--rounds 2]
+        [--rows fp32,bf16,int8,int4,llama.cpp]
     python bench/decode_cpu.py --rows fp32,fp32+compile,int8,int8+compile   # static cache + torch.compile
 
 llama.cpp comes from `llama-cpp-python` (the optional `bench` extra: `pip install llama-cpp-python`, which
@@ -15,8 +16,8 @@ import argparse
 import json
 import math
 import os
-import subprocess
 import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -140,7 +141,8 @@ def main():
              f"{r['tps'] / reference:.2f}x" if reference else "-", f"{r['ppl']:.2f}", f"{r['rss']:,.0f}",
              f"{r['peak']:,.0f}"] for row, r in results.items()]
     print(f"\nGreedy decode of {args.tokens} tokens at batch 1, SmolLM2-135M, {args.threads} threads, best of "
-          f"{args.repeats} calls x {args.rounds} interleaved rounds (a fresh process per row and round), on {device_name()}\n")
+          f"{args.repeats} calls x {args.rounds} interleaved rounds (a fresh process per row and round), "
+          f"on {device_name()}\n")
     print(markdown_table(["path", "tokens/s", "vs fp32", "vs llama.cpp", "perplexity", "RSS decoding MB",
                           "peak RSS MB"], rows))
     for note in notes.values():

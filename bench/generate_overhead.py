@@ -1,10 +1,11 @@
-"""`Session.generate` (what `%%llm generate` calls) vs raw `model.generate`, identical settings,
-side by side in one process; and streaming on vs off. The three are interleaved (raw, ours, ours streaming,
-raw, ...) and each keeps its best of N, so load that comes and goes hits them alike. Under load the
-end-to-end ratios still drift by a few percent either way, so the last row times our per-token work alone (the streamer with its callback and the
-stop check, on the same tokens) as a share of a raw decode step: the overhead that does not depend on noise.
+"""`Session.generate` (what `%%llm generate` calls) vs raw `model.generate`, identical settings, side by side
+in one process; and streaming on vs off. The three are interleaved (raw, ours, ours streaming, raw, ...) and
+each keeps its best of N, so load that comes and goes hits them alike. Under load the end-to-end ratios still
+drift by a few percent either way, so the last row times our per-token work alone (the streamer with its
+callback and the stop check, on the same tokens) as a share of a raw decode step: the overhead that does not
+depend on noise.
 
-    python bench/generate_overhead.py [--tokens 64] [--repeats 5]
+    python bench/generate_overhead.py [--tokens 64] [--repeats 10]
 """
 import argparse
 import sys
@@ -77,7 +78,8 @@ def main():
              f"{stream_s / raw_s:.3f}"],
             ["our per-token work alone (streamer + callback + stop check)", f"{own_s * 1000:.1f}", "",
              f"{1 + own_s / raw_s:.4f}"]]
-    print(f"Greedy generation of {args.tokens} tokens, SmolLM2-135M, best of {args.repeats} interleaved, on {device_name()}\n")
+    print(f"Greedy generation of {args.tokens} tokens, SmolLM2-135M, best of {args.repeats} interleaved, "
+          f"on {device_name()}\n")
     print(markdown_table(["path", "ms", "tokens/s", "time vs raw"], rows))
 
 
