@@ -14,7 +14,8 @@ class RunKind(str, Enum):
     def __str__(self) -> str:  # the plain name in f-strings and messages, on every Python version
         return self.value
 
-    __format__ = str.__format__
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
 
     @classmethod
     def of(cls, command: str, task: str = "lm") -> RunKind:

@@ -1,5 +1,7 @@
-"""A tqdm progress bar (a widget in notebooks, text in terminals) fed by training steps."""
+"""tqdm progress bars (a widget in notebooks, text in terminals): training steps, sweeps over layers or targets."""
 from __future__ import annotations
+
+from typing import Any
 
 
 def progress_bar(**kwargs):
@@ -39,7 +41,7 @@ class ProgressBar:
 
     def __init__(self, description: str = "training", unit: str = "step"):
         self.description, self.unit = description, unit
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar once the first count arrives
 
     def count(self, done: int, total: int) -> None:
         if self.bar is None:  # a resumed run's bar starts at the step it resumed from
