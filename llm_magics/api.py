@@ -32,8 +32,9 @@ from .training import TrainOptions, TrainResult
 from .training.checkpoints import STATE_FILE, read_state, seed_everything, write_failure
 
 # Each command's declared defaults (llm_magics/options.py): the signatures below take theirs from there.
-_LOAD, _TRAIN, _FINETUNE, _LR_FIND, _SAVE, _PATCH, _ATTRIBUTE, _EVAL = (options.defaults(command) for command in (
-    "load", "train", "finetune", "lr-find", "save", "patch", "attribute", "eval"))
+_LOAD, _TRAIN, _FINETUNE, _LR_FIND, _SAVE, _ATTENTION, _PATCH, _ATTRIBUTE, _EVAL = (
+    options.defaults(command) for command in (
+        "load", "train", "finetune", "lr-find", "save", "attention", "patch", "attribute", "eval"))
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
 
@@ -548,8 +549,8 @@ class Session:
         return result
 
     # --- attention ---
-    def attention(self, text: str, layer: int | None = None, head: int | None = None, view: str | None = None,
-                  backend: str = "widget"):
+    def attention(self, text: str, layer: int | None = _ATTENTION.layer, head: int | None = _ATTENTION.head,
+                  view: str | None = _ATTENTION.view, backend: str = _ATTENTION.backend):
         """An interactive attention view (widget; view='lens' opens its logit-lens tab), or bertviz's own
         head/model view HTML (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
         from . import attention

@@ -211,7 +211,7 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
         Option("view", type=str, choices=("head", "model", "matrix", "lens"),
                help="default: head view up to 256 tokens, matrix view beyond; lens: the logit lens"),
         Option("backend", "widget", str, "bertviz needs its CDN (require.js, d3, jQuery): offline our view is "
-               "shown instead", choices=("widget", "bertviz"), keyword=MAGIC_ONLY),
+               "shown instead", choices=("widget", "bertviz")),
         _flag("explain", "also shade tokens by attention rollout (sinks dropped) and gradient x input",
               keyword=MAGIC_ONLY),
     ]),
