@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import best_time, device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.attention import bertviz_html, capture  # noqa: E402
-from llm_magics.attention_view import AttentionView  # noqa: E402
+from llm_magics.attention import capture
+from llm_magics.views.attention import bertviz_html  # noqa: E402
+from llm_magics.views.attention import AttentionView  # noqa: E402
 
 
 def main():

@@ -14,7 +14,7 @@ from common import best_time, device_name, markdown_table  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.attention import capture  # noqa: E402
-from llm_magics.attention_view import AttentionView  # noqa: E402
+from llm_magics.views.attention import AttentionView  # noqa: E402
 
 
 def text_of(loaded, n: int) -> str:

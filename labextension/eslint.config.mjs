@@ -1,4 +1,4 @@
-// ESLint (flat config) for the extension's TypeScript and the kernel-served widget JS in llm_magics/static.
+// ESLint (flat config) for the extension's TypeScript and the kernel-served widget JS in llm_magics/views.
 // Run from the repository root (`npm run lint` does: with --config, paths are relative to the cwd), so that
 // one config, whose plugins live in labextension/node_modules, covers both folders.
 import js from '@eslint/js';
@@ -17,7 +17,7 @@ export default tseslint.config(
     }
   },
   {
-    files: ['llm_magics/static/**/*.js'],
+    files: ['llm_magics/views/**/*.js'],
     extends: [js.configs.recommended],
     languageOptions: { sourceType: 'module', globals: { ...globals.browser } }
   },

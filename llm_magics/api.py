@@ -561,10 +561,12 @@ class Session:
             captured = attention.capture(loaded, text, layers=layer if layer is not None else
                                          list(range(attention.model_shape(loaded.model)[0])))
             self.last = captured
-            return attention.bertviz_html(captured, view or "head")
+            from .views.attention import bertviz_html
+
+            return bertviz_html(captured, view or "head")
         if backend != "widget":
             raise LLMError(f"unknown backend {backend!r}: use widget or bertviz")
-        from .attention_view import AttentionView
+        from .views.attention import AttentionView
 
         widget = AttentionView(loaded, text, layer=layer, head=head, view=view)
         self.last = widget.capture

@@ -92,7 +92,7 @@ class AttributionResult:
             raise LLMError(f"{path} is not an attribution saved by AttributionResult.save ({error})") from None
 
     def view(self, normalize: bool = False):
-        from .heatmap_view import attribution_view
+        from .views.heatmap import attribution_view
 
         return attribution_view(self, normalize)
 

@@ -229,3 +229,22 @@ def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, sys
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": result.text.strip()})
     return result
+
+
+def token_probabilities(tokenizer, token_ids: list[int], scores: list[torch.Tensor], row: int = 0,
+                        top_k: int = 5) -> list[dict]:
+    """For each generated token: its probability under the sampling distribution and the top-k
+    alternatives, from the scores `generate(output_scores=True)` returned (no second pass). Only real
+    alternatives are listed: no token the sampler ruled out (p = 0) and no special token."""
+    special = set(tokenizer.all_special_ids)
+    tokens = []
+    for step, token_id in enumerate(token_ids):
+        if step >= len(scores):
+            break
+        probs = torch.softmax(scores[step][row].float(), dim=-1)
+        top = torch.topk(probs, min(top_k + len(special), probs.numel()))
+        alternatives = [(tokenizer.decode([i]), p) for p, i in zip(top.values.tolist(), top.indices.tolist())
+                        if p > 0 and (i not in special or i == token_id)][:top_k]
+        tokens.append({"token": tokenizer.decode([token_id]), "id": token_id, "prob": float(probs[token_id]),
+                       "top": alternatives})
+    return tokens

@@ -118,13 +118,13 @@ def figure(result) -> dict:
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from .widgets import _CONFIG, _GRID, _THEME, svg_chart
+    from .views.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
 
     sweep = getattr(result, "sweep", None) or {"lr": [], "smoothed_loss": []}
-    fig = go.Figure(layout=dict(**_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=45),
-                                xaxis=dict(title="learning rate (log)", type="log", gridcolor=_GRID,
+    fig = go.Figure(layout=dict(**PLOT_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=45),
+                                xaxis=dict(title="learning rate (log)", type="log", gridcolor=GRID,
                                            exponentformat="e"),
-                                yaxis=dict(title="smoothed loss", gridcolor=_GRID),
+                                yaxis=dict(title="smoothed loss", gridcolor=GRID),
                                 legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
     fig.add_scatter(x=sweep["lr"], y=sweep["smoothed_loss"], name="loss (smoothed)", mode="lines",
                     line=dict(color="#1f77b4", width=2))
@@ -137,7 +137,7 @@ def figure(result) -> dict:
         if getattr(result, "suggested_lr", None) else "lr-find: too few steps for a suggestion"
     fig.update_layout(title=dict(text=text, font=dict(size=13), x=0, xanchor="left"))
     bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict())
-    bundle["application/vnd.plotly.v1+json"]["config"] = _CONFIG
+    bundle["application/vnd.plotly.v1+json"]["config"] = PLOT_CONFIG
     logs = [math.log10(lr) for lr in sweep["lr"]]
     bundle["text/html"] = (f"<div class='llm-lr-find'><div>{text}</div>"
                            + svg_chart([("smoothed loss vs log10 lr", logs, sweep["smoothed_loss"], "#1f77b4")])

@@ -166,7 +166,8 @@ class LLMMagics(Magics):
         return done
 
     def _generate(self, args, cell):
-        from .widgets import StreamedText, in_notebook
+        from .status import in_notebook
+        from .views.streamed_text import StreamedText
 
         prompt = cell if cell is not None else args.prompt
         if args.widget:
@@ -193,7 +194,7 @@ class LLMMagics(Magics):
 
     def _playground(self, args, cell):
         from .generation import SamplingSettings
-        from .widgets import SamplingPanel
+        from .views.playground import SamplingPanel
 
         prompt = cell if cell is not None else args.prompt
         settings = SamplingSettings(**options.session_kwargs(args, "playground")).validated()
@@ -206,7 +207,7 @@ class LLMMagics(Magics):
         return panel
 
     def _chat(self, args, cell):
-        from .widgets import StreamedText
+        from .views.streamed_text import StreamedText
 
         message = (cell if cell is not None else args.message).strip()
         if args.reset:
@@ -243,8 +244,8 @@ class LLMMagics(Magics):
         check_compare(args.compare, args.runs_dir or self.session.runs_dir)  # an unknown id: one line, no run
         if not (args.widget if args.widget is not None else in_notebook()):
             return []
-        before_first_import("llm_magics.widgets", f"{title}: preparing the live chart…")  # plotly's import
-        from .widgets import TrainingView
+        before_first_import("llm_magics.views.training_chart", f"{title}: preparing the live chart…")  # plotly's import
+        from .views.training_chart import TrainingView
 
         view = TrainingView(self.session, title, compare=args.compare)
         display(view)
@@ -252,7 +253,7 @@ class LLMMagics(Magics):
 
     def _lr_find(self, args, cell):
         from .lr_finder import figure
-        from .widgets import in_notebook
+        from .status import in_notebook
 
         # the sweep's own options, those of the training it sweeps, and that form's model options
         form = options.FINETUNE_MODEL if args.form == "finetune" else options.TRAIN_MODEL
@@ -277,7 +278,8 @@ class LLMMagics(Magics):
         return path
 
     def _attention(self, args, cell):
-        from .attention import BERTVIZ_OFFLINE, tokens_html
+        from .views.attention import BERTVIZ_OFFLINE
+        from .views.html import tokens_html
 
         text = cell if cell is not None else args.text
         _say_attention_wait(self.session, text)
@@ -385,7 +387,7 @@ def _layers(text: str | None) -> list[int] | None:
 
 
 def _finished(prompt: str, text: str, note: str) -> dict:
-    from .widgets import StreamedText
+    from .views.streamed_text import StreamedText
 
     shown = StreamedText(prompt, notebook=True)
     shown.text = text
@@ -406,5 +408,5 @@ def _say_attention_wait(session, text: str) -> None:
     if tokenizer is None or not text:
         return
     tokens = len(tokenizer(text)["input_ids"])
-    if tokens >= 256 or "llm_magics.attention_view" not in sys.modules:
+    if tokens >= 256 or "llm_magics.views.attention" not in sys.modules:
         say(f"attention: capturing every layer and head over {tokens} tokens…")

@@ -82,7 +82,7 @@ class PatchingResult:
                 f"at layer {layer}, {where}{note}")
 
     def view(self):
-        from .heatmap_view import patching_view
+        from .views.heatmap import patching_view
 
         return patching_view(self)
 

@@ -352,15 +352,15 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from .widgets import _CONFIG, _GRID, _THEME, svg_chart
+    from .views.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
 
     if metric not in PLOT_METRICS:
         raise LLMError(f"unknown --plot {metric!r}: use {', '.join(PLOT_METRICS)}")
     runs = [find(i, root) for i in run_ids] if run_ids else [i for i in all_runs(root) if i["history"]]
     names = differing_options(runs)
-    figure = go.Figure(layout=dict(**_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=40),
-                                   xaxis=dict(title="step", gridcolor=_GRID, tickformat="d"),
-                                   yaxis=dict(title=metric, gridcolor=_GRID,
+    figure = go.Figure(layout=dict(**PLOT_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=40),
+                                   xaxis=dict(title="step", gridcolor=GRID, tickformat="d"),
+                                   yaxis=dict(title=metric, gridcolor=GRID,
                                               tickformat="~s" if metric == "lr" else None),
                                    legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
     series = []
@@ -373,7 +373,7 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
                            mode="lines+markers" if metric == "eval_loss" else "lines")
         series.append((name, [p[0] for p in points], [p[1] for p in points], "currentColor"))
     bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
-    bundle["application/vnd.plotly.v1+json"]["config"] = _CONFIG
+    bundle["application/vnd.plotly.v1+json"]["config"] = PLOT_CONFIG
     palette = ["#1f77b4", "#e4572e", "#2ca02c", "#9467bd", "#8c564b", "#17becf"]
     bundle["text/html"] = svg_chart([(n, xs, ys, palette[i % len(palette)]) for i, (n, xs, ys, _) in enumerate(series)])
     bundle["text/plain"] = f"{metric} of {len(runs)} runs: " + ", ".join(n for n, *_ in series)

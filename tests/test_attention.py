@@ -11,7 +11,7 @@ import llm_magics
 from support import run
 from llm_magics import LLMError, Session
 from llm_magics.attention import capture
-from llm_magics.attention_view import AttentionView
+from llm_magics.views.attention import AttentionView
 
 TEXT = "The cat sat on the mat because it was tired."
 

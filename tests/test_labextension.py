@@ -64,4 +64,4 @@ def test_wheel_ships_the_prebuilt_extension(tmp_path):
     shared = [n for n in names if "/share/jupyter/labextensions/llm-magics/" in n]
     assert any(n.endswith("/package.json") for n in shared)
     assert any("/static/remoteEntry." in n for n in shared)
-    assert "llm_magics/static/attention.js" in names  # the attention widget's JS, no CDN
+    assert "llm_magics/views/attention.js" in names  # the attention widget's JS, no CDN

@@ -5,7 +5,7 @@ from transformers import AutoModelForCausalLM
 
 from support import run
 from llm_magics import LLMError, Session
-from llm_magics.attention_view import AttentionView
+from llm_magics.views.attention import AttentionView
 from llm_magics.lens import logit_lens
 
 TEXT = "The cat sat on the mat because it was"

@@ -65,7 +65,7 @@ def test_clear_cache_removes_the_tokens_and_the_next_run_tokenizes_again(tmp_pat
 
 def test_playground_keeps_the_last_three_runs(session):
     from llm_magics.generation import SamplingSettings
-    from llm_magics.widgets import SamplingPanel
+    from llm_magics.views.playground import SamplingPanel
 
     panel = SamplingPanel(session, "Once upon a time", SamplingSettings(max_new_tokens=2))
     seeds = []

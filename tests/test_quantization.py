@@ -168,7 +168,7 @@ def test_encoder_quantizes_to_int8(default_model_dir):
 
 
 def test_playground_on_quantized_model_and_the_hint_on_fp32(full, int8):
-    from llm_magics.widgets import SamplingPanel
+    from llm_magics.views.playground import SamplingPanel
 
     panel = SamplingPanel(int8, "Once upon a time", None)
     assert "quantized weights: int8" in panel.speed_note.value

@@ -160,7 +160,7 @@ def test_a_graceful_stop_is_evaluated_at_its_step_and_nothing_unmeasured_is_draw
     and 5 (the score of the weights it stopped with), never step 4's value repeated at 5."""
     import math
 
-    from llm_magics.widgets import TrainingView
+    from llm_magics.views.training_chart import TrainingView
 
     s = Session()
     eval_file = str(DATA / "tiny_corpus.txt")
@@ -206,7 +206,7 @@ def test_early_stopping_on_a_rising_eval_loss_restores_the_best_step(restore, tm
     where rows arrive one step late on a GPU); the model after the run equals the best step's copy."""
     import math
 
-    from llm_magics.widgets import TrainingView
+    from llm_magics.views.training_chart import TrainingView
 
     eval_file = tmp_path / "english.txt"
     eval_file.write_text((DATA / "tiny_corpus.txt").read_text()[:600])
@@ -256,7 +256,7 @@ def _ema(values, smoothing=0.9):
 
 
 def test_compare_overlays_earlier_runs_named_by_their_differences(shell, capsys, tmp_path):
-    from llm_magics.widgets import TrainingView
+    from llm_magics.views.training_chart import TrainingView
 
     s = Session(runs_dir=str(tmp_path))
     first = s.train(text=CORPUS, lr=1e-3, **TINY)

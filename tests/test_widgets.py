@@ -6,7 +6,8 @@ import pytest
 from support import DATA, run
 from llm_magics import Session
 from llm_magics.generation import SamplingSettings
-from llm_magics.widgets import SamplingPanel, TrainingView
+from llm_magics.views.playground import SamplingPanel
+from llm_magics.views.training_chart import TrainingView
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
@@ -146,7 +147,7 @@ def test_playground_busy_state_new_seed_per_click_and_fallback(session):
 
 
 def test_hover_lists_only_real_alternatives(session):
-    from llm_magics.widgets import token_probabilities
+    from llm_magics.generation import token_probabilities
 
     # top-k 1: the chosen token has p = 1 and there is no alternative (no special tokens at 0.000).
     result = session.generate("The capital of France is", max_new_tokens=5, top_k=1, seed=0, output_scores=True)
@@ -161,7 +162,7 @@ def test_hover_lists_only_real_alternatives(session):
 
 
 def test_token_probabilities_come_from_generate_scores(session):
-    from llm_magics.widgets import token_probabilities
+    from llm_magics.generation import token_probabilities
 
     result = session.generate("The capital of France is", max_new_tokens=6, do_sample=False, output_scores=True)
     tokens = token_probabilities(session.tokenizer, result.token_ids[0], result.scores)

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 import traitlets
 
-from . import attention
-from .errors import LLMError
-from .lens import check_causal, logit_lens
-from .loading import LoadedModel
+from .. import attention
+from ..errors import LLMError
+from ..lens import check_causal, logit_lens
+from ..loading import LoadedModel
+from .html import short_token
+from .lens import lens_table
 
 VIEWS = ("head", "model", "matrix", "lens")
 ALL_HEADS_UP_TO = 256
@@ -39,7 +41,7 @@ def _as_bytes(maps: torch.Tensor) -> bytes:
 
 
 class AttentionView(anywidget.AnyWidget):
-    _esm = Path(__file__).parent / "static" / "attention.js"
+    _esm = Path(__file__).parent / "attention.js"
 
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     num_layers = traitlets.Int(0).tag(sync=True)
@@ -164,7 +166,7 @@ class AttentionView(anywidget.AnyWidget):
         """The current state as self-contained HTML: no script, no widget manager needed."""
         head = "mean of heads" if self.head < 0 else f"head {self.head}"
         if self.view == "lens" and (self.lens or self.lens_error):
-            body, title = _lens_table(self.lens, self.tokens, self.lens_error), "logit lens"
+            body, title = lens_table(self.lens, self.tokens, self.lens_error), "logit lens"
         else:
             body, title = _matrix_figure(self.shown.numpy(), self.tokens), f"layer {self.layer} · {head}"
         return (f'<div class="llm-attention-static" data-layer="{self.layer}" data-head="{self.head}" '
@@ -197,10 +199,6 @@ def _colours(values: np.ndarray) -> np.ndarray:
     return (255 - strength * (255 - ACCENT)).round().astype(np.uint8)
 
 
-def _short(token: str) -> str:
-    return html.escape(token.replace("\n", "\\n").replace(" ", "·")[:14] or "∅")
-
-
 def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = None) -> str:
     n = len(tokens)
     size = size or min(480, max(200, 14 * n))
@@ -212,11 +210,12 @@ def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = Non
     cell, margin = size / n, 110
     rows = "".join(f'<div class="llm-axis-label llm-row-label" style="position:absolute;left:0;width:{margin - 4}px;'
                    f'text-align:right;overflow:hidden;white-space:nowrap;top:{margin + (i + 0.5) * cell - 7:.1f}px">'
-                   f'{_short(tokens[i])}</div>' for i in range(0, n, step))
+                   f'{short_token(tokens[i], 14)}</div>' for i in range(0, n, step))
     cols = "".join(f'<div class="llm-axis-label llm-col-label" style="position:absolute;top:0;'
                    f'height:{margin - 4}px;'
                    f'overflow:hidden;white-space:nowrap;writing-mode:vertical-rl;transform:rotate(180deg);'
-                   f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{_short(tokens[j])}</div>' for j in range(0, n, step))
+                   f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{short_token(tokens[j], 14)}</div>'
+                   for j in range(0, n, step))
     legend = ('<div style="display:flex;align-items:center;gap:6px;margin-top:6px">0<span style="display:inline-block;'
               'width:140px;height:10px;border:1px solid var(--jp-border-color1,#bbb);'
               'background:linear-gradient(to right,'
@@ -228,19 +227,25 @@ def _matrix_figure(matrix: np.ndarray, tokens: list[str], size: int | None = Non
             f'image-rendering:pixelated;border:1px solid var(--jp-border-color1,#bbb)"></div>{legend}')
 
 
-def _lens_table(lens: dict, tokens: list[str], error: str) -> str:
-    if error:
-        return f"<div>{html.escape(error)}</div>"
-    header = "".join(f'<th style="padding:2px 4px;font-weight:400">{_short(t)}</th>' for t in tokens)
-    body = []
-    for name, guesses, probs in zip(lens["rows"], lens["tokens"], lens["probs"]):
-        cells = "".join(
-            f'<td title="{html.escape(", ".join(f"{t!r} {p:.3f}" for t, p in zip(g, q)))}" style="padding:1px 4px;'
-            f'background:rgba(25,118,210,{0.85 * q[0]:.3f})">{_short(g[0])}</td>' for g, q in zip(guesses, probs))
-        body.append('<tr><th style="text-align:right;padding:1px 6px;font-weight:400;white-space:nowrap">'
-                    f'{name}</th>'
-                    f'{cells}</tr>')
-    return (f'<table class="llm-lens-static" style="border-collapse:collapse;font-family:monospace;font-size:11px">'
-            f'<tr><th></th>{header}</tr>{"".join(body)}</table>'
-            '<div>each cell: the layer\'s likeliest next token after the column\'s token; '
-            'shade = its probability</div>')
+# --- bertviz, for an online browser ---------------------------------------------------------
+
+def to_bertviz(captured: attention.AttentionCapture) -> list[torch.Tensor]:
+    """The captured layers in bertviz's format: a list of (batch=1, heads, n, n) tensors."""
+    return [captured.weights[layer].unsqueeze(0) for layer in captured.layers]
+
+
+BERTVIZ_OFFLINE = ("bertviz's views load require.js, d3 and jQuery from cdnjs.cloudflare.com at display time, "
+                   "so they stay blank offline; showing llm-magics' own view of the same attention instead "
+                   "(llm_magics.views.attention.bertviz_html(...) still returns bertviz's HTML for an online browser)")
+
+
+def bertviz_html(captured: attention.AttentionCapture, view: str = "head"):
+    """bertviz's own view of the capture. It loads require.js and d3 from a CDN: offline it stays blank."""
+    try:
+        from bertviz import head_view, model_view
+    except ImportError:
+        raise LLMError("bertviz is not installed: pip install bertviz") from None
+    show = {"head": head_view, "model": model_view}.get(view)
+    if show is None:
+        raise LLMError("bertviz has a head and a model view: use view='head' or view='model'")
+    return show(attention=to_bertviz(captured), tokens=captured.tokens, html_action="return")

@@ -15,11 +15,13 @@ from pathlib import Path
 import anywidget
 import traitlets
 
+from .html import short_token
+
 POSITIVE, NEGATIVE = (25, 118, 210), (230, 97, 0)  # blue / orange: a colour-blind-safe pair
 
 
 class HeatmapView(anywidget.AnyWidget):
-    _esm = Path(__file__).parent / "static" / "heatmap.js"
+    _esm = Path(__file__).parent / "heatmap.js"
 
     title = traitlets.Unicode("").tag(sync=True)
     hint = traitlets.Unicode("").tag(sync=True)
@@ -73,7 +75,7 @@ class HeatmapView(anywidget.AnyWidget):
         peak = max(finite, default=1.0) or 1.0
         selected = tuple(self.selected) if self.selected else None
         head = "".join(f'<th class="llm-col" style="writing-mode:vertical-rl;transform:rotate(180deg);'
-                       f'font-weight:400;max-height:110px;overflow:hidden;white-space:pre">{_short(c)}</th>'
+                       f'font-weight:400;max-height:110px;overflow:hidden;white-space:pre">{short_token(c)}</th>'
                        for c in self.columns)
         body = []
         for r, (name, row) in enumerate(zip(self.rows, values)):
@@ -85,10 +87,10 @@ class HeatmapView(anywidget.AnyWidget):
                 title = "" if raw is None else f' title="{html.escape(self.columns[c])}: {raw:.4f}"'
                 cells.append(f'<td{title} style="width:18px;height:16px;{outline}background:{_colour(v, peak)}"></td>')
             body.append(f'<tr><th style="text-align:right;font-weight:400;white-space:pre;padding-right:4px">'
-                        f'{_short(name)}{html.escape(note)}</th>{"".join(cells)}</tr>')
+                        f'{short_token(name)}{html.escape(note)}</th>{"".join(cells)}</tr>')
         detail = ""
         if self.detail:
-            items = "".join(f"<tr><td>{_short(t)}</td><td>{p:.4f}</td></tr>" for t, p in self.detail)
+            items = "".join(f"<tr><td>{short_token(t)}</td><td>{p:.4f}</td></tr>" for t, p in self.detail)
             detail = (f'<div style="margin-top:6px"><b>{html.escape(self.detail_title)}</b>'
                       f'<table style="font-family:monospace;font-size:11px">{items}</table></div>')
         scale = "each row scaled to its largest |value|" if self.normalize else f"largest |value| {peak:.4g}"
@@ -101,10 +103,6 @@ class HeatmapView(anywidget.AnyWidget):
                 f'<tr><th></th>{head}</tr>{"".join(body)}</table>'
                 f'<div style="color:var(--jp-ui-font-color2,#666)">blue: positive, orange: negative; {scale}</div>'
                 f'{detail}</div>')
-
-
-def _short(token: str) -> str:
-    return html.escape(token.replace("\n", "\\n").replace(" ", "·")[:24] or "∅")
 
 
 def _colour(value: float | None, peak: float) -> str:

@@ -1,0 +1,10 @@
+"""What the notebook shows; the numbers come from the modules above (attention, lens, runs, generation).
+
+- `training_chart`: the live training chart (plotly FigureWidget) with Stop and a saved-notebook fallback
+- `playground`: the sampling playground (a control per setting, runs side by side, token probabilities)
+- `streamed_text`: a generation or chat turn streaming into the cell
+- `attention` + `attention.js`: the attention widget (head, model, matrix and lens views; anywidget)
+- `lens`: the logit lens' saved table
+- `heatmap` + `heatmap.js`: the patching and attribution heatmap (anywidget)
+- `html`: what they share: the theme-following plot layout, the SVG fallback chart, token labels
+"""

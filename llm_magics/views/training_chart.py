@@ -1,0 +1,216 @@
+"""The live training chart: loss, smoothed loss, eval loss and lr as they come (plotly FigureWidget,
+throttled), a Stop button, and a static fallback for saved notebooks."""
+from __future__ import annotations
+
+import html
+import time
+
+import ipywidgets as widgets
+import plotly.graph_objects as go
+
+from .html import GRID, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
+
+
+class TrainingView:
+    """Live loss / eval loss / learning-rate chart with tokens/s, ETA, a progress bar and Stop.
+
+    Called once per optimizer step; redraws at most `max_redraws_per_second` so it never slows training.
+    The smoothed loss is an exponential moving average debiased as TensorBoard does (divided by
+    1 - smoothing^t), so it starts at the loss instead of climbing from zero or lagging far above it.
+    """
+
+    HEIGHT = 340
+
+    def __init__(self, session, title: str = "training", max_redraws_per_second: float = 4.0,
+                 smoothing: float = 0.9, max_points: int = 1000, compare: str | None = "auto"):
+        self.session, self.title = session, title
+        self.compare = compare  # earlier runs to overlay, faded: auto, last, all, none or ID,ID
+        self.compared: list[dict] = []
+        self.max_points = max_points  # per trace: the browser redraws the whole array on each update
+        self.min_interval = 1.0 / max_redraws_per_second
+        self.smoothing = smoothing
+        self._ema = 0.0
+        self.steps: list[int] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.lrs: list[float] = []
+        self.eval_steps: list[int] = []
+        self.eval_losses: list[float] = []
+        self.redraws = 0
+        self.best_step: int | None = None  # marked on the chart (early stopping)
+        self._last_draw: float | None = None  # None: never drawn (perf_counter's origin is arbitrary)
+        self._result = None
+        self._handle = None  # the cell output, replaced by a static figure when training ends
+        self.figure = go.FigureWidget(layout=self._layout(title=None))
+        # the raw loss: light enough to read the smoothed line over it, strong enough to see in Dark
+        self.figure.add_scatter(name="loss", mode="lines", line=dict(color="rgba(80,150,220,0.55)"))
+        self.figure.add_scatter(name="loss (smoothed)", mode="lines", line=dict(color="#1f77b4", width=2))
+        self.figure.add_scatter(name="eval loss", mode="lines+markers", line=dict(color="#e4572e"),
+                                marker=dict(size=7))
+        self.figure.add_scatter(name="learning rate", mode="lines", yaxis="y2",
+                                line=dict(color="#9a9a9a", dash="dot"))
+        self.header = widgets.HTML(f"<b>{html.escape(title)}</b>: starting…")
+        self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="60%"))
+        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
+                                          tooltip="Stop after the current step (the model and checkpoint are kept)")
+        # The kernel is busy training, so the click message itself waits until the cell ends: in JupyterLab
+        # and Notebook 7 the llm-magics extension turns a click on this class into a kernel interrupt,
+        # which the loop handles as a stop after the current step. The Python handler serves API use.
+        self.stop_button.add_class("llm-stop-training")
+        self.stop_button.on_click(lambda _: self.session.stop())
+        self.widget = widgets.VBox([widgets.HBox([self.header]), widgets.HBox([self.progress, self.stop_button]),
+                                    self.figure], layout=widgets.Layout(width="100%"))
+        self.widget.add_class("llm-training-view")
+
+    def _layout(self, title) -> dict:
+        """The same size and places live and static: full output width, legend above the plot, title above it."""
+        return dict(autosize=True, height=self.HEIGHT, margin=dict(l=55, r=60, t=70, b=40), **PLOT_THEME,
+                    title=title, xaxis=dict(title="step", gridcolor=GRID, zerolinecolor=GRID, tickformat="d"),
+                    yaxis=dict(title="loss", gridcolor=GRID, zerolinecolor=GRID),
+                    # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
+                    yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False,
+                                range=[0, 1], tickformat="~s", tickmode="auto", nticks=5, zeroline=False),
+                    legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"))
+
+    def _ipython_display_(self):
+        from IPython.display import display
+
+        self._handle = display(self.mimebundle(), raw=True, display_id=True)
+
+    def mimebundle(self) -> dict:
+        """The live widget, and text/html of its current state: a saved notebook reopened without the kernel
+        has no widget model and shows that instead (the llm-magics extension in JupyterLab, natively on
+        GitHub and nbviewer). When training ends the output becomes the static figure."""
+        return {**self.widget._repr_mimebundle_(), "text/html": self.fallback_html()}
+
+    def __call__(self, row: dict, result) -> None:
+        self._result = result
+        self.steps.append(row["step"])
+        self.losses.append(row["loss"])
+        self._ema = self.smoothing * self._ema + (1 - self.smoothing) * row["loss"]
+        self.smoothed.append(self._ema / (1 - self.smoothing ** len(self.steps)))
+        self.lrs.append(row["lr"])
+        if "eval_loss" in row:
+            self.eval_steps.append(row["step"])
+            self.eval_losses.append(row["eval_loss"])
+        now = time.perf_counter()
+        due = self._last_draw is None or now - self._last_draw >= self.min_interval
+        if due or row["step"] == result.total_steps:
+            self.redraw()
+            self._last_draw = time.perf_counter()
+
+    def redraw(self) -> None:
+        result = self._result
+        if result is None:
+            return
+        keep = self._shown_indices()
+        steps = [self.steps[i] for i in keep]
+        with self.figure.batch_update():
+            raw, smooth, evals, lr = self.figure.data[:4]
+            raw.x, raw.y = steps, [self.losses[i] for i in keep]
+            smooth.x, smooth.y = steps, [self.smoothed[i] for i in keep]
+            evals.x, evals.y = self.eval_steps, self.eval_losses
+            lr.x, lr.y = steps, [self.lrs[i] for i in keep]
+            self.figure.layout.yaxis2.range = [0, (max(self.lrs) or 1.0) * 1.1]
+            self._mark_best(getattr(result, "best_step", None))
+        self.header.value = self._header_html()
+        step, total = self.steps[-1], result.total_steps
+        self.progress.max, self.progress.value = total, step
+        self.redraws += 1
+
+    def on_record(self, record) -> None:
+        """The run's folder is made: overlay the earlier runs asked for, each named by the options in which
+        it differs from the others and from this run (e.g. `lr=0.003`)."""
+        from .. import runs as run_history
+
+        self.compared = run_history.select(self.compare, record.info["kind"], record.info["options"], record.root,
+                                           exclude=record.id)
+        if not self.compared:
+            return
+        names = run_history.differing_options([record.info, *self.compared])
+        self.this_run = run_history.label(record.info, names) if names else "this run"
+        with self.figure.batch_update():
+            self.figure.data[1].name = f"loss (smoothed, {self.this_run})"
+            for info in self.compared:
+                history = info["history"]
+                self.figure.add_scatter(x=[row["step"] for row in history],
+                                        y=run_history.smoothed([row["loss"] for row in history], self.smoothing),
+                                        name=run_history.label(info, names) if names else info["id"], mode="lines",
+                                        opacity=0.45, line=dict(width=1.5, dash="dot"),
+                                        legendgroup="earlier runs", meta="llm-compare")
+
+    def _mark_best(self, best_step: int | None) -> None:
+        """Early stopping: a dashed line at the step of the best eval loss (the weights it restores)."""
+        if best_step is None or self.best_step == best_step:
+            return
+        self.best_step = best_step
+        self.figure.layout.shapes = [dict(type="line", xref="x", yref="paper", x0=best_step, x1=best_step, y0=0,
+                                          y1=1, line=dict(color="#e4572e", dash="dash", width=1))]
+        self.figure.layout.annotations = [dict(x=best_step, xref="x", y=1, yref="paper", text=f"best step {best_step}",
+                                               showarrow=False, xanchor="left", yanchor="top",
+                                               font=dict(size=11, color="#e4572e"))]
+
+    def _header_html(self) -> str:
+        result = self._result
+        if result is None:
+            return f"<b>{html.escape(self.title)}</b>: starting…"
+        step, total = self.steps[-1], result.total_steps
+        seconds_per_step = result.seconds / max(len(self.steps), 1)
+        eta = seconds_per_step * (total - step)
+        state = "stopped" if result.interrupted else ("done" if step >= total else f"ETA {duration(eta)}")
+        evaluated = f" · eval loss {self.eval_losses[-1]:.4f} (step {self.eval_steps[-1]})" if self.eval_losses else ""
+        return (f"<b>{html.escape(self.title)}</b>: step {step}/{total} · loss {self.losses[-1]:.4f}{evaluated}"
+                f" · {result.tokens_per_second:,.0f} tokens/s · {state}")
+
+    def _shown_indices(self) -> list[int]:
+        """All steps, or at most max_points evenly spaced ones (the last always): long runs stay light."""
+        count = len(self.steps)
+        if count <= self.max_points:
+            return list(range(count))
+        stride = count / self.max_points
+        return sorted({int(i * stride) for i in range(self.max_points)} | {count - 1})
+
+    def close(self) -> None:
+        self._pick_up_final_eval()
+        self.redraw()
+        self.stop_button.disabled = True
+        if self._handle is not None and self._result is not None:
+            # Swap the live widget for a plain plotly figure: saved in the notebook as JSON and drawn by
+            # the plotly JupyterLab/Notebook extension with its bundled plotly.js, no kernel or CDN needed.
+            self._handle.update(self.static_figure(), raw=True)
+
+    def discard(self) -> None:
+        """The run failed before its first step (bad data or option): leave no half-drawn chart behind."""
+        if self._handle is not None:
+            self._handle.update({"text/plain": ""}, raw=True)
+        self.widget.close()
+
+    def _pick_up_final_eval(self) -> None:
+        """An evaluation at the step a run was stopped is in result.eval_history, not in a step row. Only
+        measured points are drawn: a stop without --eval-data draws no eval point."""
+        for entry in getattr(self._result, "eval_history", None) or []:
+            if "eval_loss" in entry and entry["step"] not in self.eval_steps:
+                self.eval_steps.append(entry["step"])
+                self.eval_losses.append(entry["eval_loss"])
+
+    def static_figure(self) -> dict:
+        """The final chart as a plotly mime bundle (the header as its title, the same size as the live one),
+        with a self-contained SVG of it as text/html for viewers without plotly (GitHub, nbviewer)."""
+        import plotly.io as pio
+
+        figure = go.Figure(self.figure)
+        figure.update_layout(title=dict(text=plain_text(self.header.value), font=dict(size=13), x=0, xanchor="left",
+                                        y=0.98, yanchor="top"))
+        bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
+        bundle["application/vnd.plotly.v1+json"]["config"] = PLOT_CONFIG
+        bundle["text/html"] = self.fallback_html()
+        bundle["text/plain"] = plain_text(self.header.value)
+        return bundle
+
+    def fallback_html(self) -> str:
+        """The header and an inline SVG of the chart: what a notebook shows without the kernel or plotly."""
+        return (f"<div class='llm-training-fallback' style='font-family:var(--jp-ui-font-family,sans-serif);"
+                f"color:var(--jp-ui-font-color1,inherit)'><div>{self._header_html()}</div>"
+                + svg_chart([("loss", self.steps, self.losses, "rgba(31,119,180,0.45)"),
+                             ("loss (smoothed)", self.steps, self.smoothed, "#1f77b4"),
+                             ("eval loss", self.eval_steps, self.eval_losses, "#e4572e")]) + "</div>")
