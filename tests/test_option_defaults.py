@@ -100,7 +100,7 @@ def test_a_real_run_records_the_same_options_from_the_magic_and_the_api(shell, t
 
 
 def test_playground_sliders_have_the_declared_ranges():
-    from llm_magics.widgets import SamplingPanel
+    from llm_magics.views.playground import SamplingPanel
 
     panel = SamplingPanel(Session(), "")
     sliders = {"temperature": panel.temperature, "top_k": panel.top_k, "top_p": panel.top_p,
