@@ -79,17 +79,24 @@ def test_training_options_resolve_alike_from_the_magic_and_the_api(line, command
 
 
 def test_a_real_run_records_the_same_options_from_the_magic_and_the_api(shell, tmp_path):
-    """A from-scratch train run, stopped after its first step, records the options it ran with."""
+    """A from-scratch train run, stopped after its first step, records the options it ran with. Only --config is
+    given (a very small model, both ways alike); every other option is its default."""
+    import json
+
     import llm_magics
 
+    config = tmp_path / "small.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,
+                                  "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 64,
+                                  "max_position_embeddings": 128}))
     session = llm_magics.session
     stop = lambda row, result: session.stop()  # noqa: E731 (one step is enough to record the options)
     session.step_listeners.append(stop)
     corpus = "the cat sat on the mat. " * 200
     try:
-        run(shell, "train --from-scratch --no-widget --no-progress", corpus)
+        run(shell, f"train --from-scratch --config {config} --no-widget --no-progress", corpus)
         from_magic = session.runs[-1].options
-        session.train(text=corpus, from_scratch=True, progress=False)
+        session.train(text=corpus, from_scratch=True, config=str(config), progress=False)
         from_api = session.runs[-1].options
     finally:
         session.step_listeners.remove(stop)
