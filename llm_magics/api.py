@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
 
-from . import generation, loading, quantization, training
+from . import generation, loading, options, quantization, training
 from . import runs as run_history
 from .data import Preparation, classification_examples, data_cache, datasets_bars, read_corpus
 from .devices import memory_report
@@ -32,6 +32,10 @@ from .training import TrainOptions, TrainResult
 from .training import run as training_run
 from .training.checkpoints import STATE_FILE, write_failure
 
+# Each command's declared defaults (llm_magics/options.py): the signatures below take theirs from there.
+_LOAD, _TRAIN, _FINETUNE, _LR_FIND, _SAVE, _ATTENTION, _PATCH, _ATTRIBUTE, _EVAL = (
+    options.defaults(command) for command in (
+        "load", "train", "finetune", "lr-find", "save", "attention", "patch", "attribute", "eval"))
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
 
@@ -101,8 +105,8 @@ class Session:
     def tokenizer(self):
         return self.loaded.tokenizer if self.loaded else None
 
-    def load(self, spec: str = "default", device: str = "auto", dtype: str = "auto",
-             trust_remote_code: bool = False, quantize: str = "none") -> LoadedModel:
+    def load(self, spec: str = _LOAD.model, device: str = _LOAD.device, dtype: str = _LOAD.dtype,
+             trust_remote_code: bool = _LOAD.trust_remote_code, quantize: str = _LOAD.quantize) -> LoadedModel:
         """quantize: none (default: attention, the lens and training stay exact), int8 or int4 weights for
         faster inference; the Linear layers are swapped in place (see llm_magics.quantization)."""
         mode = quantization.check_choice(quantize)
@@ -139,7 +143,7 @@ class Session:
                 **memory_report(loaded.model, loaded.device), **quantization.status(loaded),
                 "chat_turns": len(self.history) // 2, "runs": len(self.runs)}
 
-    def save(self, directory: str, adapter_only: bool = False, overwrite: bool = False) -> str:
+    def save(self, directory: str, adapter_only: bool = _SAVE.adapter, overwrite: bool = _SAVE.overwrite) -> str:
         """Save weights + tokenizer; LoRA is merged into a copy unless adapter_only.
 
         A folder we saved before is replaced (all our earlier files go); a non-empty folder of anything
@@ -222,13 +226,14 @@ class Session:
         self.system = system
 
     # --- training ---
-    def train(self, text: str | None = None, data: str | None = None, from_scratch: bool = False,
-              config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
-              eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
-              progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
-              accelerate_config: str | None = None, text_field: str | None = None, max_tokens: int | None = None,
-              sample_docs: int | None = None, on_prepare: list[Callable] = (), num_proc: int | None = None,
-              runs_dir: str | None = None, **options) -> TrainResult:
+    def train(self, text: str | None = None, data: str | None = _TRAIN.data, from_scratch: bool = _TRAIN.from_scratch,
+              config: str = _TRAIN.config, arch: str = _TRAIN.arch, tokenizer: str = _TRAIN.tokenizer,
+              eval_data: str | None = _TRAIN.eval_data, on_step: list[Callable] = (), device: str = _TRAIN.device,
+              progress: bool = _TRAIN.progress, trust_remote_code: bool = _TRAIN.trust_remote_code,
+              processes: int = _TRAIN.processes, accelerate_config: str | None = _TRAIN.accelerate_config,
+              text_field: str | None = _TRAIN.text_field, max_tokens: int | None = _TRAIN.max_tokens,
+              sample_docs: int | None = _TRAIN.sample_docs, on_prepare: list[Callable] = (),
+              num_proc: int | None = None, runs_dir: str | None = _TRAIN.runs_dir, **options) -> TrainResult:
         """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a checkpoint's
         run from its own weights.
 
@@ -236,11 +241,12 @@ class Session:
         documents; on_prepare: hooks `(stage, done, total)` called while data is read and tokenized
         (step callbacks with an `on_prepare` method get them too); num_proc: tokenizing processes.
         processes > 1 (or an accelerate config) trains on several processes; the kernel then keeps its copy
-        of the model on the CPU. runs_dir: where the run is recorded (default `self.runs_dir`)."""
+        of the model on the CPU. runs_dir: where the run is recorded (default `self.runs_dir`).
+        **options: TrainOptions' (steps, batch_size, lr...); lr and steps default by kind of run (README)."""
         options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "train")
-        opts = TrainOptions(**train_options).validated()
+        opts = TrainOptions.for_run("train", train_options, from_scratch=from_scratch)
         return training_run.train(
             self, opts, text=text, data=data, from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer,
             eval_data=eval_data, on_step=on_step, device=device, progress=progress,
@@ -256,16 +262,21 @@ class Session:
                 self.history = []
         return start
 
-    def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
-                 lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
-                 labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
-                 trust_remote_code: bool = False, processes: int = 1, accelerate_config: str | None = None,
-                 text_field: str | None = None, sample_docs: int | None = None, on_prepare: list[Callable] = (),
-                 runs_dir: str | None = None, **options) -> TrainResult:
+    def finetune(self, data: str | None = _FINETUNE.data, text: str | None = None,
+                 eval_data: str | None = _FINETUNE.eval_data, lora: bool = _FINETUNE.lora,
+                 lora_r: int = _FINETUNE.lora_r, lora_alpha: int | None = _FINETUNE.lora_alpha,
+                 task: str = _FINETUNE.task, labels: list[str] | str | None = _FINETUNE.labels,
+                 on_step: list[Callable] = (), progress: bool = _FINETUNE.progress,
+                 trust_remote_code: bool = _FINETUNE.trust_remote_code, processes: int = _FINETUNE.processes,
+                 accelerate_config: str | None = _FINETUNE.accelerate_config,
+                 text_field: str | None = _FINETUNE.text_field, sample_docs: int | None = _FINETUNE.sample_docs,
+                 on_prepare: list[Callable] = (), runs_dir: str | None = _FINETUNE.runs_dir,
+                 **options) -> TrainResult:
+        """**options: TrainOptions' (epochs, steps, lr...); lr defaults by kind of run (README)."""
         options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
-        opts = TrainOptions(**{"lr": 2e-4 if lora else 5e-5, **train_options}).validated()
+        opts = TrainOptions.for_run("finetune", train_options, lora=lora)
         return training_run.finetune(
             self, opts, data=data, text=text, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
             task=task, labels=labels, on_step=on_step, progress=progress, trust_remote_code=trust_remote_code,
@@ -298,8 +309,9 @@ class Session:
             self.stop_flag.request("stop button")
 
     # --- the learning-rate finder ---
-    def lr_find(self, finetune: bool = False, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-                suggestion: str = "valley", on_step: list[Callable] = (), **options) -> TrainResult:
+    def lr_find(self, finetune: bool = False, start_lr: float = _LR_FIND.start_lr, end_lr: float = _LR_FIND.end_lr,
+                num_steps: int = _LR_FIND.num_steps, suggestion: str = _LR_FIND.suggestion,
+                on_step: list[Callable] = (), **options) -> TrainResult:
         """fastai's lr_find on what `train(**options)` (or `finetune(**options)`) would train: an exponential
         lr sweep with a smoothed loss, stopped at 4x its best; sets `self.suggested_lr` (valley by default,
         or minimum/10, steep), which `lr="suggested"` uses. The sweep trains a copy of the model and the
@@ -343,9 +355,10 @@ class Session:
         return {**options, "lr": self.suggested_lr}
 
     # --- evaluation ---
-    def eval(self, metric: str, data: str | None = None, text: str | None = None, max_new_tokens: int = 64,
-             seq_len: int = 512, text_field: str | None = None, sample_docs: int | None = None,
-             max_tokens: int | None = None, progress: bool = True, runs_dir: str | None = None):
+    def eval(self, metric: str, data: str | None = _EVAL.data, text: str | None = None,
+             max_new_tokens: int = _EVAL.max_new_tokens, seq_len: int = _EVAL.seq_len,
+             text_field: str | None = _EVAL.text_field, sample_docs: int | None = _EVAL.sample_docs,
+             max_tokens: int | None = _EVAL.max_tokens, progress: bool = True, runs_dir: str | None = _EVAL.runs_dir):
         """Score the loaded model on a data file; the result is also recorded with the latest run.
         Stopped (interrupt, Stop button, `stop()`), it is marked partial and is not a score."""
         from . import evaluation
@@ -378,8 +391,9 @@ class Session:
         return result
 
     # --- attention ---
-    def attention(self, text: str, layer: int | None = None, head: int | None = None, view: str | None = None,
-                  backend: str = "widget", target: str | None = None):
+    def attention(self, text: str, layer: int | None = _ATTENTION.layer, head: int | None = _ATTENTION.head,
+                  view: str | None = _ATTENTION.view, backend: str = _ATTENTION.backend,
+                  target: str | None = None):
         """An interactive attention view (widget; view='lens' opens its logit-lens tab, where `target` plots
         that token's probability and rank across layers), or bertviz's own head/model view HTML
         (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
@@ -421,8 +435,8 @@ class Session:
         return result
 
     # --- why: activation patching and attribution ---
-    def patch(self, clean: str, corrupted: str, answer: str | None = None, wrong: str | None = None,
-              site: str = "residual", layers: list[int] | None = None, batch_size: int = 64,
+    def patch(self, clean: str, corrupted: str, answer: str | None = _PATCH.answer, wrong: str | None = _PATCH.wrong,
+              site: str = _PATCH.site, layers: list[int] | None = None, batch_size: int = 64,
               progress: bool = True):
         """Activation patching: every layer × position (site 'heads': layer × head) of the corrupted run
         patched from the clean run; `.scores` is the share of the logit difference answer − wrong restored.
@@ -433,8 +447,9 @@ class Session:
         return self._counted(f"patching {site}", "layer", progress, lambda stop, bar: patch(
             loaded, clean, corrupted, answer, wrong, site, layers, batch_size, stop, bar))
 
-    def attribute(self, text: str, method: str = "integrated-gradients", target: str | None = None,
-                  max_new_tokens: int = 10, steps: int | None = None, batch_size: int = 16, progress: bool = True):
+    def attribute(self, text: str, method: str = _ATTRIBUTE.method, target: str | None = _ATTRIBUTE.target,
+                  max_new_tokens: int = _ATTRIBUTE.max_new_tokens, steps: int | None = _ATTRIBUTE.steps,
+                  batch_size: int = 16, progress: bool = True):
         """Which input tokens drove each output token, with Captum's `method`. Without target: the greedy
         continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
         between target tokens: the finished ones are kept (`.interrupted`)."""

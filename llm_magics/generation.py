@@ -13,18 +13,21 @@ from .devices import compile_backend
 from .errors import LLMError, is_out_of_memory
 from .interrupts import StopFlag, graceful_interrupts
 from .loading import LoadedModel, context_length, require_causal
+from .options import defaults
+
+_D = defaults("generate")  # declared in llm_magics/options.py, with their help and the playground's ranges
 
 
 @dataclass
 class SamplingSettings:
-    max_new_tokens: int = 64
-    temperature: float = 0.7
-    top_k: int = 50
-    top_p: float = 0.95
-    repetition_penalty: float = 1.0
-    num_return_sequences: int = 1
-    seed: int | None = None
-    do_sample: bool = True
+    max_new_tokens: int = _D.max_new_tokens
+    temperature: float = _D.temperature
+    top_k: int = _D.top_k
+    top_p: float = _D.top_p
+    repetition_penalty: float = _D.repetition_penalty
+    num_return_sequences: int = _D.num_return_sequences
+    seed: int | None = _D.seed
+    do_sample: bool = _D.do_sample
 
     def validated(self) -> SamplingSettings:
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)

@@ -55,6 +55,7 @@ SLOW = {
     "test_magics.py::test_train_from_scratch_magic_loss_falls",
     "test_magics.py::test_interrupting_generation_keeps_partial_text",
     "test_magics.py::test_interrupting_training_keeps_model_and_checkpoint",
+    "test_option_defaults.py::test_a_real_run_records_the_same_options_from_the_magic_and_the_api",
     "test_packaging.py::test_wheel_from_a_clean_checkout_installs_the_extension",
     "test_parsing.py::test_generate_and_chat_lines_keep_the_text",
     "test_quiet_outputs.py::test_generate_ends_with_tokens_speed_and_why_it_stopped",

@@ -10,7 +10,7 @@ PACKAGE = Path(llm_magics.__file__).parent
 # Bottom first. Modules in one layer do not import each other (training and generation in particular).
 LAYERS = [
     {"errors", "interrupts", "status", "progress", "cells", "kinds"},
-    {"checks", "devices", "files", "views.html"},  # views/html.py: the plot theme and SVG chart, no imports
+    {"checks", "devices", "files", "options", "views.html"},  # views/html.py: the plot theme and SVG chart
     {"loading", "quantization"},
     {"data"},
     {"attribution"},  # Captum's methods on a model: attention's --explain uses its gradient x input

@@ -1,6 +1,6 @@
 // Completion of %llm sub-commands and option names in notebook cells.
 import { CompletionHandler, ICompletionContext, ICompletionProvider } from '@jupyterlab/completer';
-import { completeMagic } from './magic';
+import { completeMagic, completionHelp } from './magic';
 
 export class LlmCompletionProvider implements ICompletionProvider {
   readonly identifier = 'llm-magics:completer';
@@ -20,7 +20,11 @@ export class LlmCompletionProvider implements ICompletionProvider {
     return {
       start: lineStart + reply.start,
       end: request.offset,
-      items: reply.items.map(label => ({ label, type: label.startsWith('--') ? 'option' : 'command' }))
+      items: reply.items.map(label => ({
+        label,
+        type: label.startsWith('--') ? 'option' : reply.command ? 'value' : 'command',
+        documentation: completionHelp(reply.command, label)
+      }))
     };
   }
 }

@@ -8,6 +8,18 @@ export const COMMANDS: Record<string, string[]> = commandSpec.options;
 export const FLAGS: Record<string, string[]> = commandSpec.flags;
 /** Sub-commands whose free text (a prompt, a message) may follow the options on the line. */
 export const FREE_TEXT: string[] = commandSpec.free_text;
+/** Each sub-command's help. */
+export const COMMAND_HELP: Record<string, string> = commandSpec.commands;
+/** Each sub-command's options: their help (with the default) and usual values, from llm_magics/options.py. */
+export const DETAILS: Record<string, Record<string, { help: string; values?: string[] }>> = commandSpec.details;
+
+/** The help shown beside a completion item: a sub-command's, or an option's or value's of `command`. */
+export function completionHelp(command: string | undefined, label: string): string | undefined {
+  if (command === undefined) {
+    return COMMAND_HELP[label];
+  }
+  return DETAILS[command]?.[label]?.help;
+}
 
 export type TokenType = 'magic' | 'command' | 'option' | 'value' | 'text' | 'unknown';
 
@@ -66,8 +78,9 @@ export function tokenizeMagicLine(line: string): IToken[] {
   return tokens;
 }
 
-/** Completion candidates for the text before the cursor on a magic line, or null if none apply. */
-export function completeMagic(before: string): { start: number; items: string[] } | null {
+/** Completion candidates for the text before the cursor on a magic line, or null if none apply: sub-commands,
+ * then the sub-command's options, or after an option its usual values. `command` is set past the sub-command. */
+export function completeMagic(before: string): { start: number; items: string[]; command?: string } | null {
   const match = /^(\s*%%?llm)(\s+.*)?$/.exec(before);
   if (!match) {
     return null;
@@ -84,11 +97,26 @@ export function completeMagic(before: string): { start: number; items: string[] 
   if (done.length === 0) {
     return { start, items: Object.keys(COMMANDS).filter(c => c.startsWith(current)) };
   }
-  const options = COMMANDS[done[0]];
-  if (!options || (!current.startsWith('-') && current !== '')) {
-    return options && current === '' ? { start, items: options.filter(o => !done.includes(o)) } : null;
+  const command = done[0];
+  const options = COMMANDS[command];
+  if (!options) {
+    return null;
   }
-  return { start, items: options.filter(o => o.startsWith(current) && !done.includes(o)) };
+  const previous = done[done.length - 1];
+  const wantsValue =
+    done.length > 1 &&
+    previous.startsWith('--') &&
+    !previous.includes('=') &&
+    options.includes(previous) &&
+    !(FLAGS[command] || []).includes(previous);
+  if (wantsValue) {
+    const values = DETAILS[command]?.[previous]?.values;
+    return values ? { start, items: values.filter(v => v.startsWith(current)), command } : null;
+  }
+  if (!current.startsWith('-') && current !== '') {
+    return null;
+  }
+  return { start, items: options.filter(o => o.startsWith(current) && !done.includes(o)), command };
 }
 
 export interface IModelStatus {

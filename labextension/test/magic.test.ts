@@ -1,5 +1,6 @@
 import {
   completeMagic,
+  completionHelp,
   curvePaths,
   formatParameters,
   isLlmCell,
@@ -80,6 +81,17 @@ describe('completeMagic', () => {
   });
   it('says nothing outside magic lines', () => {
     expect(completeMagic('import os')).toBeNull();
+  });
+  it("completes an option's values, and nothing where any value goes", () => {
+    expect(completeMagic('%%llm train --arch ')!.items).toEqual(['llama', 'gpt2']);
+    expect(completeMagic('%%llm train --tokenizer d')!.items).toEqual(['default']);
+    expect(completeMagic('%%llm train --lr ')).toBeNull();
+    expect(completeMagic('%%llm train --from-scratch ')!.items).toContain('--config');
+  });
+  it('shows the help of commands and options, with their defaults', () => {
+    expect(completionHelp(undefined, 'save')).toContain('save the model');
+    expect(completionHelp('train', '--batch-size')).toBe('default 8');
+    expect(completionHelp('generate', '--temperature')).toBe('softmax temperature (default 0.7)');
   });
 });
 

@@ -8,33 +8,44 @@ from pathlib import Path
 from ..checks import check_finite, check_seed
 from ..errors import LLMError
 from ..kinds import RunKind
+from ..options import LR_BY_KIND, default_lr, defaults
+
+_D = defaults("finetune")  # the declared defaults (llm_magics/options.py); lr and steps go by kind (for_run)
 
 
 @dataclass
 class TrainOptions:
     steps: int | None = None  # optimizer steps (train); finetune derives them from epochs
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    lr: float = 3e-4
-    warmup: float = 0.1  # < 1: a fraction of the steps, else a step count
+    epochs: float = _D.epochs
+    batch_size: int = _D.batch_size
+    grad_accum: int = _D.grad_accum
+    lr: float = LR_BY_KIND["train"]
+    warmup: float = _D.warmup  # < 1: a fraction of the steps, else a step count
     weight_decay: float = 0.01
     max_grad_norm: float = 1.0
-    seq_len: int = 128
-    checkpoint_every: int | None = None
+    seq_len: int = _D.seq_len
+    checkpoint_every: int | None = _D.checkpoint_every
     keep_checkpoints: int = 2
-    output_dir: str | None = None
-    resume: str | None = None
-    eval_every: int | None = None
-    seed: int = 0
-    compile: bool | str = False  # torch.compile the model (True: inductor, or a backend name)
-    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, ~30% slower
-    early_stopping: int | None = None  # stop after this many evaluations without a better eval loss
-    min_delta: float = 0.0  # what counts as better: lower by more than this
-    restore_best: bool = True  # after early stopping, load the best evaluation's weights back
-    track: str | None = None  # experiment trackers, comma-separated (tensorboard, trackio, wandb, mlflow, aim)
+    output_dir: str | None = _D.output_dir
+    resume: str | None = _D.resume
+    eval_every: int | None = _D.eval_every
+    seed: int = _D.seed
+    compile: bool | str = _D.compile  # torch.compile the model (True: inductor, or a backend name)
+    gradient_checkpointing: bool = _D.gradient_checkpointing  # less memory, ~30% slower steps
+    early_stopping: int | None = _D.early_stopping  # stop after this many evaluations without a better eval loss
+    min_delta: float = _D.min_delta  # what counts as better: lower by more than this
+    restore_best: bool = _D.restore_best  # after early stopping, load the best evaluation's weights back
+    track: str | None = _D.track  # experiment trackers, comma-separated (tensorboard, trackio, wandb, mlflow, aim)
     tracker_dir: str | None = None  # where local trackers write (the run's folder)
     lr_sweep: float | None = None  # lr-find: grow the lr exponentially from `lr` to this over `steps` steps
+
+    @classmethod
+    def for_run(cls, command: str, given: dict, from_scratch: bool = False, lora: bool = False) -> TrainOptions:
+        """A train or finetune run's options: its kind's lr and steps, the declared defaults, then those given
+        (lr or steps None, as the magics pass them unset, means the kind's default)."""
+        kind = {"lr": default_lr(command, from_scratch, lora), "steps": defaults(command).steps}
+        given = {name: value for name, value in given.items() if not (name in kind and value is None)}
+        return cls(**{**kind, **given}).validated()
 
     def validated(self) -> TrainOptions:
         check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,

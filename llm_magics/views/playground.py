@@ -6,7 +6,10 @@ import html
 
 import ipywidgets as widgets
 
+from .. import options
 from ..generation import SamplingSettings, token_probabilities
+
+SLIDER_RANGES = {o.name: o.range for o in options.options("playground") if o.range}  # (low, high, step)
 
 
 def _probability_colour(prob: float) -> str:
@@ -19,6 +22,13 @@ PROBABILITY_LEGEND = (
     "width:120px;height:10px;border-radius:3px;background:linear-gradient(to right,"
     + ",".join(_probability_colour(p / 4) for p in range(5)) + ")'></span><span>1</span>"
     "<span style='color:var(--jp-ui-font-color2)'>· hover a token for its alternatives</span></div>")
+
+
+def _slider(settings: SamplingSettings, name: str, description: str, style: dict) -> widgets.Widget:
+    """A slider over the setting's declared range (llm_magics/options.py)."""
+    low, high, step = SLIDER_RANGES[name]
+    kind = widgets.FloatSlider if isinstance(step, float) else widgets.IntSlider
+    return kind(value=getattr(settings, name), min=low, max=high, step=step, description=description, style=style)
 
 
 def tokens_by_probability_html(tokens: list[dict]) -> str:
@@ -63,17 +73,12 @@ class SamplingPanel:
         style = {"description_width": "130px"}
         self.prompt = widgets.Textarea(value=prompt, description="prompt", layout=widgets.Layout(width="98%"),
                                        style=style)
-        self.temperature = widgets.FloatSlider(value=settings.temperature, min=0.05, max=2.0, step=0.05,
-                                               description="temperature", style=style)
-        self.top_k = widgets.IntSlider(value=settings.top_k, min=0, max=200, description="top-k", style=style)
-        self.top_p = widgets.FloatSlider(value=settings.top_p, min=0.05, max=1.0, step=0.05,
-                                         description="top-p", style=style)
-        self.repetition_penalty = widgets.FloatSlider(value=settings.repetition_penalty, min=0.8, max=2.0,
-                                                      step=0.05, description="repetition penalty", style=style)
-        self.max_new_tokens = widgets.IntSlider(value=settings.max_new_tokens, min=1, max=512,
-                                                description="max new tokens", style=style)
-        self.num_samples = widgets.IntSlider(value=settings.num_return_sequences, min=1, max=8,
-                                             description="samples", style=style)
+        self.temperature = _slider(settings, "temperature", "temperature", style)
+        self.top_k = _slider(settings, "top_k", "top-k", style)
+        self.top_p = _slider(settings, "top_p", "top-p", style)
+        self.repetition_penalty = _slider(settings, "repetition_penalty", "repetition penalty", style)
+        self.max_new_tokens = _slider(settings, "max_new_tokens", "max new tokens", style)
+        self.num_samples = _slider(settings, "num_return_sequences", "samples", style)
         self.seed = widgets.IntText(value=settings.seed if settings.seed is not None else 0, description="seed",
                                     style=style, layout=widgets.Layout(width="260px"))
         self.pin_seed = widgets.Checkbox(value=settings.seed is not None, description="pin seed", indent=False,

@@ -1,0 +1,337 @@
+"""Every command's options, declared once: type, default, range, choices and help.
+
+The magics' argparse parsers, the `Session` methods' defaults, `TrainOptions` / `SamplingSettings`, the
+playground's sliders, the extension's completion list (commands.json) and the README's table of defaults
+are all derived from the lists below (in the spirit of transformers' GenerationConfig).
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from types import SimpleNamespace
+from typing import Any
+
+MAGIC_ONLY = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # the Python keyword; its flag is --name-with-dashes
+    default: Any = None
+    type: Callable | None = None  # int, float, str... None: a flag (see `flags`) or a string
+    help: str = ""
+    choices: tuple | None = None  # the only values argparse accepts
+    values: tuple | None = None  # the usual values, for completion, where others (a path, a hub id) also go
+    range: tuple | None = None  # (low, high, step): the playground's slider
+    flags: dict | None = None  # a boolean: each flag and the value it stores, e.g. {"--greedy": False}
+    positional: str | None = None  # a positional argument's nargs: "?", "*", or "1" for exactly one
+    required: bool = False
+    metavar: str | None = None
+    keyword: str | bool | None = None  # the Session keyword when it differs; MAGIC_ONLY when there is none
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def api_name(self) -> str | None:
+        return None if self.keyword is MAGIC_ONLY else self.keyword or self.name
+
+    def value_help(self) -> str:
+        """The help text with the default, as `--help` and the completer show it."""
+        if self.flags or self.positional or self.default is None:
+            return self.help
+        return f"{self.help} (default {self.default})" if self.help else f"default {self.default}"
+
+
+def _flag(name: str, help: str, default: bool = False, **more) -> Option:
+    """A switch: --name turns it on (or, default True, --no-name turns it off)."""
+    flag = ("--no-" if default else "--") + name.replace("_", "-")
+    return Option(name, default, help=help, flags={flag: not default}, **more)
+
+
+def _lr_value(text: str):
+    return text if text == "suggested" else float(text)
+
+
+DATA_HELP = ("a .txt (a document per blank-line-separated block), .jsonl/.json, .csv or .parquet file, a folder "
+             "of them or one written by Dataset.save_to_disk; '-' or none = the cell body")
+RUNS_DIR_HELP = "where the run is recorded (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"
+COMPILE_BACKEND = Option("compile_backend", type=str, keyword=MAGIC_ONLY, values=("inductor", "aot_eager", "eager"),
+                         help="torch.compile backend (default inductor; e.g. aot_eager)")
+DEVICE = Option("device", "auto", str, "auto (CUDA if present), cpu, cuda, cuda:N", values=("auto", "cpu", "cuda"))
+
+SAMPLING = [
+    Option("max_new_tokens", 64, int, "tokens to generate", range=(1, 512, 1)),
+    Option("temperature", 0.7, float, "softmax temperature", range=(0.05, 2.0, 0.05)),
+    Option("top_k", 50, int, "keep the k likeliest tokens; 0 = off", range=(0, 200, 1)),
+    Option("top_p", 0.95, float, "nucleus sampling mass", range=(0.05, 1.0, 0.05)),
+    Option("repetition_penalty", 1.0, float, "> 1 discourages repeats", range=(0.8, 2.0, 0.05)),
+    Option("seed", None, int, "same seed => same text"),
+    Option("do_sample", True, help="sample (default for generate); --greedy: always take the likeliest token",
+           flags={"--do-sample": True, "--greedy": False}),
+]
+NUM_RETURN_SEQUENCES = Option("num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1))
+
+# What a training run does; train, finetune and lr-find share them (see TrainOptions).
+TRAINING = [
+    Option("data", type=str, help=DATA_HELP),
+    Option("eval_data", type=str, help="held-out data (same formats as --data) evaluated during training"),
+    Option("text_field", type=str, help="the column holding the text when it is not 'text'"),
+    Option("sample_docs", type=int, help="use only the first N documents (rows) of --data"),
+    Option("steps", type=int, help="optimizer steps (finetune: from --epochs when not given)"),
+    Option("batch_size", 8, int),
+    Option("grad_accum", 1, int, "micro-batches per optimizer step"),
+    Option("lr", type=_lr_value, help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last "
+           "lr-find's; default: by kind of run (README)"),
+    Option("warmup", 0.1, float, "warmup: a fraction (<1) or a step count"),
+    Option("seq_len", 128, int, "tokens per training sequence"),
+    Option("eval_every", type=int, help="evaluate --eval-data every N steps"),
+    Option("checkpoint_every", type=int, help="write a resumable checkpoint every N steps"),
+    Option("output_dir", type=str, help="where checkpoints go (default llm_runs/<kind>-<time>)"),
+    Option("resume", type=str, help="continue from a checkpoint directory"),
+    Option("runs_dir", type=str, help=RUNS_DIR_HELP),
+    Option("early_stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE evaluations without a "
+           "better eval loss (needs --eval-data, --eval-every)"),
+    Option("min_delta", 0.0, float, "early stopping: how much lower counts as better"),
+    _flag("restore_best", "early stopping: keep the last weights instead of loading the best evaluation's back",
+          default=True),
+    Option("seed", 0, int),
+    Option("compare", "auto", str, "overlay earlier runs on the live chart, faded: auto (the previous run of the "
+           "same kind on the same data), last, all, none, or ID,ID", keyword=MAGIC_ONLY,
+           values=("auto", "last", "all", "none")),
+    Option("track", type=str, help="log to experiment trackers through accelerate, comma-separated: tensorboard, "
+           "trackio, wandb (offline without a login), mlflow, aim",
+           values=("tensorboard", "trackio", "wandb", "mlflow", "aim")),
+    _flag("trust_remote_code", "allow Python code shipped with a --tokenizer or --resume folder"),
+    _flag("progress", "hide the progress bar", default=True),
+    Option("processes", 1, int, "train on N processes (DDP through accelerate: one per GPU, or CPU processes "
+           "with gloo)"),
+    Option("accelerate_config", type=str, help="an accelerate config file (FSDP, DeepSpeed, several nodes), run "
+           "with `accelerate launch`"),
+    _flag("compile", "torch.compile the model (slow first steps)"),
+    COMPILE_BACKEND,
+    _flag("gradient_checkpointing", "recompute activations in the backward pass: less memory, slower steps"),
+    Option("widget", help="--widget: live loss chart with a Stop button (default in a notebook); --no-widget: "
+           "no live chart", flags={"--widget": True, "--no-widget": False}, keyword=MAGIC_ONLY),
+]
+TRAIN_MODEL = [  # which model `train` trains
+    _flag("from_scratch", "a fresh model built from --config"),
+    Option("config", "tiny", str, "tiny, small, gpt2-124m or a config .json", values=("tiny", "small", "gpt2-124m")),
+    Option("arch", "llama", str, choices=("llama", "gpt2")),
+    Option("tokenizer", "bytes", str, "bytes (byte-level), default (SmolLM2's), loaded, or a dir",
+           values=("bytes", "default", "loaded")),
+    DEVICE,
+    Option("max_tokens", type=int, help="train on the first N tokens of --data only"),
+]
+FINETUNE_MODEL = [  # what `finetune` adds to the loaded model
+    _flag("lora", "train a LoRA adapter (peft) instead of all weights"),
+    Option("lora_r", 8, int, "the adapter's rank"),
+    Option("lora_alpha", type=int, help="the adapter's scale is alpha / r (default: peft's)"),
+    Option("epochs", 1.0, float, "passes over --data when --steps is not given"),
+    Option("task", "lm", str, choices=("lm", "classify")),
+    Option("labels", type=str, help="comma-separated class labels for --task classify"),
+]
+LR_FIND = [
+    Option("form", "train", str, "sweep what `train` (default) or `finetune` would train",
+           choices=("train", "finetune"), positional="?", keyword=MAGIC_ONLY),  # the API: finetune=True
+    Option("start_lr", 1e-7, float),
+    Option("end_lr", 10.0, float),
+    Option("num_steps", 100, int, "steps of the exponential sweep"),
+    Option("suggestion", "valley", str, "which suggestion `--lr suggested` uses", choices=("valley", "minimum",
+                                                                                               "steep")),
+]
+# lr-find sets the lr, the steps and the warmup of the run it sweeps
+SWEPT = ("lr", "steps", "warmup")
+# Learning-rate defaults by kind of run: a fresh tiny model takes a large one, a pretrained model a small one.
+LR_BY_KIND = {"train --from-scratch": 3e-3, "train": 3e-4, "finetune": 5e-5, "finetune --lora": 2e-4}
+STEPS_BY_KIND = {"train": 100, "finetune": "--epochs over --data"}
+
+
+def default_lr(command: str, from_scratch: bool = False, lora: bool = False) -> float:
+    """The lr a run of this kind gets when none is given."""
+    if command == "train":
+        return LR_BY_KIND["train --from-scratch" if from_scratch else "train"]
+    return LR_BY_KIND["finetune --lora" if lora else "finetune"]
+
+
+def _with(options: list[Option], **defaults) -> list[Option]:
+    """The same options with some defaults changed for one command."""
+    return [replace(o, default=defaults[o.name]) if o.name in defaults else o for o in options]
+
+
+COMMANDS: dict[str, tuple[str, list[Option]]] = {
+    "load": ("load a model: hub id, local dir, .gguf file, 'default' or 'minilm'", [
+        Option("model", "default", str, "hub id, local dir, .gguf file, 'default' or 'minilm'", positional="?",
+               keyword="spec"),
+        DEVICE,
+        Option("dtype", "auto", str, "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
+               values=("auto", "float32", "bfloat16", "float16")),
+        _flag("trust_remote_code", "allow the model's own Python code"),
+        Option("quantize", "none", str, "none (exact), int8, int4 or int8-dynamic: quantized Linear weights for "
+               "inference (training then needs a reload without it)", values=("none", "int8", "int4", "int8-dynamic")),
+    ]),
+    "status": ("the loaded model: name, parameters, device, dtype, memory", []),
+    "quantize": ("quantize the loaded model in place for inference: int8 or int4", [
+        Option("mode", type=str, choices=("int8", "int4", "int8-dynamic"), positional="1"),
+    ]),
+    "generate": ("cell body = prompt; streams the continuation", [
+        Option("prompt", help="prompt (line magic); the cell body otherwise", positional="*", keyword=MAGIC_ONLY),
+        *SAMPLING, NUM_RETURN_SEQUENCES,
+        _flag("attention", "then show the attention of prompt + output", keyword=MAGIC_ONLY),
+        _flag("widget", "sampling playground pre-filled with these settings, tokens coloured by probability",
+              keyword=MAGIC_ONLY),
+        Option("compile", None, help="static KV cache + torch.compile (CUDA graphs on GPU); the first call "
+               "compiles (default: the session's)", flags={"--compile": True}),
+        COMPILE_BACKEND,
+    ]),
+    "playground": ("sampling playground (cell body = prompt)", [
+        Option("prompt", positional="*", keyword=MAGIC_ONLY), *SAMPLING, NUM_RETURN_SEQUENCES,
+    ]),
+    "chat": ("cell body = your message; the history is kept across cells", [
+        Option("message", positional="*", keyword=MAGIC_ONLY),
+        Option("system", type=str, help="system prompt (kept until --reset or a new --system)"),
+        _flag("reset", "forget the conversation", keyword=MAGIC_ONLY),
+        *SAMPLING,
+    ]),
+    "train": ("pre-train on text (cell body or --data)", [*TRAIN_MODEL, *_with(TRAINING, steps=100)]),
+    "finetune": ("fine-tune the loaded model on --data", [*FINETUNE_MODEL, *TRAINING]),
+    "lr-find": ("fastai's lr range test on the data of a train or finetune run", [
+        *LR_FIND, *TRAIN_MODEL, *FINETUNE_MODEL, *(o for o in TRAINING if o.name not in SWEPT)]),
+    "save": ("save the model (LoRA merged) and tokenizer to DIR", [
+        Option("directory", type=str, positional="1"),
+        _flag("adapter", "save only the LoRA adapter", keyword="adapter_only"),
+        _flag("overwrite", "write into a non-empty folder that is not an earlier save (its other files are kept)"),
+    ]),
+    "attention": ("interactive attention view of TEXT (or the cell body)", [
+        Option("text", positional="*", keyword=MAGIC_ONLY),
+        Option("layer", type=int, help="layer to open first (default: the last)"),
+        Option("head", type=int, help="head to open first (default: mean of all heads)"),
+        Option("view", type=str, choices=("head", "model", "matrix", "lens"),
+               help="default: head view up to 256 tokens, matrix view beyond; lens: the logit lens"),
+        Option("backend", "widget", str, "bertviz needs its CDN (require.js, d3, jQuery): offline our view is "
+               "shown instead", choices=("widget", "bertviz")),
+        _flag("explain", "also show attention rollout and gradient x input side by side, the sinks named, and "
+              "their rank correlation", keyword=MAGIC_ONLY),
+    ]),
+    "lens": ("logit lens of TEXT (or the cell body): every layer's next-token guesses", [
+        Option("text", positional="*", keyword=MAGIC_ONLY),
+        Option("target", type=str, help="also plot this token's probability and rank across the layers (its first "
+               "token, as typed: ' Paris')"),
+    ]),
+    "patch": ("activation patching: cell body = clean prompt, then corrupted prompt", [
+        Option("answer", type=str, help="the clean answer token, as typed (' Paris'); default: the clean run's top "
+               "next token"),
+        Option("wrong", type=str, help="the token it competes with; default: the corrupted run's top next token"),
+        Option("site", "residual", str, "what is patched: a layer's output, its attention or MLP output (layer x "
+               "position), or one head's output at the last position (layer x head)",
+               choices=("residual", "attention", "mlp", "heads")),
+        Option("layers", type=str, help="only these layers, e.g. 0,5,29 or 20-29 (default: all)"),
+    ]),
+    "attribute": ("which input tokens drove each output token (Captum)", [
+        Option("text", positional="*", keyword=MAGIC_ONLY),
+        Option("method", "integrated-gradients", str, "integrated-gradients, layer-integrated-gradients, saliency, "
+               "input-x-gradient, occlusion, feature-ablation or shapley-sampling",
+               values=("integrated-gradients", "layer-integrated-gradients", "saliency", "input-x-gradient",
+                       "occlusion", "feature-ablation", "shapley-sampling")),
+        Option("target", type=str, help="the output to explain (text; a label for a classifier); default: the "
+               "greedy continuation, or the predicted label"),
+        Option("max_new_tokens", 10, int, "tokens generated without --target"),
+        Option("steps", type=int, help="integration steps (default 50) or Shapley samples (25)"),
+        _flag("normalize", "scale each output token's row to its max", keyword=MAGIC_ONLY),
+    ]),
+    "eval": ("score the loaded model on --data (or the cell body)", [
+        Option("metric", type=str, choices=("perplexity", "accuracy", "f1", "bleu", "rouge"), required=True),
+        Option("data", type=str, help=DATA_HELP),
+        Option("text_field", type=str, help="the column holding the text when it is not 'text'"),
+        Option("sample_docs", type=int, help="score only the first N documents (rows)"),
+        Option("max_tokens", type=int, help="perplexity on the first N tokens only"),
+        Option("max_new_tokens", 64, int, "for bleu / rouge generations"),
+        Option("seq_len", 512, int, "window for perplexity"),
+        Option("runs_dir", type=str, help=RUNS_DIR_HELP),
+    ]),
+    "runs": ("the run history: a table of the recorded runs, newest first", [
+        Option("runs_dir", type=str, help="the folder to list (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"),
+        Option("delete", type=str, metavar="ID", help="remove one run (its history, options and checkpoints)"),
+        Option("plot", type=str, choices=("loss", "eval_loss", "lr"), help="a static overlay of the runs' curves"),
+        Option("ids", help="the runs to plot (default: all)", positional="*", keyword=MAGIC_ONLY),
+    ]),
+}
+
+
+def options(command: str) -> list[Option]:
+    return COMMANDS[command][1]
+
+
+def defaults(command: str) -> SimpleNamespace:
+    """`defaults("train").batch_size`: the declared defaults, for signatures and dataclass fields."""
+    return SimpleNamespace(**{o.name: o.default for o in options(command)})
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """The command's options, as argparse arguments."""
+    for option in options(command):
+        if option.positional is not None:
+            nargs = None if option.positional == "1" else option.positional
+            parser.add_argument(option.name, nargs=nargs, default=option.default, help=option.help,
+                                choices=option.choices)
+        elif option.flags:
+            target = parser.add_mutually_exclusive_group() if len(option.flags) > 1 else parser
+            for flag, value in option.flags.items():
+                target.add_argument(flag, dest=option.name, action="store_const", const=value,
+                                    default=option.default, help=option.help)
+        else:
+            parser.add_argument(option.flag, type=option.type, default=option.default, choices=option.choices,
+                                required=option.required, metavar=option.metavar, help=option.value_help())
+
+
+def session_kwargs(args: argparse.Namespace, command: str, only: list[Option] | None = None) -> dict:
+    """The parsed options the Session method takes, by its keyword names (no hand-copied lists)."""
+    kwargs = {o.api_name: getattr(args, o.name) for o in (only or options(command))
+              if o.api_name and o.positional is None}
+    if getattr(args, "compile_backend", None):  # --compile-backend NAME: the Session's `compile` names it
+        kwargs["compile"] = args.compile_backend
+    return kwargs
+
+
+def completion_spec() -> dict:
+    """Each command's options with their help and values, for the extension's completer."""
+    spec = {}
+    for command, (_, opts) in COMMANDS.items():
+        spec[command] = {}
+        for o in opts:
+            if o.flags:
+                spec[command].update({flag: {"help": o.help} for flag in o.flags})
+            elif o.positional is None:
+                values = o.choices or o.values
+                spec[command][o.flag] = {"help": o.value_help(), **({"values": list(values)} if values else {})}
+    return spec
+
+
+def readme_table() -> str:
+    """The README's table of defaults: every option that has one, with the commands that share it."""
+    rows: dict[tuple, list[str]] = {}
+    for command, (_, opts) in COMMANDS.items():
+        for o in opts:
+            if o.name in ("lr", "steps") and command in ("train", "finetune"):
+                continue  # by kind of run, below
+            default = _shown_default(o)
+            if o.positional is None and default:
+                values = " / ".join(o.choices) if o.choices else f"{o.range[0]:g} to {o.range[1]:g}" if o.range else ""
+                rows.setdefault((" ".join(o.flags) if o.flags else o.flag, default, values), []).append(command)
+    lines = ["| option | commands | default | values |", "| --- | --- | --- | --- |"]
+    lines += [f"| `--lr` | {kind} | {lr:g} | |" for kind, lr in LR_BY_KIND.items()]
+    lines += [f"| `--steps` | {kind} | {steps} | |" for kind, steps in STEPS_BY_KIND.items()]
+    lines += [f"| `{flag}` | {', '.join(commands)} | {default} | {values} |"
+              for (flag, default, values), commands in rows.items()]
+    return "\n".join(lines)
+
+
+def _shown_default(option: Option) -> str:
+    """The default as the table shows it: the flag in effect for a switch, nothing for an unset option."""
+    if option.flags:
+        return next((f"`{flag}`" for flag, value in option.flags.items() if value == option.default), "")
+    if option.default is None:
+        return ""
+    return f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
