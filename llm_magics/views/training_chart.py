@@ -72,7 +72,6 @@ class TrainingView:
         # which the loop handles as a stop after the current step. The Python handler serves API use.
         self.stop_button.add_class("llm-stop-training")
         self.stop_button.on_click(lambda _: self.session.stop())
-        # Beside the chart: the smoothing (recomputed from the raw losses when moved) and log scales.
         # The smoothing, recomputed from the raw losses when moved (by the kernel: while a cell trains it
         # reads widget messages only once the cell ends; the static figure carries its own slider).
         self.smoothing_slider = widgets.FloatSlider(value=smoothing, min=0.0, max=0.99, step=0.01,
