@@ -34,7 +34,10 @@ def serve(app: str, root):
     server = subprocess.Popen(
         [sys.executable, "-m", "jupyter", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
          f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True",
-         "--allow-root", "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True"],
+         "--allow-root", "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True",
+         # a build of the extension from a worktree, found before the installed one
+         *([f"--LabApp.extra_labextensions_path={os.environ['LLM_MAGICS_TEST_LABEXTENSIONS']}"]
+           if app == "lab" and os.environ.get("LLM_MAGICS_TEST_LABEXTENSIONS") else [])],
         stdout=log, stderr=subprocess.STDOUT)
     base = Server(f"http://127.0.0.1:{port}")
     base.root = root
