@@ -10,6 +10,7 @@ BY_FILE = {
     "test_browser.py": ("browser", "slow"),
     "test_browser_attention.py": ("browser", "slow"),
     "test_browser_reload.py": ("browser", "slow"),
+    "test_browser_chart.py": ("browser", "slow"),
     "test_notebooks.py": ("notebook", "slow"),
     "test_kernel_feedback.py": ("notebook", "slow"),
     "test_scaling.py": ("slow",),  # several processes, torch.compile

@@ -269,6 +269,14 @@ def test_compare_overlays_earlier_runs_named_by_their_differences(shell, capsys,
     for trace, earlier in zip(overlays, [first, second]):
         assert list(trace.x) == list(range(1, 7)) and trace.opacity < 1
         assert list(trace.y) == pytest.approx(_ema([row["loss"] for row in earlier.history]))
+    # the smoothing slider recomputes the overlaid runs' lines too, live and in the static figure's slider
+    view.smoothing_slider.value = 0.5
+    for trace, earlier in zip(view.figure.data[4:], [first, second]):
+        assert list(trace.y) == pytest.approx(_ema([row["loss"] for row in earlier.history], 0.5))
+    step = next(step for step in view.static_figure()["application/vnd.plotly.v1+json"]["layout"]["sliders"][0]["steps"]
+                if step["label"] == "0.3")
+    assert step["args"][1] == [1, 4, 5]
+    assert step["args"][0]["y"][2] == pytest.approx(_ema([row["loss"] for row in second.history], 0.3))
     # the default: the previous run of the same kind on the same data only
     auto = TrainingView(s, "fourth")
     s.train(text=CORPUS, lr=4e-3, on_step=[auto], **TINY)

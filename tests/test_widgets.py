@@ -35,7 +35,9 @@ def test_live_training_view_plots_every_step_throttled():
     # The same width live and static (the output's), and responsive once static.
     assert figure["layout"]["autosize"] and "width" not in figure["layout"]
     assert bundle["application/vnd.plotly.v1+json"]["config"]["responsive"]
-    assert view.figure.layout.height == figure["layout"]["height"] and view.figure.layout.width is None
+    # the static figure adds its smoothing slider under the same plot
+    assert figure["layout"]["height"] == view.figure.layout.height + view.SLIDER_HEIGHT
+    assert view.figure.layout.width is None
     # Debiased smoothing (TensorBoard's): a weighted mean of the losses so far, starting at the first one.
     assert smoothed.y[0] == pytest.approx(raw.y[0])
     for t in range(1, 61):
@@ -43,8 +45,7 @@ def test_live_training_view_plots_every_step_throttled():
     weights = [0.1 * 0.9 ** (10 - 1 - i) for i in range(10)]
     assert smoothed.y[9] == pytest.approx(sum(w * y for w, y in zip(weights, raw.y[:10])) / sum(weights))
     # The learning-rate axis starts at 0 with SI ticks, never a negative one.
-    assert view.figure.layout.yaxis2.range[0] == 0 and view.figure.layout.yaxis2.tickformat == "~s"
-    assert view.figure.layout.yaxis2.range[1] >= max(lr.y)
+    assert view.figure.layout.yaxis2.rangemode == "tozero" and view.figure.layout.yaxis2.tickformat == "~s"
     # Without the kernel (GitHub, nbviewer, a reopened notebook): a self-contained SVG of the same chart.
     assert "<svg" in bundle["text/html"] and bundle["text/html"].count("<polyline") == 3
     assert "60/60" in bundle["text/html"] and "<script" not in bundle["text/html"]
@@ -64,6 +65,50 @@ def test_training_view_carries_a_static_fallback_and_eval_without_eval_every():
     assert list(view.figure.data[2].x) == [8]
     fallback = view.mimebundle()["text/html"]
     assert "8/8" in fallback and "eval loss" in fallback and fallback.count("<circle") >= 1
+
+
+def tensorboard_ema(values, weight):
+    """TensorBoard's smoothing, as its scalar dashboard writes it (an independent oracle)."""
+    last, out = 0.0, []
+    for num_accum, value in enumerate(values, 1):
+        last = last * weight + (1 - weight) * value
+        debias_weight = 1 if weight == 1 else 1 - weight ** num_accum
+        out.append(last / debias_weight)
+    return out
+
+
+def test_chart_smoothing_slider_log_toggles_and_integer_ticks():
+    s = Session()
+    view = TrainingView(s, "tiny")
+    result = s.train(text=CORPUS, from_scratch=True, steps=8, seq_len=32, on_step=[view], progress=False)
+    losses = [row["loss"] for row in result.history]
+    raw, smoothed = view.figure.data[:2]
+    assert list(smoothed.y) == pytest.approx(tensorboard_ema(losses, 0.9), rel=1e-12)
+    # Moving the slider changes the widget's state and recomputes the line from the raw losses.
+    view.smoothing_slider.value = 0.5
+    assert view.smoothing == 0.5 and view.figure.data[1].y == pytest.approx(tensorboard_ema(losses, 0.5), rel=1e-12)
+    assert list(view.figure.data[1].y) != pytest.approx(tensorboard_ema(losses, 0.9))
+    view.smoothing_slider.value = 0.0
+    assert list(view.figure.data[1].y) == pytest.approx(list(raw.y))
+    view.smoothing_slider.value = 0.99
+    assert view.figure.data[1].y == pytest.approx(tensorboard_ema(losses, 0.99), rel=1e-12)
+    # Integer step ticks: 8 steps would tick halves by plotly's own spacing.
+    assert view.figure.layout.xaxis.dtick == 1 and view.figure.layout.xaxis.tickformat == "d"
+    # Log toggles for loss and lr (its own axis), switched by plotly in the browser.
+    buttons = view.figure.layout.updatemenus[0].buttons
+    assert [(b.label, b.args[0], b.args2[0]) for b in buttons] == [
+        ("log loss", {"yaxis.type": "log"}, {"yaxis.type": "linear"}),
+        ("log lr", {"yaxis2.type": "log"}, {"yaxis2.type": "linear"})]
+    assert view.figure.data[3].yaxis == "y2"
+    # The static figure keeps the toggles and carries its own slider, each step the EMA at its value.
+    layout = view.static_figure()["application/vnd.plotly.v1+json"]["layout"]
+    assert layout["updatemenus"][0]["buttons"][1]["label"] == "log lr"
+    slider = layout["sliders"][0]
+    labels = [step["label"] for step in slider["steps"]]
+    assert labels[slider["active"]] == "0.99" and "0" in labels and "0.9" in labels
+    for step in slider["steps"]:
+        ys, traces = step["args"]
+        assert traces == [1] and ys["y"][0] == pytest.approx(tensorboard_ema(losses, float(step["label"])))
 
 
 def test_failed_training_leaves_no_live_chart(shell, capsys):

@@ -10,6 +10,21 @@ import plotly.graph_objects as go
 
 from .html import GRID, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
 
+# The raw loss: opaque and thin, a light blue that contrasts with Dark's background (7.5:1 on #111) and
+# lies under the darker smoothed line in Light. A translucent colour vanished in Dark.
+RAW_LOSS = "#6fa8dc"
+SMOOTHED_LOSS = "#1f77b4"
+# Log-scale toggles for loss and lr, switched by plotly in the browser (args on, args2 off): they work
+# while the kernel trains and in the saved figure, and the kernel's redraws never touch the axis types.
+LOG_TOGGLES = dict(type="buttons", direction="left", showactive=True, x=1, xanchor="right", y=1.0, yanchor="bottom",
+                   pad=dict(t=2, b=2), font=dict(size=11), bgcolor="rgba(128,128,128,0.15)",
+                   buttons=[dict(label="log loss", method="relayout", args=[{"yaxis.type": "log"}],
+                                 args2=[{"yaxis.type": "linear"}]),
+                            dict(label="log lr", method="relayout", args=[{"yaxis2.type": "log"}],
+                                 args2=[{"yaxis2.type": "linear"}])])
+# The smoothing values the static figure's slider offers (the live chart's slider goes 0-0.99 by 0.01).
+STATIC_SMOOTHINGS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
 
 class TrainingView:
     """Live loss / eval loss / learning-rate chart with tokens/s, ETA, a progress bar and Stop.
@@ -20,6 +35,7 @@ class TrainingView:
     """
 
     HEIGHT = 340
+    SLIDER_HEIGHT = 70  # under the static figure: its smoothing slider
 
     def __init__(self, session, title: str = "training", max_redraws_per_second: float = 4.0,
                  smoothing: float = 0.9, max_points: int = 1000, compare: str | None = "auto"):
@@ -29,7 +45,6 @@ class TrainingView:
         self.max_points = max_points  # per trace: the browser redraws the whole array on each update
         self.min_interval = 1.0 / max_redraws_per_second
         self.smoothing = smoothing
-        self._ema = 0.0
         self.steps: list[int] = []
         self.losses: list[float] = []
         self.smoothed: list[float] = []
@@ -42,9 +57,8 @@ class TrainingView:
         self._result = None
         self._handle = None  # the cell output, replaced by a static figure when training ends
         self.figure = go.FigureWidget(layout=self._layout(title=None))
-        # the raw loss: light enough to read the smoothed line over it, strong enough to see in Dark
-        self.figure.add_scatter(name="loss", mode="lines", line=dict(color="rgba(80,150,220,0.55)"))
-        self.figure.add_scatter(name="loss (smoothed)", mode="lines", line=dict(color="#1f77b4", width=2))
+        self.figure.add_scatter(name="loss", mode="lines", line=dict(color=RAW_LOSS, width=1))
+        self.figure.add_scatter(name="loss (smoothed)", mode="lines", line=dict(color=SMOOTHED_LOSS, width=2))
         self.figure.add_scatter(name="eval loss", mode="lines+markers", line=dict(color="#e4572e"),
                                 marker=dict(size=7))
         self.figure.add_scatter(name="learning rate", mode="lines", yaxis="y2",
@@ -58,8 +72,15 @@ class TrainingView:
         # which the loop handles as a stop after the current step. The Python handler serves API use.
         self.stop_button.add_class("llm-stop-training")
         self.stop_button.on_click(lambda _: self.session.stop())
+        # The smoothing, recomputed from the raw losses when moved (by the kernel: while a cell trains it
+        # reads widget messages only once the cell ends; the static figure carries its own slider).
+        self.smoothing_slider = widgets.FloatSlider(value=smoothing, min=0.0, max=0.99, step=0.01,
+                                                    description="smoothing", readout_format=".2f",
+                                                    continuous_update=False)
+        self.smoothing_slider.add_class("llm-smoothing")
+        self.smoothing_slider.observe(lambda change: self.set_smoothing(change["new"]), names="value")
         self.widget = widgets.VBox([widgets.HBox([self.header]), widgets.HBox([self.progress, self.stop_button]),
-                                    self.figure], layout=widgets.Layout(width="100%"))
+                                    self.smoothing_slider, self.figure], layout=widgets.Layout(width="100%"))
         self.widget.add_class("llm-training-view")
 
     def _layout(self, title) -> dict:
@@ -69,8 +90,10 @@ class TrainingView:
                     yaxis=dict(title="loss", gridcolor=GRID, zerolinecolor=GRID),
                     # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
                     yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False,
-                                range=[0, 1], tickformat="~s", tickmode="auto", nticks=5, zeroline=False),
-                    legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"))
+                                autorange=True, rangemode="tozero", tickformat="~s", tickmode="auto", nticks=5,
+                                zeroline=False),
+                    legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"),
+                    updatemenus=[LOG_TOGGLES])
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -87,8 +110,7 @@ class TrainingView:
         self._result = result
         self.steps.append(row["step"])
         self.losses.append(row["loss"])
-        self._ema = self.smoothing * self._ema + (1 - self.smoothing) * row["loss"]
-        self.smoothed.append(self._ema / (1 - self.smoothing ** len(self.steps)))
+        self.smoothed.append(self._next_smoothed(row["loss"]))
         self.lrs.append(row["lr"])
         if "eval_loss" in row:
             self.eval_steps.append(row["step"])
@@ -101,7 +123,7 @@ class TrainingView:
 
     def redraw(self) -> None:
         result = self._result
-        if result is None:
+        if result is None or not self.steps:
             return
         keep = self._shown_indices()
         steps = [self.steps[i] for i in keep]
@@ -111,12 +133,34 @@ class TrainingView:
             smooth.x, smooth.y = steps, [self.smoothed[i] for i in keep]
             evals.x, evals.y = self.eval_steps, self.eval_losses
             lr.x, lr.y = steps, [self.lrs[i] for i in keep]
-            self.figure.layout.yaxis2.range = [0, (max(self.lrs) or 1.0) * 1.1]
+            # integer step ticks: plotly's own spacing is whole past 10 steps, below it would tick halves
+            self.figure.layout.xaxis.dtick = 1 if self.steps[-1] - self.steps[0] < 10 else None
             self._mark_best(getattr(result, "best_step", None))
         self.header.value = self._header_html()
         step, total = self.steps[-1], result.total_steps
         self.progress.max, self.progress.value = total, step
         self.redraws += 1
+
+    def _next_smoothed(self, loss: float) -> float:
+        """TensorBoard's debiased EMA, one step on: the average so far divided by 1 - smoothing^t."""
+        s, count = self.smoothing, len(self.losses)
+        if count == 1 or s == 0:
+            return loss
+        # the undebiased average before this step, recovered from the last debiased value
+        average = self.smoothed[-1] * (1 - s ** (count - 1))
+        return (s * average + (1 - s) * loss) / (1 - s ** count)
+
+    def set_smoothing(self, smoothing: float) -> None:
+        """The slider moved: recompute every smoothed line (this run's and the overlaid runs') from the raw
+        losses, and redraw now."""
+        from .. import runs as run_history
+
+        self.smoothing = float(smoothing)
+        self.smoothed = run_history.smoothed(self.losses, self.smoothing)
+        with self.figure.batch_update():
+            for trace, info in zip(self.figure.data[4:], self.compared):
+                trace.y = run_history.smoothed([row["loss"] for row in info["history"]], self.smoothing)
+        self.redraw()
 
     def on_record(self, record) -> None:
         """The run's folder is made: overlay the earlier runs asked for, each named by the options in which
@@ -199,6 +243,8 @@ class TrainingView:
         import plotly.io as pio
 
         figure = go.Figure(self.figure)
+        figure.update_layout(sliders=[self._static_smoothing_slider()], height=self.HEIGHT + self.SLIDER_HEIGHT,
+                             margin=dict(b=40 + self.SLIDER_HEIGHT))
         figure.update_layout(title=dict(text=plain_text(self.header.value), font=dict(size=13), x=0, xanchor="left",
                                         y=0.98, yanchor="top"))
         bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
@@ -207,10 +253,28 @@ class TrainingView:
         bundle["text/plain"] = plain_text(self.header.value)
         return bundle
 
+    def _static_smoothing_slider(self) -> dict:
+        """plotly's own slider under the static figure: each step restyles the smoothed lines (this run's and
+        the overlaid runs') with the EMA at that smoothing, precomputed here, so it works without the kernel."""
+        from .. import runs as run_history
+
+        keep = self._shown_indices()
+        values = sorted(set(STATIC_SMOOTHINGS) | {round(self.smoothing, 2)})
+        histories = [[row["loss"] for row in info["history"]] for info in self.compared]
+        steps = []
+        for value in values:
+            mine = run_history.smoothed(self.losses, value)
+            ys = [[mine[i] for i in keep], *(run_history.smoothed(losses, value) for losses in histories)]
+            steps.append(dict(label=f"{value:g}", method="restyle",
+                              args=[{"y": ys}, [1, *range(4, 4 + len(histories))]]))
+        return dict(active=values.index(round(self.smoothing, 2)), steps=steps, x=0, xanchor="left", len=1.0,
+                    y=-0.2, yanchor="top", pad=dict(t=10, b=0), font=dict(size=11),
+                    currentvalue=dict(prefix="smoothing ", font=dict(size=11)))
+
     def fallback_html(self) -> str:
         """The header and an inline SVG of the chart: what a notebook shows without the kernel or plotly."""
         return (f"<div class='llm-training-fallback' style='font-family:var(--jp-ui-font-family,sans-serif);"
                 f"color:var(--jp-ui-font-color1,inherit)'><div>{self._header_html()}</div>"
-                + svg_chart([("loss", self.steps, self.losses, "rgba(31,119,180,0.45)"),
-                             ("loss (smoothed)", self.steps, self.smoothed, "#1f77b4"),
+                + svg_chart([("loss", self.steps, self.losses, RAW_LOSS),
+                             ("loss (smoothed)", self.steps, self.smoothed, SMOOTHED_LOSS),
                              ("eval loss", self.eval_steps, self.eval_losses, "#e4572e")]) + "</div>")
