@@ -74,10 +74,12 @@ class AttentionView(anywidget.AnyWidget):
         attention.check_layer_head(loaded.model, layer, head)
         if view == "lens":
             check_causal(loaded)
-        self._loaded, self._text, self._maps = loaded, text, {}
+        self._loaded, self._text = loaded, text
+        self._maps: dict[int, torch.Tensor] = {}
         self.capture = attention.capture(loaded, text, layers=layer, thumbnails=thumbnail_size, rollout=True,
                                          keep_queries_keys=True)
         captured = self.capture
+        assert captured.thumbnails is not None and captured.rollout is not None  # both asked for above
         n = len(captured.tokens)
         if view is None:
             view = "head" if n <= ALL_HEADS_UP_TO else "matrix"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Sequence
 
 # The charts follow the page's theme: transparent backgrounds, neutral grid lines, and a grey font that the
 # llm-magics JupyterLab extension recolours from the theme's CSS variables (it finds our figures by `meta`).
@@ -49,7 +50,7 @@ def svg_chart(series: list[tuple[str, list, list, str]], width: int = 800, heigh
             continue
         parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
         if len(xs) < 30:
-            parts.extend("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{}'/>".format(*at(x, y), colour)
+            parts.extend("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{c}'/>".format(*at(x, y), c=colour)
                          for x, y in zip(xs, ys))
         parts.append(f"<rect x='{legend_x}' y='8' width='14' height='3' fill='{colour}'/>"
                      f"<text x='{legend_x + 18}' y='13' {text}>{html.escape(name)}</text>")
@@ -72,7 +73,7 @@ def colour_legend(peak: float, colour: str) -> str:
             f'{peak:.3f}</div>')
 
 
-def tokens_html(tokens: list[str], scores: list[float], title: str, sinks: list[int] = ()) -> str:
+def tokens_html(tokens: list[str], scores: list[float], title: str, sinks: Sequence[int] = ()) -> str:
     """Tokens shaded by a score (rollout or saliency) with its colour scale, as self-contained HTML that
     follows the JupyterLab theme's colours (with fallbacks elsewhere)."""
     colour = "rgba(255,140,0,0.85)"
