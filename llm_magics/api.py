@@ -13,9 +13,10 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -30,6 +31,9 @@ from .loading import CAUSAL, CLASSIFIER, LoadedModel
 from .progress import ProgressBar
 from .training import TrainOptions, TrainResult
 from .training.checkpoints import STATE_FILE, read_state, seed_everything, write_failure
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
@@ -56,7 +60,7 @@ class Session:
         self._runs: list[TrainResult] | None = None
         self._runs_from: Path | None = None  # the folder self._runs was read from
         self.evaluations: list = []
-        self.last = None  # the latest result of any command
+        self.last: object = None  # the latest result of any command
         self.stop_flag: StopFlag | None = None  # set while a run is active (Stop button, interrupt)
         self.step_listeners: list[Callable] = []  # called on every training step of every run
 
@@ -167,7 +171,7 @@ class Session:
         try:  # write everything aside first: a failed save leaves the folder as it was
             try:
                 with loading.quiet_transformers():
-                    model.save_pretrained(staging)
+                    model.save_pretrained(str(staging))
                 loaded.tokenizer.save_pretrained(staging)
             except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
                 raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
@@ -226,10 +230,10 @@ class Session:
     # --- training ---
     def train(self, text: str | None = None, data: str | None = None, from_scratch: bool = False,
               config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
-              eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
+              eval_data: str | None = None, on_step: Sequence[Callable] = (), device: str = "auto",
               progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
               accelerate_config: str | None = None, text_field: str | None = None, max_tokens: int | None = None,
-              sample_docs: int | None = None, on_prepare: list[Callable] = (), num_proc: int | None = None,
+              sample_docs: int | None = None, on_prepare: Sequence[Callable] = (), num_proc: int | None = None,
               runs_dir: str | None = None, **options) -> TrainResult:
         """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a checkpoint's
         run from its own weights.
@@ -249,14 +253,14 @@ class Session:
             if reached >= (opts.steps or 100):
                 raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
         elif not from_scratch:
-            self.require_model("train")
-            quantization.require_full_precision(self.loaded, "train")
-            if self.loaded.kind != CAUSAL:
-                raise LLMError(f"train needs a causal language model; {self.loaded.name} is {self.loaded.kind}")
+            loaded = self.require_model("train")
+            quantization.require_full_precision(loaded, "train")
+            if loaded.kind != CAUSAL:
+                raise LLMError(f"train needs a causal language model; {loaded.name} is {loaded.kind}")
         several = processes != 1 or accelerate_config is not None
         home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
         model = (f"from-scratch {config} {arch} ({tokenizer} tokenizer)" if from_scratch and not opts.resume
-                 else opts.resume if opts.resume else self.loaded.name)
+                 else opts.resume if opts.resume else self.require_model("train").name)
         record = self._record("lr-find" if opts.lr_sweep else "train", dict(
             from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer, data=data, eval_data=eval_data,
             text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, processes=processes,
@@ -280,7 +284,7 @@ class Session:
             elif from_scratch:
                 model = self._scratch_model(config, arch, tokenizer, home, trust_remote_code)
             else:
-                model = self.loaded
+                model = self.require_model("train")
             start = self._take(model)
             seed_everything(opts.seed)
             if several:
@@ -349,9 +353,9 @@ class Session:
 
     def finetune(self, data: str | None = None, text: str | None = None, eval_data: str | None = None,
                  lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
-                 labels: list[str] | str | None = None, on_step: list[Callable] = (), progress: bool = True,
+                 labels: list[str] | str | None = None, on_step: Sequence[Callable] = (), progress: bool = True,
                  trust_remote_code: bool = False, processes: int = 1, accelerate_config: str | None = None,
-                 text_field: str | None = None, sample_docs: int | None = None, on_prepare: list[Callable] = (),
+                 text_field: str | None = None, sample_docs: int | None = None, on_prepare: Sequence[Callable] = (),
                  runs_dir: str | None = None, **options) -> TrainResult:
         options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
@@ -368,7 +372,7 @@ class Session:
         if isinstance(labels, str):
             labels = [label.strip() for label in labels.split(",") if label.strip()]
         if task == "classify" and not labels and loaded.kind == CLASSIFIER:
-            labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+            labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]  # type: ignore[index, arg-type]  # transformers: id2label may be None or str-keyed; a classifier's is int-keyed
         if task == "classify":
             labels = training.head_labels(loaded, check_labels(labels))  # by name onto an existing head
         training.check_lora_rank(lora, lora_r)
@@ -460,7 +464,7 @@ class Session:
 
     # --- the learning-rate finder ---
     def lr_find(self, finetune: bool = False, start_lr: float = 1e-7, end_lr: float = 10.0, num_steps: int = 100,
-                suggestion: str = "valley", on_step: list[Callable] = (), **options) -> TrainResult:
+                suggestion: str = "valley", on_step: Sequence[Callable] = (), **options) -> TrainResult:
         """fastai's lr_find on what `train(**options)` (or `finetune(**options)`) would train: an exponential
         lr sweep with a smoothed loss, stopped at 4x its best; sets `self.suggested_lr` (valley by default,
         or minimum/10, steep), which `lr="suggested"` uses. The sweep trains a copy of the model and the
@@ -620,7 +624,7 @@ class Session:
         if loaded.kind != CLASSIFIER:
             raise LLMError("the loaded model has no classification head: run finetune --task classify first")
         texts = [texts] if isinstance(texts, str) else texts
-        labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+        labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]  # type: ignore[index, arg-type]  # transformers: id2label may be None or str-keyed; a classifier's is int-keyed
         records = [{"text": t, "label": labels[0]} for t in texts]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]
@@ -630,7 +634,8 @@ class _LayerBar:
     """A tqdm bar over the layers of a patching sweep (or the targets of an attribution)."""
 
     def __init__(self, description: str, unit: str = "layer"):
-        self.description, self.unit, self.bar = description, unit, None
+        self.description, self.unit = description, unit
+        self.bar: tqdm | None = None
 
     def __call__(self, done: int, total: int):
         if self.bar is None:

@@ -15,6 +15,7 @@ before the residual path is added.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -100,7 +101,7 @@ class AttentionCapture:
 
 class _Recorder:
     def __init__(self, layers: set[int], heads: list[int] | None, thumbnail_size: int | None, rollout: bool,
-                 keep_queries_keys: bool = False, sinks: list[int] = ()):
+                 keep_queries_keys: bool = False, sinks: Sequence[int] = ()):
         self.layers, self.heads = layers, heads
         self.thumbnail_size, self.want_rollout = thumbnail_size, rollout
         self.keep_queries_keys, self.sinks = keep_queries_keys, list(sinks)
@@ -252,7 +253,7 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
     if missing:
         raise LLMError(f"{loaded.name} does not route attention through transformers' attention "
                        f"interface; layers {missing} could not be captured")
-    tokens = [loaded.tokenizer.decode([i]) for i in ids]
+    tokens: list[str] = [loaded.tokenizer.decode([i]) for i in ids]  # type: ignore[misc]  # transformers types decode() as str | list[str]; one id list gives a str
     thumbs = torch.stack([recorder.thumbnails[i] for i in range(num_layers)]) if thumbnails else None
     return AttentionCapture(tokens=tokens, layers=layers, heads=heads or list(range(num_heads)),
                             weights=recorder.weights, num_layers=num_layers, num_heads=num_heads,
@@ -275,9 +276,9 @@ def saliency(loaded: LoadedModel, text: str) -> tuple[list[str], torch.Tensor, s
         logits = loaded.model(inputs_embeds=embeddings, attention_mask=inputs["attention_mask"]).logits
         top = logits[0, -1].max()
         top.backward()
-    predicted = loaded.tokenizer.decode([int(logits[0, -1].argmax())])
+    predicted: str = loaded.tokenizer.decode([int(logits[0, -1].argmax())])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
     scores = (embeddings.grad * embeddings).sum(-1).abs()[0].detach().float().cpu()
-    tokens = [loaded.tokenizer.decode([i]) for i in inputs["input_ids"][0].tolist()]
+    tokens: list[str] = [loaded.tokenizer.decode([i]) for i in inputs["input_ids"][0].tolist()]  # type: ignore[misc]  # transformers types decode() as str | list[str]; one id list gives a str
     return tokens, scores / scores.sum(), predicted
 
 
@@ -286,6 +287,7 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     token (rollout row of the last position, and gradient × input). Encoders: rollout into the first
     token ([CLS], the sentence embedding of a classifier head), or the mean over all rows without one."""
     captured = capture(loaded, text, rollout=True)
+    assert loaded is not None and captured.rollout is not None  # capture checked the model; rollout asked for
     tokens, last = captured.tokens, captured.tokens[-1]
     if loaded.kind == "causal":
         target = f"next token after {last.strip() or last!r}"

@@ -3,6 +3,10 @@ runs panel what is loaded and what is training. Outside JupyterLab the comm goes
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from comm.base_comm import BaseComm
 
 COMM_TARGET = "llm_magics"
 
@@ -36,7 +40,7 @@ class FrontendBridge:
     def __init__(self, session, min_interval: float = 1.0):
         self.session = session
         self.min_interval = min_interval
-        self.comm = None
+        self.comm: BaseComm | None = None
         self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
         self.sent: list[dict] = []  # what was sent, for the tests
 

@@ -1,6 +1,11 @@
 """A tqdm progress bar (a widget in notebooks, text in terminals) fed by training steps."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
+
 
 def progress_bar(**kwargs):
     """tqdm.auto's bar. In a notebook the widget is shown with a display id and its display is refreshed
@@ -36,7 +41,7 @@ def _refreshed_notebook_bar():
 class ProgressBar:
     def __init__(self, description: str = "training"):
         self.description = description
-        self.bar = None
+        self.bar: tqdm | None = None
 
     def __call__(self, row: dict, result) -> None:
         if self.bar is None:
