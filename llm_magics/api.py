@@ -61,7 +61,7 @@ class Session:
         self._runs: list[TrainResult] | None = None
         self._runs_from: Path | None = None  # the folder self._runs was read from
         self.evaluations: list = []
-        self.last = None  # the latest result of any command
+        self.last: object = None  # the latest result of any command
         self.stop_flag: StopFlag | None = None  # set while a run is active (Stop button, interrupt)
         self.step_listeners: list[Callable] = []  # called on every training step of every run
 
@@ -173,7 +173,7 @@ class Session:
         with staged_folder(path, staging, swap):  # a failed save leaves the folder as it was
             try:
                 with loading.quiet_transformers():
-                    model.save_pretrained(staging)
+                    model.save_pretrained(str(staging))
                 loaded.tokenizer.save_pretrained(staging)
             except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
                 raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
@@ -476,7 +476,7 @@ class Session:
         if loaded.kind != CLASSIFIER:
             raise LLMError("the loaded model has no classification head: run finetune --task classify first")
         texts = [texts] if isinstance(texts, str) else texts
-        labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
+        labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]  # type: ignore[index, arg-type]  # transformers: id2label may be None or str-keyed; a classifier's is int-keyed
         records = [{"text": t, "label": labels[0]} for t in texts]
         examples = classification_examples(loaded.tokenizer, records, labels, 512)
         return [labels[i] for i in training.predict_labels(loaded, examples)]

@@ -100,7 +100,7 @@ def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: Stop
     if loaded.kind != CLASSIFIER:
         raise LLMError(f"{metric} needs a classifier: run `%%llm finetune --task classify --labels ...` first")
     config = loaded.model.config
-    labels = [config.id2label[i] for i in range(config.num_labels)]
+    labels = [config.id2label[i] for i in range(config.num_labels)]  # type: ignore[index, arg-type]  # transformers: id2label may be None or str-keyed; a classifier's is int-keyed
     examples = classification_examples(loaded.tokenizer, corpus.dataset.to_list(), labels, 512, corpus.text_field,
                                        lambda row: lambda: corpus.where(row))
     predicted = predict_labels(loaded, examples, stop=stop)
@@ -130,7 +130,7 @@ def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens
                                                           return_tensors="pt")
         else:
             inputs = loaded.tokenizer(prompt, return_tensors="pt")
-        answer = generate_ids(loaded, dict(inputs), prompt, settings, stop=stop)
+        answer = generate_ids(loaded, dict(inputs), prompt, settings, stop=stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
         if answer.interrupted:
             break  # an answer cut short is not the model's answer
         predictions.append(answer.text.strip())

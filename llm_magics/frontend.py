@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    pass
 
 COMM_TARGET = "llm_magics"
 SOURCE = "llm-magics"  # marks our messages: a reloaded page reads them before it knows the comm's id

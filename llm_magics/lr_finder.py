@@ -64,13 +64,13 @@ class SweepWatcher:
 
 def suggest(lrs: list[float], losses: list[float], num_steps: int) -> dict[str, tuple[float, tuple[float, float]]]:
     """{name: (suggested lr, (lr, loss) of the point to mark)} on fastai's window of the sweep."""
-    lrs, losses = np.asarray(lrs[num_steps // 10:-5], dtype=float), np.asarray(losses[num_steps // 10:-5], dtype=float)
-    bad = np.flatnonzero(~np.isfinite(losses))
+    xs, ys = np.asarray(lrs[num_steps // 10:-5], dtype=float), np.asarray(losses[num_steps // 10:-5], dtype=float)
+    bad = np.flatnonzero(~np.isfinite(ys))
     if len(bad):
-        lrs, losses = lrs[:bad[0]], losses[:bad[0]]
-    if len(losses) < 2:
+        xs, ys = xs[:bad[0]], ys[:bad[0]]
+    if len(ys) < 2:
         return {}
-    return {"valley": valley(lrs, losses), "minimum": minimum(lrs, losses), "steep": steep(lrs, losses)}
+    return {"valley": valley(xs, ys), "minimum": minimum(xs, ys), "steep": steep(xs, ys)}
 
 
 def valley(lrs: np.ndarray, losses: np.ndarray) -> tuple[float, tuple[float, float]]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import shlex
 import sys
 
@@ -100,10 +101,12 @@ def split_line(line: str) -> tuple[list[str], str]:
 
 def _first_token(text: str) -> tuple[str, str]:
     """The first shell-style token of `text` and the text after it."""
-    lexer = shlex.shlex(text, posix=True)
+    stream = io.StringIO(text)
+    lexer = shlex.shlex(stream, posix=True)
     lexer.whitespace_split, lexer.commenters = True, ""
     token = lexer.get_token()
-    return token, text[lexer.instream.tell():]
+    assert token is not None  # the caller passes text that is not blank
+    return token, text[stream.tell():]
 
 
 @magics_class
@@ -137,7 +140,7 @@ class LLMMagics(Magics):
             # interrupt that did not wait for the step: one line, no traceback
             print(f"llm {argv[0]}: {INTERRUPTED.get(argv[0], INTERRUPTED[None])}", file=sys.stderr)
             return None
-        if result is not None:
+        if result is not None and self.shell is not None:
             self.shell.user_ns["_llm"] = result
         return None
 
@@ -367,7 +370,7 @@ def _layers(text: str | None) -> list[int] | None:
     """'0,5,20-29' -> [0, 5, 20, ..., 29]."""
     if not text:
         return None
-    layers = []
+    layers: list[int] = []
     try:
         for part in text.split(","):
             first, _, last = part.strip().partition("-")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 
@@ -72,7 +73,7 @@ class PatchingResult:
 
     def summary(self) -> str:
         done = ~torch.isnan(self.scores)
-        best = torch.where(done, self.scores, torch.tensor(float("-inf"))).flatten().argmax().item()
+        best = int(torch.where(done, self.scores, torch.tensor(float("-inf"))).flatten().argmax())
         layer, index = divmod(best, self.scores.shape[1])
         where = f"head {index}" if self.site == "heads" else f"position {index} ({self.tokens[index]!r})"
         note = f"; stopped after {int(done.all(1).sum())} of {self.scores.shape[0]} layers" if self.interrupted else ""
@@ -94,7 +95,7 @@ def decoder_layers(model) -> tuple[torch.nn.Module, str, torch.nn.ModuleList]:
     for owner in (getattr(inner, "model", None), getattr(inner, "transformer", None), inner):
         for name in ("layers", "h", "blocks"):
             layers = getattr(owner, name, None) if owner is not None else None
-            if isinstance(layers, torch.nn.ModuleList):
+            if isinstance(layers, torch.nn.ModuleList) and owner is not None:
                 return owner, name, layers
     raise LLMError(f"cannot find the decoder layers of {type(inner).__name__}")
 
@@ -167,7 +168,8 @@ class _Run:
 
 def _cached_run(model, ids: torch.Tensor, site: str) -> _Run:
     _, _, layers = decoder_layers(model)
-    inputs, outputs = [None] * len(layers), [None] * len(layers)
+    inputs: list[torch.Tensor | None] = [None] * len(layers)  # filled by the hooks below
+    outputs: list[torch.Tensor | None] = [None] * len(layers)
     handles = []
     for index, layer in enumerate(layers):
         def keep_input(module, args, kwargs, index=index):
@@ -180,15 +182,15 @@ def _cached_run(model, ids: torch.Tensor, site: str) -> _Run:
                 outputs[index] = args[0].detach()
             handles.append(module.register_forward_pre_hook(keep))
         else:
-            def keep(module, args, output, index=index):
+            def keep_output(module, args, output, index=index):
                 outputs[index] = _first(output).detach()
-            handles.append(module.register_forward_hook(keep))
+            handles.append(module.register_forward_hook(keep_output))
     try:
         logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
     finally:
         for handle in handles:
             handle.remove()
-    return _Run(inputs, {site: outputs}, logits)
+    return _Run(cast(list[torch.Tensor], inputs), {site: cast(list[torch.Tensor], outputs)}, logits)  # all filled
 
 
 @contextlib.contextmanager
@@ -236,12 +238,12 @@ def patched_logits(model, ids: torch.Tensor, layer: int, site: str, corrupted: _
     else:
         positions = torch.tensor(patches, device=ids.device)
 
-        def patch(module, args, output):
+        def patch_output(module, args, output):
             x = _first(output).clone()
             x[rows, positions] = clean_site[positions].to(x.dtype)
             return _replace_first(output, x)
 
-        handle = module.register_forward_hook(patch)
+        handle = module.register_forward_hook(patch_output)
     start = corrupted.layer_inputs[layer].expand(batch, -1, -1)
     try:
         with _from_layer(model, layer, start):
@@ -274,7 +276,8 @@ def patch(loaded: LoadedModel | None, clean: str, corrupted: str, answer: str | 
         corrupted_run = _cached_run(model, corrupted_ids, site)
         answer_id = token_id(tokenizer, answer, "--answer") if answer is not None else int(clean_run.logits.argmax())
         wrong_id = token_id(tokenizer, wrong, "--wrong") if wrong is not None else int(corrupted_run.logits.argmax())
-        answer_text, wrong_text = tokenizer.decode([answer_id]), tokenizer.decode([wrong_id])
+        answer_text: str = tokenizer.decode([answer_id])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
+        wrong_text: str = tokenizer.decode([wrong_id])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         if answer_id == wrong_id:
             how = "--answer and --wrong are" if answer is not None and wrong is not None else \
                 "the clean and corrupted runs' top next tokens are both"
@@ -309,7 +312,7 @@ def patch(loaded: LoadedModel | None, clean: str, corrupted: str, answer: str | 
 
     def decode(token: int) -> str:
         if token not in vocabulary:
-            vocabulary[token] = tokenizer.decode([token])
+            vocabulary[token] = tokenizer.decode([token])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         return vocabulary[token]
 
     return PatchingResult(site=site, tokens=[decode(i) for i in clean_ids[0].tolist()],

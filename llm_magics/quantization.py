@@ -62,8 +62,8 @@ def is_quantized(model) -> bool:
 
 def require_full_precision(loaded, action: str) -> None:
     """One line naming the fix when `action` needs full-precision (trainable) weights."""
-    if loaded is not None and is_quantized(loaded.model):
-        mode = quantization_of(loaded.model).mode
+    if loaded is not None and (quantization := quantization_of(loaded.model)) is not None:
+        mode = quantization.mode
         raise LLMError(f"{action} needs full-precision weights, but the model is quantized ({mode}, inference "
                        f"only): run `%llm load MODEL` again without --quantize (Session.load(..., quantize='none'))")
 

@@ -6,8 +6,12 @@ import _thread
 import contextlib
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from ..interrupts import StopFlag, ignoring_interrupts, import_whole
+
+if TYPE_CHECKING:
+    from tqdm import tqdm
 
 
 class Preparation:
@@ -18,8 +22,8 @@ class Preparation:
         self.stop = stop or StopFlag()
         self.hooks = list(hooks)
         self.progress = progress
-        self._bar = None
-        self._stage = None
+        self._bar: tqdm | None = None
+        self._stage: str | None = None
 
     @property
     def stopped(self) -> bool:
@@ -35,6 +39,7 @@ class Preparation:
 
                 self._bar = progress_bar(total=total, desc=stage, unit=unit, unit_scale=True, dynamic_ncols=True)
                 self._stage = stage
+            assert self._bar is not None  # opened with the stage
             self._bar.update(done - self._bar.n)
         for hook in self.hooks:
             hook(stage, done, total)

@@ -10,10 +10,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import LLMError
 from ..interrupts import import_whole
 from .fingerprint import content_key
+
+if TYPE_CHECKING:
+    from datasets import Dataset
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "text"}
 BUILDERS = {**TEXT_SUFFIXES, ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv",
@@ -24,7 +28,7 @@ LINE_FORMATS = {"json", "csv"}  # formats whose rows have a line number worth na
 @dataclass
 class Corpus:
     """The rows of a data source and how to name a row in an error message."""
-    dataset: object  # datasets.Dataset
+    dataset: Dataset
     origin: str  # the file or folder as the user typed it, or "the cell body"
     builder: str  # text, json, csv, parquet, arrow (save_to_disk) or body
     text_field: str = "text"

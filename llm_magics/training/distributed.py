@@ -226,6 +226,7 @@ def _launch(job: Job, relay, processes: int, port: int | None, accelerate_config
             failure: list[str]):
     try:
         if accelerate_config is None:
+            assert port is not None  # run() picks one for forked workers
             _launch_forked(job, relay, processes, port)
         else:
             _launch_script(job, relay, processes, accelerate_config)
@@ -274,7 +275,7 @@ def _work(job: Job, relay):
         else:
             loaded.device = torch.device("cpu")
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
-        loaded.model.to(loaded.device)
+        loaded.model.to(loaded.device)  # type: ignore[arg-type]  # transformers' wrapper around Module.to hides its signature
         # Each rank draws the same global batch (same seed) and keeps its share of it.
         options = replace(job.options, batch_size=job.options.batch_size * world)
         on_step = [lambda row, result: messages.put(("step", (row, result.total_steps, result.kind)))] \
@@ -289,12 +290,12 @@ def _work(job: Job, relay):
                               stop=stop, prep=prep, **job.finetune_args)
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             # What every rank did (its last step, its evaluations), so the kernel can see they agree.
-            ranks = [None] * world
+            ranks: list[dict] = [{}] * world  # all_gather_object replaces each item
             torch.distributed.all_gather_object(ranks, {"steps": result.steps_done,
                                                         "evaluations": result.eval_history})
             result.ranks = ranks
         if rank == 0:
-            torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)
+            torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)  # type: ignore[arg-type]  # as above: Module.to
             messages.put(("done", (result, loaded.kind, loaded.dtype)))
     except LLMError as error:
         if rank == 0:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +42,7 @@ from .scoring import classification_metrics, mean_loss
 
 
 def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
-                    on_step: list[Callable] = (), stop: StopFlag | None = None,
+                    on_step: Sequence[Callable] = (), stop: StopFlag | None = None,
                     eval_corpus: Corpus | None = None, prep: Preparation | None = None,
                     max_tokens: int | None = None, num_proc: int | None = None,
                     on_start: Callable[[], None] | None = None) -> TrainResult:
@@ -70,7 +70,7 @@ def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
 def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora: bool = False,
              lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
              labels: list[str] | None = None, eval_corpus: Corpus | None = None,
-             on_step: list[Callable] = (), stop: StopFlag | None = None,
+             on_step: Sequence[Callable] = (), stop: StopFlag | None = None,
              prep: Preparation | None = None, on_start: Callable[[], None] | None = None) -> TrainResult:
     """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it);
     on_start is called once everything is checked and set up, right before the first step."""
@@ -97,6 +97,7 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
     if task == "lm" and not examples:
         raise _no_trainable_tokens(loaded, corpus, options.seq_len)
     if task == "classify" and (loaded.kind != CLASSIFIER or head_labels(loaded, []) != labels):
+        assert labels is not None  # head_labels set them for classify
         loaded.model = classifier_from(loaded, labels)
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 
@@ -122,8 +123,8 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
     except BaseException:
         if not started:  # failed before the first step: the model it was given is as it was
             if loaded.model is not body:
-                loaded.model = loaded.model.unload()  # the LoRA layers injected into it are taken out
-            body.to(dtype)
+                loaded.model = loaded.model.unload()  # type: ignore[operator]  # a PeftModel: the LoRA layers injected into it are taken out
+            body.to(dtype)  # type: ignore[arg-type]  # transformers' wrapper around Module.to hides its signature
             loaded.dtype = dtype
         raise
 

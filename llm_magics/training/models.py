@@ -181,7 +181,7 @@ def head_labels(loaded: LoadedModel, labels: list[str]) -> list[str]:
     if loaded.kind != CLASSIFIER:
         return labels
     config = loaded.model.config
-    existing = [config.id2label[i] for i in range(config.num_labels)]
+    existing = [config.id2label[i] for i in range(config.num_labels)]  # type: ignore[index, arg-type]  # transformers: id2label may be None or str-keyed; a classifier's is int-keyed
     return existing if not labels or sorted(existing) == sorted(labels) else labels
 
 

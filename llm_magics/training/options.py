@@ -92,6 +92,8 @@ class TrainResult:
     restored_step: int | None = None  # the step whose weights the model holds after early stopping
     stopped_early: bool = False  # early stopping ended it (not a user stop)
     suggested_lr: float | None = None  # an lr-find run's suggestion
+    suggestions: dict[str, tuple[float, tuple[float, float]]] = field(default_factory=dict)  # lr-find: by rule
+    sweep: dict[str, list] = field(default_factory=dict)  # lr-find: the lr and smoothed loss per step
 
     @property
     def steps_done(self) -> int:

@@ -86,6 +86,7 @@ class AttentionView(anywidget.AnyWidget):
         self.capture = attention.capture(loaded, text, layers=layer, thumbnails=thumbnail_size, rollout=True,
                                          keep_queries_keys=True)
         captured = self.capture
+        assert captured.thumbnails is not None and captured.rollout is not None  # both asked for above
         n = len(captured.tokens)
         if view is None:
             view = "head" if n <= ALL_HEADS_UP_TO else "matrix"

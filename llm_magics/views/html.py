@@ -49,7 +49,7 @@ def svg_chart(series: list[tuple[str, list, list, str]], width: int = 800, heigh
             continue
         parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
         if len(xs) < 30:
-            parts.extend("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{}'/>".format(*at(x, y), colour)
+            parts.extend("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{c}'/>".format(*at(x, y), c=colour)
                          for x, y in zip(xs, ys))
         parts.append(f"<rect x='{legend_x}' y='8' width='14' height='3' fill='{colour}'/>"
                      f"<text x='{legend_x + 18}' y='13' {text}>{html.escape(name)}</text>")

@@ -51,9 +51,9 @@ def _speed_note(session) -> str:
     from ..quantization import gain_hint, quantization_of
 
     loaded = session.loaded
-    if loaded is not None and quantization_of(loaded.model) is not None:
+    if loaded is not None and (quantization := quantization_of(loaded.model)) is not None:
         return (f"<small style='color:var(--jp-ui-font-color2,#666)'>quantized weights: "
-                f"{html.escape(quantization_of(loaded.model).describe())}</small>")
+                f"{html.escape(quantization.describe())}</small>")
     hint = gain_hint(loaded)
     return f"<small style='color:var(--jp-ui-font-color2,#666)'>full precision: {html.escape(hint)}</small>" \
         if hint else ""

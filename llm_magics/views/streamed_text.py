@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import html
 import time
+from typing import TYPE_CHECKING
 
 from ..status import in_notebook
+
+if TYPE_CHECKING:
+    from IPython.display import DisplayHandle
 
 
 class StreamedText:
@@ -21,7 +25,7 @@ class StreamedText:
         self.prompt, self.chat, self.text = prompt, chat, ""
         self.notebook = in_notebook() if notebook is None else notebook
         self.min_interval = 1.0 / max_updates_per_second
-        self._handle = None
+        self._handle: DisplayHandle | None = None
         self._started = False
         self._last_update: float | None = None
 
@@ -42,6 +46,7 @@ class StreamedText:
         if not self.notebook:
             print(piece, end="", flush=True)
             return
+        assert self._handle is not None and self._last_update is not None  # _start showed it
         if time.perf_counter() - self._last_update >= self.min_interval:
             self._handle.update(self.bundle(), raw=True)
             self._last_update = time.perf_counter()
@@ -53,6 +58,7 @@ class StreamedText:
         if text is not None:
             self.text = text
         if self.notebook:
+            assert self._handle is not None  # _start showed it
             self._handle.update(self.bundle(note), raw=True)
         else:
             print()
