@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
 
@@ -228,11 +228,11 @@ class Session:
     # --- training ---
     def train(self, text: str | None = None, data: str | None = _TRAIN.data, from_scratch: bool = _TRAIN.from_scratch,
               config: str = _TRAIN.config, arch: str = _TRAIN.arch, tokenizer: str = _TRAIN.tokenizer,
-              eval_data: str | None = _TRAIN.eval_data, on_step: list[Callable] = (), device: str = _TRAIN.device,
+              eval_data: str | None = _TRAIN.eval_data, on_step: Sequence[Callable] = (), device: str = _TRAIN.device,
               progress: bool = _TRAIN.progress, trust_remote_code: bool = _TRAIN.trust_remote_code,
               processes: int = _TRAIN.processes, accelerate_config: str | None = _TRAIN.accelerate_config,
               text_field: str | None = _TRAIN.text_field, max_tokens: int | None = _TRAIN.max_tokens,
-              sample_docs: int | None = _TRAIN.sample_docs, on_prepare: list[Callable] = (),
+              sample_docs: int | None = _TRAIN.sample_docs, on_prepare: Sequence[Callable] = (),
               num_proc: int | None = None, runs_dir: str | None = _TRAIN.runs_dir, **options) -> TrainResult:
         """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a checkpoint's
         run from its own weights.
@@ -266,11 +266,11 @@ class Session:
                  eval_data: str | None = _FINETUNE.eval_data, lora: bool = _FINETUNE.lora,
                  lora_r: int = _FINETUNE.lora_r, lora_alpha: int | None = _FINETUNE.lora_alpha,
                  task: str = _FINETUNE.task, labels: list[str] | str | None = _FINETUNE.labels,
-                 on_step: list[Callable] = (), progress: bool = _FINETUNE.progress,
+                 on_step: Sequence[Callable] = (), progress: bool = _FINETUNE.progress,
                  trust_remote_code: bool = _FINETUNE.trust_remote_code, processes: int = _FINETUNE.processes,
                  accelerate_config: str | None = _FINETUNE.accelerate_config,
                  text_field: str | None = _FINETUNE.text_field, sample_docs: int | None = _FINETUNE.sample_docs,
-                 on_prepare: list[Callable] = (), runs_dir: str | None = _FINETUNE.runs_dir,
+                 on_prepare: Sequence[Callable] = (), runs_dir: str | None = _FINETUNE.runs_dir,
                  **options) -> TrainResult:
         """**options: TrainOptions' (epochs, steps, lr...); lr defaults by kind of run (README)."""
         options = self._resolve_lr(options)
@@ -311,7 +311,7 @@ class Session:
     # --- the learning-rate finder ---
     def lr_find(self, finetune: bool = False, start_lr: float = _LR_FIND.start_lr, end_lr: float = _LR_FIND.end_lr,
                 num_steps: int = _LR_FIND.num_steps, suggestion: str = _LR_FIND.suggestion,
-                on_step: list[Callable] = (), **options) -> TrainResult:
+                on_step: Sequence[Callable] = (), **options) -> TrainResult:
         """fastai's lr_find on what `train(**options)` (or `finetune(**options)`) would train: an exponential
         lr sweep with a smoothed loss, stopped at 4x its best; sets `self.suggested_lr` (valley by default,
         or minimum/10, steep), which `lr="suggested"` uses. The sweep trains a copy of the model and the

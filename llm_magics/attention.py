@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -90,6 +91,7 @@ class AttentionCapture:
         encoder) over the inputs, the sinks' columns dropped and the row renormalised."""
         if position is None:
             position = len(self.tokens) - 1 if self.causal else 0
+        assert self.rollout is not None, "captured without rollout=True"
         return without_sinks(self.rollout[position], self.sinks)
 
     def layer_weights(self, layer: int) -> torch.Tensor:
@@ -282,7 +284,7 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
     if missing:
         raise LLMError(f"{loaded.name} does not route attention through transformers' attention "
                        f"interface; layers {missing} could not be captured")
-    tokens = [loaded.tokenizer.decode([i]) for i in ids]
+    tokens = [str(loaded.tokenizer.decode([i])) for i in ids]  # one id decodes to one str
     shares = None if recorder.mean_map is None else attention_shares(recorder.mean_map / num_layers,
                                                                      recorder.causal)
     sinks = sink_positions(loaded, ids, shares) if drop_sinks else []
@@ -313,13 +315,14 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
 
         require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
     captured = capture(loaded, text, rollout=True)
+    assert loaded is not None  # capture refused None
     tokens, last, sinks = captured.tokens, captured.tokens[-1], captured.sinks
     if loaded.causal:
         target = f"next token after {last.strip() or last!r}"
     else:
         target = f"{tokens[0].strip()} (position 0, the sequence summary)"
     row = captured.rollout_row()
-    result = {"tokens": tokens, "rollout": row.tolist(), "target": target, "sinks": sinks,
+    result: dict[str, Any] = {"tokens": tokens, "rollout": row.tolist(), "target": target, "sinks": sinks,
               "sink_shares": [float(captured.shares[i]) for i in sinks] if captured.shares is not None else [],
               "sink_tokens": [tokens[i] for i in sinks]}
     if loaded.causal:

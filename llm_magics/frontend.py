@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    pass
+    from comm.base_comm import BaseComm
 
 COMM_TARGET = "llm_magics"
 SOURCE = "llm-magics"  # marks our messages: a reloaded page reads them before it knows the comm's id
@@ -94,7 +94,7 @@ class FrontendBridge:
     def __init__(self, session, min_interval: float = 1.0):
         self.session = session
         self.min_interval = min_interval
-        self.comm = None
+        self.comm: BaseComm | None = None
         self.active: dict | None = None  # the run in progress, as the last progress message said
         self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
 

@@ -10,9 +10,9 @@ import argparse
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Final, Literal
 
-MAGIC_ONLY = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
+MAGIC_ONLY: Final = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Option:
     positional: str | None = None  # a positional argument's nargs: "?", "*", or "1" for exactly one
     required: bool = False
     metavar: str | None = None
-    keyword: str | bool | None = None  # the Session keyword when it differs; MAGIC_ONLY when there is none
+    keyword: str | Literal[False] | None = None  # the Session keyword when it differs; MAGIC_ONLY when there is none
 
     @property
     def flag(self) -> str:
@@ -282,7 +282,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                 target.add_argument(flag, dest=option.name, action="store_const", const=value,
                                     default=option.default, help=option.help)
         else:
-            parser.add_argument(option.flag, type=option.type, default=option.default, choices=option.choices,
+            parser.add_argument(option.flag, type=option.type or str, default=option.default, choices=option.choices,
                                 required=option.required, metavar=option.metavar, help=option.value_help())
 
 
@@ -297,7 +297,7 @@ def session_kwargs(args: argparse.Namespace, command: str, only: list[Option] | 
 
 def completion_spec() -> dict:
     """Each command's options with their help and values, for the extension's completer."""
-    spec = {}
+    spec: dict[str, dict] = {}
     for command, (_, opts) in COMMANDS.items():
         spec[command] = {}
         for o in opts:

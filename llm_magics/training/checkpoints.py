@@ -128,7 +128,7 @@ def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, 
             (staging / MANIFEST).write_text(json.dumps({"written_by": "llm_magics", "run_id": run_id, "step": step}))
             model = getattr(loaded.model, "module", loaded.model)
             with quiet_transformers():
-                model.save_pretrained(staging)
+                model.save_pretrained(str(staging))  # PeftModel's signature takes a str
             loaded.tokenizer.save_pretrained(staging)
             torch.save({"step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": rng_state(),

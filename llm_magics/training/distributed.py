@@ -191,7 +191,7 @@ def _restore_environment(environment: dict):
             os.environ[name] = value
 
 
-def _follow(relay, launch: threading.Thread, kind: str, on_step, stop: StopFlag, at_once: threading.Event):
+def _follow(relay, launch: threading.Thread, kind: RunKind, on_step, stop: StopFlag, at_once: threading.Event):
     """In the kernel: draw rank 0's rows, pass Stop on, and wait for the outcome (or the launcher's end)."""
     messages, stop_event = relay
     mirror = TrainResult(kind=kind, total_steps=0)

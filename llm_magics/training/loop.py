@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -39,6 +40,9 @@ from .checkpoints import prepare_output_dir, restore_state, save_checkpoint
 from .models import add_lora, check_lora_rank, checked_weights, classifier_from, head_labels, resume_weights
 from .options import TrainOptions, TrainResult
 from .scoring import classification_metrics, mean_loss
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
 
 
 def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
@@ -190,10 +194,10 @@ class _Run:
     batches: object  # PackedBlocks or EpochBatches
     options: TrainOptions
     evaluate: Callable[[], dict] | None
-    accelerator: object
+    accelerator: Accelerator
     model: torch.nn.Module  # prepared by accelerate (DDP-wrapped with several processes)
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: torch.optim.lr_scheduler.LRScheduler
     trainable: list
     result: TrainResult
     start_step: int = 0
@@ -287,6 +291,7 @@ def _steps(run: _Run, callbacks: list[StepCallback], stop: StopFlag | None) -> T
                     break
                 row = _step(run, step, started)
                 if _evaluation_due(run, step):
+                    assert run.evaluate is not None  # _evaluation_due checked it
                     row.update(run.evaluate())
                     _evaluated(result, step, _scores(row), callbacks)
                 if waiting is not None:
@@ -322,7 +327,7 @@ def _steps(run: _Run, callbacks: list[StepCallback], stop: StopFlag | None) -> T
 
 
 def _evaluation_due(run: _Run, step: int) -> bool:
-    every = run.options.eval_every
+    every = run.options.eval_every or 0
     return run.evaluate is not None and (step == run.result.total_steps or bool(every) and step % every == 0)
 
 
@@ -360,6 +365,7 @@ def _publish(row: dict, result: TrainResult, callbacks: list[StepCallback]) -> N
 
 def _save(run: _Run, step: int) -> None:
     result = run.result
+    assert run.output_dir is not None  # a run that saves checkpoints has its output dir
     if run.accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
         result.checkpoint = save_checkpoint(run.output_dir / f"checkpoint-{step}", run.loaded, run.optimizer,
                                             run.scheduler, run.batches, step, result, run.options.keep_checkpoints,
@@ -408,7 +414,10 @@ class _EarlyStopping(StepCallback):
     """Stops after `patience` evaluations without an eval loss lower than the best by more than min_delta;
     keeps a copy of the trainable weights at the best evaluation and loads it back at the end."""
 
+    best_weights: list[torch.Tensor] | None
+
     def __init__(self, options: TrainOptions, trainable: list):
+        assert options.early_stopping  # made only with --early-stopping
         self.patience, self.min_delta, self.keep = options.early_stopping, options.min_delta, options.restore_best
         self.trainable = trainable
         self.best, self.best_weights, self.waited = math.inf, None, 0

@@ -6,9 +6,10 @@ run does in between is here."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,10 +30,10 @@ from .options import TrainOptions, TrainResult
 
 def train(session, opts: TrainOptions, text: str | None = None, data: str | None = None,
           from_scratch: bool = False, config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
-          eval_data: str | None = None, on_step: list[Callable] = (), device: str = "auto",
+          eval_data: str | None = None, on_step: Sequence[Callable] = (), device: str = "auto",
           progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
           accelerate_config: str | None = None, text_field: str | None = None, max_tokens: int | None = None,
-          sample_docs: int | None = None, on_prepare: list[Callable] = (), num_proc: int | None = None,
+          sample_docs: int | None = None, on_prepare: Sequence[Callable] = (), num_proc: int | None = None,
           runs_dir: str | None = None) -> TrainResult:
     """`Session.train` once its options are checked (see its docstring)."""
     check_early_stopping(opts, eval_data)
@@ -79,10 +80,10 @@ def train(session, opts: TrainOptions, text: str | None = None, data: str | None
 
 def finetune(session, opts: TrainOptions, data: str | None = None, text: str | None = None,
              eval_data: str | None = None, lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None,
-             task: str = "lm", labels: list[str] | str | None = None, on_step: list[Callable] = (),
+             task: str = "lm", labels: list[str] | str | None = None, on_step: Sequence[Callable] = (),
              progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
              accelerate_config: str | None = None, text_field: str | None = None, sample_docs: int | None = None,
-             on_prepare: list[Callable] = (), runs_dir: str | None = None) -> TrainResult:
+             on_prepare: Sequence[Callable] = (), runs_dir: str | None = None) -> TrainResult:
     """`Session.finetune` once its options are checked (see its docstring)."""
     check_early_stopping(opts, eval_data)
     if opts.resume:
@@ -106,7 +107,7 @@ def finetune(session, opts: TrainOptions, data: str | None = None, text: str | N
     record = start_record(session, RunKind.LR_FIND if opts.lr_sweep else kind, opts, loaded.name, runs_dir, dict(
         data=data, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
         labels=labels, text_field=text_field, sample_docs=sample_docs, processes=processes))
-    tuning = dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels)
+    tuning: dict[str, Any] = dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels)
 
     def here(model, corpus, eval_corpus, callbacks, stop, prep, start) -> TrainResult:
         return finetune_here(model, corpus, opts, eval_corpus=eval_corpus, on_step=callbacks, stop=stop, prep=prep,

@@ -70,6 +70,7 @@ class AttentionView(anywidget.AnyWidget):
     head_set = traitlets.List(traitlets.Int()).tag(sync=True)
     entropy_heads = traitlets.List(traitlets.Int()).tag(sync=True)  # that layer's top 3
     zoom = traitlets.List(traitlets.Float()).tag(sync=True)  # matrix view: [first row, first column, span]
+    _maps: dict[int, torch.Tensor]  # layer -> (heads, n, n), the last two asked
 
     def __init__(self, loaded: LoadedModel, text: str, layer: int | None = None, head: int | None = None,
                  view: str | None = None, thumbnail_size: int = 24, target: str | None = None):
@@ -213,6 +214,7 @@ class AttentionView(anywidget.AnyWidget):
         if self.view == "lens" and (self.lens or self.lens_error):
             body, title = lens_table(self.lens, self.tokens, self.lens_error), "logit lens"
         elif self.view == "model":
+            assert self.capture.thumbnails is not None  # captured with thumbnails=thumbnail_size
             body = _thumbnail_grid(self.capture.thumbnails)
             title = f"model view · {self.num_layers} layers × {self.num_heads} heads"
         elif self.view == "head":
