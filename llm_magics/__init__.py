@@ -3,6 +3,7 @@
 In IPython/Jupyter: `%load_ext llm_magics`, then `%llm --help`.
 Without IPython: `from llm_magics import Session`.
 """
+
 import sys as _sys
 
 if getattr(_sys.modules.get("IPython"), "get_ipython", lambda: None)() is not None:

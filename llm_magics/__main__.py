@@ -1,4 +1,5 @@
 """`python -m llm_magics demo`: load the packaged model and generate, as a first check."""
+
 import sys
 
 from . import Session

@@ -1,10 +1,11 @@
 """The plain Python API. The magics only parse arguments and call a `Session`.
 
-    from llm_magics import Session
-    s = Session()
-    s.load("default")
-    print(s.generate("Once upon a time", max_new_tokens=20, seed=0).text)
+from llm_magics import Session
+s = Session()
+s.load("default")
+print(s.generate("Once upon a time", max_new_tokens=20, seed=0).text)
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,9 @@ from .training.checkpoints import STATE_FILE, write_failure
 
 # Each command's declared defaults (llm_magics/options.py): the signatures below take theirs from there.
 _LOAD, _TRAIN, _FINETUNE, _LR_FIND, _SAVE, _ATTENTION, _PATCH, _ATTRIBUTE, _EVAL = (
-    options.defaults(command) for command in (
-        "load", "train", "finetune", "lr-find", "save", "attention", "patch", "attribute", "eval"))
+    options.defaults(command)
+    for command in ("load", "train", "finetune", "lr-find", "save", "attention", "patch", "attribute", "eval")
+)
 SAVE_MANIFEST = "llm_magics_save.json"  # marks a folder `save` wrote, and lists the files it wrote there
 
 
@@ -72,8 +74,9 @@ class Session:
         from disk after a restart, then kept up to date as runs end. Evaluations are in `%llm runs`."""
         where = run_history.runs_dir(self.runs_dir).absolute()
         if self._runs is None or self._runs_from != where:
-            self._runs = [run_history.to_result(info) for info in run_history.all_runs(where)
-                          if info.get("kind") != RunKind.EVAL]
+            self._runs = [
+                run_history.to_result(info) for info in run_history.all_runs(where) if info.get("kind") != RunKind.EVAL
+            ]
             self._runs_from = where
         return self._runs
 
@@ -105,8 +108,14 @@ class Session:
     def tokenizer(self):
         return self.loaded.tokenizer if self.loaded else None
 
-    def load(self, spec: str = _LOAD.model, device: str = _LOAD.device, dtype: str = _LOAD.dtype,
-             trust_remote_code: bool = _LOAD.trust_remote_code, quantize: str = _LOAD.quantize) -> LoadedModel:
+    def load(
+        self,
+        spec: str = _LOAD.model,
+        device: str = _LOAD.device,
+        dtype: str = _LOAD.dtype,
+        trust_remote_code: bool = _LOAD.trust_remote_code,
+        quantize: str = _LOAD.quantize,
+    ) -> LoadedModel:
         """quantize: none (default: attention, the lens and training stay exact), int8 or int4 weights for
         faster inference; the Linear layers are swapped in place (see llm_magics.quantization)."""
         mode = quantization.check_choice(quantize)
@@ -136,12 +145,20 @@ class Session:
         loaded = self.loaded
         params = sum(p.numel() for p in loaded.model.parameters())
         trainable = sum(p.numel() for p in loaded.model.parameters() if p.requires_grad)
-        return {"model": loaded.name, "kind": loaded.kind, "source": loaded.source,
-                "parameters": params, "trainable_parameters": trainable, "device": str(loaded.device),
-                "dtype": str(loaded.dtype).removeprefix("torch."),
-                "context_length": loading.context_length(loaded.model),
-                **memory_report(loaded.model, loaded.device), **quantization.status(loaded),
-                "chat_turns": len(self.history) // 2, "runs": len(self.runs)}
+        return {
+            "model": loaded.name,
+            "kind": loaded.kind,
+            "source": loaded.source,
+            "parameters": params,
+            "trainable_parameters": trainable,
+            "device": str(loaded.device),
+            "dtype": str(loaded.dtype).removeprefix("torch."),
+            "context_length": loading.context_length(loaded.model),
+            **memory_report(loaded.model, loaded.device),
+            **quantization.status(loaded),
+            "chat_turns": len(self.history) // 2,
+            "runs": len(self.runs),
+        }
 
     def save(self, directory: str, adapter_only: bool = _SAVE.adapter, overwrite: bool = _SAVE.overwrite) -> str:
         """Save weights + tokenizer; LoRA is merged into a copy unless adapter_only.
@@ -159,8 +176,10 @@ class Session:
             raise LLMError(f"{directory} is a training checkpoint: save into another folder")
         ours = _saved_files(path)
         if ours is None and path.is_dir() and any(path.iterdir()) and not overwrite:
-            raise LLMError(f"{directory} is not empty and not an earlier `save`: pick another folder, or pass "
-                           "--overwrite (overwrite=True) to write into it (its other files are kept)")
+            raise LLMError(
+                f"{directory} is not empty and not an earlier `save`: pick another folder, or pass "
+                "--overwrite (overwrite=True) to write into it (its other files are kept)"
+            )
         model = loaded.model
         if isinstance(model, PeftModel) and not adapter_only:
             model = copy.deepcopy(model).merge_and_unload()
@@ -176,8 +195,9 @@ class Session:
                     model.save_pretrained(str(staging))
                 loaded.tokenizer.save_pretrained(staging)
             except Exception as error:  # a full disk: safetensors' and torch's own errors, as one line
-                raise LLMError(write_failure(error, f"{directory} was not saved (what was there is unchanged)")) \
-                    from None
+                raise LLMError(
+                    write_failure(error, f"{directory} was not saved (what was there is unchanged)")
+                ) from None
         return str(path)
 
     @staticmethod
@@ -185,8 +205,11 @@ class Session:
         """Move a finished save from its staging folder into `path`, replacing our earlier files only."""
         path.mkdir(exist_ok=True)
         # everything save_pretrained wrote, except peft's model card where the user has a README.md
-        written = sorted(p.name for p in staging.iterdir() if not (
-            p.name == "README.md" and (path / p.name).exists() and p.name not in (ours or [])))
+        written = sorted(
+            p.name
+            for p in staging.iterdir()
+            if not (p.name == "README.md" and (path / p.name).exists() and p.name not in (ours or []))
+        )
         for name in ours or []:  # our earlier files: no stale adapter_config.json or orphan shard stays
             old = path / name
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink(missing_ok=True)
@@ -194,30 +217,46 @@ class Session:
             if (path / name).is_dir():
                 shutil.rmtree(path / name)
             os.replace(staging / name, path / name)
-        (path / SAVE_MANIFEST).write_text(json.dumps(
-            {"saved_by": "llm_magics", "model": loaded.name, "adapter_only": adapter_only, "files": written},
-            indent=1))
+        (path / SAVE_MANIFEST).write_text(
+            json.dumps(
+                {"saved_by": "llm_magics", "model": loaded.name, "adapter_only": adapter_only, "files": written},
+                indent=1,
+            )
+        )
 
     # --- generation ---
-    def generate(self, prompt: str, on_text: Callable[[str], None] | None = None,
-                 output_scores: bool = False, compile: bool | str | None = None, **settings) -> GenerationResult:
+    def generate(
+        self,
+        prompt: str,
+        on_text: Callable[[str], None] | None = None,
+        output_scores: bool = False,
+        compile: bool | str | None = None,
+        **settings,
+    ) -> GenerationResult:
         """compile: a static KV cache + torch.compile (CUDA graphs on a GPU); default self.compile_generation."""
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "generate")
         compiled = self.compile_generation if compile is None else compile
-        result = self.stoppable(lambda stop: generation.generate(
-            self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled))
+        result = self.stoppable(
+            lambda stop: generation.generate(
+                self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled
+            )
+        )
         self.last = result
         return result
 
-    def chat(self, message: str, system: str | None = None, on_text: Callable[[str], None] | None = None,
-             **settings) -> GenerationResult:
+    def chat(
+        self, message: str, system: str | None = None, on_text: Callable[[str], None] | None = None, **settings
+    ) -> GenerationResult:
         if system is not None:
             self.system = system or None
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "chat")
-        result = self.stoppable(lambda stop: generation.chat_turn(
-            self.loaded, self.history, message, self.system, SamplingSettings(**sampling), on_text, stop))
+        result = self.stoppable(
+            lambda stop: generation.chat_turn(
+                self.loaded, self.history, message, self.system, SamplingSettings(**sampling), on_text, stop
+            )
+        )
         self.last = result
         return result
 
@@ -226,14 +265,29 @@ class Session:
         self.system = system
 
     # --- training ---
-    def train(self, text: str | None = None, data: str | None = _TRAIN.data, from_scratch: bool = _TRAIN.from_scratch,
-              config: str = _TRAIN.config, arch: str = _TRAIN.arch, tokenizer: str = _TRAIN.tokenizer,
-              eval_data: str | None = _TRAIN.eval_data, on_step: Sequence[Callable] = (), device: str = _TRAIN.device,
-              progress: bool = _TRAIN.progress, trust_remote_code: bool = _TRAIN.trust_remote_code,
-              processes: int = _TRAIN.processes, accelerate_config: str | None = _TRAIN.accelerate_config,
-              text_field: str | None = _TRAIN.text_field, max_tokens: int | None = _TRAIN.max_tokens,
-              sample_docs: int | None = _TRAIN.sample_docs, on_prepare: Sequence[Callable] = (),
-              num_proc: int | None = None, runs_dir: str | None = _TRAIN.runs_dir, **options) -> TrainResult:
+    def train(
+        self,
+        text: str | None = None,
+        data: str | None = _TRAIN.data,
+        from_scratch: bool = _TRAIN.from_scratch,
+        config: str = _TRAIN.config,
+        arch: str = _TRAIN.arch,
+        tokenizer: str = _TRAIN.tokenizer,
+        eval_data: str | None = _TRAIN.eval_data,
+        on_step: Sequence[Callable] = (),
+        device: str = _TRAIN.device,
+        progress: bool = _TRAIN.progress,
+        trust_remote_code: bool = _TRAIN.trust_remote_code,
+        processes: int = _TRAIN.processes,
+        accelerate_config: str | None = _TRAIN.accelerate_config,
+        text_field: str | None = _TRAIN.text_field,
+        max_tokens: int | None = _TRAIN.max_tokens,
+        sample_docs: int | None = _TRAIN.sample_docs,
+        on_prepare: Sequence[Callable] = (),
+        num_proc: int | None = None,
+        runs_dir: str | None = _TRAIN.runs_dir,
+        **options,
+    ) -> TrainResult:
         """Pre-train on text: a fresh model (from_scratch) or the loaded one; resume continues a checkpoint's
         run from its own weights.
 
@@ -248,40 +302,86 @@ class Session:
         _no_extra(extra, "train")
         opts = TrainOptions.for_run("train", train_options, from_scratch=from_scratch)
         return training_run.train(
-            self, opts, text=text, data=data, from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer,
-            eval_data=eval_data, on_step=on_step, device=device, progress=progress,
-            trust_remote_code=trust_remote_code, processes=processes, accelerate_config=accelerate_config,
-            text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, on_prepare=on_prepare,
-            num_proc=num_proc, runs_dir=runs_dir)
+            self,
+            opts,
+            text=text,
+            data=data,
+            from_scratch=from_scratch,
+            config=config,
+            arch=arch,
+            tokenizer=tokenizer,
+            eval_data=eval_data,
+            on_step=on_step,
+            device=device,
+            progress=progress,
+            trust_remote_code=trust_remote_code,
+            processes=processes,
+            accelerate_config=accelerate_config,
+            text_field=text_field,
+            max_tokens=max_tokens,
+            sample_docs=sample_docs,
+            on_prepare=on_prepare,
+            num_proc=num_proc,
+            runs_dir=runs_dir,
+        )
 
     def taking(self, model: LoadedModel) -> Callable[[], None]:
         """What a run calls when it starts: the session then holds the model the run trains."""
+
         def start():
             if self.loaded is not model:
                 self.loaded = model
                 self.history = []
+
         return start
 
-    def finetune(self, data: str | None = _FINETUNE.data, text: str | None = None,
-                 eval_data: str | None = _FINETUNE.eval_data, lora: bool = _FINETUNE.lora,
-                 lora_r: int = _FINETUNE.lora_r, lora_alpha: int | None = _FINETUNE.lora_alpha,
-                 task: str = _FINETUNE.task, labels: list[str] | str | None = _FINETUNE.labels,
-                 on_step: Sequence[Callable] = (), progress: bool = _FINETUNE.progress,
-                 trust_remote_code: bool = _FINETUNE.trust_remote_code, processes: int = _FINETUNE.processes,
-                 accelerate_config: str | None = _FINETUNE.accelerate_config,
-                 text_field: str | None = _FINETUNE.text_field, sample_docs: int | None = _FINETUNE.sample_docs,
-                 on_prepare: Sequence[Callable] = (), runs_dir: str | None = _FINETUNE.runs_dir,
-                 **options) -> TrainResult:
+    def finetune(
+        self,
+        data: str | None = _FINETUNE.data,
+        text: str | None = None,
+        eval_data: str | None = _FINETUNE.eval_data,
+        lora: bool = _FINETUNE.lora,
+        lora_r: int = _FINETUNE.lora_r,
+        lora_alpha: int | None = _FINETUNE.lora_alpha,
+        task: str = _FINETUNE.task,
+        labels: list[str] | str | None = _FINETUNE.labels,
+        on_step: Sequence[Callable] = (),
+        progress: bool = _FINETUNE.progress,
+        trust_remote_code: bool = _FINETUNE.trust_remote_code,
+        processes: int = _FINETUNE.processes,
+        accelerate_config: str | None = _FINETUNE.accelerate_config,
+        text_field: str | None = _FINETUNE.text_field,
+        sample_docs: int | None = _FINETUNE.sample_docs,
+        on_prepare: Sequence[Callable] = (),
+        runs_dir: str | None = _FINETUNE.runs_dir,
+        **options,
+    ) -> TrainResult:
         """**options: TrainOptions' (epochs, steps, lr...); lr defaults by kind of run (README)."""
         options = self._resolve_lr(options)
         train_options, extra = _split(options, TrainOptions)
         _no_extra(extra, "finetune")
         opts = TrainOptions.for_run("finetune", train_options, lora=lora)
         return training_run.finetune(
-            self, opts, data=data, text=text, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha,
-            task=task, labels=labels, on_step=on_step, progress=progress, trust_remote_code=trust_remote_code,
-            processes=processes, accelerate_config=accelerate_config, text_field=text_field,
-            sample_docs=sample_docs, on_prepare=on_prepare, runs_dir=runs_dir)
+            self,
+            opts,
+            data=data,
+            text=text,
+            eval_data=eval_data,
+            lora=lora,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            task=task,
+            labels=labels,
+            on_step=on_step,
+            progress=progress,
+            trust_remote_code=trust_remote_code,
+            processes=processes,
+            accelerate_config=accelerate_config,
+            text_field=text_field,
+            sample_docs=sample_docs,
+            on_prepare=on_prepare,
+            runs_dir=runs_dir,
+        )
 
     def recorded(self, result: TrainResult, record: run_history.RunRecord) -> None:
         """The run's final status on disk, and the run in self.runs."""
@@ -309,9 +409,16 @@ class Session:
             self.stop_flag.request("stop button")
 
     # --- the learning-rate finder ---
-    def lr_find(self, finetune: bool = False, start_lr: float = _LR_FIND.start_lr, end_lr: float = _LR_FIND.end_lr,
-                num_steps: int = _LR_FIND.num_steps, suggestion: str = _LR_FIND.suggestion,
-                on_step: Sequence[Callable] = (), **options) -> TrainResult:
+    def lr_find(
+        self,
+        finetune: bool = False,
+        start_lr: float = _LR_FIND.start_lr,
+        end_lr: float = _LR_FIND.end_lr,
+        num_steps: int = _LR_FIND.num_steps,
+        suggestion: str = _LR_FIND.suggestion,
+        on_step: Sequence[Callable] = (),
+        **options,
+    ) -> TrainResult:
         """fastai's lr_find on what `train(**options)` (or `finetune(**options)`) would train: an exponential
         lr sweep with a smoothed loss, stopped at 4x its best; sets `self.suggested_lr` (valley by default,
         or minimum/10, steep), which `lr="suggested"` uses. The sweep trains a copy of the model and the
@@ -322,8 +429,9 @@ class Session:
         lr_finder.check(start_lr, end_lr, num_steps, suggestion)
         for name in ("eval_data", "checkpoint_every", "resume", "early_stopping", "processes", "accelerate_config"):
             if options.get(name) not in (None, False, 1):
-                raise LLMError(f"lr-find takes no --{name.replace('_', '-')}: "
-                               "it sweeps the lr on the training data only")
+                raise LLMError(
+                    f"lr-find takes no --{name.replace('_', '-')}: it sweeps the lr on the training data only"
+                )
         if options.get("min_delta"):  # an early-stopping setting: it would be silently ignored
             raise LLMError("lr-find takes no --min-delta: it sweeps the lr on the training data only")
         watcher = lr_finder.SweepWatcher(self, start_lr, end_lr, num_steps, suggestion)
@@ -333,8 +441,10 @@ class Session:
             self.loaded.model = copy.deepcopy(original.model)
         try:
             run = self.finetune if finetune else self.train
-            result = run(on_step=[watcher, *on_step], **{**options, "lr": start_lr, "steps": num_steps, "warmup": 0,
-                                                       "lr_sweep": end_lr})
+            result = run(
+                on_step=[watcher, *on_step],
+                **{**options, "lr": start_lr, "steps": num_steps, "warmup": 0, "lr_sweep": end_lr},
+            )
         finally:
             self.loaded, (self.history, self.system) = original, chat
             set_rng_state(rng)
@@ -355,33 +465,72 @@ class Session:
         return {**options, "lr": self.suggested_lr}
 
     # --- evaluation ---
-    def eval(self, metric: str, data: str | None = _EVAL.data, text: str | None = None,
-             max_new_tokens: int = _EVAL.max_new_tokens, seq_len: int = _EVAL.seq_len,
-             text_field: str | None = _EVAL.text_field, sample_docs: int | None = _EVAL.sample_docs,
-             max_tokens: int | None = _EVAL.max_tokens, progress: bool = True, runs_dir: str | None = _EVAL.runs_dir):
+    def eval(
+        self,
+        metric: str,
+        data: str | None = _EVAL.data,
+        text: str | None = None,
+        max_new_tokens: int = _EVAL.max_new_tokens,
+        seq_len: int = _EVAL.seq_len,
+        text_field: str | None = _EVAL.text_field,
+        sample_docs: int | None = _EVAL.sample_docs,
+        max_tokens: int | None = _EVAL.max_tokens,
+        progress: bool = True,
+        runs_dir: str | None = _EVAL.runs_dir,
+    ):
         """Score the loaded model on a data file; the result is also recorded with the latest run.
         Stopped (interrupt, Stop button, `stop()`), it is marked partial and is not a score."""
         from . import evaluation
 
         with datasets_bars(False):  # our one line for a data mistake, not datasets' own bars first
             corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
-        record = self.new_record(RunKind.EVAL, dict(
-            metric=metric, data=data, max_new_tokens=max_new_tokens, seq_len=seq_len, text_field=text_field,
-            sample_docs=sample_docs, max_tokens=max_tokens), self.loaded.name if self.loaded else None,
-            runs_dir) if self.loaded else None
+        record = (
+            self.new_record(
+                RunKind.EVAL,
+                dict(
+                    metric=metric,
+                    data=data,
+                    max_new_tokens=max_new_tokens,
+                    seq_len=seq_len,
+                    text_field=text_field,
+                    sample_docs=sample_docs,
+                    max_tokens=max_tokens,
+                ),
+                self.loaded.name if self.loaded else None,
+                runs_dir,
+            )
+            if self.loaded
+            else None
+        )
         try:
             if record is not None:
                 record.add_data(corpus, "data")
-            result = self.stoppable(lambda stop: evaluation.evaluate(
-                self.loaded, metric, corpus, max_new_tokens, seq_len, stop, max_tokens,
-                Preparation(stop, progress=progress)))
+            result = self.stoppable(
+                lambda stop: evaluation.evaluate(
+                    self.loaded,
+                    metric,
+                    corpus,
+                    max_new_tokens,
+                    seq_len,
+                    stop,
+                    max_tokens,
+                    Preparation(stop, progress=progress),
+                )
+            )
         except BaseException as error:
             if record is not None:
                 record.finish(error=str(error) if isinstance(error, LLMError) else type(error).__name__)
             raise
         if record is not None:
-            record.finish(metrics={} if result.partial else {f"eval_{metric}": result.value, **{
-                k: v for k, v in result.details.items() if isinstance(v, (int, float))}}, stopped=result.partial)
+            record.finish(
+                metrics={}
+                if result.partial
+                else {
+                    f"eval_{metric}": result.value,
+                    **{k: v for k, v in result.details.items() if isinstance(v, (int, float))},
+                },
+                stopped=result.partial,
+            )
         self.evaluations.append(result)
         trained = [r for r in self.runs if r.kind != RunKind.LR_FIND]
         if trained and not result.partial:  # the score of the model the latest run left
@@ -391,9 +540,15 @@ class Session:
         return result
 
     # --- attention ---
-    def attention(self, text: str, layer: int | None = _ATTENTION.layer, head: int | None = _ATTENTION.head,
-                  view: str | None = _ATTENTION.view, backend: str = _ATTENTION.backend,
-                  target: str | None = None):
+    def attention(
+        self,
+        text: str,
+        layer: int | None = _ATTENTION.layer,
+        head: int | None = _ATTENTION.head,
+        view: str | None = _ATTENTION.view,
+        backend: str = _ATTENTION.backend,
+        target: str | None = None,
+    ):
         """An interactive attention view (widget; view='lens' opens its logit-lens tab, where `target` plots
         that token's probability and rank across layers), or bertviz's own head/model view HTML
         (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
@@ -402,8 +557,9 @@ class Session:
         loaded = self.require_model("attention")
         attention.check_layer_head(loaded.model, layer, head)
         if backend == "bertviz":
-            captured = attention.capture(loaded, text, layers=layer if layer is not None else
-                                         list(range(attention.model_shape(loaded.model)[0])))
+            captured = attention.capture(
+                loaded, text, layers=layer if layer is not None else list(range(attention.model_shape(loaded.model)[0]))
+            )
             self.last = captured
             from .views.attention import bertviz_html
 
@@ -435,29 +591,52 @@ class Session:
         return result
 
     # --- why: activation patching and attribution ---
-    def patch(self, clean: str, corrupted: str, answer: str | None = _PATCH.answer, wrong: str | None = _PATCH.wrong,
-              site: str = _PATCH.site, layers: list[int] | None = None, batch_size: int = 64,
-              progress: bool = True):
+    def patch(
+        self,
+        clean: str,
+        corrupted: str,
+        answer: str | None = _PATCH.answer,
+        wrong: str | None = _PATCH.wrong,
+        site: str = _PATCH.site,
+        layers: list[int] | None = None,
+        batch_size: int = 64,
+        progress: bool = True,
+    ):
         """Activation patching: every layer × position (site 'heads': layer × head) of the corrupted run
         patched from the clean run; `.scores` is the share of the logit difference answer − wrong restored.
         answer / wrong default to the clean and the corrupted run's top next tokens. Stoppable."""
         from .patching import patch
 
         loaded = self.require_model("patch")
-        return self._counted(f"patching {site}", "layer", progress, lambda stop, bar: patch(
-            loaded, clean, corrupted, answer, wrong, site, layers, batch_size, stop, bar))
+        return self._counted(
+            f"patching {site}",
+            "layer",
+            progress,
+            lambda stop, bar: patch(loaded, clean, corrupted, answer, wrong, site, layers, batch_size, stop, bar),
+        )
 
-    def attribute(self, text: str, method: str = _ATTRIBUTE.method, target: str | None = _ATTRIBUTE.target,
-                  max_new_tokens: int = _ATTRIBUTE.max_new_tokens, steps: int | None = _ATTRIBUTE.steps,
-                  batch_size: int = 16, progress: bool = True):
+    def attribute(
+        self,
+        text: str,
+        method: str = _ATTRIBUTE.method,
+        target: str | None = _ATTRIBUTE.target,
+        max_new_tokens: int = _ATTRIBUTE.max_new_tokens,
+        steps: int | None = _ATTRIBUTE.steps,
+        batch_size: int = 16,
+        progress: bool = True,
+    ):
         """Which input tokens drove each output token, with Captum's `method`. Without target: the greedy
         continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
         between target tokens: the finished ones are kept (`.interrupted`)."""
         from .attribution import attribute
 
         loaded = self.require_model("attribute")
-        return self._counted(f"attribution ({method})", "token", progress, lambda stop, bar: attribute(
-            loaded, text, method, target, max_new_tokens, steps, batch_size, stop, bar))
+        return self._counted(
+            f"attribution ({method})",
+            "token",
+            progress,
+            lambda stop, bar: attribute(loaded, text, method, target, max_new_tokens, steps, batch_size, stop, bar),
+        )
 
     def _counted(self, description: str, unit: str, progress: bool, work):
         """A stoppable sweep, `work(stop, count)`, with a bar over what it counts; its result becomes `last`."""

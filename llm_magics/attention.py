@@ -14,6 +14,7 @@ SINK_SHARE, plus an encoder's special tokens. Their columns are dropped from the
 the row renormalised. (Dropping them inside the chain instead makes the first surviving position of a
 causal model absorb the paths: 0.99 of the mass on the second token.)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +36,7 @@ CAPTURE = "llm_magics_capture"
 @dataclass
 class LayerInputs:
     """What one layer's softmax needs: its post-RoPE queries and keys (batch 1) and its mask."""
+
     query: torch.Tensor  # (1, heads, n, d)
     key: torch.Tensor  # (1, kv_heads, n, d), not repeated for grouped-query attention
     scaling: float
@@ -51,8 +53,9 @@ def attention_probs(inputs: LayerInputs, heads: list[int] | None = None) -> torc
         query, key = query[heads], key[[h // groups for h in heads]]
         scores = torch.matmul(query * inputs.scaling, key.transpose(-1, -2))
     else:  # each key head serves `groups` query heads: one matmul per key head, no repeated keys
-        scores = torch.matmul((query * inputs.scaling).reshape(key.shape[0], groups * n, d),
-                              key.transpose(-1, -2)).view(num_heads, n, -1)
+        scores = torch.matmul(
+            (query * inputs.scaling).reshape(key.shape[0], groups * n, d), key.transpose(-1, -2)
+        ).view(num_heads, n, -1)
     if inputs.additive is not None:
         scores = scores + inputs.additive[0].float()
     if inputs.blocked is not None:
@@ -109,8 +112,14 @@ class AttentionCapture:
 
 
 class _Recorder:
-    def __init__(self, layers: set[int], heads: list[int] | None, thumbnail_size: int | None, rollout: bool,
-                 keep_queries_keys: bool = False):
+    def __init__(
+        self,
+        layers: set[int],
+        heads: list[int] | None,
+        thumbnail_size: int | None,
+        rollout: bool,
+        keep_queries_keys: bool = False,
+    ):
         self.layers, self.heads = layers, heads
         self.thumbnail_size, self.want_rollout = thumbnail_size, rollout
         self.keep_queries_keys = keep_queries_keys
@@ -123,8 +132,7 @@ class _Recorder:
         self.causal = False
 
     def needs(self, layer: int) -> bool:
-        return (layer in self.layers or self.thumbnail_size is not None or self.want_rollout
-                or self.keep_queries_keys)
+        return layer in self.layers or self.thumbnail_size is not None or self.want_rollout or self.keep_queries_keys
 
     def _blocked(self, attention_mask, causal: bool, n: int, m: int, device) -> torch.Tensor | None:
         """The bool mask of blocked positions, built once and shared by every layer."""
@@ -143,15 +151,20 @@ class _Recorder:
         self.causal = self.causal or causal
         n, m = query.shape[2], key.shape[2]
         additive = attention_mask[:1] if attention_mask is not None and attention_mask.dtype != torch.bool else None
-        inputs = LayerInputs(query[:1].detach().contiguous(), key[:1].detach().contiguous(),
-                             scaling if scaling is not None else query.shape[-1] ** -0.5,
-                             self._blocked(attention_mask, causal, n, m, query.device), additive)
+        inputs = LayerInputs(
+            query[:1].detach().contiguous(),
+            key[:1].detach().contiguous(),
+            scaling if scaling is not None else query.shape[-1] ** -0.5,
+            self._blocked(attention_mask, causal, n, m, query.device),
+            additive,
+        )
         if self.keep_queries_keys:
             self.queries_keys[layer] = inputs
         if not (layer in self.layers or self.thumbnail_size is not None or self.want_rollout):
             return
-        all_heads = self.heads is None or layer not in self.layers or self.thumbnail_size is not None \
-            or self.want_rollout
+        all_heads = (
+            self.heads is None or layer not in self.layers or self.thumbnail_size is not None or self.want_rollout
+        )
         # Only the asked heads when nothing else needs all of them: O(heads asked × n²).
         probs = attention_probs(inputs, None if all_heads else self.heads)
         if layer in self.layers:
@@ -173,8 +186,7 @@ def _capturing_attention(module, query, key, value, attention_mask, dropout=0.0,
     layer = getattr(module, "layer_idx", None)
     if _ACTIVE is not None and layer is not None and _ACTIVE.needs(layer):
         _ACTIVE.record(layer, module, query, key, attention_mask, scaling)
-    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                  **kwargs)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, **kwargs)
 
 
 AttentionInterface.register(CAPTURE, _capturing_attention)
@@ -253,9 +265,16 @@ def without_sinks(row: torch.Tensor, sinks: list[int]) -> torch.Tensor:
     return row / row.sum().clamp_min(1e-12)
 
 
-def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | None = None,
-            heads: list[int] | int | None = None, thumbnails: int | None = None,
-            rollout: bool = False, keep_queries_keys: bool = False, drop_sinks: bool = True) -> AttentionCapture:
+def capture(
+    loaded: LoadedModel | None,
+    text: str,
+    layers: list[int] | int | None = None,
+    heads: list[int] | int | None = None,
+    thumbnails: int | None = None,
+    rollout: bool = False,
+    keep_queries_keys: bool = False,
+    drop_sinks: bool = True,
+) -> AttentionCapture:
     """Attention of `text` for the asked layers (default: the last) and heads (default: all), in one
     forward pass. keep_queries_keys: also keep every layer's queries and keys, so that
     `AttentionCapture.layer_weights(layer)` gives any other layer later without a new pass."""
@@ -282,18 +301,28 @@ def capture(loaded: LoadedModel | None, text: str, layers: list[int] | int | Non
         model(**{k: v.to(loaded.device) for k, v in inputs.items()})
     missing = [layer for layer in layers if layer not in recorder.weights]
     if missing:
-        raise LLMError(f"{loaded.name} does not route attention through transformers' attention "
-                       f"interface; layers {missing} could not be captured")
+        raise LLMError(
+            f"{loaded.name} does not route attention through transformers' attention "
+            f"interface; layers {missing} could not be captured"
+        )
     tokens = [str(loaded.tokenizer.decode([i])) for i in ids]  # one id decodes to one str
-    shares = None if recorder.mean_map is None else attention_shares(recorder.mean_map / num_layers,
-                                                                     recorder.causal)
+    shares = None if recorder.mean_map is None else attention_shares(recorder.mean_map / num_layers, recorder.causal)
     sinks = sink_positions(loaded, ids, shares) if drop_sinks else []
     thumbs = torch.stack([recorder.thumbnails[i] for i in range(num_layers)]) if thumbnails else None
-    return AttentionCapture(tokens=tokens, layers=layers, heads=heads or list(range(num_heads)),
-                            weights=recorder.weights, num_layers=num_layers, num_heads=num_heads,
-                            causal=recorder.causal, thumbnails=thumbs,
-                            rollout=recorder.rollout.cpu() if recorder.rollout is not None else None,
-                            sinks=sinks, queries_keys=recorder.queries_keys, shares=shares)
+    return AttentionCapture(
+        tokens=tokens,
+        layers=layers,
+        heads=heads or list(range(num_heads)),
+        weights=recorder.weights,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        causal=recorder.causal,
+        thumbnails=thumbs,
+        rollout=recorder.rollout.cpu() if recorder.rollout is not None else None,
+        sinks=sinks,
+        queries_keys=recorder.queries_keys,
+        shares=shares,
+    )
 
 
 def spearman(a, b) -> float:
@@ -322,17 +351,24 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     else:
         target = f"{tokens[0].strip()} (position 0, the sequence summary)"
     row = captured.rollout_row()
-    result: dict[str, Any] = {"tokens": tokens, "rollout": row.tolist(), "target": target, "sinks": sinks,
-              "sink_shares": [float(captured.shares[i]) for i in sinks] if captured.shares is not None else [],
-              "sink_tokens": [tokens[i] for i in sinks]}
+    result: dict[str, Any] = {
+        "tokens": tokens,
+        "rollout": row.tolist(),
+        "target": target,
+        "sinks": sinks,
+        "sink_shares": [float(captured.shares[i]) for i in sinks] if captured.shares is not None else [],
+        "sink_tokens": [tokens[i] for i in sinks],
+    }
     if loaded.causal:
         from .attribution import attribute
 
         attribution = attribute(loaded, text, method="input-x-gradient", max_new_tokens=1)
-        raw = torch.from_numpy(np.abs(attribution.scores[0, :len(tokens)])).float()
+        raw = torch.from_numpy(np.abs(attribution.scores[0, : len(tokens)])).float()
         scores = without_sinks(raw, sinks)
         kept = [i for i in range(len(tokens)) if i not in sinks]
-        result.update(saliency=scores.tolist(), predicted=attribution.targets[0],
-                      agreement=spearman([row[i] for i in kept], [scores[i] for i in kept]) if len(kept) > 1
-                      else float("nan"))
+        result.update(
+            saliency=scores.tolist(),
+            predicted=attribution.targets[0],
+            agreement=spearman([row[i] for i in kept], [scores[i] for i in kept]) if len(kept) > 1 else float("nan"),
+        )
     return result

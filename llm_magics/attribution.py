@@ -14,6 +14,7 @@ replaces one token's embedding by zeros; feature ablation and Shapley sampling r
 baseline token (the pad token, else id 0). Integrated gradients report their convergence delta:
 sum(attributions) - (f(input) - f(baseline)).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,15 @@ from .errors import LLMError, no_model
 from .interrupts import StopFlag
 from .loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
 
-METHODS = ("integrated-gradients", "layer-integrated-gradients", "saliency", "input-x-gradient", "occlusion",
-           "feature-ablation", "shapley-sampling")
+METHODS = (
+    "integrated-gradients",
+    "layer-integrated-gradients",
+    "saliency",
+    "input-x-gradient",
+    "occlusion",
+    "feature-ablation",
+    "shapley-sampling",
+)
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
 TOP_K = 5
 
@@ -54,9 +62,16 @@ class AttributionResult:
         for t, target in enumerate(self.targets):
             for i, token in enumerate(self.tokens):
                 if not math.isnan(self.scores[t, i]):
-                    rows.append({"target_index": t, "target": target, "input_index": i, "input": token,
-                                 "score": float(self.scores[t, i]),
-                                 "probability": self.step_scores[t]["probability"] if self.step_scores else None})
+                    rows.append(
+                        {
+                            "target_index": t,
+                            "target": target,
+                            "input_index": i,
+                            "input": token,
+                            "score": float(self.scores[t, i]),
+                            "probability": self.step_scores[t]["probability"] if self.step_scores else None,
+                        }
+                    )
         return pd.DataFrame(rows)
 
     def normalized(self) -> np.ndarray:
@@ -65,8 +80,11 @@ class AttributionResult:
         return self.scores / np.where(peak > 0, peak, 1)
 
     def summary(self) -> str:
-        note = f"; stopped after {len(self.targets)} target token(s), the finished ones are kept" \
-            if self.interrupted else ""
+        note = (
+            f"; stopped after {len(self.targets)} target token(s), the finished ones are kept"
+            if self.interrupted
+            else ""
+        )
         delta = f", largest |convergence delta| {max(abs(d) for d in self.deltas):.4f}" if self.deltas else ""
         return f"attribution ({self.method}): {len(self.targets)} target(s) x {len(self.tokens)} tokens{delta}{note}"
 
@@ -84,8 +102,9 @@ class AttributionResult:
     def load(cls, path: str) -> AttributionResult:
         try:
             data = json.loads(Path(path).read_text())
-            data["scores"] = np.array([[np.nan if v is None else v for v in row] for row in data["scores"]],
-                                      dtype=np.float64).reshape(len(data["targets"]), len(data["tokens"]))
+            data["scores"] = np.array(
+                [[np.nan if v is None else v for v in row] for row in data["scores"]], dtype=np.float64
+            ).reshape(len(data["targets"]), len(data["tokens"]))
             return cls(**data)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise LLMError(f"{path} is not an attribution saved by AttributionResult.save ({error})") from None
@@ -115,8 +134,9 @@ def _baseline_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-def _per_token(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int, steps: int,
-               batch_size: int) -> tuple[torch.Tensor, float | None]:
+def _per_token(
+    method: str, loaded: LoadedModel, ids: torch.Tensor, target: int, steps: int, batch_size: int
+) -> tuple[torch.Tensor, float | None]:
     import warnings
 
     with warnings.catch_warnings():
@@ -124,8 +144,9 @@ def _per_token(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int,
         return _captum(method, loaded, ids, target, steps, batch_size)
 
 
-def _captum(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int, steps: int,
-               batch_size: int) -> tuple[torch.Tensor, float | None]:
+def _captum(
+    method: str, loaded: LoadedModel, ids: torch.Tensor, target: int, steps: int, batch_size: int
+) -> tuple[torch.Tensor, float | None]:
     """One target's scores over the positions of ids (1, n) with Captum's `method`, and IG's delta."""
     from captum.attr import (
         FeatureAblation,
@@ -145,45 +166,76 @@ def _captum(method: str, loaded: LoadedModel, ids: torch.Tensor, target: int, st
         baseline = torch.full_like(ids, base)
         if method == "layer-integrated-gradients":
             attr, delta = LayerIntegratedGradients(f, embedding).attribute(
-                ids, baselines=baseline, additional_forward_args=(target,), n_steps=steps,
-                internal_batch_size=batch_size, return_convergence_delta=True)
+                ids,
+                baselines=baseline,
+                additional_forward_args=(target,),
+                n_steps=steps,
+                internal_batch_size=batch_size,
+                return_convergence_delta=True,
+            )
             return attr.sum(-1)[0].detach(), float(delta)
         with torch.no_grad():
             if method == "feature-ablation":
-                attr = FeatureAblation(f).attribute(ids, baselines=base, additional_forward_args=(target,),
-                                                    perturbations_per_eval=batch_size)
+                attr = FeatureAblation(f).attribute(
+                    ids, baselines=base, additional_forward_args=(target,), perturbations_per_eval=batch_size
+                )
             else:
-                attr = ShapleyValueSampling(f).attribute(ids, baselines=base, additional_forward_args=(target,),
-                                                         n_samples=steps, perturbations_per_eval=batch_size)
+                attr = ShapleyValueSampling(f).attribute(
+                    ids,
+                    baselines=base,
+                    additional_forward_args=(target,),
+                    n_samples=steps,
+                    perturbations_per_eval=batch_size,
+                )
         return attr[0].float(), None
     x = embedding(ids).detach().requires_grad_(True)
     if method == "integrated-gradients":
-        attr, delta = IntegratedGradients(f).attribute(x, baselines=torch.zeros_like(x),
-                                                       additional_forward_args=(target, True), n_steps=steps,
-                                                       internal_batch_size=batch_size,
-                                                       return_convergence_delta=True)
+        attr, delta = IntegratedGradients(f).attribute(
+            x,
+            baselines=torch.zeros_like(x),
+            additional_forward_args=(target, True),
+            n_steps=steps,
+            internal_batch_size=batch_size,
+            return_convergence_delta=True,
+        )
         return attr.sum(-1)[0].detach(), float(delta)
     if method == "saliency":  # Captum warns that the embeddings did not ask for gradients: it asks for them
         return Saliency(f).attribute(x, additional_forward_args=(target, True), abs=True).sum(-1)[0].detach(), None
     if method == "input-x-gradient":
         return InputXGradient(f).attribute(x, additional_forward_args=(target, True)).sum(-1)[0].detach(), None
     with torch.no_grad():  # occlusion: one token's embedding replaced by zeros
-        attr = Occlusion(f).attribute(x, sliding_window_shapes=(1, x.shape[-1]), strides=(1, x.shape[-1]),
-                                      baselines=0, additional_forward_args=(target, True),
-                                      perturbations_per_eval=batch_size)
+        attr = Occlusion(f).attribute(
+            x,
+            sliding_window_shapes=(1, x.shape[-1]),
+            strides=(1, x.shape[-1]),
+            baselines=0,
+            additional_forward_args=(target, True),
+            perturbations_per_eval=batch_size,
+        )
     return attr.mean(-1)[0].float(), None
 
 
 def _step_scores(probs: torch.Tensor, target: int, decode) -> dict:
     top = probs.topk(min(TOP_K, probs.shape[-1]))
     entropy = float(-(probs * torch.log(probs.clamp_min(1e-30))).sum())
-    return {"probability": float(probs[target]), "entropy": entropy,
-            "top": [[decode(i), float(p)] for i, p in zip(top.indices.tolist(), top.values.tolist())]}
+    return {
+        "probability": float(probs[target]),
+        "entropy": entropy,
+        "top": [[decode(i), float(p)] for i, p in zip(top.indices.tolist(), top.values.tolist())],
+    }
 
 
-def attribute(loaded: LoadedModel | None, text: str, method: str = "integrated-gradients",
-              target: str | None = None, max_new_tokens: int = 10, steps: int | None = None,
-              batch_size: int = 16, stop: StopFlag | None = None, on_target=None) -> AttributionResult:
+def attribute(
+    loaded: LoadedModel | None,
+    text: str,
+    method: str = "integrated-gradients",
+    target: str | None = None,
+    max_new_tokens: int = 10,
+    steps: int | None = None,
+    batch_size: int = 16,
+    stop: StopFlag | None = None,
+    on_target=None,
+) -> AttributionResult:
     """Attribute each target token (the given --target, else the greedy continuation; for a classifier the
     predicted label or the --target label) to the tokens before it."""
     if loaded is None:
@@ -191,8 +243,10 @@ def attribute(loaded: LoadedModel | None, text: str, method: str = "integrated-g
     if method not in METHODS:
         raise LLMError(f"unknown method {method!r}: use {', '.join(METHODS)}")
     if loaded.kind not in (CAUSAL, CLASSIFIER):
-        raise LLMError(f"attribute explains an output: it needs a causal language model or a classifier, and "
-                       f"{loaded.name} is a plain encoder; fine-tune it with --task classify or load default")
+        raise LLMError(
+            f"attribute explains an output: it needs a causal language model or a classifier, and "
+            f"{loaded.name} is a plain encoder; fine-tune it with --task classify or load default"
+        )
     if not text or not text.strip():
         raise LLMError("the text is empty: give the prompt (or sentence) to explain")
     if steps is not None and steps < 1:
@@ -230,11 +284,16 @@ def _causal(loaded, ids, method, target, max_new_tokens, steps, batch_size, limi
             raise LLMError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
         _check_length(prompt_length + max_new_tokens, limit, "the text plus --max-new-tokens")
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                                 do_sample=False, pad_token_id=_baseline_id(tokenizer))
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=_baseline_id(tokenizer),
+            )
         target_ids = out[0, prompt_length:].tolist()
         if tokenizer.eos_token_id in target_ids:  # the answer ends at EOS (kept as the last target)
-            target_ids = target_ids[:target_ids.index(tokenizer.eos_token_id) + 1]
+            target_ids = target_ids[: target_ids.index(tokenizer.eos_token_id) + 1]
     sequence = torch.cat([ids, torch.tensor([target_ids], device=ids.device)], dim=1)
     vocabulary: dict[int, str] = {}
 
@@ -244,17 +303,17 @@ def _causal(loaded, ids, method, target, max_new_tokens, steps, batch_size, limi
         return vocabulary[token]
 
     with torch.no_grad():
-        probs = torch.softmax(model(input_ids=sequence).logits[0, prompt_length - 1:-1].float(), -1)
+        probs = torch.softmax(model(input_ids=sequence).logits[0, prompt_length - 1 : -1].float(), -1)
     columns = sequence.shape[1]
     rows, step_scores, deltas, interrupted = [], [], [], False
     for index, token in enumerate(target_ids):
         if stop is not None and stop.requested:
             interrupted = True
             break
-        seen = sequence[:, :prompt_length + index]
+        seen = sequence[:, : prompt_length + index]
         scores, delta = _per_token(method, loaded, seen, token, steps, batch_size)
         row = np.full(columns, np.nan)
-        row[:seen.shape[1]] = scores.cpu().double().numpy()
+        row[: seen.shape[1]] = scores.cpu().double().numpy()
         rows.append(row)
         step_scores.append(_step_scores(probs[index], token, decode))
         if delta is not None:
@@ -262,11 +321,18 @@ def _causal(loaded, ids, method, target, max_new_tokens, steps, batch_size, limi
         if on_target is not None:
             on_target(index + 1, len(target_ids))
     done = len(rows)
-    return AttributionResult(method=method, tokens=[decode(i) for i in sequence[0].tolist()],
-                             targets=[decode(i) for i in target_ids[:done]],
-                             scores=np.array(rows).reshape(done, columns), step_scores=step_scores, deltas=deltas,
-                             prompt_length=prompt_length, interrupted=interrupted, steps=steps,
-                             ids=sequence[0].tolist())
+    return AttributionResult(
+        method=method,
+        tokens=[decode(i) for i in sequence[0].tolist()],
+        targets=[decode(i) for i in target_ids[:done]],
+        scores=np.array(rows).reshape(done, columns),
+        step_scores=step_scores,
+        deltas=deltas,
+        prompt_length=prompt_length,
+        interrupted=interrupted,
+        steps=steps,
+        ids=sequence[0].tolist(),
+    )
 
 
 def _classifier(loaded, ids, method, target, steps, batch_size, limit):
@@ -283,7 +349,14 @@ def _classifier(loaded, ids, method, target, steps, batch_size, limit):
         raise LLMError(f"--target {target!r} is not one of the classifier's labels: {', '.join(labels)}")
     scores, delta = _per_token(method, loaded, ids, label, steps, batch_size)
     step = _step_scores(probs, label, lambda i: labels[i])
-    return AttributionResult(method=method, tokens=[tokenizer.decode([i]) for i in ids[0].tolist()],
-                             targets=[labels[label]], scores=scores.cpu().double().numpy()[None],
-                             step_scores=[step], deltas=[] if delta is None else [delta],
-                             prompt_length=ids.shape[1], steps=steps, ids=ids[0].tolist())
+    return AttributionResult(
+        method=method,
+        tokens=[tokenizer.decode([i]) for i in ids[0].tolist()],
+        targets=[labels[label]],
+        scores=scores.cpu().double().numpy()[None],
+        step_scores=[step],
+        deltas=[] if delta is None else [delta],
+        prompt_length=ids.shape[1],
+        steps=steps,
+        ids=ids[0].tolist(),
+    )

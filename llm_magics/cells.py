@@ -1,5 +1,6 @@
 """An empty-bodied `%%llm` cell (`%%llm finetune --data FILE` alone in a cell, as the README writes it)
 runs as the line magic `%llm` with the same line: IPython itself refuses a cell magic with no body."""
+
 from __future__ import annotations
 
 

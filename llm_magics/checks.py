@@ -1,4 +1,5 @@
 """Checks on numbers a user types, shared by every command's options (one line each, as LLMError)."""
+
 from __future__ import annotations
 
 import math

@@ -1,4 +1,5 @@
 """Choosing where the model runs and in which precision."""
+
 from __future__ import annotations
 
 import torch
@@ -6,9 +7,12 @@ import torch
 from .errors import LLMError
 
 _DTYPES = {
-    "float32": torch.float32, "fp32": torch.float32,
-    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-    "float16": torch.float16, "fp16": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
 }
 
 

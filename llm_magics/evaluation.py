@@ -3,6 +3,7 @@
 
 A stop (interrupt, Stop button, `Session.stop()`) ends the whole evaluation between examples: the result
 is marked partial, its value is nan (a score over part of the data is not the score)."""
+
 from __future__ import annotations
 
 import math
@@ -30,15 +31,24 @@ class EvalResult:
 
     def summary(self) -> str:
         if self.partial:
-            return (f"{self.metric}: partial: {self.examples} of {self.total} "
-                    f"{'windows' if self.metric == 'perplexity' else 'examples'}, stopped (not a score)")
+            return (
+                f"{self.metric}: partial: {self.examples} of {self.total} "
+                f"{'windows' if self.metric == 'perplexity' else 'examples'}, stopped (not a score)"
+            )
         extra = ", ".join(f"{k} {v:.4f}" for k, v in self.details.items() if isinstance(v, float))
         return f"{self.metric}: {self.value:.4f} on {self.examples} examples" + (f" ({extra})" if extra else "")
 
 
-def evaluate(loaded: LoadedModel | None, metric: str, corpus: Corpus, max_new_tokens: int = 64,
-             seq_len: int = 512, stop: StopFlag | None = None, max_tokens: int | None = None,
-             prep: Preparation | None = None) -> EvalResult:
+def evaluate(
+    loaded: LoadedModel | None,
+    metric: str,
+    corpus: Corpus,
+    max_new_tokens: int = 64,
+    seq_len: int = 512,
+    stop: StopFlag | None = None,
+    max_tokens: int | None = None,
+    prep: Preparation | None = None,
+) -> EvalResult:
     if loaded is None:
         raise no_model("eval")
     if metric not in METRICS:
@@ -46,8 +56,9 @@ def evaluate(loaded: LoadedModel | None, metric: str, corpus: Corpus, max_new_to
     stop = stop or StopFlag()
     if metric == "perplexity":
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
-            raise LLMError(f"--seq-len must be at least 2 for perplexity (a window predicts its next tokens); "
-                           f"got {seq_len!r}")
+            raise LLMError(
+                f"--seq-len must be at least 2 for perplexity (a window predicts its next tokens); got {seq_len!r}"
+            )
         return _perplexity(loaded, corpus, seq_len, stop, max_tokens, prep or Preparation(stop, progress=False))
     if metric in ("accuracy", "f1"):
         return _classification(loaded, metric, corpus, stop)
@@ -57,13 +68,15 @@ def evaluate(loaded: LoadedModel | None, metric: str, corpus: Corpus, max_new_to
 
 
 def _stopped(metric: str, done: int, total: int, so_far: float | None) -> EvalResult:
-    return EvalResult(metric, math.nan, {} if so_far is None else {"so_far": so_far}, examples=done,
-                      partial=True, total=total)
+    return EvalResult(
+        metric, math.nan, {} if so_far is None else {"so_far": so_far}, examples=done, partial=True, total=total
+    )
 
 
 @torch.no_grad()
-def _perplexity(loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFlag, max_tokens: int | None,
-                prep: Preparation) -> EvalResult:
+def _perplexity(
+    loaded: LoadedModel, corpus: Corpus, seq_len: int, stop: StopFlag, max_tokens: int | None, prep: Preparation
+) -> EvalResult:
     require_causal(loaded, "eval", "perplexity scores next tokens")
     seq_len = min(seq_len, context_length(loaded.model) or seq_len)
     stream = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache())  # tokenized once, cached
@@ -101,8 +114,14 @@ def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: Stop
         raise LLMError(f"{metric} needs a classifier: run `%%llm finetune --task classify --labels ...` first")
     config = loaded.model.config
     labels = [config.id2label[i] for i in range(config.num_labels)]  # type: ignore[index, arg-type]  # transformers: id2label may be None or str-keyed; a classifier's is int-keyed
-    examples = classification_examples(loaded.tokenizer, corpus.dataset.to_list(), labels, 512, corpus.text_field,
-                                       lambda row: lambda: corpus.where(row))
+    examples = classification_examples(
+        loaded.tokenizer,
+        corpus.dataset.to_list(),
+        labels,
+        512,
+        corpus.text_field,
+        lambda row: lambda: corpus.where(row),
+    )
     predicted = predict_labels(loaded, examples, stop=stop)
     if len(predicted) < len(examples):
         return _stopped(metric, len(predicted), len(examples), None)
@@ -111,8 +130,7 @@ def _classification(loaded: LoadedModel, metric: str, corpus: Corpus, stop: Stop
     return EvalResult(metric, scores[metric], {other: scores[other]}, examples=len(examples), total=len(examples))
 
 
-def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens: int,
-                stop: StopFlag) -> EvalResult:
+def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens: int, stop: StopFlag) -> EvalResult:
     require_causal(loaded, "eval", f"{metric} compares generated text")
     pairs = []
     for row, record in enumerate(corpus.dataset):
@@ -125,9 +143,9 @@ def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens
         if stop.requested:
             break
         if getattr(loaded.tokenizer, "chat_template", None):
-            inputs = loaded.tokenizer.apply_chat_template([{"role": "user", "content": prompt}],
-                                                          add_generation_prompt=True, return_dict=True,
-                                                          return_tensors="pt")
+            inputs = loaded.tokenizer.apply_chat_template(
+                [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+            )
         else:
             inputs = loaded.tokenizer(prompt, return_tensors="pt")
         answer = generate_ids(loaded, dict(inputs), prompt, settings, stop=stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding

@@ -1,5 +1,6 @@
 """Atomic folder writes: everything is written into a staging folder beside the target, then put in place
 with interrupts deferred, so a full disk, a crash or an interrupt never leaves half a folder behind."""
+
 from __future__ import annotations
 
 import contextlib
@@ -21,8 +22,7 @@ def replace_folder(staging: Path, target: Path) -> None:
 
 
 @contextlib.contextmanager
-def staged_folder(target: Path, staging: Path,
-                  swap: Callable[[Path, Path], None] = replace_folder) -> Iterator[Path]:
+def staged_folder(target: Path, staging: Path, swap: Callable[[Path, Path], None] = replace_folder) -> Iterator[Path]:
     """Yield `staging` (created empty, beside `target`) to write into; when the block ends without an error,
     `swap(staging, target)` puts it in place, uncut by interrupts. Whatever happens, no staging is left."""
     shutil.rmtree(staging, ignore_errors=True)

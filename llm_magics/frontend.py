@@ -6,6 +6,7 @@ that connects later (a reload, a second tab) opens a comm of its own to ask for 
 a click on a run in the panel asks for its curves ({"type": "history", "id": ...}). Every message is
 broadcast to all connected pages, marked with "source" (a reloaded page reads the pushes on the kernel's comm
 before it knows its id)."""
+
 from __future__ import annotations
 
 import sys
@@ -42,15 +43,25 @@ def run_status(result) -> str:
 
 def run_row(index: int, r) -> dict:
     evals = [row["eval_loss"] for row in r.eval_history if row.get("eval_loss") is not None]
-    return {"index": index, "id": r.record_id, "kind": r.kind, "status": run_status(r),
-            "steps": r.steps_done, "total_steps": r.total_steps,
-            "initial_loss": r.initial_loss, "final_loss": r.final_loss, "interrupted": r.interrupted,
-            "final_eval_loss": evals[-1] if evals else r.metrics.get("eval_loss"),
-            "best_eval_loss": min(evals) if evals else r.metrics.get("eval_loss"),
-            # the step the metrics were measured at (a stopped run's last eval may be older than its last step)
-            "eval_step": r.eval_history[-1]["step"] if r.eval_history else None,
-            "checkpoint": r.checkpoint, "output_dir": r.output_dir, "metrics": r.metrics,
-            "tokens_per_second": r.tokens_per_second}
+    return {
+        "index": index,
+        "id": r.record_id,
+        "kind": r.kind,
+        "status": run_status(r),
+        "steps": r.steps_done,
+        "total_steps": r.total_steps,
+        "initial_loss": r.initial_loss,
+        "final_loss": r.final_loss,
+        "interrupted": r.interrupted,
+        "final_eval_loss": evals[-1] if evals else r.metrics.get("eval_loss"),
+        "best_eval_loss": min(evals) if evals else r.metrics.get("eval_loss"),
+        # the step the metrics were measured at (a stopped run's last eval may be older than its last step)
+        "eval_step": r.eval_history[-1]["step"] if r.eval_history else None,
+        "checkpoint": r.checkpoint,
+        "output_dir": r.output_dir,
+        "metrics": r.metrics,
+        "tokens_per_second": r.tokens_per_second,
+    }
 
 
 def snapshot(session, active: dict | None = None) -> dict:
@@ -72,8 +83,15 @@ def history_message(session, run_id) -> dict:
     if not found:
         return {"type": "history", "source": SOURCE, "id": run_id, "error": f"run {run_id} is not in this kernel"}
     r = found[-1]
-    return {"type": "history", "source": SOURCE, "id": run_id, "kind": r.kind, "status": run_status(r),
-            "loss": curve(r.history, "loss"), "eval_loss": curve(r.eval_history, "eval_loss")}
+    return {
+        "type": "history",
+        "source": SOURCE,
+        "id": run_id,
+        "kind": r.kind,
+        "status": run_status(r),
+        "loss": curve(r.history, "loss"),
+        "eval_loss": curve(r.eval_history, "eval_loss"),
+    }
 
 
 def _cell_id() -> str | None:
@@ -155,6 +173,12 @@ class FrontendBridge:
         if throttled and row["step"] != result.total_steps:
             return
         self._last = now
-        self.active = {"kind": result.kind, "step": row["step"], "total_steps": result.total_steps,
-                       "loss": row["loss"], "loss_curve": curve(result.history, "loss"), "cell_id": _cell_id()}
+        self.active = {
+            "kind": result.kind,
+            "step": row["step"],
+            "total_steps": result.total_steps,
+            "loss": row["loss"],
+            "loss_curve": curve(result.history, "loss"),
+            "cell_id": _cell_id(),
+        }
         self._send(snapshot(self.session, active=self.active))

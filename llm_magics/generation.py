@@ -1,4 +1,5 @@
 """Text generation and chat on a loaded causal LM, with streaming and graceful stop."""
+
 from __future__ import annotations
 
 import time
@@ -47,9 +48,12 @@ class SamplingSettings:
         return self
 
     def generate_kwargs(self) -> dict:
-        kwargs: dict[str, Any] = dict(max_new_tokens=self.max_new_tokens, do_sample=self.do_sample,
-                      repetition_penalty=self.repetition_penalty,
-                      num_return_sequences=self.num_return_sequences)
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=self.max_new_tokens,
+            do_sample=self.do_sample,
+            repetition_penalty=self.repetition_penalty,
+            num_return_sequences=self.num_return_sequences,
+        )
         if self.do_sample:
             kwargs.update(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         else:  # greedy: unset the model's own sampling defaults so transformers doesn't warn
@@ -85,8 +89,14 @@ class GenerationResult:
         return self.new_tokens / self.seconds if self.seconds else 0.0
 
     def to_dict(self) -> dict:
-        return {"prompt": self.prompt, "texts": self.texts, "settings": asdict(self.settings),
-                "new_tokens": self.new_tokens, "seconds": self.seconds, "interrupted": self.interrupted}
+        return {
+            "prompt": self.prompt,
+            "texts": self.texts,
+            "settings": asdict(self.settings),
+            "new_tokens": self.new_tokens,
+            "seconds": self.seconds,
+            "interrupted": self.interrupted,
+        }
 
 
 class _CallbackStreamer(TextStreamer):
@@ -114,17 +124,26 @@ class _StopWhenFlagged(StoppingCriteria):
         return self._keep_going
 
 
-def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: SamplingSettings,
-                 on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
-                 output_scores: bool = False, compile: bool | str = False) -> GenerationResult:
+def generate_ids(
+    loaded: LoadedModel,
+    inputs: dict,
+    prompt: str,
+    settings: SamplingSettings,
+    on_text: Callable[[str], None] | None = None,
+    stop: StopFlag | None = None,
+    output_scores: bool = False,
+    compile: bool | str = False,
+) -> GenerationResult:
     """Run model.generate on already-tokenized inputs; stream text when one sequence is asked.
     compile: a static KV cache and a torch.compile'd decoding step (CUDA graphs on a GPU)."""
     settings.validated()
     prompt_length = inputs["input_ids"].shape[1]
     limit = context_length(loaded.model)
     if limit and prompt_length + settings.max_new_tokens > limit:
-        raise LLMError(f"prompt ({prompt_length} tokens) + --max-new-tokens {settings.max_new_tokens} "
-                       f"exceeds the model's context of {limit} tokens")
+        raise LLMError(
+            f"prompt ({prompt_length} tokens) + --max-new-tokens {settings.max_new_tokens} "
+            f"exceeds the model's context of {limit} tokens"
+        )
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     if settings.seed is not None:
         set_seed(settings.seed)
@@ -137,26 +156,38 @@ def generate_ids(loaded: LoadedModel, inputs: dict, prompt: str, settings: Sampl
         try:
             with torch.inference_mode():
                 output = loaded.model.generate(  # type: ignore[operator]  # GenerationMixin is mixed into each model class
-                    **inputs, **settings.generate_kwargs(), **(_compiled_kwargs(loaded, compile) if compile else {}),
+                    **inputs,
+                    **settings.generate_kwargs(),
+                    **(_compiled_kwargs(loaded, compile) if compile else {}),
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
                     pad_token_id=loaded.tokenizer.pad_token_id,
-                    return_dict_in_generate=True, output_scores=output_scores)
+                    return_dict_in_generate=True,
+                    output_scores=output_scores,
+                )
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
-            raise LLMError(f"out of memory generating {settings.num_return_sequences} x "
-                           f"{settings.max_new_tokens} tokens: ask for fewer sequences or tokens") from None
+            raise LLMError(
+                f"out of memory generating {settings.num_return_sequences} x "
+                f"{settings.max_new_tokens} tokens: ask for fewer sequences or tokens"
+            ) from None
         seconds = time.perf_counter() - start
     if first_compile:
         loaded.model._llm_magics_compiled = True  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     new_ids = output.sequences[:, prompt_length:]
     texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
-    return GenerationResult(prompt=prompt, texts=texts, settings=settings,
-                            new_tokens=int(new_ids.shape[1]), seconds=seconds,
-                            interrupted=flag.requested, token_ids=new_ids.tolist(),
-                            scores=list(output.scores) if output_scores else None,
-                            compile_warmup=first_compile)
+    return GenerationResult(
+        prompt=prompt,
+        texts=texts,
+        settings=settings,
+        new_tokens=int(new_ids.shape[1]),
+        seconds=seconds,
+        interrupted=flag.requested,
+        token_ids=new_ids.tolist(),
+        scores=list(output.scores) if output_scores else None,
+        compile_warmup=first_compile,
+    )
 
 
 def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
@@ -173,20 +204,33 @@ def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
     return {"cache_implementation": "static", "compile_config": config}
 
 
-def generate(loaded: LoadedModel | None, prompt: str, settings: SamplingSettings | None = None,
-             on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None,
-             output_scores: bool = False, compile: bool | str = False) -> GenerationResult:
+def generate(
+    loaded: LoadedModel | None,
+    prompt: str,
+    settings: SamplingSettings | None = None,
+    on_text: Callable[[str], None] | None = None,
+    stop: StopFlag | None = None,
+    output_scores: bool = False,
+    compile: bool | str = False,
+) -> GenerationResult:
     loaded = require_causal(loaded, "generate", "generate continues a prompt")
     if not prompt or not prompt.strip():
         raise LLMError("the prompt is empty: put it in the cell body (or pass it as text)")
     inputs = loaded.tokenizer(prompt, return_tensors="pt")
-    return generate_ids(loaded, dict(inputs), prompt, settings or SamplingSettings(), on_text, stop,
-                        output_scores, compile)
+    return generate_ids(
+        loaded, dict(inputs), prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile
+    )
 
 
-def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, system: str | None,
-              settings: SamplingSettings | None = None,
-              on_text: Callable[[str], None] | None = None, stop: StopFlag | None = None) -> GenerationResult:
+def chat_turn(
+    loaded: LoadedModel | None,
+    history: list[dict],
+    message: str,
+    system: str | None,
+    settings: SamplingSettings | None = None,
+    on_text: Callable[[str], None] | None = None,
+    stop: StopFlag | None = None,
+) -> GenerationResult:
     """One user turn: the reply is appended to `history` (the caller owns it)."""
     loaded = require_causal(loaded, "chat", "chat answers with next tokens")
     if not message or not message.strip():
@@ -194,18 +238,21 @@ def chat_turn(loaded: LoadedModel | None, history: list[dict], message: str, sys
     if not getattr(loaded.tokenizer, "chat_template", None):
         raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
     settings = replace(settings or SamplingSettings(), num_return_sequences=1)
-    messages = ([{"role": "system", "content": system}] if system else []) + history + \
-        [{"role": "user", "content": message}]
-    inputs = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True,
-                                                  return_dict=True, return_tensors="pt")
+    messages = (
+        ([{"role": "system", "content": system}] if system else []) + history + [{"role": "user", "content": message}]
+    )
+    inputs = loaded.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
+    )
     result = generate_ids(loaded, dict(inputs), message, settings, on_text, stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": result.text.strip()})
     return result
 
 
-def token_probabilities(tokenizer, token_ids: list[int], scores: list[torch.Tensor], row: int = 0,
-                        top_k: int = 5) -> list[dict]:
+def token_probabilities(
+    tokenizer, token_ids: list[int], scores: list[torch.Tensor], row: int = 0, top_k: int = 5
+) -> list[dict]:
     """For each generated token: its probability under the sampling distribution and the top-k
     alternatives, from the scores `generate(output_scores=True)` returned (no second pass). Only real
     alternatives are listed: no token the sampler ruled out (p = 0) and no special token."""
@@ -216,8 +263,12 @@ def token_probabilities(tokenizer, token_ids: list[int], scores: list[torch.Tens
             break
         probs = torch.softmax(scores[step][row].float(), dim=-1)
         top = torch.topk(probs, min(top_k + len(special), probs.numel()))
-        alternatives = [(tokenizer.decode([i]), p) for p, i in zip(top.values.tolist(), top.indices.tolist())
-                        if p > 0 and (i not in special or i == token_id)][:top_k]
-        tokens.append({"token": tokenizer.decode([token_id]), "id": token_id, "prob": float(probs[token_id]),
-                       "top": alternatives})
+        alternatives = [
+            (tokenizer.decode([i]), p)
+            for p, i in zip(top.values.tolist(), top.indices.tolist())
+            if p > 0 and (i not in special or i == token_id)
+        ][:top_k]
+        tokens.append(
+            {"token": tokenizer.decode([token_id]), "id": token_id, "prob": float(probs[token_id]), "top": alternatives}
+        )
     return tokens

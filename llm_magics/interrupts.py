@@ -1,5 +1,6 @@
 """Graceful stop for long work: a kernel interrupt (SIGINT) or a Stop button sets a flag
 that train/generate loops check between steps, so the model is never left half-updated."""
+
 from __future__ import annotations
 
 import contextlib

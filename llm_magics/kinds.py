@@ -1,4 +1,5 @@
 """What kind of run a command makes: one name for the run history, the result, the progress bar."""
+
 from __future__ import annotations
 
 from enum import Enum

@@ -6,6 +6,7 @@ The same thing as Ecco's `layer_predictions` or TransformerLens's `accumulated_r
 `unembed`, for any causal model transformers loads. transformers' last hidden state already has the final
 norm applied, so it goes straight to the unembedding (its read-out equals the model's own logits).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ def target_token(tokenizer, target: str) -> tuple[int, int]:
     """The id the lens' target mode follows (the target text's first token) and the text's token count."""
     ids = tokenizer(target, add_special_tokens=False)["input_ids"]
     if not ids:
-        raise LLMError(f"--target {target!r} tokenizes to nothing: give the token whose probability to follow, "
-                       f"e.g. --target ' Paris'")
+        raise LLMError(
+            f"--target {target!r} tokenizes to nothing: give the token whose probability to follow, "
+            f"e.g. --target ' Paris'"
+        )
     return ids[0], len(ids)
 
 
@@ -89,7 +92,7 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: st
                 p = distribution[:, target_id]
                 target_probs.append(p.cpu())
                 # Ranked by logit: tiny probabilities underflow to equal zeros, logits stay apart.
-                target_ranks.append(((logits > logits[:, target_id:target_id + 1]).sum(-1) + 1).cpu())
+                target_ranks.append(((logits > logits[:, target_id : target_id + 1]).sum(-1) + 1).cpu())
     top_ids, top_probs = torch.stack(ids), torch.stack(probs)
     vocabulary: dict[int, str] = {}
 
@@ -98,10 +101,14 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: st
             vocabulary[token] = tokenizer.decode([token])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         return vocabulary[token]
 
-    return LensResult(tokens=[decode(i) for i in inputs["input_ids"][0].tolist()],
-                      rows=["embeddings"] + [f"layer {i}" for i in range(len(hidden) - 1)],
-                      top_ids=top_ids, top_probs=top_probs,
-                      top_tokens=[[[decode(i) for i in position] for position in row] for row in top_ids.tolist()],
-                      target=decode(target_id) if target_id is not None else None, target_pieces=pieces,
-                      target_probs=torch.stack(target_probs) if target_probs else None,
-                      target_ranks=torch.stack(target_ranks) if target_ranks else None)
+    return LensResult(
+        tokens=[decode(i) for i in inputs["input_ids"][0].tolist()],
+        rows=["embeddings"] + [f"layer {i}" for i in range(len(hidden) - 1)],
+        top_ids=top_ids,
+        top_probs=top_probs,
+        top_tokens=[[[decode(i) for i in position] for position in row] for row in top_ids.tolist()],
+        target=decode(target_id) if target_id is not None else None,
+        target_pieces=pieces,
+        target_probs=torch.stack(target_probs) if target_probs else None,
+        target_ranks=torch.stack(target_ranks) if target_ranks else None,
+    )

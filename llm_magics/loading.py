@@ -3,6 +3,7 @@
 `load_model` returns a `LoadedModel` whatever the source, so the rest of the package
 never cares where weights came from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -52,15 +53,18 @@ class LoadedModel:
         return self.kind == CAUSAL
 
 
-def require_causal(loaded: LoadedModel | None, action: str, why: str | None = None,
-                   hint: str = "try `%llm load default`") -> LoadedModel:
+def require_causal(
+    loaded: LoadedModel | None, action: str, why: str | None = None, hint: str = "try `%llm load default`"
+) -> LoadedModel:
     """The one check of every command that predicts next tokens; `why` says what it does with them."""
     if loaded is None:
         raise no_model(action)
     if not loaded.causal:
         article = "an" if loaded.kind[0] in "aeiou" else "a"
-        raise LLMError(f"{why or action}: it needs a causal language model, and {loaded.name} is {article} "
-                       f"{loaded.kind} model; {hint}")
+        raise LLMError(
+            f"{why or action}: it needs a causal language model, and {loaded.name} is {article} "
+            f"{loaded.kind} model; {hint}"
+        )
     return loaded
 
 
@@ -93,8 +97,7 @@ def packaged_path(name: str) -> Path:
     return Path(spec.origin).parent / relative
 
 
-def load_model(spec: str, device: str = "auto", dtype: str = "auto",
-               trust_remote_code: bool = False) -> LoadedModel:
+def load_model(spec: str, device: str = "auto", dtype: str = "auto", trust_remote_code: bool = False) -> LoadedModel:
     if not spec:
         raise LLMError("say which model to load: a hub id, a local dir, a .gguf file, or 'default'")
     torch_device = resolve_device(device)
@@ -148,8 +151,10 @@ def refuse_remote_code(path: Path, trust_remote_code: bool) -> None:
         if not isinstance(values, dict):
             raise LLMError(f"{file} is not a JSON object")
         if "auto_map" in values and not trust_remote_code:
-            raise LLMError(f"{path} runs custom code from the model files (auto_map in {name}); "
-                           "load it with --trust-remote-code only if you trust its author")
+            raise LLMError(
+                f"{path} runs custom code from the model files (auto_map in {name}); "
+                "load it with --trust-remote-code only if you trust its author"
+            )
 
 
 def _first_line(error: BaseException) -> str:
@@ -175,8 +180,7 @@ def _from_pretrained(path: Path, dtype: torch.dtype, trust_remote_code: bool):
 
     config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     kind = model_kind(config)
-    auto = {CAUSAL: AutoModelForCausalLM, ENCODER: AutoModel,
-            CLASSIFIER: AutoModelForSequenceClassification}[kind]
+    auto = {CAUSAL: AutoModelForCausalLM, ENCODER: AutoModel, CLASSIFIER: AutoModelForSequenceClassification}[kind]
     with quiet_transformers():
         model = auto.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
     return model, kind
@@ -205,12 +209,12 @@ def _load_adapter(path: Path, name: str, device, dtype, trust_remote_code) -> Lo
     try:
         model = PeftModel.from_pretrained(base.model, path, is_trainable=False)
         model.to(device).eval()
-        tokenizer = _load_tokenizer(path, trust_remote_code) if (path / "tokenizer_config.json").is_file() \
-            else base.tokenizer
+        tokenizer = (
+            _load_tokenizer(path, trust_remote_code) if (path / "tokenizer_config.json").is_file() else base.tokenizer
+        )
     except Exception as error:  # a truncated adapter_model.safetensors, an adapter for another model, ...
         raise LLMError(f"cannot load the LoRA adapter in {path}: {_first_line(error)}") from None
-    return LoadedModel(model, tokenizer, f"{name} (LoRA on {base.name})", str(path), base.kind,
-                       device, dtype)
+    return LoadedModel(model, tokenizer, f"{name} (LoRA on {base.name})", str(path), base.kind, device, dtype)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -230,10 +234,12 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     print(f"Converting {gguf_path.name} to safetensors once (cached in {target})...", flush=True)
     try:
         with quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                      trust_remote_code=trust_remote_code)
-            model = AutoModelForCausalLM.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name,
-                                                         dtype=torch.float32, trust_remote_code=trust_remote_code)
+            tokenizer = AutoTokenizer.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, trust_remote_code=trust_remote_code
+            )
+            model = AutoModelForCausalLM.from_pretrained(
+                gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32, trust_remote_code=trust_remote_code
+            )
     except (ValueError, OSError, KeyError) as error:
         raise LLMError(f"could not read {gguf_path.name} as a transformers GGUF model: {error}") from None
     # The weights are de-quantized now; drop the GGUF marker so save_pretrained accepts them.
@@ -258,9 +264,11 @@ def fetch_from_hub(repo_id: str) -> str:
     except (LocalEntryNotFoundError, OSError, ValueError):
         pass
     if os.environ.get("HF_HUB_OFFLINE") == "1" or not _hub_reachable():
-        raise LLMError(f"{repo_id!r} is not a local path, not in the Hugging Face cache, and "
-                       "huggingface.co can't be reached (no network): load a local dir, a .gguf "
-                       "file or 'default'")
+        raise LLMError(
+            f"{repo_id!r} is not a local path, not in the Hugging Face cache, and "
+            "huggingface.co can't be reached (no network): load a local dir, a .gguf "
+            "file or 'default'"
+        )
     try:
         return snapshot_download(repo_id, allow_patterns=patterns)
     except (HfHubHTTPError, OSError, ValueError) as error:

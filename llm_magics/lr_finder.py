@@ -8,6 +8,7 @@ and `steep` (the steepest descent in log lr), computed on the points fastai uses
 planned steps and the last five points left out). The sweep runs on a copy of the model, and the global
 RNG state is put back afterwards, so the session's model and random streams are exactly as before.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,7 +43,7 @@ class SweepWatcher:
         self.result = result
         self._count += 1
         self._average = BETA * self._average + (1 - BETA) * row["loss"]
-        smoothed = self._average / (1 - BETA ** self._count)
+        smoothed = self._average / (1 - BETA**self._count)
         self.lrs.append(self.lr_at(row["step"]))
         self.losses.append(smoothed)
         row["lr_used"], row["smoothed_loss"] = self.lrs[-1], smoothed
@@ -64,10 +65,10 @@ class SweepWatcher:
 
 def suggest(lrs: list[float], losses: list[float], num_steps: int) -> dict[str, tuple[float, tuple[float, float]]]:
     """{name: (suggested lr, (lr, loss) of the point to mark)} on fastai's window of the sweep."""
-    xs, ys = np.asarray(lrs[num_steps // 10:-5], dtype=float), np.asarray(losses[num_steps // 10:-5], dtype=float)
+    xs, ys = np.asarray(lrs[num_steps // 10 : -5], dtype=float), np.asarray(losses[num_steps // 10 : -5], dtype=float)
     bad = np.flatnonzero(~np.isfinite(ys))
     if len(bad):
-        xs, ys = xs[:bad[0]], ys[:bad[0]]
+        xs, ys = xs[: bad[0]], ys[: bad[0]]
     if len(ys) < 2:
         return {}
     return {"valley": valley(xs, ys), "minimum": minimum(xs, ys), "steep": steep(xs, ys)}
@@ -106,8 +107,9 @@ def check(start_lr: float, end_lr: float, num_steps: int, suggestion: str) -> No
     if not (0 < start_lr < end_lr and math.isfinite(end_lr)):
         raise LLMError(f"--start-lr must be > 0 and below --end-lr; got {start_lr:g} and {end_lr:g}")
     if num_steps < 10:
-        raise LLMError(f"--num-steps must be at least 10 (the suggestions skip the first tenth and the last 5); "
-                       f"got {num_steps}")
+        raise LLMError(
+            f"--num-steps must be at least 10 (the suggestions skip the first tenth and the last 5); got {num_steps}"
+        )
     if suggestion not in SUGGESTIONS:
         raise LLMError(f"unknown --suggestion {suggestion!r}: use {', '.join(SUGGESTIONS)}")
 
@@ -121,26 +123,50 @@ def figure(result) -> dict:
     from .views.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
 
     sweep = getattr(result, "sweep", None) or {"lr": [], "smoothed_loss": []}
-    fig = go.Figure(layout=dict(**PLOT_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=45),
-                                xaxis=dict(title="learning rate (log)", type="log", gridcolor=GRID,
-                                           exponentformat="e"),
-                                yaxis=dict(title="smoothed loss", gridcolor=GRID),
-                                legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
-    fig.add_scatter(x=sweep["lr"], y=sweep["smoothed_loss"], name="loss (smoothed)", mode="lines",
-                    line=dict(color="#1f77b4", width=2))
+    fig = go.Figure(
+        layout=dict(
+            **PLOT_THEME,
+            autosize=True,
+            height=340,
+            margin=dict(l=55, r=20, t=60, b=45),
+            xaxis=dict(title="learning rate (log)", type="log", gridcolor=GRID, exponentformat="e"),
+            yaxis=dict(title="smoothed loss", gridcolor=GRID),
+            legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
+        )
+    )
+    fig.add_scatter(
+        x=sweep["lr"],
+        y=sweep["smoothed_loss"],
+        name="loss (smoothed)",
+        mode="lines",
+        line=dict(color="#1f77b4", width=2),
+    )
     colours = {"valley": "#e4572e", "minimum": "#2ca02c", "steep": "#9467bd"}
     for name, (lr, (x, y)) in (getattr(result, "suggestions", None) or {}).items():
-        fig.add_scatter(x=[x], y=[y], mode="markers", name=f"{name}: {lr:.2e}",
-                        marker=dict(size=11, color=colours[name], symbol="circle"))
-    text = (f"lr-find: suggested lr {result.suggested_lr:.2e} (valley, minimum/10, steep: "
-            + ", ".join(f"{lr:.1e}" for lr, _ in result.suggestions.values()) + ")") \
-        if getattr(result, "suggested_lr", None) else "lr-find: too few steps for a suggestion"
+        fig.add_scatter(
+            x=[x],
+            y=[y],
+            mode="markers",
+            name=f"{name}: {lr:.2e}",
+            marker=dict(size=11, color=colours[name], symbol="circle"),
+        )
+    text = (
+        (
+            f"lr-find: suggested lr {result.suggested_lr:.2e} (valley, minimum/10, steep: "
+            + ", ".join(f"{lr:.1e}" for lr, _ in result.suggestions.values())
+            + ")"
+        )
+        if getattr(result, "suggested_lr", None)
+        else "lr-find: too few steps for a suggestion"
+    )
     fig.update_layout(title=dict(text=text, font=dict(size=13), x=0, xanchor="left"))
     bundle = pio.renderers["plotly_mimetype"].to_mimebundle(fig.to_dict())
     bundle["application/vnd.plotly.v1+json"]["config"] = PLOT_CONFIG
     logs = [math.log10(lr) for lr in sweep["lr"]]
-    bundle["text/html"] = (f"<div class='llm-lr-find'><div>{text}</div>"
-                           + svg_chart([("smoothed loss vs log10 lr", logs, sweep["smoothed_loss"], "#1f77b4")])
-                           + "</div>")
+    bundle["text/html"] = (
+        f"<div class='llm-lr-find'><div>{text}</div>"
+        + svg_chart([("smoothed loss vs log10 lr", logs, sweep["smoothed_loss"], "#1f77b4")])
+        + "</div>"
+    )
     bundle["text/plain"] = text
     return bundle

@@ -1,4 +1,5 @@
 """`%llm` / `%%llm`: parse the arguments, call the Session, print one line on user errors."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,11 @@ class _Parser(argparse.ArgumentParser):
     """argparse that raises instead of exiting the kernel."""
 
     def error(self, message):
-        raise LLMError(f"{message} (see `%llm {self.prog.split()[-1]} --help`)"
-                       if " " in self.prog else f"{message} (see `%llm --help`)")
+        raise LLMError(
+            f"{message} (see `%llm {self.prog.split()[-1]} --help`)"
+            if " " in self.prog
+            else f"{message} (see `%llm --help`)"
+        )
 
     def exit(self, status=0, message=None):
         if message:
@@ -32,8 +36,10 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """One sub-parser per command, its arguments from the declaration in llm_magics/options.py."""
-    parser = _Parser(prog="llm", description="Load, generate with, chat with, train and fine-tune a "
-                     "language model that lives in this kernel.")
+    parser = _Parser(
+        prog="llm",
+        description="Load, generate with, chat with, train and fine-tune a language model that lives in this kernel.",
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, (help, _) in options.COMMANDS.items():
         options.add_arguments(commands.add_parser(name, help=help), name)
@@ -42,13 +48,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 PARSER = build_parser()
 _AT_ONCE = "interrupted at once: the model in memory keeps the last step it finished (see llm_magics.session.runs[-1])"
-INTERRUPTED = {None: "interrupted; nothing was changed (the loaded model and any saved folder are as they were)",
-               "train": _AT_ONCE, "finetune": _AT_ONCE}
+INTERRUPTED = {
+    None: "interrupted; nothing was changed (the loaded model and any saved folder are as they were)",
+    "train": _AT_ONCE,
+    "finetune": _AT_ONCE,
+}
 
 
 # Sub-commands whose free text (prompt, message, text) may follow the options on the line itself.
-FREE_TEXT = {"generate": "prompt", "playground": "prompt", "chat": "message", "attention": "text", "lens": "text",
-             "attribute": "text"}
+FREE_TEXT = {
+    "generate": "prompt",
+    "playground": "prompt",
+    "chat": "message",
+    "attention": "text",
+    "lens": "text",
+    "attribute": "text",
+}
 
 
 def _subparsers() -> dict[str, argparse.ArgumentParser]:
@@ -66,12 +81,16 @@ def command_spec() -> dict:
     the line, and each command's and option's help and values: the JupyterLab extension completes and
     highlights from this."""
     commands = _subparsers()
-    return {"options": {name: sorted(o for action in sub._actions for o in action.option_strings
-                                     if o.startswith("--")) for name, sub in commands.items()},
-            "flags": {name: sorted(o for o in _flags(sub) if o.startswith("--")) for name, sub in commands.items()},
-            "free_text": sorted(FREE_TEXT),
-            "commands": {name: help for name, (help, _) in options.COMMANDS.items()},
-            "details": options.completion_spec()}
+    return {
+        "options": {
+            name: sorted(o for action in sub._actions for o in action.option_strings if o.startswith("--"))
+            for name, sub in commands.items()
+        },
+        "flags": {name: sorted(o for o in _flags(sub) if o.startswith("--")) for name, sub in commands.items()},
+        "free_text": sorted(FREE_TEXT),
+        "commands": {name: help for name, (help, _) in options.COMMANDS.items()},
+        "details": options.completion_spec(),
+    }
 
 
 def split_line(line: str) -> tuple[list[str], str]:
@@ -106,7 +125,7 @@ def _first_token(text: str) -> tuple[str, str]:
     lexer.whitespace_split, lexer.commenters = True, ""
     token = lexer.get_token()
     assert token is not None  # the caller passes text that is not blank
-    return token, text[stream.tell():]
+    return token, text[stream.tell() :]
 
 
 @magics_class
@@ -149,8 +168,10 @@ class LLMMagics(Magics):
         loaded = self.session.load(args.model, args.device, args.dtype, args.trust_remote_code, args.quantize)
         status = self.session.status()
         quantized = f", quantized {status['quantization']}" if args.quantize != "none" else ""
-        print(f"Loaded {loaded.name}: {status['parameters'] / 1e6:.1f}M parameters, {loaded.kind}, "
-              f"{status['device']}, {status['dtype']}{quantized}")
+        print(
+            f"Loaded {loaded.name}: {status['parameters'] / 1e6:.1f}M parameters, {loaded.kind}, "
+            f"{status['device']}, {status['dtype']}{quantized}"
+        )
         return loaded
 
     def _status(self, args, cell):
@@ -188,8 +209,10 @@ class LLMMagics(Magics):
             result = self.session.generate(prompt, on_text=stream, **settings)  # 0 samples is refused there
             stream.finish(result.text, _stopped_note(result))
         if result.compile_warmup:
-            print(f"[--compile: this first call compiled the decoding step ({result.seconds:.1f} s in all); "
-                  "later calls of the same length reuse it]")
+            print(
+                f"[--compile: this first call compiled the decoding step ({result.seconds:.1f} s in all); "
+                "later calls of the same length reuse it]"
+            )
         if args.attention:
             display(self.session.attention(prompt + result.text))
             self.session.last = result
@@ -261,18 +284,23 @@ class LLMMagics(Magics):
         # the sweep's own options, those of the training it sweeps, and that form's model options
         form = options.FINETUNE_MODEL if args.form == "finetune" else options.TRAIN_MODEL
         swept = options.LR_FIND + [o for o in options.TRAINING if o.name not in options.SWEPT] + form
-        result = self.session.lr_find(finetune=args.form == "finetune", text=cell,
-                                      **options.session_kwargs(args, "lr-find", swept))
+        result = self.session.lr_find(
+            finetune=args.form == "finetune", text=cell, **options.session_kwargs(args, "lr-find", swept)
+        )
         bundle = figure(result)
         if in_notebook():
             display(bundle, raw=True)
         if result.suggested_lr:
-            print(f"lr-find: {result.steps_done} steps, suggested lr {result.suggested_lr:.2e} ({args.suggestion}; "
-                  + ", ".join(f"{name} {lr:.2e}" for name, (lr, _) in result.suggestions.items())
-                  + "); `--lr suggested` on the next train/finetune uses it. The model is unchanged.")
+            print(
+                f"lr-find: {result.steps_done} steps, suggested lr {result.suggested_lr:.2e} ({args.suggestion}; "
+                + ", ".join(f"{name} {lr:.2e}" for name, (lr, _) in result.suggestions.items())
+                + "); `--lr suggested` on the next train/finetune uses it. The model is unchanged."
+            )
         else:
-            print(f"lr-find: {result.steps_done} steps, too few for a suggestion (try more --num-steps). "
-                  "The model is unchanged.")
+            print(
+                f"lr-find: {result.steps_done} steps, too few for a suggestion (try more --num-steps). "
+                "The model is unchanged."
+            )
         return result
 
     def _save(self, args, cell):
@@ -304,8 +332,9 @@ class LLMMagics(Magics):
 
     def _attribute(self, args, cell):
         text = cell if cell is not None else args.text
-        result = self.session.attribute(text, method=args.method, target=args.target,
-                                        max_new_tokens=args.max_new_tokens, steps=args.steps)
+        result = self.session.attribute(
+            text, method=args.method, target=args.target, max_new_tokens=args.max_new_tokens, steps=args.steps
+        )
         print(result.summary())
         display(result.view(normalize=args.normalize))
         return result
@@ -313,10 +342,13 @@ class LLMMagics(Magics):
     def _patch(self, args, cell):
         lines = [line for line in (cell or "").splitlines() if line.strip()]
         if len(lines) != 2:
-            raise LLMError(f"patching needs two prompts: the clean one on the first line of the cell, the corrupted "
-                           f"one on the second (got {len(lines)} non-empty line{'s' if len(lines) != 1 else ''})")
-        result = self.session.patch(lines[0], lines[1], answer=args.answer, wrong=args.wrong, site=args.site,
-                                    layers=_layers(args.layers))
+            raise LLMError(
+                f"patching needs two prompts: the clean one on the first line of the cell, the corrupted "
+                f"one on the second (got {len(lines)} non-empty line{'s' if len(lines) != 1 else ''})"
+            )
+        result = self.session.patch(
+            lines[0], lines[1], answer=args.answer, wrong=args.wrong, site=args.site, layers=_layers(args.layers)
+        )
         print(result.summary())
         display(result.view())
         return result
@@ -332,8 +364,10 @@ class LLMMagics(Magics):
         where = args.runs_dir or self.session.runs_dir
         if args.delete:
             info = self.session.delete_run(args.delete, where)
-            print(f"Deleted run {info['id']} ({info.get('kind')}, {info.get('steps') or 0} steps, "
-                  f"{info.get('status')}) from {runs_dir(where)}")
+            print(
+                f"Deleted run {info['id']} ({info.get('kind')}, {info.get('steps') or 0} steps, "
+                f"{info.get('status')}) from {runs_dir(where)}"
+            )
             return None
         if args.plot:
             from .runs import plot
@@ -378,7 +412,6 @@ def _layers(text: str | None) -> list[int] | None:
     except ValueError:
         raise LLMError(f"--layers {text!r}: write layer numbers and ranges, e.g. 0,5,20-29") from None
     return layers
-
 
 
 def _finished(prompt: str, text: str, note: str) -> dict:

@@ -4,6 +4,7 @@ The magics' argparse parsers, the `Session` methods' defaults, `TrainOptions` / 
 playground's sliders, the extension's completion list (commands.json) and the README's table of defaults
 are all derived from the lists below (in the spirit of transformers' GenerationConfig).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,11 +56,18 @@ def _lr_value(text: str):
     return text if text == "suggested" else float(text)
 
 
-DATA_HELP = ("a .txt (a document per blank-line-separated block), .jsonl/.json, .csv or .parquet file, a folder "
-             "of them or one written by Dataset.save_to_disk; '-' or none = the cell body")
+DATA_HELP = (
+    "a .txt (a document per blank-line-separated block), .jsonl/.json, .csv or .parquet file, a folder "
+    "of them or one written by Dataset.save_to_disk; '-' or none = the cell body"
+)
 RUNS_DIR_HELP = "where the run is recorded (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"
-COMPILE_BACKEND = Option("compile_backend", type=str, keyword=MAGIC_ONLY, values=("inductor", "aot_eager", "eager"),
-                         help="torch.compile backend (default inductor; e.g. aot_eager)")
+COMPILE_BACKEND = Option(
+    "compile_backend",
+    type=str,
+    keyword=MAGIC_ONLY,
+    values=("inductor", "aot_eager", "eager"),
+    help="torch.compile backend (default inductor; e.g. aot_eager)",
+)
 DEVICE = Option("device", "auto", str, "auto (CUDA if present), cpu, cuda, cuda:N", values=("auto", "cpu", "cuda"))
 
 SAMPLING = [
@@ -69,8 +77,12 @@ SAMPLING = [
     Option("top_p", 0.95, float, "nucleus sampling mass", range=(0.05, 1.0, 0.05)),
     Option("repetition_penalty", 1.0, float, "> 1 discourages repeats", range=(0.8, 2.0, 0.05)),
     Option("seed", None, int, "same seed => same text"),
-    Option("do_sample", True, help="sample (default for generate); --greedy: always take the likeliest token",
-           flags={"--do-sample": True, "--greedy": False}),
+    Option(
+        "do_sample",
+        True,
+        help="sample (default for generate); --greedy: always take the likeliest token",
+        flags={"--do-sample": True, "--greedy": False},
+    ),
 ]
 NUM_RETURN_SEQUENCES = Option("num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1))
 
@@ -83,8 +95,12 @@ TRAINING = [
     Option("steps", type=int, help="optimizer steps (finetune: from --epochs when not given)"),
     Option("batch_size", 8, int),
     Option("grad_accum", 1, int, "micro-batches per optimizer step"),
-    Option("lr", type=_lr_value, help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last "
-           "lr-find's; default: by kind of run (README)"),
+    Option(
+        "lr",
+        type=_lr_value,
+        help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last "
+        "lr-find's; default: by kind of run (README)",
+    ),
     Option("warmup", 0.1, float, "warmup: a fraction (<1) or a step count"),
     Option("seq_len", 128, int, "tokens per training sequence"),
     Option("eval_every", type=int, help="evaluate --eval-data every N steps"),
@@ -92,36 +108,66 @@ TRAINING = [
     Option("output_dir", type=str, help="where checkpoints go (default llm_runs/<kind>-<time>)"),
     Option("resume", type=str, help="continue from a checkpoint directory"),
     Option("runs_dir", type=str, help=RUNS_DIR_HELP),
-    Option("early_stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE evaluations without a "
-           "better eval loss (needs --eval-data, --eval-every)"),
+    Option(
+        "early_stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="stop after PATIENCE evaluations without a better eval loss (needs --eval-data, --eval-every)",
+    ),
     Option("min_delta", 0.0, float, "early stopping: how much lower counts as better"),
-    _flag("restore_best", "early stopping: keep the last weights instead of loading the best evaluation's back",
-          default=True),
+    _flag(
+        "restore_best",
+        "early stopping: keep the last weights instead of loading the best evaluation's back",
+        default=True,
+    ),
     Option("seed", 0, int),
-    Option("compare", "auto", str, "overlay earlier runs on the live chart, faded: auto (the previous run of the "
-           "same kind on the same data), last, all, none, or ID,ID", keyword=MAGIC_ONLY,
-           values=("auto", "last", "all", "none")),
-    Option("track", type=str, help="log to experiment trackers through accelerate, comma-separated: tensorboard, "
-           "trackio, wandb (offline without a login), mlflow, aim",
-           values=("tensorboard", "trackio", "wandb", "mlflow", "aim")),
+    Option(
+        "compare",
+        "auto",
+        str,
+        "overlay earlier runs on the live chart, faded: auto (the previous run of the "
+        "same kind on the same data), last, all, none, or ID,ID",
+        keyword=MAGIC_ONLY,
+        values=("auto", "last", "all", "none"),
+    ),
+    Option(
+        "track",
+        type=str,
+        help="log to experiment trackers through accelerate, comma-separated: tensorboard, "
+        "trackio, wandb (offline without a login), mlflow, aim",
+        values=("tensorboard", "trackio", "wandb", "mlflow", "aim"),
+    ),
     _flag("trust_remote_code", "allow Python code shipped with a --tokenizer or --resume folder"),
     _flag("progress", "hide the progress bar", default=True),
-    Option("processes", 1, int, "train on N processes (DDP through accelerate: one per GPU, or CPU processes "
-           "with gloo)"),
-    Option("accelerate_config", type=str, help="an accelerate config file (FSDP, DeepSpeed, several nodes), run "
-           "with `accelerate launch`"),
+    Option(
+        "processes", 1, int, "train on N processes (DDP through accelerate: one per GPU, or CPU processes with gloo)"
+    ),
+    Option(
+        "accelerate_config",
+        type=str,
+        help="an accelerate config file (FSDP, DeepSpeed, several nodes), run with `accelerate launch`",
+    ),
     _flag("compile", "torch.compile the model (slow first steps)"),
     COMPILE_BACKEND,
     _flag("gradient_checkpointing", "recompute activations in the backward pass: less memory, slower steps"),
-    Option("widget", help="--widget: live loss chart with a Stop button (default in a notebook); --no-widget: "
-           "no live chart", flags={"--widget": True, "--no-widget": False}, keyword=MAGIC_ONLY),
+    Option(
+        "widget",
+        help="--widget: live loss chart with a Stop button (default in a notebook); --no-widget: no live chart",
+        flags={"--widget": True, "--no-widget": False},
+        keyword=MAGIC_ONLY,
+    ),
 ]
 TRAIN_MODEL = [  # which model `train` trains
     _flag("from_scratch", "a fresh model built from --config"),
     Option("config", "tiny", str, "tiny, small, gpt2-124m or a config .json", values=("tiny", "small", "gpt2-124m")),
     Option("arch", "llama", str, choices=("llama", "gpt2")),
-    Option("tokenizer", "bytes", str, "bytes (byte-level), default (SmolLM2's), loaded, or a dir",
-           values=("bytes", "default", "loaded")),
+    Option(
+        "tokenizer",
+        "bytes",
+        str,
+        "bytes (byte-level), default (SmolLM2's), loaded, or a dir",
+        values=("bytes", "default", "loaded"),
+    ),
     DEVICE,
     Option("max_tokens", type=int, help="train on the first N tokens of --data only"),
 ]
@@ -134,13 +180,21 @@ FINETUNE_MODEL = [  # what `finetune` adds to the loaded model
     Option("labels", type=str, help="comma-separated class labels for --task classify"),
 ]
 LR_FIND = [
-    Option("form", "train", str, "sweep what `train` (default) or `finetune` would train",
-           choices=("train", "finetune"), positional="?", keyword=MAGIC_ONLY),  # the API: finetune=True
+    Option(
+        "form",
+        "train",
+        str,
+        "sweep what `train` (default) or `finetune` would train",
+        choices=("train", "finetune"),
+        positional="?",
+        keyword=MAGIC_ONLY,
+    ),  # the API: finetune=True
     Option("start_lr", 1e-7, float),
     Option("end_lr", 10.0, float),
     Option("num_steps", 100, int, "steps of the exponential sweep"),
-    Option("suggestion", "valley", str, "which suggestion `--lr suggested` uses", choices=("valley", "minimum",
-                                                                                               "steep")),
+    Option(
+        "suggestion", "valley", str, "which suggestion `--lr suggested` uses", choices=("valley", "minimum", "steep")
+    ),
 ]
 # lr-find sets the lr, the steps and the warmup of the run it sweeps
 SWEPT = ("lr", "steps", "warmup")
@@ -162,101 +216,208 @@ def _with(options: list[Option], **defaults) -> list[Option]:
 
 
 COMMANDS: dict[str, tuple[str, list[Option]]] = {
-    "load": ("load a model: hub id, local dir, .gguf file, 'default' or 'minilm'", [
-        Option("model", "default", str, "hub id, local dir, .gguf file, 'default' or 'minilm'", positional="?",
-               keyword="spec"),
-        DEVICE,
-        Option("dtype", "auto", str, "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
-               values=("auto", "float32", "bfloat16", "float16")),
-        _flag("trust_remote_code", "allow the model's own Python code"),
-        Option("quantize", "none", str, "none (exact), int8, int4 or int8-dynamic: quantized Linear weights for "
-               "inference (training then needs a reload without it)", values=("none", "int8", "int4", "int8-dynamic")),
-    ]),
+    "load": (
+        "load a model: hub id, local dir, .gguf file, 'default' or 'minilm'",
+        [
+            Option(
+                "model",
+                "default",
+                str,
+                "hub id, local dir, .gguf file, 'default' or 'minilm'",
+                positional="?",
+                keyword="spec",
+            ),
+            DEVICE,
+            Option(
+                "dtype",
+                "auto",
+                str,
+                "auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16",
+                values=("auto", "float32", "bfloat16", "float16"),
+            ),
+            _flag("trust_remote_code", "allow the model's own Python code"),
+            Option(
+                "quantize",
+                "none",
+                str,
+                "none (exact), int8, int4 or int8-dynamic: quantized Linear weights for "
+                "inference (training then needs a reload without it)",
+                values=("none", "int8", "int4", "int8-dynamic"),
+            ),
+        ],
+    ),
     "status": ("the loaded model: name, parameters, device, dtype, memory", []),
-    "quantize": ("quantize the loaded model in place for inference: int8 or int4", [
-        Option("mode", type=str, choices=("int8", "int4", "int8-dynamic"), positional="1"),
-    ]),
-    "generate": ("cell body = prompt; streams the continuation", [
-        Option("prompt", help="prompt (line magic); the cell body otherwise", positional="*", keyword=MAGIC_ONLY),
-        *SAMPLING, NUM_RETURN_SEQUENCES,
-        _flag("attention", "then show the attention of prompt + output", keyword=MAGIC_ONLY),
-        _flag("widget", "sampling playground pre-filled with these settings, tokens coloured by probability",
-              keyword=MAGIC_ONLY),
-        Option("compile", None, help="static KV cache + torch.compile (CUDA graphs on GPU); the first call "
-               "compiles (default: the session's)", flags={"--compile": True}),
-        COMPILE_BACKEND,
-    ]),
-    "playground": ("sampling playground (cell body = prompt)", [
-        Option("prompt", positional="*", keyword=MAGIC_ONLY), *SAMPLING, NUM_RETURN_SEQUENCES,
-    ]),
-    "chat": ("cell body = your message; the history is kept across cells", [
-        Option("message", positional="*", keyword=MAGIC_ONLY),
-        Option("system", type=str, help="system prompt (kept until --reset or a new --system)"),
-        _flag("reset", "forget the conversation", keyword=MAGIC_ONLY),
-        *SAMPLING,
-    ]),
+    "quantize": (
+        "quantize the loaded model in place for inference: int8 or int4",
+        [
+            Option("mode", type=str, choices=("int8", "int4", "int8-dynamic"), positional="1"),
+        ],
+    ),
+    "generate": (
+        "cell body = prompt; streams the continuation",
+        [
+            Option("prompt", help="prompt (line magic); the cell body otherwise", positional="*", keyword=MAGIC_ONLY),
+            *SAMPLING,
+            NUM_RETURN_SEQUENCES,
+            _flag("attention", "then show the attention of prompt + output", keyword=MAGIC_ONLY),
+            _flag(
+                "widget",
+                "sampling playground pre-filled with these settings, tokens coloured by probability",
+                keyword=MAGIC_ONLY,
+            ),
+            Option(
+                "compile",
+                None,
+                help="static KV cache + torch.compile (CUDA graphs on GPU); the first call "
+                "compiles (default: the session's)",
+                flags={"--compile": True},
+            ),
+            COMPILE_BACKEND,
+        ],
+    ),
+    "playground": (
+        "sampling playground (cell body = prompt)",
+        [
+            Option("prompt", positional="*", keyword=MAGIC_ONLY),
+            *SAMPLING,
+            NUM_RETURN_SEQUENCES,
+        ],
+    ),
+    "chat": (
+        "cell body = your message; the history is kept across cells",
+        [
+            Option("message", positional="*", keyword=MAGIC_ONLY),
+            Option("system", type=str, help="system prompt (kept until --reset or a new --system)"),
+            _flag("reset", "forget the conversation", keyword=MAGIC_ONLY),
+            *SAMPLING,
+        ],
+    ),
     "train": ("pre-train on text (cell body or --data)", [*TRAIN_MODEL, *_with(TRAINING, steps=100)]),
     "finetune": ("fine-tune the loaded model on --data", [*FINETUNE_MODEL, *TRAINING]),
-    "lr-find": ("fastai's lr range test on the data of a train or finetune run", [
-        *LR_FIND, *TRAIN_MODEL, *FINETUNE_MODEL, *(o for o in TRAINING if o.name not in SWEPT)]),
-    "save": ("save the model (LoRA merged) and tokenizer to DIR", [
-        Option("directory", type=str, positional="1"),
-        _flag("adapter", "save only the LoRA adapter", keyword="adapter_only"),
-        _flag("overwrite", "write into a non-empty folder that is not an earlier save (its other files are kept)"),
-    ]),
-    "attention": ("interactive attention view of TEXT (or the cell body)", [
-        Option("text", positional="*", keyword=MAGIC_ONLY),
-        Option("layer", type=int, help="layer to open first (default: the last)"),
-        Option("head", type=int, help="head to open first (default: mean of all heads)"),
-        Option("view", type=str, choices=("head", "model", "matrix", "lens"),
-               help="default: head view up to 256 tokens, matrix view beyond; lens: the logit lens"),
-        Option("backend", "widget", str, "bertviz needs its CDN (require.js, d3, jQuery): offline our view is "
-               "shown instead", choices=("widget", "bertviz")),
-        _flag("explain", "also show attention rollout and gradient x input side by side, the sinks named, and "
-              "their rank correlation", keyword=MAGIC_ONLY),
-    ]),
-    "lens": ("logit lens of TEXT (or the cell body): every layer's next-token guesses", [
-        Option("text", positional="*", keyword=MAGIC_ONLY),
-        Option("target", type=str, help="also plot this token's probability and rank across the layers (its first "
-               "token, as typed: ' Paris')"),
-    ]),
-    "patch": ("activation patching: cell body = clean prompt, then corrupted prompt", [
-        Option("answer", type=str, help="the clean answer token, as typed (' Paris'); default: the clean run's top "
-               "next token"),
-        Option("wrong", type=str, help="the token it competes with; default: the corrupted run's top next token"),
-        Option("site", "residual", str, "what is patched: a layer's output, its attention or MLP output (layer x "
-               "position), or one head's output at the last position (layer x head)",
-               choices=("residual", "attention", "mlp", "heads")),
-        Option("layers", type=str, help="only these layers, e.g. 0,5,29 or 20-29 (default: all)"),
-    ]),
-    "attribute": ("which input tokens drove each output token (Captum)", [
-        Option("text", positional="*", keyword=MAGIC_ONLY),
-        Option("method", "integrated-gradients", str, "integrated-gradients, layer-integrated-gradients, saliency, "
-               "input-x-gradient, occlusion, feature-ablation or shapley-sampling",
-               values=("integrated-gradients", "layer-integrated-gradients", "saliency", "input-x-gradient",
-                       "occlusion", "feature-ablation", "shapley-sampling")),
-        Option("target", type=str, help="the output to explain (text; a label for a classifier); default: the "
-               "greedy continuation, or the predicted label"),
-        Option("max_new_tokens", 10, int, "tokens generated without --target"),
-        Option("steps", type=int, help="integration steps (default 50) or Shapley samples (25)"),
-        _flag("normalize", "scale each output token's row to its max", keyword=MAGIC_ONLY),
-    ]),
-    "eval": ("score the loaded model on --data (or the cell body)", [
-        Option("metric", type=str, choices=("perplexity", "accuracy", "f1", "bleu", "rouge"), required=True),
-        Option("data", type=str, help=DATA_HELP),
-        Option("text_field", type=str, help="the column holding the text when it is not 'text'"),
-        Option("sample_docs", type=int, help="score only the first N documents (rows)"),
-        Option("max_tokens", type=int, help="perplexity on the first N tokens only"),
-        Option("max_new_tokens", 64, int, "for bleu / rouge generations"),
-        Option("seq_len", 512, int, "window for perplexity"),
-        Option("runs_dir", type=str, help=RUNS_DIR_HELP),
-    ]),
-    "runs": ("the run history: a table of the recorded runs, newest first", [
-        Option("runs_dir", type=str, help="the folder to list (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"),
-        Option("delete", type=str, metavar="ID", help="remove one run (its history, options and checkpoints)"),
-        Option("plot", type=str, choices=("loss", "eval_loss", "lr"), help="a static overlay of the runs' curves"),
-        Option("ids", help="the runs to plot (default: all)", positional="*", keyword=MAGIC_ONLY),
-    ]),
+    "lr-find": (
+        "fastai's lr range test on the data of a train or finetune run",
+        [*LR_FIND, *TRAIN_MODEL, *FINETUNE_MODEL, *(o for o in TRAINING if o.name not in SWEPT)],
+    ),
+    "save": (
+        "save the model (LoRA merged) and tokenizer to DIR",
+        [
+            Option("directory", type=str, positional="1"),
+            _flag("adapter", "save only the LoRA adapter", keyword="adapter_only"),
+            _flag("overwrite", "write into a non-empty folder that is not an earlier save (its other files are kept)"),
+        ],
+    ),
+    "attention": (
+        "interactive attention view of TEXT (or the cell body)",
+        [
+            Option("text", positional="*", keyword=MAGIC_ONLY),
+            Option("layer", type=int, help="layer to open first (default: the last)"),
+            Option("head", type=int, help="head to open first (default: mean of all heads)"),
+            Option(
+                "view",
+                type=str,
+                choices=("head", "model", "matrix", "lens"),
+                help="default: head view up to 256 tokens, matrix view beyond; lens: the logit lens",
+            ),
+            Option(
+                "backend",
+                "widget",
+                str,
+                "bertviz needs its CDN (require.js, d3, jQuery): offline our view is shown instead",
+                choices=("widget", "bertviz"),
+            ),
+            _flag(
+                "explain",
+                "also show attention rollout and gradient x input side by side, the sinks named, and "
+                "their rank correlation",
+                keyword=MAGIC_ONLY,
+            ),
+        ],
+    ),
+    "lens": (
+        "logit lens of TEXT (or the cell body): every layer's next-token guesses",
+        [
+            Option("text", positional="*", keyword=MAGIC_ONLY),
+            Option(
+                "target",
+                type=str,
+                help="also plot this token's probability and rank across the layers (its first "
+                "token, as typed: ' Paris')",
+            ),
+        ],
+    ),
+    "patch": (
+        "activation patching: cell body = clean prompt, then corrupted prompt",
+        [
+            Option(
+                "answer",
+                type=str,
+                help="the clean answer token, as typed (' Paris'); default: the clean run's top next token",
+            ),
+            Option("wrong", type=str, help="the token it competes with; default: the corrupted run's top next token"),
+            Option(
+                "site",
+                "residual",
+                str,
+                "what is patched: a layer's output, its attention or MLP output (layer x "
+                "position), or one head's output at the last position (layer x head)",
+                choices=("residual", "attention", "mlp", "heads"),
+            ),
+            Option("layers", type=str, help="only these layers, e.g. 0,5,29 or 20-29 (default: all)"),
+        ],
+    ),
+    "attribute": (
+        "which input tokens drove each output token (Captum)",
+        [
+            Option("text", positional="*", keyword=MAGIC_ONLY),
+            Option(
+                "method",
+                "integrated-gradients",
+                str,
+                "integrated-gradients, layer-integrated-gradients, saliency, "
+                "input-x-gradient, occlusion, feature-ablation or shapley-sampling",
+                values=(
+                    "integrated-gradients",
+                    "layer-integrated-gradients",
+                    "saliency",
+                    "input-x-gradient",
+                    "occlusion",
+                    "feature-ablation",
+                    "shapley-sampling",
+                ),
+            ),
+            Option(
+                "target",
+                type=str,
+                help="the output to explain (text; a label for a classifier); default: the "
+                "greedy continuation, or the predicted label",
+            ),
+            Option("max_new_tokens", 10, int, "tokens generated without --target"),
+            Option("steps", type=int, help="integration steps (default 50) or Shapley samples (25)"),
+            _flag("normalize", "scale each output token's row to its max", keyword=MAGIC_ONLY),
+        ],
+    ),
+    "eval": (
+        "score the loaded model on --data (or the cell body)",
+        [
+            Option("metric", type=str, choices=("perplexity", "accuracy", "f1", "bleu", "rouge"), required=True),
+            Option("data", type=str, help=DATA_HELP),
+            Option("text_field", type=str, help="the column holding the text when it is not 'text'"),
+            Option("sample_docs", type=int, help="score only the first N documents (rows)"),
+            Option("max_tokens", type=int, help="perplexity on the first N tokens only"),
+            Option("max_new_tokens", 64, int, "for bleu / rouge generations"),
+            Option("seq_len", 512, int, "window for perplexity"),
+            Option("runs_dir", type=str, help=RUNS_DIR_HELP),
+        ],
+    ),
+    "runs": (
+        "the run history: a table of the recorded runs, newest first",
+        [
+            Option("runs_dir", type=str, help="the folder to list (default llm_runs/ here, or $LLM_MAGICS_RUNS_DIR)"),
+            Option("delete", type=str, metavar="ID", help="remove one run (its history, options and checkpoints)"),
+            Option("plot", type=str, choices=("loss", "eval_loss", "lr"), help="a static overlay of the runs' curves"),
+            Option("ids", help="the runs to plot (default: all)", positional="*", keyword=MAGIC_ONLY),
+        ],
+    ),
 }
 
 
@@ -274,22 +435,32 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
     for option in options(command):
         if option.positional is not None:
             nargs = None if option.positional == "1" else option.positional
-            parser.add_argument(option.name, nargs=nargs, default=option.default, help=option.help,
-                                choices=option.choices)
+            parser.add_argument(
+                option.name, nargs=nargs, default=option.default, help=option.help, choices=option.choices
+            )
         elif option.flags:
             target = parser.add_mutually_exclusive_group() if len(option.flags) > 1 else parser
             for flag, value in option.flags.items():
-                target.add_argument(flag, dest=option.name, action="store_const", const=value,
-                                    default=option.default, help=option.help)
+                target.add_argument(
+                    flag, dest=option.name, action="store_const", const=value, default=option.default, help=option.help
+                )
         else:
-            parser.add_argument(option.flag, type=option.type or str, default=option.default, choices=option.choices,
-                                required=option.required, metavar=option.metavar, help=option.value_help())
+            parser.add_argument(
+                option.flag,
+                type=option.type or str,
+                default=option.default,
+                choices=option.choices,
+                required=option.required,
+                metavar=option.metavar,
+                help=option.value_help(),
+            )
 
 
 def session_kwargs(args: argparse.Namespace, command: str, only: list[Option] | None = None) -> dict:
     """The parsed options the Session method takes, by its keyword names (no hand-copied lists)."""
-    kwargs = {o.api_name: getattr(args, o.name) for o in (only or options(command))
-              if o.api_name and o.positional is None}
+    kwargs = {
+        o.api_name: getattr(args, o.name) for o in (only or options(command)) if o.api_name and o.positional is None
+    }
     if getattr(args, "compile_backend", None):  # --compile-backend NAME: the Session's `compile` names it
         kwargs["compile"] = args.compile_backend
     return kwargs
@@ -323,8 +494,10 @@ def readme_table() -> str:
     lines = ["| option | commands | default | values |", "| --- | --- | --- | --- |"]
     lines += [f"| `--lr` | {kind} | {lr:g} | |" for kind, lr in LR_BY_KIND.items()]
     lines += [f"| `--steps` | {kind} | {steps} | |" for kind, steps in STEPS_BY_KIND.items()]
-    lines += [f"| `{flag}` | {', '.join(commands)} | {default} | {values} |"
-              for (flag, default, values), commands in rows.items()]
+    lines += [
+        f"| `{flag}` | {', '.join(commands)} | {default} | {values} |"
+        for (flag, default, values), commands in rows.items()
+    ]
     return "\n".join(lines)
 
 

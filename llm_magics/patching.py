@@ -16,6 +16,7 @@ batch starts from the corrupted run's cached input to layer L: the layers below 
 (the model's lower layers are swapped out of its layer list for the duration, and a pre-hook on layer L
 feeds it the cached residual stream).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,9 +78,11 @@ class PatchingResult:
         layer, index = divmod(best, self.scores.shape[1])
         where = f"head {index}" if self.site == "heads" else f"position {index} ({self.tokens[index]!r})"
         note = f"; stopped after {int(done.all(1).sum())} of {self.scores.shape[0]} layers" if self.interrupted else ""
-        return (f"patching {self.site}: LD clean {self.clean_ld:.3f}, corrupted {self.corrupted_ld:.3f} "
-                f"({self.answer!r} vs {self.wrong!r}); highest score {float(self.scores[layer, index]):.3f} "
-                f"at layer {layer}, {where}{note}")
+        return (
+            f"patching {self.site}: LD clean {self.clean_ld:.3f}, corrupted {self.corrupted_ld:.3f} "
+            f"({self.answer!r} vs {self.wrong!r}); highest score {float(self.scores[layer, index]):.3f} "
+            f"at layer {layer}, {where}{note}"
+        )
 
     def view(self):
         from .views.heatmap import patching_view
@@ -122,8 +125,12 @@ def out_projection(layer):
 
 def site_module(layer, site: str):
     """The module whose output (input for heads) a site patches."""
-    return {"residual": lambda: layer, "attention": lambda: attention_module(layer), "mlp": lambda: mlp_module(layer),
-            "heads": lambda: out_projection(layer)}[site]()
+    return {
+        "residual": lambda: layer,
+        "attention": lambda: attention_module(layer),
+        "mlp": lambda: mlp_module(layer),
+        "heads": lambda: out_projection(layer),
+    }[site]()
 
 
 def _first(output):
@@ -150,8 +157,10 @@ def encode_pair(loaded: LoadedModel, clean: str, corrupted: str) -> tuple[torch.
     clean_ids = tokenizer(clean, return_tensors="pt")["input_ids"]
     corrupted_ids = tokenizer(corrupted, return_tensors="pt")["input_ids"]
     if clean_ids.shape[1] != corrupted_ids.shape[1]:
-        raise LLMError(f"the clean prompt is {clean_ids.shape[1]} tokens and the corrupted one "
-                       f"{corrupted_ids.shape[1]}: patching compares positions, so they need the same token count")
+        raise LLMError(
+            f"the clean prompt is {clean_ids.shape[1]} tokens and the corrupted one "
+            f"{corrupted_ids.shape[1]}: patching compares positions, so they need the same token count"
+        )
     limit = context_length(loaded.model)
     if limit and clean_ids.shape[1] > limit:
         raise LLMError(f"the text is {clean_ids.shape[1]} tokens, longer than the model's context of {limit}")
@@ -172,18 +181,23 @@ def _cached_run(model, ids: torch.Tensor, site: str) -> _Run:
     outputs: list[torch.Tensor | None] = [None] * len(layers)
     handles = []
     for index, layer in enumerate(layers):
+
         def keep_input(module, args, kwargs, index=index):
             inputs[index] = (args[0] if args else kwargs["hidden_states"]).detach()
 
         handles.append(layer.register_forward_pre_hook(keep_input, with_kwargs=True))
         module = site_module(layer, site)
         if site == "heads":
+
             def keep(module, args, index=index):
                 outputs[index] = args[0].detach()
+
             handles.append(module.register_forward_pre_hook(keep))
         else:
+
             def keep_output(module, args, output, index=index):
                 outputs[index] = _first(output).detach()
+
             handles.append(module.register_forward_hook(keep_output))
     try:
         logits = model(input_ids=ids, use_cache=False).logits[0, -1].float()
@@ -212,8 +226,9 @@ def _from_layer(model, start: int, residual: torch.Tensor):
         handle.remove()
 
 
-def patched_logits(model, ids: torch.Tensor, layer: int, site: str, corrupted: _Run, clean: _Run,
-                   patches: list[int]) -> torch.Tensor:
+def patched_logits(
+    model, ids: torch.Tensor, layer: int, site: str, corrupted: _Run, clean: _Run, patches: list[int]
+) -> torch.Tensor:
     """Last-position logits (len(patches), vocab) of the corrupted run with, in batch row i, the clean
     activation at position patches[i] (or head patches[i] at the last position) of `layer` patched in;
     the layers below `layer` are not run again."""
@@ -227,7 +242,7 @@ def patched_logits(model, ids: torch.Tensor, layer: int, site: str, corrupted: _
         width = clean_site.shape[-1] // heads
         mask = torch.zeros(batch, clean_site.shape[-1], dtype=torch.bool, device=ids.device)
         for row, head in enumerate(patches):
-            mask[row, head * width:(head + 1) * width] = True
+            mask[row, head * width : (head + 1) * width] = True
 
         def patch(module, args):
             x = args[0].clone()
@@ -252,9 +267,18 @@ def patched_logits(model, ids: torch.Tensor, layer: int, site: str, corrupted: _
         handle.remove()
 
 
-def patch(loaded: LoadedModel | None, clean: str, corrupted: str, answer: str | None = None,
-          wrong: str | None = None, site: str = "residual", layers: list[int] | None = None, batch_size: int = 64,
-          stop: StopFlag | None = None, on_layer=None) -> PatchingResult:
+def patch(
+    loaded: LoadedModel | None,
+    clean: str,
+    corrupted: str,
+    answer: str | None = None,
+    wrong: str | None = None,
+    site: str = "residual",
+    layers: list[int] | None = None,
+    batch_size: int = 64,
+    stop: StopFlag | None = None,
+    on_layer=None,
+) -> PatchingResult:
     """Every layer × position (heads: layer × head) patched from the clean run into the corrupted one.
     layers: only these layers (the other rows stay NaN); batch_size: patched runs per forward pass."""
     if loaded is None:
@@ -279,18 +303,24 @@ def patch(loaded: LoadedModel | None, clean: str, corrupted: str, answer: str | 
         answer_text: str = tokenizer.decode([answer_id])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         wrong_text: str = tokenizer.decode([wrong_id])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         if answer_id == wrong_id:
-            how = "--answer and --wrong are" if answer is not None and wrong is not None else \
-                "the clean and corrupted runs' top next tokens are both"
-            raise LLMError(f"{how} {answer_text!r}: the logit difference needs two different tokens "
-                           "(give --answer and --wrong)")
+            how = (
+                "--answer and --wrong are"
+                if answer is not None and wrong is not None
+                else "the clean and corrupted runs' top next tokens are both"
+            )
+            raise LLMError(
+                f"{how} {answer_text!r}: the logit difference needs two different tokens (give --answer and --wrong)"
+            )
 
         def ld(logits):
             return logits[..., answer_id] - logits[..., wrong_id]
 
         clean_ld, corrupted_ld = float(ld(clean_run.logits)), float(ld(corrupted_run.logits))
         if abs(clean_ld - corrupted_ld) < 1e-6:
-            raise LLMError(f"the clean and corrupted runs give the same logit difference ({clean_ld:.3f}) for "
-                           f"{answer_text!r} vs {wrong_text!r}: there is nothing to restore")
+            raise LLMError(
+                f"the clean and corrupted runs give the same logit difference ({clean_ld:.3f}) for "
+                f"{answer_text!r} vs {wrong_text!r}: there is nothing to restore"
+            )
         columns = num_heads if site == "heads" else clean_ids.shape[1]
         scores = torch.full((num_layers, columns), float("nan"))
         top_ids = torch.zeros(num_layers, columns, TOP_K, dtype=torch.long)
@@ -315,9 +345,17 @@ def patch(loaded: LoadedModel | None, clean: str, corrupted: str, answer: str | 
             vocabulary[token] = tokenizer.decode([token])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
         return vocabulary[token]
 
-    return PatchingResult(site=site, tokens=[decode(i) for i in clean_ids[0].tolist()],
-                          corrupted_tokens=[decode(i) for i in corrupted_ids[0].tolist()],
-                          answer=answer_text, wrong=wrong_text, scores=scores, clean_ld=clean_ld,
-                          corrupted_ld=corrupted_ld, top_ids=top_ids, top_probs=top_probs,
-                          top_tokens=[[[decode(i) for i in cell] for cell in row] for row in top_ids.tolist()],
-                          interrupted=interrupted)
+    return PatchingResult(
+        site=site,
+        tokens=[decode(i) for i in clean_ids[0].tolist()],
+        corrupted_tokens=[decode(i) for i in corrupted_ids[0].tolist()],
+        answer=answer_text,
+        wrong=wrong_text,
+        scores=scores,
+        clean_ld=clean_ld,
+        corrupted_ld=corrupted_ld,
+        top_ids=top_ids,
+        top_probs=top_probs,
+        top_tokens=[[[decode(i) for i in cell] for cell in row] for row in top_ids.tolist()],
+        interrupted=interrupted,
+    )

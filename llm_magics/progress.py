@@ -1,4 +1,5 @@
 """tqdm progress bars (a widget in notebooks, text in terminals): training steps, sweeps over layers or targets."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,8 +46,9 @@ class ProgressBar:
 
     def count(self, done: int, total: int) -> None:
         if self.bar is None:  # a resumed run's bar starts at the step it resumed from
-            self.bar = progress_bar(total=total, initial=max(done - 1, 0), desc=self.description, unit=self.unit,
-                                    dynamic_ncols=True)
+            self.bar = progress_bar(
+                total=total, initial=max(done - 1, 0), desc=self.description, unit=self.unit, dynamic_ncols=True
+            )
         self.bar.update(done - self.bar.n)
 
     def __call__(self, row: dict, result) -> None:

@@ -17,6 +17,7 @@ Attention, the lens and generation run on a quantized model; training, fine-tuni
 (`explain`, attribution) and `save` need full-precision weights and refuse in one line
 (`require_full_precision`).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,8 +46,10 @@ class Quantization:
         return round(self.weights_mb_before - self.weights_mb_after, 1)
 
     def describe(self) -> str:
-        return (f"{self.mode} ({self.method}): weights {self.weights_mb_before:,.0f} MB -> "
-                f"{self.weights_mb_after:,.0f} MB, {self.saved_mb:,.0f} MB saved")
+        return (
+            f"{self.mode} ({self.method}): weights {self.weights_mb_before:,.0f} MB -> "
+            f"{self.weights_mb_after:,.0f} MB, {self.saved_mb:,.0f} MB saved"
+        )
 
 
 def quantization_of(model) -> Quantization | None:
@@ -64,8 +67,10 @@ def require_full_precision(loaded, action: str) -> None:
     """One line naming the fix when `action` needs full-precision (trainable) weights."""
     if loaded is not None and (quantization := quantization_of(loaded.model)) is not None:
         mode = quantization.mode
-        raise LLMError(f"{action} needs full-precision weights, but the model is quantized ({mode}, inference "
-                       f"only): run `%llm load MODEL` again without --quantize (Session.load(..., quantize='none'))")
+        raise LLMError(
+            f"{action} needs full-precision weights, but the model is quantized ({mode}, inference "
+            f"only): run `%llm load MODEL` again without --quantize (Session.load(..., quantize='none'))"
+        )
 
 
 def check_choice(mode: str | None) -> str:
@@ -83,11 +88,15 @@ def quantize(loaded, mode: str) -> Quantization | None:
     model = loaded.model
     done = quantization_of(model)
     if done is not None:
-        raise LLMError(f"the model is already quantized ({done.mode}): run `%llm load MODEL --quantize "
-                       f"{mode}` to start again from the full-precision weights")
+        raise LLMError(
+            f"the model is already quantized ({done.mode}): run `%llm load MODEL --quantize "
+            f"{mode}` to start again from the full-precision weights"
+        )
     if _has_lora(model):
-        raise LLMError("cannot quantize a model with a LoRA adapter: `%llm save DIR` merges it, then "
-                       f"`%llm load DIR --quantize {mode}`")
+        raise LLMError(
+            "cannot quantize a model with a LoRA adapter: `%llm save DIR` merges it, then "
+            f"`%llm load DIR --quantize {mode}`"
+        )
     if loaded.device.type == "cuda":
         if mode == "int8-dynamic":
             raise LLMError("--quantize int8-dynamic is the CPU (fbgemm) path: use int8 or int4 on a GPU")
@@ -114,8 +123,7 @@ def _quantize_cpu(model, mode: str) -> str:
         with warnings.catch_warnings():  # torch.ao's deprecation notice: torchao has no fast x86 int8 kernel yet
             warnings.simplefilter("ignore")
             # inplace: the Session's model object stays the same; only its Linear children are swapped.
-            quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8,
-                             inplace=True)
+            quantize_dynamic(model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
         return "torch.ao dynamic int8 activations and weights (fbgemm), lossy"
     config = int4_cpu_config()
     if config is None:
@@ -151,8 +159,9 @@ def _quantize_cuda(model, mode: str) -> str:
         return "torchao int8 weight-only (CUDA)"
     if next(model.parameters()).dtype != torch.bfloat16:
         raise LLMError("--quantize int4 on a GPU needs bf16 weights: load with --dtype bfloat16 (the default)")
-    _torchao_quantize(model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d",
-                                                  set_inductor_config=False))
+    _torchao_quantize(
+        model, Int4WeightOnlyConfig(group_size=128, int4_packing_format="tile_packed_to_4d", set_inductor_config=False)
+    )
     return "torchao int4 weight-only (CUDA tinygemm)"
 
 
@@ -209,13 +218,20 @@ def status(loaded) -> dict:
 
 def gain_hint(loaded) -> str | None:
     """On CPU, for a full-precision causal model: what --quantize int8 would give (None elsewhere)."""
-    if loaded is None or loaded.device.type != "cpu" or is_quantized(loaded.model) or not loaded.causal \
-            or _has_lora(loaded.model):
+    if (
+        loaded is None
+        or loaded.device.type != "cpu"
+        or is_quantized(loaded.model)
+        or not loaded.causal
+        or _has_lora(loaded.model)
+    ):
         return None
     linear_mb = sum(m.weight.numel() * m.weight.element_size() for m in _linear_modules(loaded.model)) / 2**20
-    return (f"`%llm load MODEL --quantize int8` would cut the Linear weights from {linear_mb:,.0f} MB to "
-            f"~{linear_mb / 4:,.0f} MB (int4: ~{linear_mb / 8:,.0f} MB); decode speed of each "
-            "path: README, Speed (bench/decode_cpu.py); without it attention, the lens and training stay exact")
+    return (
+        f"`%llm load MODEL --quantize int8` would cut the Linear weights from {linear_mb:,.0f} MB to "
+        f"~{linear_mb / 4:,.0f} MB (int4: ~{linear_mb / 8:,.0f} MB); decode speed of each "
+        "path: README, Speed (bench/decode_cpu.py); without it attention, the lens and training stay exact"
+    )
 
 
 def _has_lora(model) -> bool:

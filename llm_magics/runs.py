@@ -10,6 +10,7 @@
 `table()` lists them newest first, `load(ID)` gives one run's history as a pandas frame, `delete(ID)`
 removes one, and `Session.runs` is rebuilt from these folders after a kernel restart.
 """
+
 from __future__ import annotations
 
 import json
@@ -58,11 +59,20 @@ def _write_json(path: Path, data: dict) -> None:
 
 def data_record(corpus, role: str) -> dict:
     """A data source as the run used it: the files, their size and time, and the datasets cache key."""
-    files = [{"path": str(f), "bytes": f.stat().st_size, "modified": f.stat().st_mtime}
-             for f in getattr(corpus, "files", []) if Path(f).exists()]
-    return {"role": role, "origin": corpus.origin, "format": corpus.builder, "rows": len(corpus),
-            "text_field": corpus.text_field, "files": files,
-            "cache_key": getattr(corpus.dataset, "_fingerprint", None)}
+    files = [
+        {"path": str(f), "bytes": f.stat().st_size, "modified": f.stat().st_mtime}
+        for f in getattr(corpus, "files", [])
+        if Path(f).exists()
+    ]
+    return {
+        "role": role,
+        "origin": corpus.origin,
+        "format": corpus.builder,
+        "rows": len(corpus),
+        "text_field": corpus.text_field,
+        "files": files,
+        "cache_key": getattr(corpus.dataset, "_fingerprint", None),
+    }
 
 
 class RunRecord:
@@ -72,9 +82,22 @@ class RunRecord:
         self.root = runs_dir(root)
         self.id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
         self.path = self.root / self.id
-        self.info = {"id": self.id, "kind": kind, "model": model, "options": _plain(options), "data": [],
-                     "status": "running", "started": time.time(), "finished": None, "duration": None,
-                     "steps": 0, "total_steps": None, "metrics": {}, "checkpoints": [], "pid": os.getpid()}
+        self.info = {
+            "id": self.id,
+            "kind": kind,
+            "model": model,
+            "options": _plain(options),
+            "data": [],
+            "status": "running",
+            "started": time.time(),
+            "finished": None,
+            "duration": None,
+            "steps": 0,
+            "total_steps": None,
+            "metrics": {},
+            "checkpoints": [],
+            "pid": os.getpid(),
+        }
         try:
             self.path.mkdir(parents=True, exist_ok=False)
             _write_json(self.path / RUN_FILE, self.info)
@@ -92,15 +115,19 @@ class RunRecord:
         tokens, elapsed = row.get("tokens", 0), row.get("elapsed", 0.0)
         before_tokens, before_elapsed = self._previous or (0, 0.0)
         seconds = elapsed - before_elapsed
-        line = {**row, "tokens_per_second": (tokens - before_tokens) / seconds if seconds > 0 else None,
-                "wall_time": time.time()}
+        line = {
+            **row,
+            "tokens_per_second": (tokens - before_tokens) / seconds if seconds > 0 else None,
+            "wall_time": time.time(),
+        }
         self._previous = (tokens, elapsed)
         self._history.write(json.dumps(_plain(line)) + "\n")
         self._history.flush()  # a crash after this step still leaves it on disk
         self.info["steps"], self.info["total_steps"] = row["step"], result.total_steps
 
-    def finish(self, result=None, error: str | None = None, metrics: dict | None = None,
-               stopped: bool | None = None) -> None:
+    def finish(
+        self, result=None, error: str | None = None, metrics: dict | None = None, stopped: bool | None = None
+    ) -> None:
         """The final status: finished, stopped at step N, or failed with its one-line reason."""
         if not self._history.closed:
             self._history.close()
@@ -156,6 +183,7 @@ def update_metrics(run_dir: str | None, metrics: dict) -> None:
 
 # --- reading back ------------------------------------------------------------------------------
 
+
 def read_info(path: Path) -> dict | None:
     """A run folder's run.json plus its history rows (what was written before a crash, at least)."""
     try:
@@ -201,8 +229,9 @@ def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
 def find(run_id: str, root: str | os.PathLike | None = None) -> dict:
     """One run by its id (or a unique start of it)."""
     runs = all_runs(root)
-    matches = [info for info in runs if info["id"] == run_id] or \
-        [info for info in runs if info["id"].startswith(str(run_id))]
+    matches = [info for info in runs if info["id"] == run_id] or [
+        info for info in runs if info["id"].startswith(str(run_id))
+    ]
     if len(matches) != 1:
         what = "is ambiguous" if matches else "is unknown"
         raise LLMError(f"run id {run_id!r} {what} in {runs_dir(root)}: `%llm runs` lists the runs there")
@@ -290,25 +319,32 @@ def to_result(info: dict):
 
     history = info["history"]
     status = info.get("status") or ""
-    result = TrainResult(kind=RunKind(info.get("kind") or RunKind.TRAIN), total_steps=info.get("total_steps") or 0,
-                         history=history,
-                         eval_history=[{"step": s, "eval_loss": v} for s, v in eval_losses(info)],
-                         metrics=info.get("metrics") or {}, interrupted=not status.startswith(("finished", "failed")),
-                         checkpoint=(info.get("checkpoints") or [None])[-1],
-                         seconds=history[-1].get("elapsed", 0.0) if history else 0.0,
-                         tokens=history[-1].get("tokens", 0) if history else 0,
-                         error=status.removeprefix("failed: ") if status.startswith("failed") else None)
+    result = TrainResult(
+        kind=RunKind(info.get("kind") or RunKind.TRAIN),
+        total_steps=info.get("total_steps") or 0,
+        history=history,
+        eval_history=[{"step": s, "eval_loss": v} for s, v in eval_losses(info)],
+        metrics=info.get("metrics") or {},
+        interrupted=not status.startswith(("finished", "failed")),
+        checkpoint=(info.get("checkpoints") or [None])[-1],
+        seconds=history[-1].get("elapsed", 0.0) if history else 0.0,
+        tokens=history[-1].get("tokens", 0) if history else 0,
+        error=status.removeprefix("failed: ") if status.startswith("failed") else None,
+    )
     result.run_dir, result.record_id, result.options = info["path"], info["id"], info.get("options") or {}
     result.best_step = info.get("best_step")
     result.suggested_lr = info.get("suggested_lr")
     if info.get("kind") == RunKind.LR_FIND:
         result.suggestions = {k: (v[0], tuple(v[1])) for k, v in (info.get("suggestions") or {}).items()}
-        result.sweep = {"lr": [r.get("lr_used") for r in history],
-                        "smoothed_loss": [r.get("smoothed_loss") for r in history]}
+        result.sweep = {
+            "lr": [r.get("lr_used") for r in history],
+            "smoothed_loss": [r.get("smoothed_loss") for r in history],
+        }
     return result
 
 
 # --- comparing runs ----------------------------------------------------------------------------
+
 
 def select(spec: str | None, kind: str, options: dict, root, exclude: str | None = None) -> list[dict]:
     """The earlier runs to overlay: 'auto' (the previous run of the same kind on the same data, if any),
@@ -340,7 +376,7 @@ def smoothed(values: list[float], smoothing: float) -> list[float]:
     out, average = [], 0.0
     for count, value in enumerate(values, 1):
         average = smoothing * average + (1 - smoothing) * value
-        out.append(average / (1 - smoothing ** count) if smoothing else value)
+        out.append(average / (1 - smoothing**count) if smoothing else value)
     return out
 
 
@@ -359,19 +395,31 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
         raise LLMError(f"unknown --plot {metric!r}: use {', '.join(PLOT_METRICS)}")
     runs = [find(i, root) for i in run_ids] if run_ids else [i for i in all_runs(root) if i["history"]]
     names = differing_options(runs)
-    figure = go.Figure(layout=dict(**PLOT_THEME, autosize=True, height=340, margin=dict(l=55, r=20, t=60, b=40),
-                                   xaxis=dict(title="step", gridcolor=GRID, tickformat="d"),
-                                   yaxis=dict(title=metric, gridcolor=GRID,
-                                              tickformat="~s" if metric == "lr" else None),
-                                   legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom")))
+    figure = go.Figure(
+        layout=dict(
+            **PLOT_THEME,
+            autosize=True,
+            height=340,
+            margin=dict(l=55, r=20, t=60, b=40),
+            xaxis=dict(title="step", gridcolor=GRID, tickformat="d"),
+            yaxis=dict(title=metric, gridcolor=GRID, tickformat="~s" if metric == "lr" else None),
+            legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
+        )
+    )
     series = []
     for info in runs:
-        points = [(row["step"], row[metric]) for row in (info.get("eval_history") or info["history"]
-                                                          if metric == "eval_loss" else info["history"])
-                  if row.get(metric) is not None]
+        points = [
+            (row["step"], row[metric])
+            for row in (info.get("eval_history") or info["history"] if metric == "eval_loss" else info["history"])
+            if row.get(metric) is not None
+        ]
         name = f"{info['id']}: {label(info, names)}" if names else info["id"]
-        figure.add_scatter(x=[p[0] for p in points], y=[p[1] for p in points], name=name,
-                           mode="lines+markers" if metric == "eval_loss" else "lines")
+        figure.add_scatter(
+            x=[p[0] for p in points],
+            y=[p[1] for p in points],
+            name=name,
+            mode="lines+markers" if metric == "eval_loss" else "lines",
+        )
         series.append((name, [p[0] for p in points], [p[1] for p in points], "currentColor"))
     bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
     bundle["application/vnd.plotly.v1+json"]["config"] = PLOT_CONFIG

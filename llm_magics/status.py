@@ -1,5 +1,6 @@
 """One-line status messages for waits that would otherwise be silent: imports that take seconds the first
 time (torch, transformers, plotly), long captures. Printed at once, before the wait, never after it."""
+
 from __future__ import annotations
 
 import sys

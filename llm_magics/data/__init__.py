@@ -5,6 +5,7 @@ reading.py (files, folders, the cell body -> a Corpus of Arrow rows), tokens.py 
 the packed stream), examples.py (masked prompt/response, chat and classification examples),
 preparing.py (progress hooks and stopping while data is prepared).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,6 +28,23 @@ def read_records(data: str | None = None, body: str | None = None, text_field: s
     return read_corpus(data, body, text_field, cache=data_cache() / "datasets").dataset.to_list()
 
 
-__all__ = ["IGNORE_INDEX", "Corpus", "PackedTokens", "Preparation", "cached_examples", "check_labels",
-           "classification_examples", "data_cache", "datasets_bars", "encode", "pad_batch", "packed_tokens",
-           "read_corpus", "read_records", "supervised_examples", "text_blocks", "text_of", "token_stream"]
+__all__ = [
+    "IGNORE_INDEX",
+    "Corpus",
+    "PackedTokens",
+    "Preparation",
+    "cached_examples",
+    "check_labels",
+    "classification_examples",
+    "data_cache",
+    "datasets_bars",
+    "encode",
+    "pad_batch",
+    "packed_tokens",
+    "read_corpus",
+    "read_records",
+    "supervised_examples",
+    "text_blocks",
+    "text_of",
+    "token_stream",
+]

@@ -7,6 +7,7 @@ would be scored. Within one process the digest is remembered per (device, inode,
 the ctime changes on every write and no user-level tool can set it back, so a repeated run in the same
 kernel does not read the file again, and a rewritten file is always hashed anew.
 """
+
 from __future__ import annotations
 
 import os

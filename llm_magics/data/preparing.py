@@ -1,5 +1,6 @@
 """What data preparation reports and how it stops: progress (tqdm + `on_prepare(stage, done, total)`
 hooks such as the live chart's header) and the run's stop flag (kernel interrupt, Stop button)."""
+
 from __future__ import annotations
 
 import _thread
@@ -86,7 +87,6 @@ class Preparation:
             finished.set()
             watcher.join()
             signal.signal(signal.SIGINT, previous)
-
 
 
 @contextlib.contextmanager

@@ -5,6 +5,7 @@ a folder written by `Dataset.save_to_disk`, or nothing / '-' for the cell body. 
 body that is not JSONL, hold one document per blank-line-separated block. JSONL is decided by the
 suffix for files (a .txt whose lines start with '{' is text); only the cell body is sniffed.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,14 +21,14 @@ if TYPE_CHECKING:
     from datasets import Dataset
 
 TEXT_SUFFIXES = {".txt": "text", ".text": "text", ".md": "text"}
-BUILDERS = {**TEXT_SUFFIXES, ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv",
-            ".parquet": "parquet"}
+BUILDERS = {**TEXT_SUFFIXES, ".jsonl": "json", ".ndjson": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 LINE_FORMATS = {"json", "csv"}  # formats whose rows have a line number worth naming
 
 
 @dataclass
 class Corpus:
     """The rows of a data source and how to name a row in an error message."""
+
     dataset: Dataset
     origin: str  # the file or folder as the user typed it, or "the cell body"
     builder: str  # text, json, csv, parquet, arrow (save_to_disk) or body
@@ -55,8 +56,13 @@ class Corpus:
         return f"{self.origin}, row {row + 1}"
 
 
-def read_corpus(data: str | None = None, body: str | None = None, text_field: str | None = None,
-                sample_docs: int | None = None, cache: Path | None = None) -> Corpus:
+def read_corpus(
+    data: str | None = None,
+    body: str | None = None,
+    text_field: str | None = None,
+    sample_docs: int | None = None,
+    cache: Path | None = None,
+) -> Corpus:
     """The rows of --data (or of the cell body when data is None or '-'), optionally only the first N.
     `cache`: where datasets keeps its Arrow copy of files (default <cache_dir()>/data/datasets)."""
     import_whole("datasets")  # before anything that can be interrupted: never half-imported
@@ -70,8 +76,10 @@ def read_corpus(data: str | None = None, body: str | None = None, text_field: st
         raise LLMError(f"out of memory while reading {where}: try --sample-docs N or a smaller file") from None
     if text_field:
         if text_field not in corpus.dataset.column_names:
-            raise LLMError(f"{corpus.origin} has no column {text_field!r} (--text-field); "
-                           f"its columns: {', '.join(corpus.dataset.column_names)}")
+            raise LLMError(
+                f"{corpus.origin} has no column {text_field!r} (--text-field); "
+                f"its columns: {', '.join(corpus.dataset.column_names)}"
+            )
         corpus.text_field = text_field
     _check_columns(corpus)
     if sample_docs is not None:
@@ -88,8 +96,13 @@ def _read_path(data: str, cache: Path | None) -> Corpus:
     if path.is_dir():
         if (path / "state.json").is_file() or (path / "dataset_dict.json").is_file():
             return Corpus(_load_from_disk(path, data), data, "arrow")
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in BUILDERS
-                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file()
+            and p.suffix.lower() in BUILDERS
+            and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise LLMError(f"{data} has no data files ({', '.join(sorted(BUILDERS))})")
         builders = {BUILDERS[p.suffix.lower()] for p in files}
@@ -132,8 +145,9 @@ def _load(builder: str, files: list[Path], origin: str, cache: Path | None, cont
     cache = cache / f"content-{content[:32]}"  # datasets keys its copy on path + mtime: not enough alone
     try:
         with _quiet_datasets():
-            return datasets.load_dataset(builder, data_files=[str(f.resolve()) for f in files], split="train",
-                                         cache_dir=str(cache), **options)
+            return datasets.load_dataset(
+                builder, data_files=[str(f.resolve()) for f in files], split="train", cache_dir=str(cache), **options
+            )
     except (MemoryError, LLMError, KeyboardInterrupt):
         raise
     except Exception as error:  # datasets wraps the parser's error; find the line ourselves
@@ -277,8 +291,10 @@ def _check_columns(corpus: Corpus):
     if corpus.text_field in columns or "messages" in columns or {"prompt", "response"} <= columns:
         return
     where = corpus.where(0) if corpus.builder in ("json", "body") else corpus.origin
-    raise LLMError(f"{where}: needs a '{corpus.text_field}', 'messages' or 'prompt'+'response' field "
-                   f"(has {sorted(columns)}; --text-field NAME picks another column)")
+    raise LLMError(
+        f"{where}: needs a '{corpus.text_field}', 'messages' or 'prompt'+'response' field "
+        f"(has {sorted(columns)}; --text-field NAME picks another column)"
+    )
 
 
 def text_of(row: dict, text_field: str, where) -> str:
@@ -301,11 +317,17 @@ def checked_messages(messages, where) -> list[dict]:
             messages = json.loads(messages)
         except json.JSONDecodeError:
             pass
-    if not isinstance(messages, list) or not messages or not all(
+    if (
+        not isinstance(messages, list)
+        or not messages
+        or not all(
             isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-            for m in messages):
-        raise LLMError(f"{where()}: 'messages' must be a list of {{\"role\": ..., \"content\": ...}} strings, "
-                       f"got {_short(messages)}")
+            for m in messages
+        )
+    ):
+        raise LLMError(
+            f'{where()}: \'messages\' must be a list of {{"role": ..., "content": ...}} strings, got {_short(messages)}'
+        )
     return [{"role": m["role"], "content": m["content"]} for m in messages]
 
 

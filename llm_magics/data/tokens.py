@@ -6,6 +6,7 @@ A stop request is checked between map batches: the interrupted shard's temp file
 `datasets`, finished shards are kept (a later run goes on from there), and only a run that tokenized
 every shard writes `done.json`, the mark that makes the cache reusable without looking at the shards.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,10 +70,11 @@ def documents_to_ids(texts, tokenizer, dtype: str):
     eos = tokenizer.eos_token_id
     if is_byte_level(tokenizer):
         strings = pa.array(texts, pa.large_string()) if isinstance(texts, list) else texts.cast(pa.large_string())
-        offsets = np.frombuffer(strings.buffers()[1], np.int64)[strings.offset:strings.offset + len(strings) + 1]
+        offsets = np.frombuffer(strings.buffers()[1], np.int64)[strings.offset : strings.offset + len(strings) + 1]
         data = strings.buffers()[2]
-        values = (np.frombuffer(data, np.uint8)[offsets[0]:offsets[-1]] if data is not None
-                  else np.zeros(0, np.uint8)).astype(dtype) + BYTE_OFFSET
+        values = (
+            np.frombuffer(data, np.uint8)[offsets[0] : offsets[-1]] if data is not None else np.zeros(0, np.uint8)
+        ).astype(dtype) + BYTE_OFFSET
         lengths = np.diff(offsets)
     else:
         texts = texts.to_pylist() if not isinstance(texts, list) else texts
@@ -129,8 +131,14 @@ class _Stopped(Exception):
     """Raised inside a map batch when the run is asked to stop (datasets then removes its temp file)."""
 
 
-def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: int | None = None,
-                     cache: Path | None = None, num_proc: int | None = None):
+def tokenized_shards(
+    corpus: Corpus,
+    tokenizer,
+    prep: Preparation,
+    max_tokens: int | None = None,
+    cache: Path | None = None,
+    num_proc: int | None = None,
+):
     """Token ids per document, as a list of datasets (Arrow shards, memory-mapped when cached), or
     None when stopped. With max_tokens, only as many shards as needed are tokenized."""
     import datasets
@@ -140,8 +148,10 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
     features = datasets.Features({"input_ids": datasets.List(datasets.Value(dtype))})
     directory = None
     if corpus.cacheable and cache is not None:
-        directory = cache / "tokens" / f"{corpus.content[:16]}{dataset._fingerprint}-{tokenizer_key(tokenizer)}-" \
-                                       f"{_safe(corpus.text_field)}-v{FORMAT_VERSION}"
+        directory = (
+            cache / "tokens" / f"{corpus.content[:16]}{dataset._fingerprint}-{tokenizer_key(tokenizer)}-"
+            f"{_safe(corpus.text_field)}-v{FORMAT_VERSION}"
+        )
         done = _finished(directory)
         if done is not None:
             opened = _open_shards(directory, done)
@@ -166,8 +176,11 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         start, stop = _shard_bounds(total, shards, index)
         part = dataset.select(range(start, stop)) if shards > 1 else dataset
         name = f"shard-{index:05d}-of-{shards:05d}.arrow"
-        if max_tokens is not None and not (directory and (directory / name).exists()) \
-                and _longest_document(part, corpus.text_field) > LONG_DOCUMENT:
+        if (
+            max_tokens is not None
+            and not (directory and (directory / name).exists())
+            and _longest_document(part, corpus.text_field) > LONG_DOCUMENT
+        ):
             # A huge document (a file with no blank line): tokenize only the prefix the limit needs, in
             # bounded chunks, in memory (a cut document is not cached as if it were whole).
             prefix = _prefix_ids(part, corpus, tokenizer, dtype, max_tokens - tokens, prep, start, total)
@@ -180,18 +193,32 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
         try:
             with datasets_bars(False):
                 mapped = part.with_format("arrow").map(
-                    _tokenize_batch, batched=True, batch_size=rows, writer_batch_size=rows, with_indices=True,
-                    fn_kwargs={"first": start, "corpus": corpus, "tokenizer": tokenizer, "dtype": dtype,
-                               "counter": counter},
-                    remove_columns=part.column_names, features=features, num_proc=num_proc if parallel else None,
+                    _tokenize_batch,
+                    batched=True,
+                    batch_size=rows,
+                    writer_batch_size=rows,
+                    with_indices=True,
+                    fn_kwargs={
+                        "first": start,
+                        "corpus": corpus,
+                        "tokenizer": tokenizer,
+                        "dtype": dtype,
+                        "counter": counter,
+                    },
+                    remove_columns=part.column_names,
+                    features=features,
+                    num_proc=num_proc if parallel else None,
                     cache_file_name=str(directory / name) if directory else None,
-                    keep_in_memory=directory is None, new_fingerprint=f"{name}-{tokenizer_key(tokenizer)}",
-                    desc="tokenizing")
+                    keep_in_memory=directory is None,
+                    new_fingerprint=f"{name}-{tokenizer_key(tokenizer)}",
+                    desc="tokenizing",
+                )
         except _Stopped:
             return None
         except MemoryError:
-            raise LLMError(f"out of memory while tokenizing {corpus.origin}: try --max-tokens N or "
-                           "--sample-docs N") from None
+            raise LLMError(
+                f"out of memory while tokenizing {corpus.origin}: try --max-tokens N or --sample-docs N"
+            ) from None
         except Exception as error:  # a worker process re-raises our one-line errors wrapped
             if isinstance(error.__cause__, LLMError):
                 raise error.__cause__ from None
@@ -209,8 +236,7 @@ def tokenized_shards(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: i
             break
     if directory is not None and len(names) == shards:
         sizes = {name: (directory / name).stat().st_size for name in names}
-        (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens,
-                                                                 "sizes": sizes}))
+        (directory / "done.json.partial").write_text(json.dumps({"shards": names, "tokens": tokens, "sizes": sizes}))
         (directory / "done.json.partial").replace(directory / "done.json")
     return results
 
@@ -222,16 +248,16 @@ def _longest_document(part, text_field: str) -> int:
 
     if text_field not in part.column_names:
         return 0
-    column = part.with_format("arrow")[:][text_field] if part._indices is not None else \
-        part.data.table.column(text_field)
+    column = (
+        part.with_format("arrow")[:][text_field] if part._indices is not None else part.data.table.column(text_field)
+    )
     if not (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)):
         return 0
     longest = pc.max(pc.binary_length(column)).as_py()  # bytes >= characters: cheap, and enough to decide
     return longest or 0
 
 
-def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: Preparation, first: int,
-                total: int):
+def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: Preparation, first: int, total: int):
     """At least `wanted` ids (or every id, when the shard is shorter) of the shard's documents in order,
     EOS after each whole document, as an in-memory dataset; None when stopped. A long document is
     tokenized in growing prefixes (from about 4 characters a token, doubling), so the work and memory
@@ -246,8 +272,11 @@ def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: 
             return None
         row = part.with_format("arrow")[offset]
         column = row[corpus.text_field] if corpus.text_field in row.column_names else None
-        if column is not None and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type)) \
-                and column.null_count == 0:
+        if (
+            column is not None
+            and (pa.types.is_string(column.type) or pa.types.is_large_string(column.type))
+            and column.null_count == 0
+        ):
             length = pc.utf8_length(column)[0].as_py()
             chars = min(length, max(4096, 4 * (wanted - have + CUT_MARGIN)))
             while True:
@@ -256,7 +285,7 @@ def _prefix_ids(part, corpus: Corpus, tokenizer, dtype: str, wanted: int, prep: 
                     ids += [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
                     break
                 if len(ids) >= wanted - have + CUT_MARGIN:
-                    ids = ids[:wanted - have]
+                    ids = ids[: wanted - have]
                     break
                 chars = min(length, chars * 2)
                 prep.report("tokenizing", first + offset, total)
@@ -370,15 +399,21 @@ class PackedTokens:
         filled = 0
         while filled < count:
             offset = start + filled - int(self.starts[chunk])
-            piece = self.chunks[chunk][offset:offset + count - filled]
-            out[filled:filled + len(piece)] = piece
+            piece = self.chunks[chunk][offset : offset + count - filled]
+            out[filled : filled + len(piece)] = piece
             filled += len(piece)
             chunk += 1
         return out
 
 
-def packed_tokens(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: int | None = None,
-                  cache: Path | None = None, num_proc: int | None = None) -> PackedTokens | None:
+def packed_tokens(
+    corpus: Corpus,
+    tokenizer,
+    prep: Preparation,
+    max_tokens: int | None = None,
+    cache: Path | None = None,
+    num_proc: int | None = None,
+) -> PackedTokens | None:
     """The corpus as one token stream (None when stopped); --max-tokens keeps its first N tokens."""
     if max_tokens is not None and max_tokens < 2:
         raise LLMError("--max-tokens must be at least 2")
@@ -386,8 +421,15 @@ def packed_tokens(corpus: Corpus, tokenizer, prep: Preparation, max_tokens: int 
     return None if shards is None else PackedTokens(shards, max_tokens)
 
 
-def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Callable], list[dict]], key: str,
-                    prep: Preparation, features, cache: Path | None = None):
+def cached_examples(
+    corpus: Corpus,
+    tokenizer,
+    make: Callable[[list[dict], Callable], list[dict]],
+    key: str,
+    prep: Preparation,
+    features,
+    cache: Path | None = None,
+):
     """Fine-tuning examples built by `make(records, where)` over map batches, cached like the tokens;
     None when stopped."""
     dataset = corpus.dataset
@@ -404,7 +446,7 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
         if prep.stopped:
             raise _Stopped
         records = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        examples = make(records, lambda row: (lambda: corpus.where(indices[row])))
+        examples = make(records, lambda row: lambda: corpus.where(indices[row]))
         progress["rows"] += len(indices)
         prep.report("tokenizing", progress["rows"], total)
         return {name: [e[name] for e in examples] for name in ("input_ids", "labels")}
@@ -414,10 +456,17 @@ def cached_examples(corpus: Corpus, tokenizer, make: Callable[[list[dict], Calla
         cached.unlink()  # a damaged entry (truncated, overwritten): dropped, and rebuilt below
     try:
         with datasets_bars(False):
-            mapped = dataset.map(build, batched=True, batch_size=BATCH_ROWS, with_indices=True,
-                                 remove_columns=dataset.column_names, features=features,
-                                 cache_file_name=str(cached) if cached else None,
-                                 keep_in_memory=directory is None, new_fingerprint=key)
+            mapped = dataset.map(
+                build,
+                batched=True,
+                batch_size=BATCH_ROWS,
+                with_indices=True,
+                remove_columns=dataset.column_names,
+                features=features,
+                cache_file_name=str(cached) if cached else None,
+                keep_in_memory=directory is None,
+                new_fingerprint=key,
+            )
     except _Stopped:
         return None
     except MemoryError:

@@ -1,6 +1,7 @@
 """Batches for the loop: random blocks of the packed token stream (pre-training), shuffled padded
 examples epoch after epoch (fine-tuning), and fixed windows for evaluation. Each keeps a state_dict()
 so a resumed run sees the same batches."""
+
 from __future__ import annotations
 
 import math
@@ -40,7 +41,7 @@ class PackedBlocks:
 
 def _read(tokens, start: int, count: int) -> np.ndarray:
     if isinstance(tokens, torch.Tensor):
-        return tokens[start:start + count].numpy().astype(np.int64)
+        return tokens[start : start + count].numpy().astype(np.int64)
     return tokens.read(start, count)
 
 
@@ -61,7 +62,7 @@ class EpochBatches:
         if self.position >= len(self.order):
             self.order = torch.randperm(len(self.examples), generator=self.generator).tolist()
             self.position = 0
-        chosen = self.order[self.position:self.position + self.batch_size]
+        chosen = self.order[self.position : self.position + self.batch_size]
         self.position += self.batch_size
         return pad_batch([self.examples[i] for i in chosen], self.pad_id)
 
@@ -77,10 +78,12 @@ def fixed_windows(tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size:
     """Consecutive seq_len blocks (an evaluation set's whole stream, or one short block)."""
     seq_len = min(seq_len, len(tokens))
     blocks = [torch.from_numpy(_read(tokens, start, seq_len)) for start in range(0, len(tokens) - seq_len + 1, seq_len)]
-    return [{"input_ids": torch.stack(blocks[i:i + batch_size]), "labels": torch.stack(blocks[i:i + batch_size])}
-            for i in range(0, len(blocks), batch_size)]
+    return [
+        {"input_ids": torch.stack(blocks[i : i + batch_size]), "labels": torch.stack(blocks[i : i + batch_size])}
+        for i in range(0, len(blocks), batch_size)
+    ]
 
 
 def padded_batches(loaded: LoadedModel, examples: list[dict], batch_size: int) -> list[dict]:
     pad = loaded.tokenizer.pad_token_id or 0
-    return [pad_batch(examples[i:i + batch_size], pad) for i in range(0, len(examples), batch_size)]
+    return [pad_batch(examples[i : i + batch_size], pad) for i in range(0, len(examples), batch_size)]

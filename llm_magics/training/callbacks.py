@@ -4,6 +4,7 @@ early stopping, the user's own callbacks): one declared protocol, every method o
 A plain function `(row, result)` is an `on_step`; an object written before this protocol (its `__call__`
 is the step, `on_prepare` / `on_record` / `close` where it has them) is wrapped by `as_callback` once,
 so the loop and the run never probe what a callback can do."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

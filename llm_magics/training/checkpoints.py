@@ -4,6 +4,7 @@ The state is read back with `torch.load(weights_only=True)`: a checkpoint from e
 tensors and plain data, never objects that run code. Every checkpoint carries a manifest with the id of
 the run that wrote it, so rotation and replacement touch only that run's own checkpoints.
 """
+
 from __future__ import annotations
 
 import errno
@@ -37,10 +38,17 @@ def seed_everything(seed: int) -> None:
 def rng_state() -> dict:
     """The global RNG states as tensors and plain lists (loadable with weights_only=True)."""
     numpy_state = np.random.get_state(legacy=False)
-    state = {"python": _plain(random.getstate()), "torch": torch.get_rng_state(),
-             "numpy": {"bit_generator": numpy_state["bit_generator"], "key": numpy_state["state"]["key"].tolist(),
-                       "pos": int(numpy_state["state"]["pos"]), "has_gauss": int(numpy_state["has_gauss"]),
-                       "gauss": float(numpy_state["gauss"])}}
+    state = {
+        "python": _plain(random.getstate()),
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "bit_generator": numpy_state["bit_generator"],
+            "key": numpy_state["state"]["key"].tolist(),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -51,9 +59,14 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     torch.set_rng_state(state["torch"])
     numpy_state = state["numpy"]
-    np.random.set_state({"bit_generator": numpy_state["bit_generator"],
-                         "state": {"key": np.array(numpy_state["key"], dtype=np.uint32), "pos": numpy_state["pos"]},
-                         "has_gauss": numpy_state["has_gauss"], "gauss": numpy_state["gauss"]})
+    np.random.set_state(
+        {
+            "bit_generator": numpy_state["bit_generator"],
+            "state": {"key": np.array(numpy_state["key"], dtype=np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
 
@@ -62,8 +75,9 @@ def _plain(value):
     return [_plain(v) for v in value] if isinstance(value, tuple) else value
 
 
-def prepare_output_dir(requested: str | None, kind: str, run_id: str,
-                       lock: bool = True) -> tuple[Path, OutputDirLock | None]:
+def prepare_output_dir(
+    requested: str | None, kind: str, run_id: str, lock: bool = True
+) -> tuple[Path, OutputDirLock | None]:
     """Where this run writes checkpoints, checked before the first step: a writable folder, locked for
     this run (a second run into it is refused; with several processes the kernel holds the lock), whose
     `checkpoint-N` folders are all this run's own. Any other `checkpoint-N` (another run's, another
@@ -78,8 +92,10 @@ def prepare_output_dir(requested: str | None, kind: str, run_id: str,
         others = [p for p in _checkpoints(path) if checkpoint_run_id(p) != run_id]
         if others:
             path = path / f"run-{run_id}"
-            print(f"--output-dir holds {others[-1].name} of another run or tool (kept as it is); "
-                  f"this run writes to {path}")
+            print(
+                f"--output-dir holds {others[-1].name} of another run or tool (kept as it is); "
+                f"this run writes to {path}"
+            )
         _writable(path)
         _remove_partials(path)  # (a sub-folder of ours from an earlier run of this id)
     except BaseException:
@@ -114,15 +130,25 @@ def _remove_partials(folder: Path) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, batches, step: int,
-                    result: TrainResult, keep: int, run_id: str | None = None) -> str:
+def save_checkpoint(
+    directory: Path,
+    loaded: LoadedModel,
+    optimizer,
+    scheduler,
+    batches,
+    step: int,
+    result: TrainResult,
+    keep: int,
+    run_id: str | None = None,
+) -> str:
     """Weights (or LoRA adapter) + tokenizer + optimizer/scheduler/data/RNG state, written aside and
     renamed into place: a full disk or an interrupt leaves the earlier checkpoints as they were."""
     partial = directory.with_name(directory.name + ".partial")
     for existing in (directory, partial):
         if existing.exists() and not (existing.is_dir() and checkpoint_run_id(existing) == run_id):
-            raise LLMError(f"{existing} is in the way and this run did not write it: it is kept; "
-                           "pick another --output-dir")
+            raise LLMError(
+                f"{existing} is in the way and this run did not write it: it is kept; pick another --output-dir"
+            )
     try:  # our own earlier checkpoint of this step is replaced only once this one is whole
         with staged_folder(directory, partial) as staging:
             (staging / MANIFEST).write_text(json.dumps({"written_by": "llm_magics", "run_id": run_id, "step": step}))
@@ -130,13 +156,28 @@ def save_checkpoint(directory: Path, loaded: LoadedModel, optimizer, scheduler, 
             with quiet_transformers():
                 model.save_pretrained(str(staging))  # PeftModel's signature takes a str
             loaded.tokenizer.save_pretrained(staging)
-            torch.save({"step": step, "run_id": run_id, "optimizer": optimizer.state_dict(),
-                        "scheduler": scheduler.state_dict(), "batches": batches.state_dict(), "rng": rng_state(),
-                        "history": result.history, "eval_history": result.eval_history,
-                        "tokens": result.tokens, "seconds": result.seconds}, staging / STATE_FILE)
+            torch.save(
+                {
+                    "step": step,
+                    "run_id": run_id,
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "batches": batches.state_dict(),
+                    "rng": rng_state(),
+                    "history": result.history,
+                    "eval_history": result.eval_history,
+                    "tokens": result.tokens,
+                    "seconds": result.seconds,
+                },
+                staging / STATE_FILE,
+            )
     except Exception as error:  # nothing half-written stays; a full disk is one line
-        raise LLMError(write_failure(error, f"checkpoint {directory.name} was not written (the earlier "
-                                     f"checkpoints in {directory.parent} are kept)")) from None
+        raise LLMError(
+            write_failure(
+                error,
+                f"checkpoint {directory.name} was not written (the earlier checkpoints in {directory.parent} are kept)",
+            )
+        ) from None
     ours = [p for p in _checkpoints(directory.parent) if run_id and checkpoint_run_id(p) == run_id]
     for old in ours[:-keep] if keep else []:
         shutil.rmtree(old, ignore_errors=True)
@@ -181,11 +222,15 @@ def read_state(directory: str, mmap: bool = True) -> dict:
     try:
         return torch.load(path, weights_only=True, mmap=mmap, map_location="cpu")
     except pickle.UnpicklingError:
-        raise LLMError(f"--resume {directory}: {STATE_FILE} holds Python objects, not only tensors and plain "
-                       "data; refused (unpickling it could run code)") from None
+        raise LLMError(
+            f"--resume {directory}: {STATE_FILE} holds Python objects, not only tensors and plain "
+            "data; refused (unpickling it could run code)"
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as error:
-        raise LLMError(f"--resume {directory}: {STATE_FILE} is unreadable "
-                       f"({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        raise LLMError(
+            f"--resume {directory}: {STATE_FILE} is unreadable "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        ) from None
 
 
 def check_checkpoint(directory: str) -> Path:
@@ -198,8 +243,10 @@ def check_checkpoint(directory: str) -> Path:
 def restore_state(directory: str, optimizer, scheduler, batches, result: TrainResult) -> int:
     state = read_state(directory, mmap=False)
     if set(state["batches"]) != set(batches.state_dict()):  # a train run's stream vs a finetune's epochs
-        raise LLMError(f"--resume {directory}: a checkpoint of another kind of run (train and finetune read "
-                       "their data differently): resume it with the command that wrote it")
+        raise LLMError(
+            f"--resume {directory}: a checkpoint of another kind of run (train and finetune read "
+            "their data differently): resume it with the command that wrote it"
+        )
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     batches.load_state_dict(state["batches"])

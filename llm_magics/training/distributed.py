@@ -10,6 +10,7 @@ sets a shared event on Stop (every rank then stops after the same step through a
 and at the end rank 0 hands the trained model back through a file, which the kernel loads into its
 session.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -44,6 +45,7 @@ MODEL_FILE = "model.pt"
 @dataclass
 class Job:
     """What each worker runs: `train_causal_lm` or `finetune` with these arguments."""
+
     kind: RunKind  # TRAIN (train_causal_lm) or FINETUNE
     loaded: LoadedModel
     corpus: Corpus
@@ -68,8 +70,14 @@ class _SharedStop(StopFlag):
         return self._event.is_set() or self.event.is_set()
 
 
-def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
-        accelerate_config: str | None = None, prep: Preparation | None = None) -> TrainResult:
+def run(
+    job: Job,
+    processes: int,
+    on_step: list[Callable],
+    stop: StopFlag,
+    accelerate_config: str | None = None,
+    prep: Preparation | None = None,
+) -> TrainResult:
     """Train on `processes` workers; relay rank 0's rows to `on_step`; load the result into job.loaded."""
     if processes < 1:
         raise LLMError("--processes must be at least 1")
@@ -82,8 +90,7 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
     if not _tokenize_here(job, prep or Preparation(stop, progress=False)):
         return TrainResult(kind=job.kind, total_steps=job.options.steps or 0, interrupted=True)
     # the kernel holds --output-dir's lock for the workers (rank 0 writes the checkpoints)
-    lock = lock_output_dir(job.options.output_dir) if job.options.checkpoint_every and job.options.output_dir \
-        else None
+    lock = lock_output_dir(job.options.output_dir) if job.options.checkpoint_every and job.options.output_dir else None
     try:
         return _run_locked(job, processes, on_step, stop, accelerate_config, port)
     finally:
@@ -91,17 +98,22 @@ def run(job: Job, processes: int, on_step: list[Callable], stop: StopFlag,
             lock.release()
 
 
-def _run_locked(job: Job, processes: int, on_step: list[Callable], stop: StopFlag, accelerate_config: str | None,
-                port: int | None) -> TrainResult:
+def _run_locked(
+    job: Job, processes: int, on_step: list[Callable], stop: StopFlag, accelerate_config: str | None, port: int | None
+) -> TrainResult:
     environment = dict(os.environ)  # accelerate and torch.distributed set MASTER_PORT, TORCHELASTIC_* ...
     at_once = threading.Event()
-    with tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory, _manager() as manager, \
-            _two_stage_interrupts(stop, at_once):
+    with (
+        tempfile.TemporaryDirectory(prefix="llm-magics-run-") as directory,
+        _manager() as manager,
+        _two_stage_interrupts(stop, at_once),
+    ):
         job.directory = directory
         relay = (manager.Queue(), manager.Event())
         failure: list[str] = []
-        launch = threading.Thread(target=_launch, args=(job, relay, processes, port, accelerate_config, failure),
-                                  daemon=True)
+        launch = threading.Thread(
+            target=_launch, args=(job, relay, processes, port, accelerate_config, failure), daemon=True
+        )
         launch.start()
         try:
             outcome = _follow(relay, launch, job.kind, on_step, stop, at_once)
@@ -110,8 +122,10 @@ def _run_locked(job: Job, processes: int, on_step: list[Callable], stop: StopFla
             _end(launch, manager, at_once)
             _restore_environment(environment)
         if at_once.is_set() and not isinstance(outcome, tuple):  # (a result that came back is kept)
-            raise LLMError("stopped at once by a second interrupt: the training processes were ended and their "
-                           "steps are lost (the model in this kernel has none of them)")
+            raise LLMError(
+                "stopped at once by a second interrupt: the training processes were ended and their "
+                "steps are lost (the model in this kernel has none of them)"
+            )
         if isinstance(outcome, Exception):
             raise outcome
         if outcome is None:
@@ -137,8 +151,9 @@ def _tokenize_here(job: Job, prep: Preparation) -> bool:
             limit = job.max_tokens if corpus is job.corpus else None
             done = packed_tokens(corpus, job.loaded.tokenizer, prep, limit, data_cache(), job.num_proc)
         else:
-            done = tokenized_examples(job.loaded, corpus, args.get("task", "lm"), args.get("labels"),
-                                      job.options.seq_len, prep)
+            done = tokenized_examples(
+                job.loaded, corpus, args.get("task", "lm"), args.get("labels"), job.options.seq_len, prep
+            )
         if done is None:
             prep.close()
             return False
@@ -222,8 +237,7 @@ def _follow(relay, launch: threading.Thread, kind: RunKind, on_step, stop: StopF
             return payload
 
 
-def _launch(job: Job, relay, processes: int, port: int | None, accelerate_config: str | None,
-            failure: list[str]):
+def _launch(job: Job, relay, processes: int, port: int | None, accelerate_config: str | None, failure: list[str]):
     try:
         if accelerate_config is None:
             assert port is not None  # run() picks one for forked workers
@@ -278,21 +292,30 @@ def _work(job: Job, relay):
         loaded.model.to(loaded.device)  # type: ignore[arg-type]  # transformers' wrapper around Module.to hides its signature
         # Each rank draws the same global batch (same seed) and keeps its share of it.
         options = replace(job.options, batch_size=job.options.batch_size * world)
-        on_step = [lambda row, result: messages.put(("step", (row, result.total_steps, result.kind)))] \
-            if rank == 0 else []
+        on_step = (
+            [lambda row, result: messages.put(("step", (row, result.total_steps, result.kind)))] if rank == 0 else []
+        )
         stop = _SharedStop(stop_event)
         prep = Preparation(stop, progress=False)  # the kernel tokenized already: this reads its cache
         if job.kind == RunKind.TRAIN:
-            result = train_causal_lm(loaded, job.corpus, options, on_step, stop, job.eval_corpus, prep,
-                                     job.max_tokens, job.num_proc)
+            result = train_causal_lm(
+                loaded, job.corpus, options, on_step, stop, job.eval_corpus, prep, job.max_tokens, job.num_proc
+            )
         else:
-            result = finetune(loaded, job.corpus, options, eval_corpus=job.eval_corpus, on_step=on_step,
-                              stop=stop, prep=prep, **job.finetune_args)
+            result = finetune(
+                loaded,
+                job.corpus,
+                options,
+                eval_corpus=job.eval_corpus,
+                on_step=on_step,
+                stop=stop,
+                prep=prep,
+                **job.finetune_args,
+            )
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             # What every rank did (its last step, its evaluations), so the kernel can see they agree.
             ranks: list[dict] = [{}] * world  # all_gather_object replaces each item
-            torch.distributed.all_gather_object(ranks, {"steps": result.steps_done,
-                                                        "evaluations": result.eval_history})
+            torch.distributed.all_gather_object(ranks, {"steps": result.steps_done, "evaluations": result.eval_history})
             result.ranks = ranks
         if rank == 0:
             torch.save(loaded.model.to("cpu"), Path(job.directory) / MODEL_FILE)  # type: ignore[arg-type]  # as above: Module.to
@@ -310,15 +333,21 @@ def _check_can_fork(job: Job, processes: int):
     """What breaks forking the kernel, as one line each."""
     if job.gpus:
         if torch.cuda.is_initialized():
-            raise LLMError("CUDA is already initialised in this kernel (a model or tensor was put on the GPU), "
-                           "and forked workers cannot use it: restart the kernel, load with --device cpu, then "
-                           "run --processes N (each worker takes its own GPU)")
+            raise LLMError(
+                "CUDA is already initialised in this kernel (a model or tensor was put on the GPU), "
+                "and forked workers cannot use it: restart the kernel, load with --device cpu, then "
+                "run --processes N (each worker takes its own GPU)"
+            )
         if processes > torch.cuda.device_count():
-            raise LLMError(f"--processes {processes} but this machine has {torch.cuda.device_count()} GPU(s): "
-                           "ask for at most one process per GPU")
+            raise LLMError(
+                f"--processes {processes} but this machine has {torch.cuda.device_count()} GPU(s): "
+                "ask for at most one process per GPU"
+            )
     elif processes > (os.cpu_count() or 1):
-        raise LLMError(f"--processes {processes} but this machine has {os.cpu_count()} CPU core(s): "
-                       "ask for at most one process per core")
+        raise LLMError(
+            f"--processes {processes} but this machine has {os.cpu_count()} CPU core(s): "
+            "ask for at most one process per core"
+        )
 
 
 def _check_config(path: str, processes: int):
@@ -334,11 +363,15 @@ def _check_config(path: str, processes: int):
         raise LLMError(f"--accelerate-config {path} is not valid YAML: {str(error).splitlines()[0]}") from None
     wanted = processes if processes > 1 else int(config.get("num_processes", 1))  # --processes overrides it
     if processes > 1 and str(config.get("distributed_type", "NO")).upper() == "NO":
-        raise LLMError(f"--accelerate-config {path} has distributed_type NO: accelerate would run one process, not "
-                       f"--processes {processes}; set distributed_type (e.g. MULTI_GPU) or drop the config")
+        raise LLMError(
+            f"--accelerate-config {path} has distributed_type NO: accelerate would run one process, not "
+            f"--processes {processes}; set distributed_type (e.g. MULTI_GPU) or drop the config"
+        )
     if config.get("distributed_type") == "MULTI_CPU" and wanted > 1 and not config.get("mpirun_config"):
-        raise LLMError(f"--accelerate-config {path}: accelerate launch runs several CPU processes only through "
-                       "MPI (mpirun_config); for CPU processes use --processes N without a config")
+        raise LLMError(
+            f"--accelerate-config {path}: accelerate launch runs several CPU processes only through "
+            "MPI (mpirun_config); for CPU processes use --processes N without a config"
+        )
 
 
 def _port() -> int:
@@ -348,8 +381,10 @@ def _port() -> int:
         try:
             probe.bind(("127.0.0.1", wanted))
         except OSError:
-            raise LLMError(f"port {wanted} (MASTER_PORT) is in use, maybe by another distributed run: "
-                           "unset MASTER_PORT or set a free one") from None
+            raise LLMError(
+                f"port {wanted} (MASTER_PORT) is in use, maybe by another distributed run: "
+                "unset MASTER_PORT or set a free one"
+            ) from None
         return probe.getsockname()[1]
 
 

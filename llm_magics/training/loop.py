@@ -5,6 +5,7 @@ One loop (`_optimize`) serves every kind: AdamW + warmup/cosine, gradient accumu
 checkpoints, and a stop flag checked between optimizer steps so an interrupt never leaves
 the weights half-updated.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,11 +46,18 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 
-def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
-                    on_step: Sequence[Callable] = (), stop: StopFlag | None = None,
-                    eval_corpus: Corpus | None = None, prep: Preparation | None = None,
-                    max_tokens: int | None = None, num_proc: int | None = None,
-                    on_start: Callable[[], None] | None = None) -> TrainResult:
+def train_causal_lm(
+    loaded: LoadedModel,
+    corpus: Corpus,
+    options: TrainOptions,
+    on_step: Sequence[Callable] = (),
+    stop: StopFlag | None = None,
+    eval_corpus: Corpus | None = None,
+    prep: Preparation | None = None,
+    max_tokens: int | None = None,
+    num_proc: int | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> TrainResult:
     """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed.
     on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
@@ -59,23 +67,45 @@ def train_causal_lm(loaded: LoadedModel, corpus: Corpus, options: TrainOptions,
     steps = options.steps or 100
     prep = prep or Preparation(stop, progress=False)
     tokens = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache(), num_proc)
-    eval_tokens = packed_tokens(eval_corpus, loaded.tokenizer, prep, None, data_cache(), num_proc) \
-        if eval_corpus is not None and tokens is not None else None
+    eval_tokens = (
+        packed_tokens(eval_corpus, loaded.tokenizer, prep, None, data_cache(), num_proc)
+        if eval_corpus is not None and tokens is not None
+        else None
+    )
     prep.close()
     if tokens is None or (eval_corpus is not None and eval_tokens is None):
         return TrainResult(kind=RunKind.TRAIN, total_steps=steps, interrupted=True)  # stopped while tokenizing
     windows = PackedBlocks(tokens, options.seq_len, options.batch_size, options.seed)
     eval_batches = fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
-    return _optimize(RunKind.TRAIN, loaded, windows, steps, options, on_step, stop,
-                     evaluate=(lambda: {"eval_loss": mean_loss(loaded, eval_batches)}) if eval_batches else None,
-                     on_start=on_start)
+    return _optimize(
+        RunKind.TRAIN,
+        loaded,
+        windows,
+        steps,
+        options,
+        on_step,
+        stop,
+        evaluate=(lambda: {"eval_loss": mean_loss(loaded, eval_batches)}) if eval_batches else None,
+        on_start=on_start,
+    )
 
 
-def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora: bool = False,
-             lora_r: int = 8, lora_alpha: int | None = None, task: str = "lm",
-             labels: list[str] | None = None, eval_corpus: Corpus | None = None,
-             on_step: Sequence[Callable] = (), stop: StopFlag | None = None,
-             prep: Preparation | None = None, on_start: Callable[[], None] | None = None) -> TrainResult:
+def finetune(
+    loaded: LoadedModel,
+    corpus: Corpus,
+    options: TrainOptions,
+    *,
+    lora: bool = False,
+    lora_r: int = 8,
+    lora_alpha: int | None = None,
+    task: str = "lm",
+    labels: list[str] | None = None,
+    eval_corpus: Corpus | None = None,
+    on_step: Sequence[Callable] = (),
+    stop: StopFlag | None = None,
+    prep: Preparation | None = None,
+    on_start: Callable[[], None] | None = None,
+) -> TrainResult:
     """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it);
     on_start is called once everything is checked and set up, right before the first step."""
     options.validated()
@@ -84,8 +114,12 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
     if task == "classify":
         labels = head_labels(loaded, check_labels(labels))
     elif task == "lm":
-        require_causal(loaded, "finetune", "language-model fine-tuning learns next tokens",
-                       hint="for an encoder use --task classify --labels ...")
+        require_causal(
+            loaded,
+            "finetune",
+            "language-model fine-tuning learns next tokens",
+            hint="for an encoder use --task classify --labels ...",
+        )
         limit = context_length(loaded.model)
         if limit and options.seq_len > limit:
             raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
@@ -93,8 +127,11 @@ def finetune(loaded: LoadedModel, corpus: Corpus, options: TrainOptions, *, lora
         raise LLMError(f"unknown --task {task!r}: use lm or classify")
     check_lora_rank(lora, lora_r)
     examples = tokenized_examples(loaded, corpus, task, labels, options.seq_len, prep)
-    eval_examples = tokenized_examples(loaded, eval_corpus, task, labels, options.seq_len, prep) \
-        if eval_corpus is not None and examples is not None else None
+    eval_examples = (
+        tokenized_examples(loaded, eval_corpus, task, labels, options.seq_len, prep)
+        if eval_corpus is not None and examples is not None
+        else None
+    )
     prep.close()
     if examples is None or (eval_corpus is not None and eval_examples is None):
         return TrainResult(kind=kind, total_steps=options.steps or 0, interrupted=True)  # stopped while tokenizing
@@ -137,8 +174,11 @@ def _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_ste
     batches = EpochBatches(examples, options.batch_size, loaded.tokenizer.pad_token_id or 0, options.seed)
     steps = options.steps or max(1, math.ceil(options.epochs * batches.batches_per_epoch / options.grad_accum))
     if eval_examples:
-        evaluate = (lambda: classification_metrics(loaded, eval_examples, options.batch_size)) if task == "classify" \
+        evaluate = (
+            (lambda: classification_metrics(loaded, eval_examples, options.batch_size))
+            if task == "classify"
             else (lambda: {"eval_loss": mean_loss(loaded, padded_batches(loaded, eval_examples, options.batch_size))})
+        )
     else:
         evaluate = None
     if options.eval_every is None and evaluate:
@@ -152,14 +192,17 @@ def _no_trainable_tokens(loaded: LoadedModel, corpus: Corpus, seq_len: int) -> L
     from ..data.examples import IGNORE_INDEX
 
     records = corpus.dataset.select(range(min(len(corpus.dataset), 8))).to_list()
-    uncut = supervised_examples(loaded.tokenizer, records, 1 << 30, corpus.text_field,
-                                lambda row: (lambda: corpus.where(row)))
+    uncut = supervised_examples(
+        loaded.tokenizer, records, 1 << 30, corpus.text_field, lambda row: lambda: corpus.where(row)
+    )
     prompts = [next(i for i, label in enumerate(e["labels"]) if label != IGNORE_INDEX) for e in uncut]
     if prompts:
         what = "the chat-template prompt" if records[0].get("messages") is not None else "the prompt"
-        return LLMError(f"--seq-len {seq_len} is shorter than {what} ({min(prompts)} tokens before the first "
-                        f"trained token in {corpus.origin}): every example is cut before its answer; "
-                        f"use --seq-len {_next_power_of_two(max(prompts) + 16)} or more")
+        return LLMError(
+            f"--seq-len {seq_len} is shorter than {what} ({min(prompts)} tokens before the first "
+            f"trained token in {corpus.origin}): every example is cut before its answer; "
+            f"use --seq-len {_next_power_of_two(max(prompts) + 16)} or more"
+        )
     return LLMError("no trainable tokens: every example is empty after masking the prompt")
 
 
@@ -167,28 +210,35 @@ def _next_power_of_two(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
 
 
-def tokenized_examples(loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int,
-                       prep: Preparation):
+def tokenized_examples(
+    loaded: LoadedModel, corpus: Corpus, task: str, labels: list[str] | None, seq_len: int, prep: Preparation
+):
     """Tokenized fine-tuning examples (cached for files), or None when stopped."""
     import datasets
 
     tokenizer, text_field = loaded.tokenizer, corpus.text_field
     if task == "classify":
+
         def make(records, where):
             return classification_examples(tokenizer, records, labels, seq_len, text_field, where)
+
         label_type = datasets.Value("int64")
     else:
+
         def make(records, where):
             return supervised_examples(tokenizer, records, seq_len, text_field, where)
+
         label_type = datasets.List(datasets.Value("int32"))
     features = datasets.Features({"input_ids": datasets.List(datasets.Value("int32")), "labels": label_type})
-    return cached_examples(corpus, tokenizer, make, f"{task}|{seq_len}|{labels}|{text_field}", prep, features,
-                           data_cache())
+    return cached_examples(
+        corpus, tokenizer, make, f"{task}|{seq_len}|{labels}|{text_field}", prep, features, data_cache()
+    )
 
 
 @dataclass
 class _Run:
     """A run set up for its steps (its output dir locked): what the parts of the loop read and change."""
+
     kind: RunKind
     loaded: LoadedModel
     batches: object  # PackedBlocks or EpochBatches
@@ -208,17 +258,26 @@ class _Run:
         return self.loaded.device.type == "cuda"
 
 
-def _optimize(kind: RunKind, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
-              on_step, stop: StopFlag | None, evaluate: Callable[[], dict] | None,
-              on_start: Callable[[], None] | None = None) -> TrainResult:
+def _optimize(
+    kind: RunKind,
+    loaded: LoadedModel,
+    batches,
+    total_steps: int,
+    options: TrainOptions,
+    on_step,
+    stop: StopFlag | None,
+    evaluate: Callable[[], dict] | None,
+    on_start: Callable[[], None] | None = None,
+) -> TrainResult:
     """Set the run up (optimizer, schedule, resumed state, output dir), call on_start, then step."""
     tracked = trackers.parse(options.track)
     accelerator = _accelerator(loaded, options, **trackers.accelerator_arguments(tracked, options.tracker_dir))
     run = _prepare(kind, loaded, batches, total_steps, options, evaluate, accelerator)
     lock = None
     if options.checkpoint_every:  # with several processes the kernel holds the folder's lock
-        run.output_dir, lock = prepare_output_dir(options.output_dir, kind, run.result.run_id,
-                                                  lock=accelerator.num_processes == 1)
+        run.output_dir, lock = prepare_output_dir(
+            options.output_dir, kind, run.result.run_id, lock=accelerator.num_processes == 1
+        )
     run.result.output_dir = str(run.output_dir) if run.output_dir else None
     try:
         if on_start:
@@ -234,8 +293,15 @@ def _optimize(kind: RunKind, loaded: LoadedModel, batches, total_steps: int, opt
             lock.release()
 
 
-def _prepare(kind: RunKind, loaded: LoadedModel, batches, total_steps: int, options: TrainOptions,
-             evaluate: Callable[[], dict] | None, accelerator) -> _Run:
+def _prepare(
+    kind: RunKind,
+    loaded: LoadedModel,
+    batches,
+    total_steps: int,
+    options: TrainOptions,
+    evaluate: Callable[[], dict] | None,
+    accelerator,
+) -> _Run:
     """AdamW and its schedule, prepared by accelerate; a resumed run's state read back."""
     model = loaded.model
     if options.gradient_checkpointing:
@@ -247,8 +313,19 @@ def _prepare(kind: RunKind, loaded: LoadedModel, batches, total_steps: int, opti
     # worker would train without DDP's gradient sync. Every run prepares it afresh.
     model.__dict__.pop("_is_accelerate_prepared", None)
     model, optimizer = accelerator.prepare(model, optimizer)
-    run = _Run(kind, loaded, batches, options, evaluate, accelerator, model, optimizer, scheduler, trainable,
-               TrainResult(kind=kind, total_steps=total_steps))
+    run = _Run(
+        kind,
+        loaded,
+        batches,
+        options,
+        evaluate,
+        accelerator,
+        model,
+        optimizer,
+        scheduler,
+        trainable,
+        TrainResult(kind=kind, total_steps=total_steps),
+    )
     if options.resume:
         run.start_step = restore_state(options.resume, optimizer, scheduler, batches, run.result)
         if run.start_step >= total_steps:
@@ -260,8 +337,11 @@ def _optimizer(trainable: list, options: TrainOptions, on_gpu: bool) -> torch.op
     decay = [p for p in trainable if p.ndim >= 2]
     no_decay = [p for p in trainable if p.ndim < 2]
     # fused AdamW: one kernel for every parameter on the GPU instead of a loop of small ones
-    return torch.optim.AdamW([{"params": decay, "weight_decay": options.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=options.lr, fused=on_gpu or None)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": options.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=options.lr,
+        fused=on_gpu or None,
+    )
 
 
 def _schedule(optimizer, options: TrainOptions, total_steps: int):
@@ -341,8 +421,13 @@ def _step(run: _Run, step: int, started: float) -> dict:
     run.optimizer.zero_grad(set_to_none=True)
     result.tokens += tokens
     result.seconds = time.perf_counter() - started
-    row = {"step": step, "loss": _HostValue(loss), "lr": run.scheduler.get_last_lr()[0],
-           "tokens": result.tokens, "elapsed": result.seconds}
+    row = {
+        "step": step,
+        "loss": _HostValue(loss),
+        "lr": run.scheduler.get_last_lr()[0],
+        "tokens": result.tokens,
+        "elapsed": result.seconds,
+    }
     if len(rank_losses) > 1:
         row["rank_losses"] = _HostValue(rank_losses)  # each process's share of the batch
     return row
@@ -367,9 +452,17 @@ def _save(run: _Run, step: int) -> None:
     result = run.result
     assert run.output_dir is not None  # a run that saves checkpoints has its output dir
     if run.accelerator.is_main_process:  # every rank holds the same weights and optimizer state (DDP)
-        result.checkpoint = save_checkpoint(run.output_dir / f"checkpoint-{step}", run.loaded, run.optimizer,
-                                            run.scheduler, run.batches, step, result, run.options.keep_checkpoints,
-                                            result.run_id)
+        result.checkpoint = save_checkpoint(
+            run.output_dir / f"checkpoint-{step}",
+            run.loaded,
+            run.optimizer,
+            run.scheduler,
+            run.batches,
+            step,
+            result,
+            run.options.keep_checkpoints,
+            result.run_id,
+        )
     run.accelerator.wait_for_everyone()
 
 
@@ -390,9 +483,11 @@ def _out_of_memory(run: _Run) -> LLMError:
         torch.cuda.empty_cache()
     where = "GPU" if run.on_gpu else "CPU"
     per_process = run.options.batch_size // run.accelerator.num_processes
-    return LLMError(f"out of {where} memory at --batch-size {per_process} --seq-len {run.options.seq_len}: "
-                    f"try --batch-size {max(1, per_process // 2)} --grad-accum "
-                    f"{run.options.grad_accum * 2} (the model is unchanged)")
+    return LLMError(
+        f"out of {where} memory at --batch-size {per_process} --seq-len {run.options.seq_len}: "
+        f"try --batch-size {max(1, per_process // 2)} --grad-accum "
+        f"{run.options.grad_accum * 2} (the model is unchanged)"
+    )
 
 
 class _Tracking(StepCallback):
@@ -400,8 +495,12 @@ class _Tracking(StepCallback):
 
     def __init__(self, run: _Run, names: list[str]):
         self.accelerator, self.names = run.accelerator, names
-        trackers.start(run.accelerator, names, run.options.tracker_dir,
-                       {"kind": run.kind, "total_steps": run.result.total_steps, **vars(run.options)})
+        trackers.start(
+            run.accelerator,
+            names,
+            run.options.tracker_dir,
+            {"kind": run.kind, "total_steps": run.result.total_steps, **vars(run.options)},
+        )
 
     def on_step(self, row: dict, result: TrainResult) -> None:
         trackers.log(self.accelerator, self.names, row)
@@ -443,8 +542,11 @@ class _EarlyStopping(StepCallback):
         for parameter, best in zip(self.trainable, self.best_weights):
             parameter.copy_(best)
         result.restored_step = result.best_step
-        result.metrics = next({k: v for k, v in e.items() if k != "step"} for e in result.eval_history
-                              if e["step"] == result.restored_step)  # the scores of the weights it now holds
+        result.metrics = next(
+            {k: v for k, v in e.items() if k != "step"}
+            for e in result.eval_history
+            if e["step"] == result.restored_step
+        )  # the scores of the weights it now holds
 
 
 def _scores(row: dict) -> dict:
@@ -467,8 +569,12 @@ def _accelerator(loaded: LoadedModel, options: TrainOptions, **tracking):
         torch.backends.cudnn.allow_tf32 = True
     launched = "ACCELERATE_MIXED_PRECISION" in os.environ
     mixed = None if launched else ("bf16" if on_gpu and torch.cuda.is_bf16_supported() else "no")
-    return Accelerator(mixed_precision=mixed, cpu=loaded.device.type == "cpu",
-                       dynamo_backend=compile_backend(options.compile), **tracking)
+    return Accelerator(
+        mixed_precision=mixed,
+        cpu=loaded.device.type == "cpu",
+        dynamo_backend=compile_backend(options.compile),
+        **tracking,
+    )
 
 
 def _stop_requested(accelerator, flag: StopFlag) -> bool:
@@ -543,8 +649,12 @@ def _summed_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     if labels.ndim == 2:  # next-token prediction: position t predicts label t + 1
         logits, labels = logits[:, :-1], labels[:, 1:]
-    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), labels.reshape(-1).to(logits.device),
-                           ignore_index=IGNORE_INDEX, reduction="sum")
+    return F.cross_entropy(
+        logits.float().reshape(-1, logits.shape[-1]),
+        labels.reshape(-1).to(logits.device),
+        ignore_index=IGNORE_INDEX,
+        reduction="sum",
+    )
 
 
 def _without_repeated_rows(labels: torch.Tensor, rows: int, accelerator) -> torch.Tensor:

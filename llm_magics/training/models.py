@@ -1,4 +1,5 @@
 """Building the model a run trains: fresh configs (--from-scratch), tokenizers, classifier heads, LoRA."""
+
 from __future__ import annotations
 
 import copy
@@ -54,8 +55,16 @@ def _first_line(error: BaseException) -> str:
 
 
 # Sizes a --config JSON may set, as the config exposes them (gpt2's n_embd is hidden_size, ...).
-_SIZES = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "num_key_value_heads",
-          "intermediate_size", "n_inner", "max_position_embeddings")
+_SIZES = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "intermediate_size",
+    "n_inner",
+    "max_position_embeddings",
+)
 
 
 def _config_from_json(name: str, arch: str, special: dict, tokenizer):
@@ -106,15 +115,18 @@ def _check_sizes(config, values: dict, name: str, tokenizer):
             raise LLMError(f"{name}: {field(canonical)} must be a whole number >= 1; got {value!r}")
     hidden, heads = config.hidden_size, config.num_attention_heads
     if hidden % heads:
-        raise LLMError(f"{name}: {field('hidden_size')} ({hidden}) must be divisible by "
-                       f"{field('num_attention_heads')} ({heads})")
+        raise LLMError(
+            f"{name}: {field('hidden_size')} ({hidden}) must be divisible by {field('num_attention_heads')} ({heads})"
+        )
     kv_heads = getattr(config, "num_key_value_heads", None)
     if kv_heads and heads % kv_heads:
-        raise LLMError(f"{name}: {field('num_attention_heads')} ({heads}) must be divisible by "
-                       f"num_key_value_heads ({kv_heads})")
+        raise LLMError(
+            f"{name}: {field('num_attention_heads')} ({heads}) must be divisible by num_key_value_heads ({kv_heads})"
+        )
     if config.vocab_size < len(tokenizer):
-        raise LLMError(f"{name}: vocab_size {config.vocab_size} is smaller than the tokenizer's "
-                       f"{len(tokenizer)} tokens")
+        raise LLMError(
+            f"{name}: vocab_size {config.vocab_size} is smaller than the tokenizer's {len(tokenizer)} tokens"
+        )
     for key, value in values.items():
         if ("dropout" in key or "pdrop" in key) and not (isinstance(value, (int, float)) and 0 <= value < 1):
             raise LLMError(f"{name}: {key} must be a probability in [0, 1); got {value!r}")
@@ -124,8 +136,12 @@ def scratch_config(name: str, arch: str, tokenizer):
     """A fresh GPT-2 or Llama config, sized by name or read from a JSON file."""
     from transformers import GPT2Config, LlamaConfig
 
-    special = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id or tokenizer.eos_token_id,
-                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    special = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id or tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     if name.endswith(".json"):
         return _config_from_json(name, arch, special, tokenizer)
     if name not in CONFIG_SIZES:
@@ -134,9 +150,16 @@ def scratch_config(name: str, arch: str, tokenizer):
     if arch == "gpt2":
         return GPT2Config(n_embd=hidden, n_layer=layers, n_head=heads, n_positions=context, **special)
     if arch == "llama":
-        return LlamaConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
-                           num_key_value_heads=heads, intermediate_size=int(hidden * 8 / 3 / 32 + 1) * 32,
-                           max_position_embeddings=context, tie_word_embeddings=True, **special)
+        return LlamaConfig(
+            hidden_size=hidden,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            num_key_value_heads=heads,
+            intermediate_size=int(hidden * 8 / 3 / 32 + 1) * 32,
+            max_position_embeddings=context,
+            tie_word_embeddings=True,
+            **special,
+        )
     raise LLMError(f"unknown --arch {arch!r}: use llama or gpt2")
 
 
@@ -210,8 +233,7 @@ def add_lora(loaded: LoadedModel, rank: int, alpha: int | None, task: str, resum
     # peft still calls a transformers API that v5 renamed; the warning is theirs, not the user's.
     warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated")
     task_type = TaskType.SEQ_CLS if task == "classify" else TaskType.CAUSAL_LM
-    config = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha, lora_dropout=0.05,
-                        task_type=task_type)
+    config = LoraConfig(r=rank, lora_alpha=2 * rank if alpha is None else alpha, lora_dropout=0.05, task_type=task_type)
     try:
         loaded.model = get_peft_model(loaded.model, config)
     except ValueError as error:

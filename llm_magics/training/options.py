@@ -1,4 +1,5 @@
 """What a training run is asked to do (TrainOptions) and what it reports (TrainResult)."""
+
 from __future__ import annotations
 
 import uuid
@@ -48,8 +49,14 @@ class TrainOptions:
         return cls(**{**kind, **given}).validated()
 
     def validated(self) -> TrainOptions:
-        check_finite(epochs=self.epochs, lr=self.lr, warmup=self.warmup, weight_decay=self.weight_decay,
-                     max_grad_norm=self.max_grad_norm, min_delta=self.min_delta)
+        check_finite(
+            epochs=self.epochs,
+            lr=self.lr,
+            warmup=self.warmup,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            min_delta=self.min_delta,
+        )
         check_seed(self.seed)
         checks = [
             (self.steps is None or self.steps >= 1, "--steps must be at least 1"),
@@ -121,19 +128,26 @@ class TrainResult:
             return f"{self.kind}: failed after {self.steps_done}/{self.total_steps} steps: {self.error}"
         if not self.history:
             return f"{self.kind}: stopped before the first step"
-        line = (f"{self.kind}: {self.steps_done}/{self.total_steps} steps, loss "
-                f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, {self.tokens_per_second:,.0f} tokens/s")
+        line = (
+            f"{self.kind}: {self.steps_done}/{self.total_steps} steps, loss "
+            f"{self.initial_loss:.4f} -> {self.final_loss:.4f}, {self.tokens_per_second:,.0f} tokens/s"
+        )
         if self.metrics:
             line += ", " + ", ".join(f"{k} {v:.4f}" for k, v in self.metrics.items())
             if self.eval_history:  # the step the scores were measured at
                 line += f" (measured at step {self.eval_history[-1]['step']})"
         checkpoint = self.checkpoint if self.checkpoint and Path(self.checkpoint).is_dir() else None
         if self.stopped_early:
-            loaded = (f"the model holds step {self.restored_step}'s weights (the best eval loss)"
-                      if self.restored_step is not None else f"the model keeps step {self.steps_done}'s weights "
-                      f"(--no-restore-best; the best eval loss was at step {self.best_step})")
-            line += f". Early stopping: no better eval loss since step {self.best_step}, stopped at step " \
-                    f"{self.steps_done}; {loaded}"
+            loaded = (
+                f"the model holds step {self.restored_step}'s weights (the best eval loss)"
+                if self.restored_step is not None
+                else f"the model keeps step {self.steps_done}'s weights "
+                f"(--no-restore-best; the best eval loss was at step {self.best_step})"
+            )
+            line += (
+                f". Early stopping: no better eval loss since step {self.best_step}, stopped at step "
+                f"{self.steps_done}; {loaded}"
+            )
         if self.interrupted:
             kept = f"last checkpoint {checkpoint}" if checkpoint else "no checkpoint (use --checkpoint-every)"
             line += f". Stopped early: the model in memory keeps step {self.steps_done}; {kept}"

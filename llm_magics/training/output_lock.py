@@ -1,6 +1,7 @@
 """One run at a time per --output-dir: an advisory lock (flock) held for the whole run, so two kernels
 writing checkpoints into one folder cannot rotate each other's checkpoints away. The lock goes with the
 process (also when it is killed), so a stale lock file never blocks a later run."""
+
 from __future__ import annotations
 
 import fcntl
@@ -25,8 +26,10 @@ class OutputDirLock:
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise LLMError(f"--output-dir {self.folder} is in use by another run (process {holder}): wait for it "
-                           "to end, or pick another --output-dir") from None
+            raise LLMError(
+                f"--output-dir {self.folder} is in use by another run (process {holder}): wait for it "
+                "to end, or pick another --output-dir"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self.fd = fd

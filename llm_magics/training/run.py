@@ -3,6 +3,7 @@ read the data -> build the model -> seed -> train here or on several processes -
 
 The session only holds what a run starts from and ends with (its model, its run history); everything a
 run does in between is here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,13 +29,29 @@ from .models import check_lora_rank, head_labels, new_model, resolve_tokenizer, 
 from .options import TrainOptions, TrainResult
 
 
-def train(session, opts: TrainOptions, text: str | None = None, data: str | None = None,
-          from_scratch: bool = False, config: str = "tiny", arch: str = "llama", tokenizer: str = "bytes",
-          eval_data: str | None = None, on_step: Sequence[Callable] = (), device: str = "auto",
-          progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
-          accelerate_config: str | None = None, text_field: str | None = None, max_tokens: int | None = None,
-          sample_docs: int | None = None, on_prepare: Sequence[Callable] = (), num_proc: int | None = None,
-          runs_dir: str | None = None) -> TrainResult:
+def train(
+    session,
+    opts: TrainOptions,
+    text: str | None = None,
+    data: str | None = None,
+    from_scratch: bool = False,
+    config: str = "tiny",
+    arch: str = "llama",
+    tokenizer: str = "bytes",
+    eval_data: str | None = None,
+    on_step: Sequence[Callable] = (),
+    device: str = "auto",
+    progress: bool = True,
+    trust_remote_code: bool = False,
+    processes: int = 1,
+    accelerate_config: str | None = None,
+    text_field: str | None = None,
+    max_tokens: int | None = None,
+    sample_docs: int | None = None,
+    on_prepare: Sequence[Callable] = (),
+    num_proc: int | None = None,
+    runs_dir: str | None = None,
+) -> TrainResult:
     """`Session.train` once its options are checked (see its docstring)."""
     check_early_stopping(opts, eval_data)
     if opts.resume:
@@ -47,11 +64,32 @@ def train(session, opts: TrainOptions, text: str | None = None, data: str | None
         require_causal(session.loaded, "train", "train pre-trains on next tokens")
     several = processes != 1 or accelerate_config is not None
     home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
-    name = (f"from-scratch {config} {arch} ({tokenizer} tokenizer)" if from_scratch and not opts.resume
-            else opts.resume if opts.resume else session.loaded.name)
-    record = start_record(session, RunKind.LR_FIND if opts.lr_sweep else RunKind.TRAIN, opts, name, runs_dir, dict(
-        from_scratch=from_scratch, config=config, arch=arch, tokenizer=tokenizer, data=data, eval_data=eval_data,
-        text_field=text_field, max_tokens=max_tokens, sample_docs=sample_docs, processes=processes))
+    name = (
+        f"from-scratch {config} {arch} ({tokenizer} tokenizer)"
+        if from_scratch and not opts.resume
+        else opts.resume
+        if opts.resume
+        else session.loaded.name
+    )
+    record = start_record(
+        session,
+        RunKind.LR_FIND if opts.lr_sweep else RunKind.TRAIN,
+        opts,
+        name,
+        runs_dir,
+        dict(
+            from_scratch=from_scratch,
+            config=config,
+            arch=arch,
+            tokenizer=tokenizer,
+            data=data,
+            eval_data=eval_data,
+            text_field=text_field,
+            max_tokens=max_tokens,
+            sample_docs=sample_docs,
+            processes=processes,
+        ),
+    )
 
     def build() -> LoadedModel:
         # The model this run trains is built aside; the session takes it only when the run starts, so a
@@ -63,27 +101,65 @@ def train(session, opts: TrainOptions, text: str | None = None, data: str | None
         return session.loaded
 
     def here(model, corpus, eval_corpus, callbacks, stop, prep, start) -> TrainResult:
-        return train_causal_lm(model, corpus, opts, callbacks, stop, eval_corpus, prep, max_tokens, num_proc,
-                               on_start=start)
+        return train_causal_lm(
+            model, corpus, opts, callbacks, stop, eval_corpus, prep, max_tokens, num_proc, on_start=start
+        )
 
     def job(model, corpus, eval_corpus):
         from ..devices import resolve_device
         from . import distributed
 
-        return distributed.Job(RunKind.TRAIN, model, corpus, opts, eval_corpus, max_tokens=max_tokens,
-                               num_proc=num_proc, gpus=resolve_device(device).type == "cuda")
+        return distributed.Job(
+            RunKind.TRAIN,
+            model,
+            corpus,
+            opts,
+            eval_corpus,
+            max_tokens=max_tokens,
+            num_proc=num_proc,
+            gpus=resolve_device(device).type == "cuda",
+        )
 
     data_args = dict(data=data, text=text, eval_data=eval_data, text_field=text_field, sample_docs=sample_docs)
-    return execute(session, RunKind.TRAIN, opts, record, build, here, job if several else None, data_args,
-                   on_step, on_prepare, progress, processes, accelerate_config, steps_unknown=opts.steps or 100)
+    return execute(
+        session,
+        RunKind.TRAIN,
+        opts,
+        record,
+        build,
+        here,
+        job if several else None,
+        data_args,
+        on_step,
+        on_prepare,
+        progress,
+        processes,
+        accelerate_config,
+        steps_unknown=opts.steps or 100,
+    )
 
 
-def finetune(session, opts: TrainOptions, data: str | None = None, text: str | None = None,
-             eval_data: str | None = None, lora: bool = False, lora_r: int = 8, lora_alpha: int | None = None,
-             task: str = "lm", labels: list[str] | str | None = None, on_step: Sequence[Callable] = (),
-             progress: bool = True, trust_remote_code: bool = False, processes: int = 1,
-             accelerate_config: str | None = None, text_field: str | None = None, sample_docs: int | None = None,
-             on_prepare: Sequence[Callable] = (), runs_dir: str | None = None) -> TrainResult:
+def finetune(
+    session,
+    opts: TrainOptions,
+    data: str | None = None,
+    text: str | None = None,
+    eval_data: str | None = None,
+    lora: bool = False,
+    lora_r: int = 8,
+    lora_alpha: int | None = None,
+    task: str = "lm",
+    labels: list[str] | str | None = None,
+    on_step: Sequence[Callable] = (),
+    progress: bool = True,
+    trust_remote_code: bool = False,
+    processes: int = 1,
+    accelerate_config: str | None = None,
+    text_field: str | None = None,
+    sample_docs: int | None = None,
+    on_prepare: Sequence[Callable] = (),
+    runs_dir: str | None = None,
+) -> TrainResult:
     """`Session.finetune` once its options are checked (see its docstring)."""
     check_early_stopping(opts, eval_data)
     if opts.resume:
@@ -104,29 +180,68 @@ def finetune(session, opts: TrainOptions, data: str | None = None, text: str | N
     # A new head or LoRA go into this copy of the session's LoadedModel (same weights, not copied); the
     # session takes it when the run starts, so a failed command leaves the session as it was.
     model = dataclasses.replace(loaded)
-    record = start_record(session, RunKind.LR_FIND if opts.lr_sweep else kind, opts, loaded.name, runs_dir, dict(
-        data=data, eval_data=eval_data, lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task,
-        labels=labels, text_field=text_field, sample_docs=sample_docs, processes=processes))
+    record = start_record(
+        session,
+        RunKind.LR_FIND if opts.lr_sweep else kind,
+        opts,
+        loaded.name,
+        runs_dir,
+        dict(
+            data=data,
+            eval_data=eval_data,
+            lora=lora,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            task=task,
+            labels=labels,
+            text_field=text_field,
+            sample_docs=sample_docs,
+            processes=processes,
+        ),
+    )
     tuning: dict[str, Any] = dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels)
 
     def here(model, corpus, eval_corpus, callbacks, stop, prep, start) -> TrainResult:
-        return finetune_here(model, corpus, opts, eval_corpus=eval_corpus, on_step=callbacks, stop=stop, prep=prep,
-                             on_start=start, **tuning)
+        return finetune_here(
+            model,
+            corpus,
+            opts,
+            eval_corpus=eval_corpus,
+            on_step=callbacks,
+            stop=stop,
+            prep=prep,
+            on_start=start,
+            **tuning,
+        )
 
     def job(model, corpus, eval_corpus):
         from . import distributed
 
-        return distributed.Job(RunKind.FINETUNE, model, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(),
-                               finetune_args=tuning)
+        return distributed.Job(
+            RunKind.FINETUNE, model, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(), finetune_args=tuning
+        )
 
     several = processes != 1 or accelerate_config is not None
     data_args = dict(data=data, text=text, eval_data=eval_data, text_field=text_field, sample_docs=sample_docs)
-    return execute(session, kind, opts, record, lambda: model, here, job if several else None, data_args,
-                   on_step, on_prepare, progress, processes, accelerate_config, steps_unknown=opts.steps or 0)
+    return execute(
+        session,
+        kind,
+        opts,
+        record,
+        lambda: model,
+        here,
+        job if several else None,
+        data_args,
+        on_step,
+        on_prepare,
+        progress,
+        processes,
+        accelerate_config,
+        steps_unknown=opts.steps or 0,
+    )
 
 
-def start_record(session, kind: RunKind, opts: TrainOptions, model: str | None, runs_dir: str | None,
-                 arguments: dict):
+def start_record(session, kind: RunKind, opts: TrainOptions, model: str | None, runs_dir: str | None, arguments: dict):
     """Start a run's folder before anything runs (an unwritable runs dir is one line, not a lost run);
     checkpoints and local trackers live in it."""
     record = session.new_record(kind, {**arguments, **asdict(opts)}, model, runs_dir)
@@ -136,11 +251,24 @@ def start_record(session, kind: RunKind, opts: TrainOptions, model: str | None, 
     return record
 
 
-def execute(session, kind: RunKind, opts: TrainOptions, record,
-            build: Callable[[], LoadedModel], here: Callable, job: Callable | None, data_args: dict,
-            on_step, on_prepare, progress: bool, processes: int, accelerate_config: str | None,
-            steps_unknown: int) -> TrainResult:
+def execute(
+    session,
+    kind: RunKind,
+    opts: TrainOptions,
+    record,
+    build: Callable[[], LoadedModel],
+    here: Callable,
+    job: Callable | None,
+    data_args: dict,
+    on_step,
+    on_prepare,
+    progress: bool,
+    processes: int,
+    accelerate_config: str | None,
+    steps_unknown: int,
+) -> TrainResult:
     """Read -> build -> seed -> train (here, or `job`'s processes) -> record, stoppable throughout."""
+
     def work(stop: StopFlag, callbacks: list) -> TrainResult:
         prep = preparation(stop, callbacks, on_prepare, progress)
         corpora = read_both(prep, **data_args)
@@ -164,16 +292,22 @@ def execute(session, kind: RunKind, opts: TrainOptions, record,
 
     reached = LatestResult()
     # the run's record first: a step a later callback dies in is still on disk
-    callbacks = as_callbacks([reached, record] + list(on_step) + session.step_listeners +
-                             ([ProgressBar(str(kind))] if progress else []))  # says finetune (or classify), not lm
+    callbacks = as_callbacks(
+        [reached, record] + list(on_step) + session.step_listeners + ([ProgressBar(str(kind))] if progress else [])
+    )  # says finetune (or classify), not lm
     for callback in callbacks:  # e.g. the live chart, to name the runs it overlays by their differences
         callback.on_record(record)
     try:
         result = session.stoppable(lambda stop: work(stop, callbacks))
     except BaseException as error:  # a failed run is still a run: keep what it reached
         failed = reached.result or TrainResult(kind=kind, total_steps=0)
-        failed.error = str(error) if isinstance(error, LLMError) else \
-            "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+        failed.error = (
+            str(error)
+            if isinstance(error, LLMError)
+            else "interrupted"
+            if isinstance(error, KeyboardInterrupt)
+            else f"{type(error).__name__}: {error}"
+        )
         failed.interrupted = isinstance(error, KeyboardInterrupt)
         session.recorded(failed, record)
         raise
@@ -192,8 +326,14 @@ def check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
         raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
 
 
-def scratch_model(loaded: LoadedModel | None, config: str, arch: str, tokenizer_name: str, device: str,
-                  trust_remote_code: bool = False) -> LoadedModel:
+def scratch_model(
+    loaded: LoadedModel | None,
+    config: str,
+    arch: str,
+    tokenizer_name: str,
+    device: str,
+    trust_remote_code: bool = False,
+) -> LoadedModel:
     """A fresh model of `config` and `arch` with the named tokenizer (`default`: the loaded model's)."""
     from ..devices import resolve_device
 
@@ -209,8 +349,14 @@ def preparation(stop: StopFlag, callbacks: list[StepCallback], on_prepare, progr
     return Preparation(stop, [c.on_prepare for c in callbacks] + list(on_prepare), progress)
 
 
-def read_both(prep: Preparation, data: str | None, text: str | None, eval_data: str | None,
-              text_field: str | None, sample_docs: int | None) -> tuple[Corpus, Corpus | None] | None:
+def read_both(
+    prep: Preparation,
+    data: str | None,
+    text: str | None,
+    eval_data: str | None,
+    text_field: str | None,
+    sample_docs: int | None,
+) -> tuple[Corpus, Corpus | None] | None:
     """The training corpus and the --eval-data one (if asked); None when stopped while reading."""
     corpus = read(prep, data, text, text_field, sample_docs)
     eval_corpus = read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
@@ -220,8 +366,9 @@ def read_both(prep: Preparation, data: str | None, text: str | None, eval_data: 
     return corpus, eval_corpus
 
 
-def read(prep: Preparation, data: str | None, text: str | None, text_field: str | None,
-         sample_docs: int | None) -> Corpus | None:
+def read(
+    prep: Preparation, data: str | None, text: str | None, text_field: str | None, sample_docs: int | None
+) -> Corpus | None:
     """Read --data (or the cell body) as an interruptible stage; None when stopped."""
     if prep.stopped:
         return None

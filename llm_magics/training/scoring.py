@@ -1,4 +1,5 @@
 """Scores computed during and after training: mean token loss, classifier predictions, accuracy and F1."""
+
 from __future__ import annotations
 
 import torch
@@ -24,8 +25,9 @@ def mean_loss(loaded: LoadedModel, batches: list[dict]) -> float:
 
 
 @torch.no_grad()
-def predict_labels(loaded: LoadedModel, examples: list[dict], batch_size: int = 16,
-                   stop: StopFlag | None = None) -> list[int]:
+def predict_labels(
+    loaded: LoadedModel, examples: list[dict], batch_size: int = 16, stop: StopFlag | None = None
+) -> list[int]:
     """The predicted label of each example; a stop ends it between batches (fewer predictions come back)."""
     was_training = loaded.model.training
     loaded.model.eval()
@@ -42,8 +44,10 @@ def predict_labels(loaded: LoadedModel, examples: list[dict], batch_size: int = 
 def label_scores(truth: list[int], predicted: list[int]) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
-    return {"accuracy": float(accuracy_score(truth, predicted)),
-            "f1": float(f1_score(truth, predicted, average="macro", zero_division=0))}
+    return {
+        "accuracy": float(accuracy_score(truth, predicted)),
+        "f1": float(f1_score(truth, predicted, average="macro", zero_division=0)),
+    }
 
 
 def classification_metrics(loaded: LoadedModel, examples: list[dict], batch_size: int = 16) -> dict:

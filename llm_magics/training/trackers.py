@@ -3,6 +3,7 @@
 `end_training`); accelerate logs on the main process only, so with --processes N rank 0 writes. Everything
 stays local: TensorBoard, trackio, mlflow and aim write under the run's folder, and wandb runs offline when
 no login is configured."""
+
 from __future__ import annotations
 
 import os
@@ -11,11 +12,13 @@ from pathlib import Path
 from ..errors import LLMError
 
 # tracker -> (the accelerate check that it is installed, the package the extra installs)
-TRACKERS = {"tensorboard": ("is_tensorboard_available", "tensorboard"),
-            "trackio": ("is_trackio_available", "trackio"),
-            "wandb": ("is_wandb_available", "wandb"),
-            "mlflow": ("is_mlflow_available", "mlflow"),
-            "aim": ("is_aim_available", "aim")}
+TRACKERS = {
+    "tensorboard": ("is_tensorboard_available", "tensorboard"),
+    "trackio": ("is_trackio_available", "trackio"),
+    "wandb": ("is_wandb_available", "wandb"),
+    "mlflow": ("is_mlflow_available", "mlflow"),
+    "aim": ("is_aim_available", "aim"),
+}
 PROJECT = "llm_magics"  # accelerate's project name: TensorBoard writes to <run>/trackers/llm_magics
 
 
@@ -31,8 +34,7 @@ def parse(track: str | list[str] | None) -> list[str]:
             raise LLMError(f"unknown tracker {name!r} in --track: use {', '.join(TRACKERS)} (comma-separated)")
         check, package = TRACKERS[name]
         if not getattr(accelerate.utils, check)():
-            raise LLMError(f"--track {name} needs {package}, which is not installed: "
-                           f'pip install "llm-magics[{name}]"')
+            raise LLMError(f'--track {name} needs {package}, which is not installed: pip install "llm-magics[{name}]"')
     return list(dict.fromkeys(names))
 
 
@@ -52,8 +54,11 @@ def start(accelerator, names: list[str], directory: str | None, config: dict) ->
     if "trackio" in names:  # local: trackio's own store ($TRACKIO_DIR, else ~/.cache/huggingface/trackio)
         init["trackio"] = {"name": run_name, "embed": False, "auto_log_cpu": False, "auto_log_gpu": False}
     if "wandb" in names:
-        logged_in = os.environ.get("WANDB_API_KEY") or (Path.home() / ".netrc").is_file() and \
-            "api.wandb.ai" in (Path.home() / ".netrc").read_text(errors="ignore")
+        logged_in = (
+            os.environ.get("WANDB_API_KEY")
+            or (Path.home() / ".netrc").is_file()
+            and "api.wandb.ai" in (Path.home() / ".netrc").read_text(errors="ignore")
+        )
         init["wandb"] = {"dir": directory, "name": run_name, **({} if logged_in else {"mode": "offline"})}
     if "mlflow" in names and directory:
         _mlflow_into(Path(directory, "mlruns"))
@@ -78,8 +83,11 @@ def _mlflow_into(folder: Path) -> None:
 
 def log(accelerator, names: list[str], row: dict) -> None:
     if names:
-        values = {k: v for k, v in row.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
-                  and k not in ("step",)}
+        values = {
+            k: v
+            for k, v in row.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",)
+        }
         accelerator.log(values, step=row["step"])
 
 

@@ -8,6 +8,7 @@ the selection the view shows a busy state instead of the previous layer's pictur
 Its mimebundle also carries a static 'text/html' snapshot of the current state (a PNG of the matrix with
 its token labels, or the logit-lens table), so a saved notebook still shows it without a kernel.
 """
+
 from __future__ import annotations
 
 import base64
@@ -72,8 +73,16 @@ class AttentionView(anywidget.AnyWidget):
     zoom = traitlets.List(traitlets.Float()).tag(sync=True)  # matrix view: [first row, first column, span]
     _maps: dict[int, torch.Tensor]  # layer -> (heads, n, n), the last two asked
 
-    def __init__(self, loaded: LoadedModel, text: str, layer: int | None = None, head: int | None = None,
-                 view: str | None = None, thumbnail_size: int = 24, target: str | None = None):
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        text: str,
+        layer: int | None = None,
+        head: int | None = None,
+        view: str | None = None,
+        thumbnail_size: int = 24,
+        target: str | None = None,
+    ):
         super().__init__()
         if view is not None and view not in VIEWS:
             raise LLMError(f"unknown view {view!r}: use {', '.join(VIEWS)}")
@@ -84,8 +93,9 @@ class AttentionView(anywidget.AnyWidget):
             target_token(loaded.tokenizer, target)  # one line now, not on the first lens draw
         self._loaded, self._text, self._maps, self._target = loaded, text, {}, target
         self._handle, self._pending = None, None
-        self.capture = attention.capture(loaded, text, layers=layer, thumbnails=thumbnail_size, rollout=True,
-                                         keep_queries_keys=True)
+        self.capture = attention.capture(
+            loaded, text, layers=layer, thumbnails=thumbnail_size, rollout=True, keep_queries_keys=True
+        )
         captured = self.capture
         assert captured.thumbnails is not None and captured.rollout is not None  # both asked for above
         n = len(captured.tokens)
@@ -173,7 +183,7 @@ class AttentionView(anywidget.AnyWidget):
             return
         maps = self.layer_weights(self.layer)
         if self.head >= 0:
-            heads, stack = [self.head], maps[self.head:self.head + 1]
+            heads, stack = [self.head], maps[self.head : self.head + 1]
         elif len(self.tokens) <= ALL_HEADS_UP_TO:  # the head view colours each head's lines
             heads, stack = [-1] + list(range(self.num_heads)), torch.cat([maps.mean(0, keepdim=True), maps])
         else:
@@ -193,12 +203,19 @@ class AttentionView(anywidget.AnyWidget):
         if self.lens or self.lens_error:
             return
         result = logit_lens(self._loaded, self._text, target=self._target)
-        lens = {"rows": result.rows, "tokens": result.top_tokens,
-                "probs": np.round(result.top_probs.numpy(), 4).tolist()}
+        lens = {
+            "rows": result.rows,
+            "tokens": result.top_tokens,
+            "probs": np.round(result.top_probs.numpy(), 4).tolist(),
+        }
         if result.target is not None:  # that token's probability and rank after the last position, per row
-            lens["target"] = {"text": self._target, "token": result.target, "pieces": result.target_pieces,
-                              "probs": result.target_probs[:, -1].tolist(),
-                              "ranks": result.target_ranks[:, -1].tolist()}
+            lens["target"] = {
+                "text": self._target,
+                "token": result.target,
+                "pieces": result.target_pieces,
+                "probs": result.target_probs[:, -1].tolist(),
+                "ranks": result.target_ranks[:, -1].tolist(),
+            }
         self.lens = lens
 
     # --- the static snapshot a saved notebook keeps ---
@@ -221,18 +238,26 @@ class AttentionView(anywidget.AnyWidget):
             body, title = self._head_lines(), f"head view · layer {self.layer} · {heads}"
         else:
             r0, c0, span = self._zoom_box()
-            body = _matrix_figure(self.shown.numpy()[r0:r0 + span, c0:c0 + span], self.tokens[r0:r0 + span],
-                                  self.tokens[c0:c0 + span])
-            zoomed = f" · zoomed to rows {r0}..{r0 + span - 1}, columns {c0}..{c0 + span - 1}" \
-                if span < len(self.tokens) else ""
+            body = _matrix_figure(
+                self.shown.numpy()[r0 : r0 + span, c0 : c0 + span],
+                self.tokens[r0 : r0 + span],
+                self.tokens[c0 : c0 + span],
+            )
+            zoomed = (
+                f" · zoomed to rows {r0}..{r0 + span - 1}, columns {c0}..{c0 + span - 1}"
+                if span < len(self.tokens)
+                else ""
+            )
             title = f"layer {self.layer} · {heads}{zoomed}"
         zoom = ",".join(str(v) for v in self._zoom_box())
-        return (f'<div class="llm-attention-static" data-view="{self.view}" data-layer="{self.layer}" '
-                f'data-head="{self.head}" data-heads="{",".join(map(str, self.head_set))}" data-zoom="{zoom}" '
-                f'style="font-family:sans-serif;font-size:12px;color:inherit;background:transparent;padding:4px">'
-                f'<div style="font-weight:600;margin-bottom:4px">{html.escape(title)} · {len(self.tokens)} tokens '
-                f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
-                f'for the interactive view)</span></div>{body}</div>')
+        return (
+            f'<div class="llm-attention-static" data-view="{self.view}" data-layer="{self.layer}" '
+            f'data-head="{self.head}" data-heads="{",".join(map(str, self.head_set))}" data-zoom="{zoom}" '
+            f'style="font-family:sans-serif;font-size:12px;color:inherit;background:transparent;padding:4px">'
+            f'<div style="font-weight:600;margin-bottom:4px">{html.escape(title)} · {len(self.tokens)} tokens '
+            f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
+            f"for the interactive view)</span></div>{body}</div>"
+        )
 
     def _heads_label(self) -> str:
         if self.head >= 0:
@@ -267,19 +292,37 @@ class AttentionView(anywidget.AnyWidget):
                 for j in range(n):
                     v = float(scaled[i, j])
                     if v >= 0.04:
-                        lines.append(f"<line x1='{column}' y1='{i * row + 9}' x2='{width - column}' "
-                                     f"y2='{j * row + 9}' stroke='{colour}' stroke-opacity='{v:.2f}' "
-                                     f"stroke-width='2' data-head='{h}'/>")
-        labels = "".join(f"<text x='{column - 6}' y='{i * row + 13}' text-anchor='end'>{short_token(t, 40)}</text>"
-                         f"<text x='{width - column + 6}' y='{i * row + 13}'>{short_token(t, 40)}</text>"
-                         for i, t in enumerate(self.tokens))
-        return (f"<svg class='llm-head-static' width='{width}' height='{n * row + 4}' "
-                f"xmlns='http://www.w3.org/2000/svg' fill='currentColor' font-family='monospace' font-size='11'>"
-                f"{''.join(lines)}{labels}</svg>")
+                        lines.append(
+                            f"<line x1='{column}' y1='{i * row + 9}' x2='{width - column}' "
+                            f"y2='{j * row + 9}' stroke='{colour}' stroke-opacity='{v:.2f}' "
+                            f"stroke-width='2' data-head='{h}'/>"
+                        )
+        labels = "".join(
+            f"<text x='{column - 6}' y='{i * row + 13}' text-anchor='end'>{short_token(t, 40)}</text>"
+            f"<text x='{width - column + 6}' y='{i * row + 13}'>{short_token(t, 40)}</text>"
+            for i, t in enumerate(self.tokens)
+        )
+        return (
+            f"<svg class='llm-head-static' width='{width}' height='{n * row + 4}' "
+            f"xmlns='http://www.w3.org/2000/svg' fill='currentColor' font-family='monospace' font-size='11'>"
+            f"{''.join(lines)}{labels}</svg>"
+        )
 
 
-HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-                "#bcbd22", "#17becf", "#393b79", "#ad494a"]  # as attention.js (d3's category10, then two)
+HEAD_COLOURS = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#ad494a",
+]  # as attention.js (d3's category10, then two)
 
 
 def top_entropy_heads(maps: torch.Tensor, k: int = 3) -> list[int]:
@@ -295,11 +338,15 @@ def _thumbnail_grid(thumbnails: torch.Tensor) -> str:
     alpha = np.zeros((layers * (t + 1), heads * (t + 1)), dtype=np.float32)
     for layer in range(layers):
         for head in range(heads):
-            alpha[layer * (t + 1):layer * (t + 1) + t, head * (t + 1):head * (t + 1) + t] = scaled[layer, head].numpy()
+            alpha[layer * (t + 1) : layer * (t + 1) + t, head * (t + 1) : head * (t + 1) + t] = scaled[
+                layer, head
+            ].numpy()
     scale = 2
     image = _png(_rgba(np.kron(alpha, np.ones((scale, scale), dtype=np.float32))))
-    return (f'<div style="font-size:11px;opacity:0.75">rows: layers 0..{layers - 1}, columns: heads 0..{heads - 1}'
-            f'</div><img class="llm-model-static" alt="model view" src="{image}" style="image-rendering:pixelated">')
+    return (
+        f'<div style="font-size:11px;opacity:0.75">rows: layers 0..{layers - 1}, columns: heads 0..{heads - 1}'
+        f'</div><img class="llm-model-static" alt="model view" src="{image}" style="image-rendering:pixelated">'
+    )
 
 
 def _png(rgba: np.ndarray) -> str:
@@ -310,8 +357,12 @@ def _png(rgba: np.ndarray) -> str:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    png = (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 6, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
     return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
@@ -326,8 +377,9 @@ def _rgba(values: np.ndarray) -> np.ndarray:
     return np.concatenate([colour, 255 * strength], -1).round().astype(np.uint8)
 
 
-def _matrix_figure(matrix: np.ndarray, tokens: list[str], columns: list[str] | None = None,
-                   size: int | None = None) -> str:
+def _matrix_figure(
+    matrix: np.ndarray, tokens: list[str], columns: list[str] | None = None, size: int | None = None
+) -> str:
     columns = tokens if columns is None else columns
     n = len(tokens)
     size = size or min(480, max(200, 14 * n))
@@ -337,35 +389,47 @@ def _matrix_figure(matrix: np.ndarray, tokens: list[str], columns: list[str] | N
     image = _rgba(scaled)
     step = max(1, -(-n // (size // 12)))  # at most one label per 12 px
     cell, margin = size / n, 110
-    rows = "".join(f'<div class="llm-axis-label llm-row-label" style="position:absolute;left:0;width:{margin - 4}px;'
-                   f'text-align:right;overflow:hidden;white-space:nowrap;top:{margin + (i + 0.5) * cell - 7:.1f}px">'
-                   f'{short_token(tokens[i], 14)}</div>' for i in range(0, n, step))
-    cols = "".join(f'<div class="llm-axis-label llm-col-label" style="position:absolute;top:0;'
-                   f'height:{margin - 4}px;'
-                   f'overflow:hidden;white-space:nowrap;writing-mode:vertical-rl;transform:rotate(180deg);'
-                   f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{short_token(columns[j], 14)}</div>'
-                   for j in range(0, n, step))
-    legend = ('<div style="display:flex;align-items:center;gap:6px;margin-top:6px">0<span style="display:inline-block;'
-              'width:140px;height:10px;border:1px solid rgba(128,128,128,0.6);'
-              'background:linear-gradient(to right,'
-              f'transparent,rgb({",".join(str(int(c)) for c in ACCENT)}))"></span>1 · attention as a share of '
-              'its row\'s maximum (square-root scale); rows: query tokens, columns: key tokens</div>')
-    return (f'<div style="position:relative;width:{margin + size + 4}px;height:{margin + size + 2}px;'
-            f'font-family:monospace;font-size:11px">{rows}{cols}<img alt="attention matrix" src="{_png(image)}" '
-            f'style="position:absolute;left:{margin}px;top:{margin}px;width:{size}px;height:{size}px;'
-            f'image-rendering:pixelated;border:1px solid rgba(128,128,128,0.6)"></div>{legend}')
+    rows = "".join(
+        f'<div class="llm-axis-label llm-row-label" style="position:absolute;left:0;width:{margin - 4}px;'
+        f'text-align:right;overflow:hidden;white-space:nowrap;top:{margin + (i + 0.5) * cell - 7:.1f}px">'
+        f"{short_token(tokens[i], 14)}</div>"
+        for i in range(0, n, step)
+    )
+    cols = "".join(
+        f'<div class="llm-axis-label llm-col-label" style="position:absolute;top:0;'
+        f"height:{margin - 4}px;"
+        f"overflow:hidden;white-space:nowrap;writing-mode:vertical-rl;transform:rotate(180deg);"
+        f'left:{margin + (j + 0.5) * cell - 7:.1f}px">{short_token(columns[j], 14)}</div>'
+        for j in range(0, n, step)
+    )
+    legend = (
+        '<div style="display:flex;align-items:center;gap:6px;margin-top:6px">0<span style="display:inline-block;'
+        "width:140px;height:10px;border:1px solid rgba(128,128,128,0.6);"
+        "background:linear-gradient(to right,"
+        f'transparent,rgb({",".join(str(int(c)) for c in ACCENT)}))"></span>1 · attention as a share of '
+        "its row's maximum (square-root scale); rows: query tokens, columns: key tokens</div>"
+    )
+    return (
+        f'<div style="position:relative;width:{margin + size + 4}px;height:{margin + size + 2}px;'
+        f'font-family:monospace;font-size:11px">{rows}{cols}<img alt="attention matrix" src="{_png(image)}" '
+        f'style="position:absolute;left:{margin}px;top:{margin}px;width:{size}px;height:{size}px;'
+        f'image-rendering:pixelated;border:1px solid rgba(128,128,128,0.6)"></div>{legend}'
+    )
 
 
 # --- bertviz, for an online browser ---------------------------------------------------------
+
 
 def to_bertviz(captured: attention.AttentionCapture) -> list[torch.Tensor]:
     """The captured layers in bertviz's format: a list of (batch=1, heads, n, n) tensors."""
     return [captured.weights[layer].unsqueeze(0) for layer in captured.layers]
 
 
-BERTVIZ_OFFLINE = ("bertviz's views load require.js, d3 and jQuery from cdnjs.cloudflare.com at display time, "
-                   "so they stay blank offline; showing llm-magics' own view of the same attention instead "
-                   "(llm_magics.views.attention.bertviz_html(...) still returns bertviz's HTML for an online browser)")
+BERTVIZ_OFFLINE = (
+    "bertviz's views load require.js, d3 and jQuery from cdnjs.cloudflare.com at display time, "
+    "so they stay blank offline; showing llm-magics' own view of the same attention instead "
+    "(llm_magics.views.attention.bertviz_html(...) still returns bertviz's HTML for an online browser)"
+)
 
 
 def bertviz_html(captured: attention.AttentionCapture, view: str = "head"):

@@ -5,6 +5,7 @@ current state (normalisation and selected cell included) for saved notebooks.
 A click on a cell sets `selected`; the kernel answers with `detail`: the patched run's top-5 next tokens
 (patching) or the output token's top alternatives and step scores (attribution).
 """
+
 from __future__ import annotations
 
 import html
@@ -74,9 +75,11 @@ class HeatmapView(anywidget.AnyWidget):
         finite = [abs(v) for row in values for v in row if v is not None]
         peak = max(finite, default=1.0) or 1.0
         selected = tuple(self.selected) if self.selected else None
-        head = "".join(f'<th class="llm-col" style="writing-mode:vertical-rl;transform:rotate(180deg);'
-                       f'font-weight:400;max-height:110px;overflow:hidden;white-space:pre">{short_token(c)}</th>'
-                       for c in self.columns)
+        head = "".join(
+            f'<th class="llm-col" style="writing-mode:vertical-rl;transform:rotate(180deg);'
+            f'font-weight:400;max-height:110px;overflow:hidden;white-space:pre">{short_token(c)}</th>'
+            for c in self.columns
+        )
         body = []
         for r, (name, row) in enumerate(zip(self.rows, values)):
             note = f" {self.row_notes[r]}" if r < len(self.row_notes) and self.row_notes[r] else ""
@@ -86,23 +89,29 @@ class HeatmapView(anywidget.AnyWidget):
                 outline = "outline:2px solid #ffb74d;" if selected == (r, c) else ""
                 title = "" if raw is None else f' title="{html.escape(self.columns[c])}: {raw:.4f}"'
                 cells.append(f'<td{title} style="width:18px;height:16px;{outline}background:{_colour(v, peak)}"></td>')
-            body.append(f'<tr><th style="text-align:right;font-weight:400;white-space:pre;padding-right:4px">'
-                        f'{short_token(name)}{html.escape(note)}</th>{"".join(cells)}</tr>')
+            body.append(
+                f'<tr><th style="text-align:right;font-weight:400;white-space:pre;padding-right:4px">'
+                f"{short_token(name)}{html.escape(note)}</th>{''.join(cells)}</tr>"
+            )
         detail = ""
         if self.detail:
             items = "".join(f"<tr><td>{short_token(t)}</td><td>{p:.4f}</td></tr>" for t, p in self.detail)
-            detail = (f'<div style="margin-top:6px"><b>{html.escape(self.detail_title)}</b>'
-                      f'<table style="font-family:monospace;font-size:11px">{items}</table></div>')
+            detail = (
+                f'<div style="margin-top:6px"><b>{html.escape(self.detail_title)}</b>'
+                f'<table style="font-family:monospace;font-size:11px">{items}</table></div>'
+            )
         scale = "each row scaled to its largest |value|" if self.normalize else f"largest |value| {peak:.4g}"
-        return (f'<div class="llm-heatmap-static" data-normalize="{int(self.normalize)}" style="font-family:sans-serif;'
-                f'font-size:12px;color:inherit;background:transparent;'
-                f'padding:4px"><div style="font-weight:600;margin-bottom:4px">{html.escape(self.title)} '
-                f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
-                f'for the interactive view)</span></div>'
-                f'<table style="border-collapse:separate;border-spacing:1px;font-family:monospace;font-size:11px">'
-                f'<tr><th></th>{head}</tr>{"".join(body)}</table>'
-                f'<div style="opacity:0.75">blue: positive, orange: negative; {scale}</div>'
-                f'{detail}</div>')
+        return (
+            f'<div class="llm-heatmap-static" data-normalize="{int(self.normalize)}" style="font-family:sans-serif;'
+            f"font-size:12px;color:inherit;background:transparent;"
+            f'padding:4px"><div style="font-weight:600;margin-bottom:4px">{html.escape(self.title)} '
+            f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
+            f"for the interactive view)</span></div>"
+            f'<table style="border-collapse:separate;border-spacing:1px;font-family:monospace;font-size:11px">'
+            f"<tr><th></th>{head}</tr>{''.join(body)}</table>"
+            f'<div style="opacity:0.75">blue: positive, orange: negative; {scale}</div>'
+            f"{detail}</div>"
+        )
 
 
 def _colour(value: float | None, peak: float) -> str:
@@ -119,31 +128,50 @@ def _cells(matrix) -> list[list[float | None]]:
 
 def patching_view(result) -> HeatmapView:
     """Layers x positions (or heads); a click shows that patched run's top-5 next tokens."""
+
     def describe(row: int, column: int):
         where = result.columns[column]
         if math.isnan(float(result.scores[row, column])):
             return f"layer {row} was not patched", []
         probs = result.top_probs[row, column].tolist()
-        return (f"layer {row}, {where} patched: top next tokens",
-                [[token, round(p, 6)] for token, p in zip(result.top_tokens[row][column], probs)])
+        return (
+            f"layer {row}, {where} patched: top next tokens",
+            [[token, round(p, 6)] for token, p in zip(result.top_tokens[row][column], probs)],
+        )
 
-    return HeatmapView(describe=describe, title=f"activation patching · {result.site} · {result.answer!r} vs "
-                       f"{result.wrong!r} · score 0 = corrupted, 1 = clean", rows=[f"layer {i}" for i in
-                       range(result.scores.shape[0])], columns=result.columns, values=_cells(result.scores),
-                       hint="click a cell for that patched run's top-5 next tokens")
+    return HeatmapView(
+        describe=describe,
+        title=f"activation patching · {result.site} · {result.answer!r} vs "
+        f"{result.wrong!r} · score 0 = corrupted, 1 = clean",
+        rows=[f"layer {i}" for i in range(result.scores.shape[0])],
+        columns=result.columns,
+        values=_cells(result.scores),
+        hint="click a cell for that patched run's top-5 next tokens",
+    )
 
 
 def attribution_view(result, normalize: bool = False) -> HeatmapView:
     """Output tokens x input tokens, each row labelled with its step scores; hover gives the values, a
     click the output token's likeliest alternatives."""
+
     def describe(row: int, column: int):
         step = result.step_scores[row]
-        return (f"output {row} {result.targets[row]!r}: p = {step['probability']:.4f}, entropy "
-                f"{step['entropy']:.3f} nats; its likeliest alternatives", [[t, round(p, 6)] for t, p in step["top"]])
+        return (
+            f"output {row} {result.targets[row]!r}: p = {step['probability']:.4f}, entropy "
+            f"{step['entropy']:.3f} nats; its likeliest alternatives",
+            [[t, round(p, 6)] for t, p in step["top"]],
+        )
 
     notes = [f"p={s['probability']:.2f} H={s['entropy']:.2f}" for s in result.step_scores]
     delta = f" · IG delta ≤ {max(abs(d) for d in result.deltas):.3g}" if result.deltas else ""
-    return HeatmapView(describe=describe, title=f"attribution · {result.method}{delta} · rows: output tokens "
-                       f"(p, entropy), columns: input tokens", rows=result.targets, columns=result.tokens,
-                       row_notes=notes, values=_cells(result.scores), normalizable=True, normalize=normalize,
-                       hint="hover a cell for its score; click for the output token's alternatives")
+    return HeatmapView(
+        describe=describe,
+        title=f"attribution · {result.method}{delta} · rows: output tokens (p, entropy), columns: input tokens",
+        rows=result.targets,
+        columns=result.tokens,
+        row_notes=notes,
+        values=_cells(result.scores),
+        normalizable=True,
+        normalize=normalize,
+        hint="hover a cell for its score; click for the output token's alternatives",
+    )

@@ -1,5 +1,6 @@
 """HTML and plot helpers every view shares: the theme-following plot layout, a self-contained SVG line
 chart (the saved-notebook fallback), plain text from markup, durations."""
+
 from __future__ import annotations
 
 import html
@@ -10,8 +11,9 @@ import re
 # llm-magics JupyterLab extension recolours from the theme's CSS variables (it finds our figures by `meta`).
 PLOT_META = "llm-magics"
 GRID = "rgba(128,128,128,0.25)"
-PLOT_THEME = dict(paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font=dict(color="#808080"),
-                  meta=PLOT_META)
+PLOT_THEME = dict(
+    paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font=dict(color="#808080"), meta=PLOT_META
+)
 PLOT_CONFIG = {"responsive": True, "displaylogo": False}
 
 
@@ -30,18 +32,22 @@ def svg_chart(series: list[tuple[str, list, list, str]], width: int = 800, heigh
     x1, y1 = (x1 if x1 > x0 else x0 + 1), (y1 if y1 > y0 else y0 + 1)
 
     def at(x, y):
-        return (left + (x - x0) / (x1 - x0) * (width - left - right),
-                top + (y1 - y) / (y1 - y0) * (height - top - bottom))
+        return (
+            left + (x - x0) / (x1 - x0) * (width - left - right),
+            top + (y1 - y) / (y1 - y0) * (height - top - bottom),
+        )
 
     text = "fill='currentColor' font-size='11'"
-    parts = [f"<svg viewBox='0 0 {width} {height}' width='100%' style='max-width:{width}px' "
-             f"xmlns='http://www.w3.org/2000/svg' role='img'>",
-             f"<rect x='{left}' y='{top}' width='{width - left - right}' height='{height - top - bottom}' "
-             f"fill='none' stroke='{GRID}'/>",
-             f"<text x='{left - 4}' y='{top + 4}' text-anchor='end' {text}>{y1:.3g}</text>",
-             f"<text x='{left - 4}' y='{height - bottom}' text-anchor='end' {text}>{y0:.3g}</text>",
-             f"<text x='{left}' y='{height - 8}' {text}>{x0:g}</text>",
-             f"<text x='{width - right}' y='{height - 8}' text-anchor='end' {text}>step {x1:g}</text>"]
+    parts = [
+        f"<svg viewBox='0 0 {width} {height}' width='100%' style='max-width:{width}px' "
+        f"xmlns='http://www.w3.org/2000/svg' role='img'>",
+        f"<rect x='{left}' y='{top}' width='{width - left - right}' height='{height - top - bottom}' "
+        f"fill='none' stroke='{GRID}'/>",
+        f"<text x='{left - 4}' y='{top + 4}' text-anchor='end' {text}>{y1:.3g}</text>",
+        f"<text x='{left - 4}' y='{height - bottom}' text-anchor='end' {text}>{y0:.3g}</text>",
+        f"<text x='{left}' y='{height - 8}' {text}>{x0:g}</text>",
+        f"<text x='{width - right}' y='{height - 8}' text-anchor='end' {text}>step {x1:g}</text>",
+    ]
     legend_x = left
     for name, xs, ys, colour in series:
         coords = " ".join("{:.1f},{:.1f}".format(*at(x, y)) for x, y in zip(xs, ys) if math.isfinite(y))
@@ -49,10 +55,13 @@ def svg_chart(series: list[tuple[str, list, list, str]], width: int = 800, heigh
             continue
         parts.append(f"<polyline points='{coords}' fill='none' stroke='{colour}' stroke-width='1.5'/>")
         if len(xs) < 30:
-            parts.extend("<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{c}'/>".format(*at(x, y), c=colour)
-                         for x, y in zip(xs, ys))
-        parts.append(f"<rect x='{legend_x}' y='8' width='14' height='3' fill='{colour}'/>"
-                     f"<text x='{legend_x + 18}' y='13' {text}>{html.escape(name)}</text>")
+            parts.extend(
+                "<circle cx='{:.1f}' cy='{:.1f}' r='3' fill='{c}'/>".format(*at(x, y), c=colour) for x, y in zip(xs, ys)
+            )
+        parts.append(
+            f"<rect x='{legend_x}' y='8' width='14' height='3' fill='{colour}'/>"
+            f"<text x='{legend_x + 18}' y='13' {text}>{html.escape(name)}</text>"
+        )
         legend_x += 30 + 7 * len(name)
     return "".join(parts) + "</svg>"
 
@@ -66,10 +75,12 @@ def duration(seconds: float) -> str:
 
 
 def colour_legend(peak: float, colour: str) -> str:
-    return ('<div style="display:flex;align-items:center;gap:6px;font-size:11px;margin-top:4px">0'
-            f'<span style="display:inline-block;width:120px;height:10px;border:1px solid '
-            f'var(--jp-border-color1,#bbb);background:linear-gradient(to right,transparent,{colour})"></span>'
-            f'{peak:.3f}</div>')
+    return (
+        '<div style="display:flex;align-items:center;gap:6px;font-size:11px;margin-top:4px">0'
+        f'<span style="display:inline-block;width:120px;height:10px;border:1px solid '
+        f'var(--jp-border-color1,#bbb);background:linear-gradient(to right,transparent,{colour})"></span>'
+        f"{peak:.3f}</div>"
+    )
 
 
 def short_token(token: str, limit: int = 24) -> str:
@@ -87,19 +98,28 @@ def explain_html(explanation: dict) -> str:
         rows.append(("gradient × input", explanation["saliency"]))
     peak = max(max(scores) for _, scores in rows) or 1.0
     colour = "255,140,0"
-    header = "".join(f'<th class="llm-explain-token" style="font-weight:400;padding:1px 3px;white-space:pre'
-                     f'{";text-decoration:line-through" if i in sinks else ""}">{short_token(t, 40)}</th>'
-                     for i, t in enumerate(tokens))
+    header = "".join(
+        f'<th class="llm-explain-token" style="font-weight:400;padding:1px 3px;white-space:pre'
+        f'{";text-decoration:line-through" if i in sinks else ""}">{short_token(t, 40)}</th>'
+        for i, t in enumerate(tokens)
+    )
     body = []
     for name, scores in rows:
-        cells = "".join(f'<td title="{html.escape(tokens[i])}: {v:.4f}{" (sink, dropped)" if i in sinks else ""}" '
-                        f'style="padding:1px 3px;text-align:center;background:rgba({colour},{0.85 * v / peak:.3f})">'
-                        f'{v:.2f}</td>' for i, v in enumerate(scores))
-        body.append(f'<tr class="llm-explain-row" data-name="{name}"><th style="text-align:right;'
-                    f'font-weight:400;white-space:nowrap;padding-right:6px">{name}</th>{cells}</tr>')
+        cells = "".join(
+            f'<td title="{html.escape(tokens[i])}: {v:.4f}{" (sink, dropped)" if i in sinks else ""}" '
+            f'style="padding:1px 3px;text-align:center;background:rgba({colour},{0.85 * v / peak:.3f})">'
+            f"{v:.2f}</td>"
+            for i, v in enumerate(scores)
+        )
+        body.append(
+            f'<tr class="llm-explain-row" data-name="{name}"><th style="text-align:right;'
+            f'font-weight:400;white-space:nowrap;padding-right:6px">{name}</th>{cells}</tr>'
+        )
     if sinks:
-        named = ", ".join(f"{short_token(t, 40)} ({i}, {100 * s:.0f}% of attention)" for i, t, s in
-                          zip(sinks, explanation["sink_tokens"], explanation.get("sink_shares") or [0] * len(sinks)))
+        named = ", ".join(
+            f"{short_token(t, 40)} ({i}, {100 * s:.0f}% of attention)"
+            for i, t, s in zip(sinks, explanation["sink_tokens"], explanation.get("sink_shares") or [0] * len(sinks))
+        )
         sink_line = f"attention sinks (dropped from both rows, struck through): {named}"
     else:
         sink_line = "no attention sink found (no position draws more than 30% of the attention on average)"
@@ -108,13 +128,17 @@ def explain_html(explanation: dict) -> str:
         rho = explanation["agreement"]
         verdict = ("agree" if rho >= 0.6 else "partly agree" if rho >= 0.3 else "disagree") if rho == rho else "?"
         predicted = html.escape(repr(explanation["predicted"]))
-        lines.append(f"rollout and gradient × input {verdict}: Spearman rank correlation ρ = {rho:.2f} over the "
-                     f"{len(tokens) - len(sinks)} non-sink tokens (predicted: {predicted})")
+        lines.append(
+            f"rollout and gradient × input {verdict}: Spearman rank correlation ρ = {rho:.2f} over the "
+            f"{len(tokens) - len(sinks)} non-sink tokens (predicted: {predicted})"
+        )
     notes = "".join(f'<div class="llm-explain-note">{line}</div>' for line in lines)
-    return (f'<div class="llm-explain" style="font-family:monospace;font-size:12px;'
-            f'color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,transparent)">'
-            f'<b style="font-family:sans-serif">why: {html.escape(explanation["target"])}</b>'
-            f'<div style="overflow-x:auto"><table style="border-collapse:collapse"><tr><th></th>{header}</tr>'
-            f'{"".join(body)}</table></div>{notes}{colour_legend(peak, f"rgba({colour},0.85)")}'
-            f'<div style="font-family:sans-serif;font-size:11px">both rows: share of 1 over the non-sink tokens, '
-            f'one scale</div></div>')
+    return (
+        f'<div class="llm-explain" style="font-family:monospace;font-size:12px;'
+        f'color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,transparent)">'
+        f'<b style="font-family:sans-serif">why: {html.escape(explanation["target"])}</b>'
+        f'<div style="overflow-x:auto"><table style="border-collapse:collapse"><tr><th></th>{header}</tr>'
+        f"{''.join(body)}</table></div>{notes}{colour_legend(peak, f'rgba({colour},0.85)')}"
+        f'<div style="font-family:sans-serif;font-size:11px">both rows: share of 1 over the non-sink tokens, '
+        f"one scale</div></div>"
+    )

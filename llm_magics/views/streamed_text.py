@@ -1,4 +1,5 @@
 """A generation or chat turn as it streams into the cell (one HTML output updated in place)."""
+
 from __future__ import annotations
 
 import html
@@ -20,8 +21,9 @@ class StreamedText:
     request that fails on its input leaves no half output.
     """
 
-    def __init__(self, prompt: str, chat: bool = False, notebook: bool | None = None,
-                 max_updates_per_second: float = 10.0):
+    def __init__(
+        self, prompt: str, chat: bool = False, notebook: bool | None = None, max_updates_per_second: float = 10.0
+    ):
         self.prompt, self.chat, self.text = prompt, chat, ""
         self.notebook = in_notebook() if notebook is None else notebook
         self.min_interval = 1.0 / max_updates_per_second
@@ -73,12 +75,16 @@ class StreamedText:
             body = f"<b>{html.escape(self.prompt)}</b><span>{html.escape(self.text)}</span>"
             plain = self.prompt + self.text
         extra = f"<div style='color:var(--jp-ui-font-color2);font-size:12px'>{html.escape(note)}</div>" if note else ""
-        return {"text/plain": plain + (f"\n{note}" if note else ""),
-                "text/html": "<div class='llm-generation' style='white-space:pre-wrap;overflow-wrap:break-word;"
-                             "word-break:normal;font-family:var(--jp-content-font-family,inherit);"
-                             f"color:var(--jp-content-font-color1,inherit);line-height:1.5'><div>{body}</div>{extra}</div>"}
+        return {
+            "text/plain": plain + (f"\n{note}" if note else ""),
+            "text/html": "<div class='llm-generation' style='white-space:pre-wrap;overflow-wrap:break-word;"
+            "word-break:normal;font-family:var(--jp-content-font-family,inherit);"
+            f"color:var(--jp-content-font-color1,inherit);line-height:1.5'><div>{body}</div>{extra}</div>",
+        }
 
 
 def _turn(role: str, text: str) -> str:
-    return (f"<div class='llm-turn llm-{role}'><span class='llm-role' style='display:inline-block;min-width:5.5em;"
-            f"font-weight:bold;color:var(--jp-ui-font-color2)'>{role}</span>{html.escape(text)}</div>")
+    return (
+        f"<div class='llm-turn llm-{role}'><span class='llm-role' style='display:inline-block;min-width:5.5em;"
+        f"font-weight:bold;color:var(--jp-ui-font-color2)'>{role}</span>{html.escape(text)}</div>"
+    )

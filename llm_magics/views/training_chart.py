@@ -1,5 +1,6 @@
 """The live training chart: loss, smoothed loss, eval loss and lr as they come (plotly FigureWidget,
 throttled), a Stop button, and a static fallback for saved notebooks."""
+
 from __future__ import annotations
 
 import html
@@ -16,12 +17,22 @@ RAW_LOSS = "#6fa8dc"
 SMOOTHED_LOSS = "#1f77b4"
 # Log-scale toggles for loss and lr, switched by plotly in the browser (args on, args2 off): they work
 # while the kernel trains and in the saved figure, and the kernel's redraws never touch the axis types.
-LOG_TOGGLES = dict(type="buttons", direction="left", showactive=True, x=1, xanchor="right", y=1.0, yanchor="bottom",
-                   pad=dict(t=2, b=2), font=dict(size=11), bgcolor="rgba(128,128,128,0.15)",
-                   buttons=[dict(label="log loss", method="relayout", args=[{"yaxis.type": "log"}],
-                                 args2=[{"yaxis.type": "linear"}]),
-                            dict(label="log lr", method="relayout", args=[{"yaxis2.type": "log"}],
-                                 args2=[{"yaxis2.type": "linear"}])])
+LOG_TOGGLES = dict(
+    type="buttons",
+    direction="left",
+    showactive=True,
+    x=1,
+    xanchor="right",
+    y=1.0,
+    yanchor="bottom",
+    pad=dict(t=2, b=2),
+    font=dict(size=11),
+    bgcolor="rgba(128,128,128,0.15)",
+    buttons=[
+        dict(label="log loss", method="relayout", args=[{"yaxis.type": "log"}], args2=[{"yaxis.type": "linear"}]),
+        dict(label="log lr", method="relayout", args=[{"yaxis2.type": "log"}], args2=[{"yaxis2.type": "linear"}]),
+    ],
+)
 # The smoothing values the static figure's slider offers (the live chart's slider goes 0-0.99 by 0.01).
 STATIC_SMOOTHINGS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
@@ -37,8 +48,15 @@ class TrainingView:
     HEIGHT = 340
     SLIDER_HEIGHT = 70  # under the static figure: its smoothing slider
 
-    def __init__(self, session, title: str = "training", max_redraws_per_second: float = 4.0,
-                 smoothing: float = 0.9, max_points: int = 1000, compare: str | None = "auto"):
+    def __init__(
+        self,
+        session,
+        title: str = "training",
+        max_redraws_per_second: float = 4.0,
+        smoothing: float = 0.9,
+        max_points: int = 1000,
+        compare: str | None = "auto",
+    ):
         self.session, self.title = session, title
         self.compare = compare  # earlier runs to overlay, faded: auto, last, all, none or ID,ID
         self.compared: list[dict] = []
@@ -59,14 +77,16 @@ class TrainingView:
         self.figure = go.FigureWidget(layout=self._layout(title=None))
         self.figure.add_scatter(name="loss", mode="lines", line=dict(color=RAW_LOSS, width=1))
         self.figure.add_scatter(name="loss (smoothed)", mode="lines", line=dict(color=SMOOTHED_LOSS, width=2))
-        self.figure.add_scatter(name="eval loss", mode="lines+markers", line=dict(color="#e4572e"),
-                                marker=dict(size=7))
-        self.figure.add_scatter(name="learning rate", mode="lines", yaxis="y2",
-                                line=dict(color="#9a9a9a", dash="dot"))
+        self.figure.add_scatter(name="eval loss", mode="lines+markers", line=dict(color="#e4572e"), marker=dict(size=7))
+        self.figure.add_scatter(name="learning rate", mode="lines", yaxis="y2", line=dict(color="#9a9a9a", dash="dot"))
         self.header = widgets.HTML(f"<b>{html.escape(title)}</b>: starting…")
         self.progress = widgets.IntProgress(min=0, max=1, value=0, layout=widgets.Layout(width="60%"))
-        self.stop_button = widgets.Button(description="Stop", button_style="danger", icon="stop",
-                                          tooltip="Stop after the current step (the model and checkpoint are kept)")
+        self.stop_button = widgets.Button(
+            description="Stop",
+            button_style="danger",
+            icon="stop",
+            tooltip="Stop after the current step (the model and checkpoint are kept)",
+        )
         # The kernel is busy training, so the click message itself waits until the cell ends: in JupyterLab
         # and Notebook 7 the llm-magics extension turns a click on this class into a kernel interrupt,
         # which the loop handles as a stop after the current step. The Python handler serves API use.
@@ -74,26 +94,54 @@ class TrainingView:
         self.stop_button.on_click(lambda _: self.session.stop())
         # The smoothing, recomputed from the raw losses when moved (by the kernel: while a cell trains it
         # reads widget messages only once the cell ends; the static figure carries its own slider).
-        self.smoothing_slider = widgets.FloatSlider(value=smoothing, min=0.0, max=0.99, step=0.01,
-                                                    description="smoothing", readout_format=".2f",
-                                                    continuous_update=False)
+        self.smoothing_slider = widgets.FloatSlider(
+            value=smoothing,
+            min=0.0,
+            max=0.99,
+            step=0.01,
+            description="smoothing",
+            readout_format=".2f",
+            continuous_update=False,
+        )
         self.smoothing_slider.add_class("llm-smoothing")
         self.smoothing_slider.observe(lambda change: self.set_smoothing(change["new"]), names="value")
-        self.widget = widgets.VBox([widgets.HBox([self.header]), widgets.HBox([self.progress, self.stop_button]),
-                                    self.smoothing_slider, self.figure], layout=widgets.Layout(width="100%"))
+        self.widget = widgets.VBox(
+            [
+                widgets.HBox([self.header]),
+                widgets.HBox([self.progress, self.stop_button]),
+                self.smoothing_slider,
+                self.figure,
+            ],
+            layout=widgets.Layout(width="100%"),
+        )
         self.widget.add_class("llm-training-view")
 
     def _layout(self, title) -> dict:
         """The same size and places live and static: full output width, legend above the plot, title above it."""
-        return dict(autosize=True, height=self.HEIGHT, margin=dict(l=55, r=60, t=70, b=40), **PLOT_THEME,
-                    title=title, xaxis=dict(title="step", gridcolor=GRID, zerolinecolor=GRID, tickformat="d"),
-                    yaxis=dict(title="loss", gridcolor=GRID, zerolinecolor=GRID),
-                    # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
-                    yaxis2=dict(title="learning rate", overlaying="y", side="right", showgrid=False,
-                                autorange=True, rangemode="tozero", tickformat="~s", tickmode="auto", nticks=5,
-                                zeroline=False),
-                    legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"),
-                    updatemenus=[LOG_TOGGLES])
+        return dict(
+            autosize=True,
+            height=self.HEIGHT,
+            margin=dict(l=55, r=60, t=70, b=40),
+            **PLOT_THEME,
+            title=title,
+            xaxis=dict(title="step", gridcolor=GRID, zerolinecolor=GRID, tickformat="d"),
+            yaxis=dict(title="loss", gridcolor=GRID, zerolinecolor=GRID),
+            # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
+            yaxis2=dict(
+                title="learning rate",
+                overlaying="y",
+                side="right",
+                showgrid=False,
+                autorange=True,
+                rangemode="tozero",
+                tickformat="~s",
+                tickmode="auto",
+                nticks=5,
+                zeroline=False,
+            ),
+            legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom"),
+            updatemenus=[LOG_TOGGLES],
+        )
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -148,7 +196,7 @@ class TrainingView:
             return loss
         # the undebiased average before this step, recovered from the last debiased value
         average = self.smoothed[-1] * (1 - s ** (count - 1))
-        return (s * average + (1 - s) * loss) / (1 - s ** count)
+        return (s * average + (1 - s) * loss) / (1 - s**count)
 
     def set_smoothing(self, smoothing: float) -> None:
         """The slider moved: recompute every smoothed line (this run's and the overlaid runs') from the raw
@@ -167,8 +215,9 @@ class TrainingView:
         it differs from the others and from this run (e.g. `lr=0.003`)."""
         from .. import runs as run_history
 
-        self.compared = run_history.select(self.compare, record.info["kind"], record.info["options"], record.root,
-                                           exclude=record.id)
+        self.compared = run_history.select(
+            self.compare, record.info["kind"], record.info["options"], record.root, exclude=record.id
+        )
         if not self.compared:
             return
         names = run_history.differing_options([record.info, *self.compared])
@@ -177,22 +226,47 @@ class TrainingView:
             self.figure.data[1].name = f"loss (smoothed, {self.this_run})"
             for info in self.compared:
                 history = info["history"]
-                self.figure.add_scatter(x=[row["step"] for row in history],
-                                        y=run_history.smoothed([row["loss"] for row in history], self.smoothing),
-                                        name=run_history.label(info, names) if names else info["id"], mode="lines",
-                                        opacity=0.45, line=dict(width=1.5, dash="dot"),
-                                        legendgroup="earlier runs", meta="llm-compare")
+                self.figure.add_scatter(
+                    x=[row["step"] for row in history],
+                    y=run_history.smoothed([row["loss"] for row in history], self.smoothing),
+                    name=run_history.label(info, names) if names else info["id"],
+                    mode="lines",
+                    opacity=0.45,
+                    line=dict(width=1.5, dash="dot"),
+                    legendgroup="earlier runs",
+                    meta="llm-compare",
+                )
 
     def _mark_best(self, best_step: int | None) -> None:
         """Early stopping: a dashed line at the step of the best eval loss (the weights it restores)."""
         if best_step is None or self.best_step == best_step:
             return
         self.best_step = best_step
-        self.figure.layout.shapes = [dict(type="line", xref="x", yref="paper", x0=best_step, x1=best_step, y0=0,
-                                          y1=1, line=dict(color="#e4572e", dash="dash", width=1))]
-        self.figure.layout.annotations = [dict(x=best_step, xref="x", y=1, yref="paper", text=f"best step {best_step}",
-                                               showarrow=False, xanchor="left", yanchor="top",
-                                               font=dict(size=11, color="#e4572e"))]
+        self.figure.layout.shapes = [
+            dict(
+                type="line",
+                xref="x",
+                yref="paper",
+                x0=best_step,
+                x1=best_step,
+                y0=0,
+                y1=1,
+                line=dict(color="#e4572e", dash="dash", width=1),
+            )
+        ]
+        self.figure.layout.annotations = [
+            dict(
+                x=best_step,
+                xref="x",
+                y=1,
+                yref="paper",
+                text=f"best step {best_step}",
+                showarrow=False,
+                xanchor="left",
+                yanchor="top",
+                font=dict(size=11, color="#e4572e"),
+            )
+        ]
 
     def _header_html(self) -> str:
         result = self._result
@@ -203,8 +277,10 @@ class TrainingView:
         eta = seconds_per_step * (total - step)
         state = "stopped" if result.interrupted else ("done" if step >= total else f"ETA {duration(eta)}")
         evaluated = f" · eval loss {self.eval_losses[-1]:.4f} (step {self.eval_steps[-1]})" if self.eval_losses else ""
-        return (f"<b>{html.escape(self.title)}</b>: step {step}/{total} · loss {self.losses[-1]:.4f}{evaluated}"
-                f" · {result.tokens_per_second:,.0f} tokens/s · {state}")
+        return (
+            f"<b>{html.escape(self.title)}</b>: step {step}/{total} · loss {self.losses[-1]:.4f}{evaluated}"
+            f" · {result.tokens_per_second:,.0f} tokens/s · {state}"
+        )
 
     def _shown_indices(self) -> list[int]:
         """All steps, or at most max_points evenly spaced ones (the last always): long runs stay light."""
@@ -243,10 +319,16 @@ class TrainingView:
         import plotly.io as pio
 
         figure = go.Figure(self.figure)
-        figure.update_layout(sliders=[self._static_smoothing_slider()], height=self.HEIGHT + self.SLIDER_HEIGHT,
-                             margin=dict(b=40 + self.SLIDER_HEIGHT))
-        figure.update_layout(title=dict(text=plain_text(self.header.value), font=dict(size=13), x=0, xanchor="left",
-                                        y=0.98, yanchor="top"))
+        figure.update_layout(
+            sliders=[self._static_smoothing_slider()],
+            height=self.HEIGHT + self.SLIDER_HEIGHT,
+            margin=dict(b=40 + self.SLIDER_HEIGHT),
+        )
+        figure.update_layout(
+            title=dict(
+                text=plain_text(self.header.value), font=dict(size=13), x=0, xanchor="left", y=0.98, yanchor="top"
+            )
+        )
         bundle = pio.renderers["plotly_mimetype"].to_mimebundle(figure.to_dict())
         bundle["application/vnd.plotly.v1+json"]["config"] = PLOT_CONFIG
         bundle["text/html"] = self.fallback_html()
@@ -265,16 +347,33 @@ class TrainingView:
         for value in values:
             mine = run_history.smoothed(self.losses, value)
             ys = [[mine[i] for i in keep], *(run_history.smoothed(losses, value) for losses in histories)]
-            steps.append(dict(label=f"{value:g}", method="restyle",
-                              args=[{"y": ys}, [1, *range(4, 4 + len(histories))]]))
-        return dict(active=values.index(round(self.smoothing, 2)), steps=steps, x=0, xanchor="left", len=1.0,
-                    y=-0.2, yanchor="top", pad=dict(t=10, b=0), font=dict(size=11),
-                    currentvalue=dict(prefix="smoothing ", font=dict(size=11)))
+            steps.append(
+                dict(label=f"{value:g}", method="restyle", args=[{"y": ys}, [1, *range(4, 4 + len(histories))]])
+            )
+        return dict(
+            active=values.index(round(self.smoothing, 2)),
+            steps=steps,
+            x=0,
+            xanchor="left",
+            len=1.0,
+            y=-0.2,
+            yanchor="top",
+            pad=dict(t=10, b=0),
+            font=dict(size=11),
+            currentvalue=dict(prefix="smoothing ", font=dict(size=11)),
+        )
 
     def fallback_html(self) -> str:
         """The header and an inline SVG of the chart: what a notebook shows without the kernel or plotly."""
-        return (f"<div class='llm-training-fallback' style='font-family:var(--jp-ui-font-family,sans-serif);"
-                f"color:var(--jp-ui-font-color1,inherit)'><div>{self._header_html()}</div>"
-                + svg_chart([("loss", self.steps, self.losses, RAW_LOSS),
-                             ("loss (smoothed)", self.steps, self.smoothed, SMOOTHED_LOSS),
-                             ("eval loss", self.eval_steps, self.eval_losses, "#e4572e")]) + "</div>")
+        return (
+            f"<div class='llm-training-fallback' style='font-family:var(--jp-ui-font-family,sans-serif);"
+            f"color:var(--jp-ui-font-color1,inherit)'><div>{self._header_html()}</div>"
+            + svg_chart(
+                [
+                    ("loss", self.steps, self.losses, RAW_LOSS),
+                    ("loss (smoothed)", self.steps, self.smoothed, SMOOTHED_LOSS),
+                    ("eval loss", self.eval_steps, self.eval_losses, "#e4572e"),
+                ]
+            )
+            + "</div>"
+        )
