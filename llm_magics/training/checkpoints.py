@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import pickle
 import random
 import shutil
@@ -123,10 +124,21 @@ def _writable(path: Path) -> None:
         raise LLMError(f"--output-dir {path} is not writable: {error.strerror or error}") from None
 
 
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    """Written aside, then renamed: a run killed mid-write leaves no half manifest (which would make its
+    partial folder look like someone else's)."""
+    aside = folder / (MANIFEST + ".tmp")
+    aside.write_text(json.dumps(manifest))
+    os.replace(aside, folder / MANIFEST)
+
+
 def _remove_partials(folder: Path) -> None:
-    """`checkpoint-N.partial` folders of ours (or empty ones) that a killed run left; others stay."""
+    """`checkpoint-N.partial` folders of ours (or empty ones: killed before the manifest was in place) that a
+    killed run left; others stay."""
     for partial in folder.glob("checkpoint-*.partial"):
-        if partial.is_dir() and not partial.is_symlink() and (_manifest(partial) or not any(partial.iterdir())):
+        if not partial.is_dir() or partial.is_symlink():
+            continue
+        if _manifest(partial) or {p.name for p in partial.iterdir()} <= {MANIFEST + ".tmp"}:
             shutil.rmtree(partial, ignore_errors=True)
 
 
@@ -151,7 +163,7 @@ def save_checkpoint(
             )
     try:  # our own earlier checkpoint of this step is replaced only once this one is whole
         with staged_folder(directory, partial) as staging:
-            (staging / MANIFEST).write_text(json.dumps({"written_by": "llm_magics", "run_id": run_id, "step": step}))
+            _write_manifest(staging, {"written_by": "llm_magics", "run_id": run_id, "step": step})
             model = getattr(loaded.model, "module", loaded.model)
             with quiet_transformers():
                 model.save_pretrained(str(staging))  # PeftModel's signature takes a str
