@@ -183,11 +183,14 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     _switch_and_record(page, 2, lambda: model_view.locator(".llm-thumb[data-layer='12'][data-head='4']").click(), 12, 4)
     assert model_view.locator("canvas.llm-matrix").count() == 1  # the click opened the matrix view
     # Zoom: a wheel turn over the matrix narrows the labelled range.
+    # First let the saved snapshot's refresh (a second after the last switch) re-render the output, so the
+    # wheel turns reach the view that stays.
+    page.wait_for_timeout(1500)
     before = len(matrix.locator(".llm-row-label").all_text_contents())
     matrix.locator(".llm-viewport").hover()
     for _ in range(4):
         page.mouse.wheel(0, -200)
-    page.wait_for_timeout(300)
+    matrix.locator(".llm-reset-zoom").wait_for(state="visible", timeout=15_000)
     first = matrix.locator(".llm-row-label").first.get_attribute("data-index")
     assert matrix.locator(".llm-reset-zoom").is_visible() and (int(first) > 0 or
                                                                 len(matrix.locator(".llm-row-label").all_text_contents()) <= before)
