@@ -28,16 +28,9 @@ import torch
 from .errors import LLMError, no_model
 from .interrupts import StopFlag
 from .loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
+from .options import ATTRIBUTION_METHODS
 
-METHODS = (
-    "integrated-gradients",
-    "layer-integrated-gradients",
-    "saliency",
-    "input-x-gradient",
-    "occlusion",
-    "feature-ablation",
-    "shapley-sampling",
-)
+METHODS = ATTRIBUTION_METHODS  # declared with the --method option
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
 TOP_K = 5
 

@@ -16,6 +16,19 @@ from typing import Any, Final, Literal
 MAGIC_ONLY: Final = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
 
 
+# The values of two options, here because the modules that use them sit above this one.
+ATTRIBUTION_METHODS = (
+    "integrated-gradients",
+    "layer-integrated-gradients",
+    "saliency",
+    "input-x-gradient",
+    "occlusion",
+    "feature-ablation",
+    "shapley-sampling",
+)
+PATCH_SITES = ("residual", "attention", "mlp", "heads")
+
+
 @dataclass(frozen=True)
 class Option:
     name: str  # the Python keyword; its flag is --name-with-dashes
@@ -360,7 +373,7 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
                 str,
                 "what is patched: a layer's output, its attention or MLP output (layer x "
                 "position), or one head's output at the last position (layer x head)",
-                choices=("residual", "attention", "mlp", "heads"),
+                choices=PATCH_SITES,
             ),
             Option("layers", type=str, help="only these layers, e.g. 0,5,29 or 20-29 (default: all)"),
         ],
@@ -375,15 +388,7 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
                 str,
                 "integrated-gradients, layer-integrated-gradients, saliency, "
                 "input-x-gradient, occlusion, feature-ablation or shapley-sampling",
-                values=(
-                    "integrated-gradients",
-                    "layer-integrated-gradients",
-                    "saliency",
-                    "input-x-gradient",
-                    "occlusion",
-                    "feature-ablation",
-                    "shapley-sampling",
-                ),
+                values=ATTRIBUTION_METHODS,
             ),
             Option(
                 "target",

@@ -29,8 +29,9 @@ from .attention import model_shape
 from .errors import LLMError, no_model
 from .interrupts import StopFlag
 from .loading import LoadedModel, context_length, require_causal
+from .options import PATCH_SITES
 
-SITES = ("residual", "attention", "mlp", "heads")
+SITES = PATCH_SITES  # declared with the --site option
 TOP_K = 5
 
 
