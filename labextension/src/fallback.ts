@@ -10,8 +10,17 @@ const WRAPPED = Symbol('llm-magics-fallback');
 
 type Factory = IRenderMime.IRendererFactory & { [WRAPPED]?: true };
 
+/** The widget model an output shows, if it is a widget output. */
+function modelId(model: IRenderMime.IMimeModel | null): string | undefined {
+  const view = model?.data[WIDGET_VIEW] as { model_id?: string } | undefined;
+  return view?.model_id;
+}
+
 /** Whether the ipywidgets renderer drew a view (it adds the view as a child; errors are plain text). */
 export function hasWidgetView(renderer: Widget): boolean {
+  if (renderer.isDisposed) {
+    return false; // a disposed Panel has no layout: asking for its widgets would throw
+  }
   return renderer instanceof Panel ? renderer.widgets.length > 0 : renderer.node.children.length > 0;
 }
 
@@ -36,15 +45,23 @@ export class FallbackRenderer extends Panel implements IRenderMime.IRenderer {
   }
 
   async renderModel(model: IRenderMime.IMimeModel): Promise<void> {
+    const shown = modelId(this.model);
+    const sameView = this.showsView && shown !== undefined && shown === modelId(model);
     this.model = model;
     const html = model.data['text/html'];
-    if (typeof html === 'string' && !this.fallback) {
-      this.fallback = htmlRendererFactory.createRenderer({ ...this.options, mimeType: 'text/html' });
-      this.fallback.addClass('llm-widget-fallback');
-      this.insertWidget(0, this.fallback);
+    if (typeof html === 'string') {
+      if (!this.fallback) {
+        this.fallback = htmlRendererFactory.createRenderer({ ...this.options, mimeType: 'text/html' });
+        this.fallback.addClass('llm-widget-fallback');
+        this.insertWidget(0, this.fallback);
+      }
       await this.fallback.renderModel(model);
     }
-    await this.renderInner(model);
+    // An update of the same widget's output (its saved snapshot refreshed, display_id) keeps the live
+    // view: drawing it again would drop its DOM state, and Notebook 7 logs errors while it re-renders.
+    if (!sameView) {
+      await this.renderInner(model);
+    }
   }
 
   /** Render again with the factory the widget manager registered once the kernel's session was ready. */
@@ -71,7 +88,8 @@ export class FallbackRenderer extends Panel implements IRenderMime.IRenderer {
 
   /** Show the live view when there is one; else the fallback, without the renderer's error text. */
   private sync(): void {
-    if (!this.inner || !this.fallback) {
+    // The output area may dispose of us (a cell run again) while the inner renderer still draws.
+    if (this.isDisposed || !this.inner || !this.fallback) {
       return;
     }
     if (this.showsView) {
