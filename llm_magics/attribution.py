@@ -28,7 +28,7 @@ import torch
 from .errors import LLMError, no_model
 from .interrupts import StopFlag
 from .loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
-from .options import ATTRIBUTION_METHODS
+from .options import ATTRIBUTION_METHODS, check_bounds
 
 METHODS = ATTRIBUTION_METHODS  # declared with the --method option
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
@@ -242,8 +242,7 @@ def attribute(
         )
     if not text or not text.strip():
         raise LLMError("the text is empty: give the prompt (or sentence) to explain")
-    if steps is not None and steps < 1:
-        raise LLMError(f"--steps must be at least 1, not {steps}")
+    check_bounds({"steps": steps}, "attribute", only=("steps",))
     steps = steps or (50 if method in INTEGRATED else 25)
     model, tokenizer = loaded.model, loaded.tokenizer
     ids = tokenizer(text, return_tensors="pt")["input_ids"].to(loaded.device)
@@ -273,8 +272,7 @@ def _causal(loaded, ids, method, target, max_new_tokens, steps, batch_size, limi
             raise LLMError(f"--target {target!r} tokenizes to nothing: give the text whose tokens to explain")
         _check_length(prompt_length + len(target_ids), limit, "the text plus --target")
     else:
-        if max_new_tokens < 1:
-            raise LLMError(f"--max-new-tokens must be at least 1, not {max_new_tokens}")
+        check_bounds({"max_new_tokens": max_new_tokens}, "attribute", only=("max_new_tokens",))
         _check_length(prompt_length + max_new_tokens, limit, "the text plus --max-new-tokens")
         with torch.no_grad():
             out = model.generate(

@@ -15,7 +15,7 @@ from .devices import compile_backend
 from .errors import LLMError, is_out_of_memory
 from .interrupts import StopFlag, graceful_interrupts
 from .loading import LoadedModel, context_length, require_causal
-from .options import defaults
+from .options import check_bounds, defaults
 
 _D = defaults("generate")  # declared in llm_magics/options.py, with their help and the playground's ranges
 
@@ -34,17 +34,7 @@ class SamplingSettings:
     def validated(self) -> SamplingSettings:
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
         check_seed(self.seed)
-        checks = [
-            (self.max_new_tokens >= 1, "--max-new-tokens must be at least 1"),
-            (self.temperature > 0, "--temperature must be > 0 (use --greedy for deterministic output)"),
-            (self.top_k >= 0, "--top-k must be >= 0 (0 turns it off)"),
-            (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
-            (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
-            (self.num_return_sequences >= 1, "--num-return-sequences must be at least 1"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LLMError(message)
+        check_bounds(self, "generate")  # the bounds declared in options.py
         return self
 
     def generate_kwargs(self) -> dict:

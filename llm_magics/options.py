@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, Final, Literal
 
+from .errors import LLMError
+
 MAGIC_ONLY: Final = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
 
 
@@ -30,6 +32,36 @@ PATCH_SITES = ("residual", "attention", "mlp", "heads")
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """The values an option accepts: from `low` (inclusive; exclusive when `low_open`) up to `high`."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    why: str = ""  # said after the rule, e.g. "(0 turns it off)"
+
+    def problem(self, flag: str, value: Any) -> str | None:
+        """One line saying what is wrong with `value`, or None when it is accepted."""
+        if value is None or isinstance(value, str):  # unset, or a word such as 'suggested' checked elsewhere
+            return None
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        if not too_low and (self.high is None or value <= self.high):
+            return None
+        if self.low is not None and self.high is not None:
+            rule = f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}]"
+        elif self.low_open:
+            rule = f"> {self.low:g}"
+        else:
+            rule = f">= {self.low:g}" if self.low == 0 else f"at least {self.low:g}"
+        return f"{flag} must be {rule}{' ' + self.why if self.why else ''}; got {value!r}"
+
+
+AT_LEAST_1 = Bounds(1)
+POSITIVE = Bounds(0, low_open=True)
+NOT_NEGATIVE = Bounds(0)
+
+
+@dataclass(frozen=True)
 class Option:
     name: str  # the Python keyword; its flag is --name-with-dashes
     default: Any = None
@@ -38,11 +70,13 @@ class Option:
     choices: tuple | None = None  # the only values argparse accepts
     values: tuple | None = None  # the usual values, for completion, where others (a path, a hub id) also go
     range: tuple | None = None  # (low, high, step): the playground's slider
+    bounds: Bounds | None = None  # the values accepted (check_bounds); a slider's range is narrower
     flags: dict | None = None  # a boolean: each flag and the value it stores, e.g. {"--greedy": False}
     positional: str | None = None  # a positional argument's nargs: "?", "*", or "1" for exactly one
     required: bool = False
     metavar: str | None = None
     keyword: str | Literal[False] | None = None  # the Session keyword when it differs; MAGIC_ONLY when there is none
+    group: str = ""  # the heading `--help` lists it under (see _grouped); none: the command's own options
 
     @property
     def flag(self) -> str:
@@ -57,6 +91,11 @@ class Option:
         if self.flags or self.positional or self.default is None:
             return self.help
         return f"{self.help} (default {self.default})" if self.help else f"default {self.default}"
+
+
+def _grouped(title: str, options: list[Option]) -> list[Option]:
+    """Options shared by several commands, listed under one heading in `--help`."""
+    return [replace(o, group=title) for o in options]
 
 
 def _flag(name: str, help: str, default: bool = False, **more) -> Option:
@@ -83,132 +122,209 @@ COMPILE_BACKEND = Option(
 )
 DEVICE = Option("device", "auto", str, "auto (CUDA if present), cpu, cuda, cuda:N", values=("auto", "cpu", "cuda"))
 
-SAMPLING = [
-    Option("max_new_tokens", 64, int, "tokens to generate", range=(1, 512, 1)),
-    Option("temperature", 0.7, float, "softmax temperature", range=(0.05, 2.0, 0.05)),
-    Option("top_k", 50, int, "keep the k likeliest tokens; 0 = off", range=(0, 200, 1)),
-    Option("top_p", 0.95, float, "nucleus sampling mass", range=(0.05, 1.0, 0.05)),
-    Option("repetition_penalty", 1.0, float, "> 1 discourages repeats", range=(0.8, 2.0, 0.05)),
-    Option("seed", None, int, "same seed => same text"),
-    Option(
-        "do_sample",
-        True,
-        help="sample (default for generate); --greedy: always take the likeliest token",
-        flags={"--do-sample": True, "--greedy": False},
-    ),
-]
-NUM_RETURN_SEQUENCES = Option("num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1))
+SAMPLING = _grouped(
+    "sampling",
+    [
+        Option("max_new_tokens", 64, int, "tokens to generate", range=(1, 512, 1), bounds=AT_LEAST_1),
+        Option(
+            "temperature",
+            0.7,
+            float,
+            "softmax temperature",
+            range=(0.05, 2.0, 0.05),
+            bounds=Bounds(0, low_open=True, why="(use --greedy for deterministic output)"),
+        ),
+        Option(
+            "top_k",
+            50,
+            int,
+            "keep the k likeliest tokens; 0 = off",
+            range=(0, 200, 1),
+            bounds=Bounds(0, why="(0 turns it off)"),
+        ),
+        Option(
+            "top_p", 0.95, float, "nucleus sampling mass", range=(0.05, 1.0, 0.05), bounds=Bounds(0, 1, low_open=True)
+        ),
+        Option("repetition_penalty", 1.0, float, "> 1 discourages repeats", range=(0.8, 2.0, 0.05), bounds=POSITIVE),
+        Option("seed", None, int, "same seed => same text"),
+        Option(
+            "do_sample",
+            True,
+            help="sample (default for generate); --greedy: always take the likeliest token",
+            flags={"--do-sample": True, "--greedy": False},
+        ),
+    ],
+)
+NUM_RETURN_SEQUENCES = Option("num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1), bounds=AT_LEAST_1)
 
 # What a training run does; train, finetune and lr-find share them (see TrainOptions).
 TRAINING = [
-    Option("data", type=str, help=DATA_HELP),
-    Option("eval_data", type=str, help="held-out data (same formats as --data) evaluated during training"),
-    Option("text_field", type=str, help="the column holding the text when it is not 'text'"),
-    Option("sample_docs", type=int, help="use only the first N documents (rows) of --data"),
-    Option("steps", type=int, help="optimizer steps (finetune: from --epochs when not given)"),
-    Option("batch_size", 8, int),
-    Option("grad_accum", 1, int, "micro-batches per optimizer step"),
-    Option(
-        "lr",
-        type=_lr_value,
-        help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last "
-        "lr-find's; default: by kind of run (README)",
+    *_grouped(
+        "data",
+        [
+            Option("data", type=str, help=DATA_HELP),
+            Option("eval_data", type=str, help="held-out data (same formats as --data) evaluated during training"),
+            Option("text_field", type=str, help="the column holding the text when it is not 'text'"),
+            Option("sample_docs", type=int, help="use only the first N documents (rows) of --data", bounds=AT_LEAST_1),
+        ],
     ),
-    Option("warmup", 0.1, float, "warmup: a fraction (<1) or a step count"),
-    Option("seq_len", 128, int, "tokens per training sequence"),
-    Option("eval_every", type=int, help="evaluate --eval-data every N steps"),
-    Option("checkpoint_every", type=int, help="write a resumable checkpoint every N steps"),
-    Option("output_dir", type=str, help="where checkpoints go (default llm_runs/<kind>-<time>)"),
-    Option("resume", type=str, help="continue from a checkpoint directory"),
-    Option("runs_dir", type=str, help=RUNS_DIR_HELP),
-    Option(
-        "early_stopping",
-        type=int,
-        metavar="PATIENCE",
-        help="stop after PATIENCE evaluations without a better eval loss (needs --eval-data, --eval-every)",
+    *_grouped(
+        "optimization",
+        [
+            Option(
+                "steps", type=int, help="optimizer steps (finetune: from --epochs when not given)", bounds=AT_LEAST_1
+            ),
+            Option("batch_size", 8, int, bounds=AT_LEAST_1),
+            Option("grad_accum", 1, int, "micro-batches per optimizer step", bounds=AT_LEAST_1),
+            Option(
+                "lr",
+                type=_lr_value,
+                help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last "
+                "lr-find's; default: by kind of run (README)",
+                bounds=POSITIVE,
+            ),
+            Option("warmup", 0.1, float, "warmup: a fraction (<1) or a step count", bounds=NOT_NEGATIVE),
+            Option("seq_len", 128, int, "tokens per training sequence", bounds=Bounds(2)),
+        ],
     ),
-    Option("min_delta", 0.0, float, "early stopping: how much lower counts as better"),
-    _flag(
-        "restore_best",
-        "early stopping: keep the last weights instead of loading the best evaluation's back",
-        default=True,
+    *_grouped(
+        "evaluation, checkpoints and records",
+        [
+            Option("eval_every", type=int, help="evaluate --eval-data every N steps", bounds=AT_LEAST_1),
+            Option("checkpoint_every", type=int, help="write a resumable checkpoint every N steps", bounds=AT_LEAST_1),
+            Option("output_dir", type=str, help="where checkpoints go (default llm_runs/<kind>-<time>)"),
+            Option("resume", type=str, help="continue from a checkpoint directory"),
+            Option("runs_dir", type=str, help=RUNS_DIR_HELP),
+        ],
     ),
-    Option("seed", 0, int),
-    Option(
-        "compare",
-        "auto",
-        str,
-        "overlay earlier runs on the live chart, faded: auto (the previous run of the "
-        "same kind on the same data), last, all, none, or ID,ID",
-        keyword=MAGIC_ONLY,
-        values=("auto", "last", "all", "none"),
+    *_grouped(
+        "early stopping",
+        [
+            Option(
+                "early_stopping",
+                type=int,
+                metavar="PATIENCE",
+                help="stop after PATIENCE evaluations without a better eval loss (needs --eval-data, --eval-every)",
+                bounds=Bounds(1, why="(the patience)"),
+            ),
+            Option("min_delta", 0.0, float, "early stopping: how much lower counts as better", bounds=NOT_NEGATIVE),
+            _flag(
+                "restore_best",
+                "early stopping: keep the last weights instead of loading the best evaluation's back",
+                default=True,
+            ),
+        ],
     ),
-    Option(
-        "track",
-        type=str,
-        help="log to experiment trackers through accelerate, comma-separated: tensorboard, "
-        "trackio, wandb (offline without a login), mlflow, aim",
-        values=("tensorboard", "trackio", "wandb", "mlflow", "aim"),
+    *_grouped(
+        "the run",
+        [
+            Option("seed", 0, int),
+            Option(
+                "compare",
+                "auto",
+                str,
+                "overlay earlier runs on the live chart, faded: auto (the previous run of the "
+                "same kind on the same data), last, all, none, or ID,ID",
+                keyword=MAGIC_ONLY,
+                values=("auto", "last", "all", "none"),
+            ),
+            Option(
+                "track",
+                type=str,
+                help="log to experiment trackers through accelerate, comma-separated: tensorboard, "
+                "trackio, wandb (offline without a login), mlflow, aim",
+                values=("tensorboard", "trackio", "wandb", "mlflow", "aim"),
+            ),
+            _flag("trust_remote_code", "allow Python code shipped with a --tokenizer or --resume folder"),
+            _flag("progress", "hide the progress bar", default=True),
+        ],
     ),
-    _flag("trust_remote_code", "allow Python code shipped with a --tokenizer or --resume folder"),
-    _flag("progress", "hide the progress bar", default=True),
-    Option(
-        "processes", 1, int, "train on N processes (DDP through accelerate: one per GPU, or CPU processes with gloo)"
-    ),
-    Option(
-        "accelerate_config",
-        type=str,
-        help="an accelerate config file (FSDP, DeepSpeed, several nodes), run with `accelerate launch`",
-    ),
-    _flag("compile", "torch.compile the model (slow first steps)"),
-    COMPILE_BACKEND,
-    _flag("gradient_checkpointing", "recompute activations in the backward pass: less memory, slower steps"),
-    Option(
-        "widget",
-        help="--widget: live loss chart with a Stop button (default in a notebook); --no-widget: no live chart",
-        flags={"--widget": True, "--no-widget": False},
-        keyword=MAGIC_ONLY,
+    *_grouped(
+        "engine",
+        [
+            Option(
+                "processes",
+                1,
+                int,
+                "train on N processes (DDP through accelerate: one per GPU, or CPU processes with gloo)",
+                bounds=AT_LEAST_1,
+            ),
+            Option(
+                "accelerate_config",
+                type=str,
+                help="an accelerate config file (FSDP, DeepSpeed, several nodes), run with `accelerate launch`",
+            ),
+            _flag("compile", "torch.compile the model (slow first steps)"),
+            COMPILE_BACKEND,
+            _flag("gradient_checkpointing", "recompute activations in the backward pass: less memory, slower steps"),
+            Option(
+                "widget",
+                help="--widget: live loss chart with a Stop button (default in a notebook); --no-widget: no live chart",
+                flags={"--widget": True, "--no-widget": False},
+                keyword=MAGIC_ONLY,
+            ),
+        ],
     ),
 ]
-TRAIN_MODEL = [  # which model `train` trains
-    _flag("from_scratch", "a fresh model built from --config"),
-    Option("config", "tiny", str, "tiny, small, gpt2-124m or a config .json", values=("tiny", "small", "gpt2-124m")),
-    Option("arch", "llama", str, choices=("llama", "gpt2")),
-    Option(
-        "tokenizer",
-        "bytes",
-        str,
-        "bytes (byte-level), default (SmolLM2's), loaded, or a dir",
-        values=("bytes", "default", "loaded"),
-    ),
-    DEVICE,
-    Option("max_tokens", type=int, help="train on the first N tokens of --data only"),
-]
-FINETUNE_MODEL = [  # what `finetune` adds to the loaded model
-    _flag("lora", "train a LoRA adapter (peft) instead of all weights"),
-    Option("lora_r", 8, int, "the adapter's rank"),
-    Option("lora_alpha", type=int, help="the adapter's scale is alpha / r (default: peft's)"),
-    Option("epochs", 1.0, float, "passes over --data when --steps is not given"),
-    Option("task", "lm", str, choices=("lm", "classify")),
-    Option("labels", type=str, help="comma-separated class labels for --task classify"),
-]
-LR_FIND = [
-    Option(
-        "form",
-        "train",
-        str,
-        "sweep what `train` (default) or `finetune` would train",
-        choices=("train", "finetune"),
-        positional="?",
-        keyword=MAGIC_ONLY,
-    ),  # the API: finetune=True
-    Option("start_lr", 1e-7, float),
-    Option("end_lr", 10.0, float),
-    Option("num_steps", 100, int, "steps of the exponential sweep"),
-    Option(
-        "suggestion", "valley", str, "which suggestion `--lr suggested` uses", choices=("valley", "minimum", "steep")
-    ),
-]
+TRAIN_MODEL = _grouped(
+    "the model trained",
+    [  # which model `train` trains
+        _flag("from_scratch", "a fresh model built from --config"),
+        Option(
+            "config", "tiny", str, "tiny, small, gpt2-124m or a config .json", values=("tiny", "small", "gpt2-124m")
+        ),
+        Option("arch", "llama", str, choices=("llama", "gpt2")),
+        Option(
+            "tokenizer",
+            "bytes",
+            str,
+            "bytes (byte-level), default (SmolLM2's), loaded, or a dir",
+            values=("bytes", "default", "loaded"),
+        ),
+        DEVICE,
+        Option("max_tokens", type=int, help="train on the first N tokens of --data only"),
+    ],
+)
+FINETUNE_MODEL = _grouped(
+    "fine-tuning",
+    [  # what `finetune` adds to the loaded model
+        _flag("lora", "train a LoRA adapter (peft) instead of all weights"),
+        Option("lora_r", 8, int, "the adapter's rank", bounds=AT_LEAST_1),
+        Option(
+            "lora_alpha",
+            type=int,
+            help="the adapter's scale is alpha / r (default: peft's)",
+            bounds=Bounds(0, low_open=True, why="(the adapter's scale is alpha / r)"),
+        ),
+        Option("epochs", 1.0, float, "passes over --data when --steps is not given", bounds=POSITIVE),
+        Option("task", "lm", str, choices=("lm", "classify")),
+        Option("labels", type=str, help="comma-separated class labels for --task classify"),
+    ],
+)
+LR_FIND = _grouped(
+    "the sweep",
+    [
+        Option(
+            "form",
+            "train",
+            str,
+            "sweep what `train` (default) or `finetune` would train",
+            choices=("train", "finetune"),
+            positional="?",
+            keyword=MAGIC_ONLY,
+        ),  # the API: finetune=True
+        Option("start_lr", 1e-7, float),
+        Option("end_lr", 10.0, float),
+        Option("num_steps", 100, int, "steps of the exponential sweep"),
+        Option(
+            "suggestion",
+            "valley",
+            str,
+            "which suggestion `--lr suggested` uses",
+            choices=("valley", "minimum", "steep"),
+        ),
+    ],
+)
 # lr-find sets the lr, the steps and the warmup of the run it sweeps
 SWEPT = ("lr", "steps", "warmup")
 # Learning-rate defaults by kind of run: a fresh tiny model takes a large one, a pretrained model a small one.
@@ -396,8 +512,8 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
                 help="the output to explain (text; a label for a classifier); default: the "
                 "greedy continuation, or the predicted label",
             ),
-            Option("max_new_tokens", 10, int, "tokens generated without --target"),
-            Option("steps", type=int, help="integration steps (default 50) or Shapley samples (25)"),
+            Option("max_new_tokens", 10, int, "tokens generated without --target", bounds=AT_LEAST_1),
+            Option("steps", type=int, help="integration steps (default 50) or Shapley samples (25)", bounds=AT_LEAST_1),
             _flag("normalize", "scale each output token's row to its max", keyword=MAGIC_ONLY),
         ],
     ),
@@ -435,22 +551,40 @@ def defaults(command: str) -> SimpleNamespace:
     return SimpleNamespace(**{o.name: o.default for o in options(command)})
 
 
-def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
-    """The command's options, as argparse arguments."""
+def check_bounds(values: object, command: str, only: tuple[str, ...] | None = None) -> None:
+    """One line for the first of the command's options (or of `only`) whose value in `values` (an object with
+    those attributes, or a dict) is out of its declared bounds."""
     for option in options(command):
+        if option.bounds is None or (only is not None and option.name not in only):
+            continue
+        value = values.get(option.name) if isinstance(values, dict) else getattr(values, option.name, None)
+        problem = option.bounds.problem(option.flag, value)
+        if problem:
+            raise LLMError(problem)
+
+
+def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
+    """The command's options, as argparse arguments, each shared list under its `--help` heading."""
+    headings: dict[str, Any] = {}
+    for option in options(command):
+        where = parser
+        if option.group:
+            if option.group not in headings:
+                headings[option.group] = parser.add_argument_group(option.group)
+            where = headings[option.group]
         if option.positional is not None:
             nargs = None if option.positional == "1" else option.positional
-            parser.add_argument(
+            where.add_argument(
                 option.name, nargs=nargs, default=option.default, help=option.help, choices=option.choices
             )
         elif option.flags:
-            target = parser.add_mutually_exclusive_group() if len(option.flags) > 1 else parser
+            target = where.add_mutually_exclusive_group() if len(option.flags) > 1 else where
             for flag, value in option.flags.items():
                 target.add_argument(
                     flag, dest=option.name, action="store_const", const=value, default=option.default, help=option.help
                 )
         else:
-            parser.add_argument(
+            where.add_argument(
                 option.flag,
                 type=option.type or str,
                 default=option.default,

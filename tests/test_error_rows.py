@@ -175,9 +175,9 @@ def test_attribute_steps_and_new_tokens_of_zero(shell, capsys):
     run(shell, TRAIN, CORPUS)
     capsys.readouterr()
     run(shell, "attribute --steps 0 The cat")
-    assert one_error_line(capsys) == "llm attribute: --steps must be at least 1, not 0"
+    assert one_error_line(capsys) == "llm attribute: --steps must be at least 1; got 0"
     run(shell, "attribute --max-new-tokens 0 The cat")
-    assert one_error_line(capsys) == "llm attribute: --max-new-tokens must be at least 1, not 0"
+    assert one_error_line(capsys) == "llm attribute: --max-new-tokens must be at least 1; got 0"
 
 
 def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):

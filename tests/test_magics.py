@@ -19,6 +19,36 @@ def test_help_lists_every_command_and_option(shell, capsys):
         assert option in out
 
 
+def _sections(help_text: str) -> dict[str, list[str]]:
+    """`--help`'s headings and the flags listed under each."""
+    sections: dict[str, list[str]] = {}
+    heading = None
+    for line in help_text.splitlines():
+        if line and not line.startswith(" ") and line.endswith(":"):
+            heading = sections.setdefault(line[:-1], [])
+        elif heading is not None and line.startswith("  -"):
+            heading.append(line.split()[0])
+    return sections
+
+
+def test_help_lists_shared_options_under_their_headings(shell, capsys):
+    run(shell, "train --help")
+    train = _sections(capsys.readouterr().out)
+    assert {"data", "optimization", "evaluation, checkpoints and records", "early stopping", "the run", "engine",
+            "the model trained"} <= set(train), train
+    assert "--lr" in train["optimization"] and "--eval-data" in train["data"] and "--early-stopping" in train[
+        "early stopping"] and "--from-scratch" in train["the model trained"]
+    run(shell, "chat --help", "hi")
+    chat = _sections(capsys.readouterr().out)
+    assert "--temperature" in chat["sampling"] and "--system" in chat["options"], chat
+    # every flag of every command is listed once, under exactly one heading
+    for command, (_, opts) in llm_magics.options.COMMANDS.items():
+        run(shell, f"{command} --help", "x")
+        listed = [flag for flags in _sections(capsys.readouterr().out).values() for flag in flags]
+        expected = {flag for o in opts if o.positional is None for flag in (o.flags or [o.flag])} | {"-h,"}
+        assert sorted(listed) == sorted(expected), command
+
+
 def test_user_errors_are_one_line_without_traceback(shell, capsys):
     llm_magics.session.loaded = None
     run(shell, "generate --max-new-tokens 5", "hello")

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import LLMError
 from ..interrupts import import_whole
+from ..options import check_bounds
 from .fingerprint import content_key
 
 if TYPE_CHECKING:
@@ -83,8 +84,7 @@ def read_corpus(
         corpus.text_field = text_field
     _check_columns(corpus)
     if sample_docs is not None:
-        if sample_docs < 1:
-            raise LLMError("--sample-docs must be at least 1")
+        check_bounds({"sample_docs": sample_docs}, "train", only=("sample_docs",))
         corpus.dataset = corpus.dataset.select(range(min(sample_docs, len(corpus.dataset))))
     return corpus
 

@@ -36,6 +36,7 @@ from ..errors import LLMError
 from ..interrupts import StopFlag
 from ..kinds import RunKind
 from ..loading import LoadedModel
+from ..options import check_bounds
 from .checkpoints import lock_output_dir
 from .options import TrainOptions, TrainResult
 
@@ -79,8 +80,7 @@ def run(
     prep: Preparation | None = None,
 ) -> TrainResult:
     """Train on `processes` workers; relay rank 0's rows to `on_step`; load the result into job.loaded."""
-    if processes < 1:
-        raise LLMError("--processes must be at least 1")
+    check_bounds({"processes": processes}, "train", only=("processes",))
     port = None
     if accelerate_config is None:
         _check_can_fork(job, processes)

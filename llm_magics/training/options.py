@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..checks import check_finite, check_seed
-from ..errors import LLMError
 from ..kinds import RunKind
-from ..options import LR_BY_KIND, default_lr, defaults
+from ..options import LR_BY_KIND, check_bounds, default_lr, defaults
 
 _D = defaults("finetune")  # the declared defaults (llm_magics/options.py); lr and steps go by kind (for_run)
 
@@ -58,22 +57,7 @@ class TrainOptions:
             min_delta=self.min_delta,
         )
         check_seed(self.seed)
-        checks = [
-            (self.steps is None or self.steps >= 1, "--steps must be at least 1"),
-            (self.epochs > 0, "--epochs must be > 0"),
-            (self.batch_size >= 1, "--batch-size must be at least 1"),
-            (self.grad_accum >= 1, "--grad-accum must be at least 1"),
-            (self.lr > 0, "--lr must be > 0"),
-            (self.warmup >= 0, "--warmup must be >= 0"),
-            (self.seq_len >= 2, "--seq-len must be at least 2"),
-            (self.checkpoint_every is None or self.checkpoint_every >= 1, "--checkpoint-every must be >= 1"),
-            (self.eval_every is None or self.eval_every >= 1, "--eval-every must be >= 1"),
-            (self.early_stopping is None or self.early_stopping >= 1, "--early-stopping (patience) must be >= 1"),
-            (self.min_delta >= 0, "--min-delta must be >= 0"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LLMError(message)
+        check_bounds(self, "finetune")  # the bounds declared in options.py (lr-find's and train's are the same)
         return self
 
 

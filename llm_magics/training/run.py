@@ -19,6 +19,7 @@ from ..errors import LLMError
 from ..interrupts import StopFlag
 from ..kinds import RunKind
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel, load_model, refuse_remote_code, require_causal
+from ..options import check_bounds
 from ..progress import ProgressBar
 from ..quantization import require_full_precision
 from .callbacks import StepCallback, as_callbacks
@@ -165,8 +166,8 @@ def finetune(
     if opts.resume:
         read_state(opts.resume)  # refused before anything runs if unpickling it could run code
         refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
-    if lora and lora_alpha is not None and not lora_alpha > 0:  # 0 would silently train nothing (scale 0)
-        raise LLMError(f"--lora-alpha must be > 0 (the adapter's scale is alpha / r); got {lora_alpha}")
+    if lora:  # an alpha of 0 would silently train nothing (scale 0)
+        check_bounds({"lora_alpha": lora_alpha}, "finetune", only=("lora_alpha",))
     loaded = session.require_model("finetune")
     require_full_precision(loaded, "finetune")
     if isinstance(labels, str):
