@@ -3,6 +3,7 @@
 // still wins whenever its model exists: we wrap the ipywidgets renderer factory, we do not replace it.
 import { htmlRendererFactory, IRenderMimeRegistry } from '@jupyterlab/rendermime';
 import { IRenderMime } from '@jupyterlab/rendermime-interfaces';
+import { MessageLoop } from '@lumino/messaging';
 import { Panel, Widget } from '@lumino/widgets';
 
 export const WIDGET_VIEW = 'application/vnd.jupyter.widget-view+json';
@@ -94,11 +95,24 @@ export class FallbackRenderer extends Panel implements IRenderMime.IRenderer {
     }
     if (this.showsView) {
       this.fallback.hide();
-      this.inner.removeClass('llm-widget-pending');
+      if (this.inner.hasClass('llm-widget-pending')) {
+        this.inner.removeClass('llm-widget-pending');
+        this.measureAgain(this.inner);
+      }
     } else {
       this.fallback.show();
       this.inner.addClass('llm-widget-pending');
     }
+  }
+
+  /** A view drawn while pending (hidden, no height) may have sized itself from that (plotly falls back to
+   * 700 px): once it shows, tell it (and its children) that its size is known again. */
+  private measureAgain(inner: Widget): void {
+    requestAnimationFrame(() => {
+      if (!inner.isDisposed) {
+        MessageLoop.sendMessage(inner, Widget.ResizeMessage.UnknownSize);
+      }
+    });
   }
 
   dispose(): void {
