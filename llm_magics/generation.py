@@ -253,9 +253,10 @@ def chat_turn(
 def token_probabilities(
     tokenizer, token_ids: list[int], scores: list[torch.Tensor], row: int = 0, top_k: int = 5
 ) -> list[dict]:
-    """For each generated token: its probability under the sampling distribution and the top-k
-    alternatives, from the scores `generate(output_scores=True)` returned (no second pass). Only real
-    alternatives are listed: no token the sampler ruled out (p = 0) and no special token."""
+    """For each generated token: its probability under the sampling distribution, its rank in it (1: the
+    likeliest) and the top-k alternatives, from the scores `generate(output_scores=True)` returned (no
+    second pass). Only real alternatives are listed: no token the sampler ruled out (p = 0) and no special
+    token."""
     special = set(tokenizer.all_special_ids)
     tokens = []
     for step, token_id in enumerate(token_ids):
@@ -268,7 +269,14 @@ def token_probabilities(
             for p, i in zip(top.values.tolist(), top.indices.tolist())
             if p > 0 and (i not in special or i == token_id)
         ][:top_k]
+        prob = probs[token_id]
         tokens.append(
-            {"token": tokenizer.decode([token_id]), "id": token_id, "prob": float(probs[token_id]), "top": alternatives}
+            {
+                "token": tokenizer.decode([token_id]),
+                "id": token_id,
+                "prob": float(prob),
+                "rank": int((probs > prob).sum()) + 1,
+                "top": alternatives,
+            }
         )
     return tokens
