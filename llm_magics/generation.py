@@ -29,7 +29,13 @@ class SamplingSettings:
     repetition_penalty: float = _D.repetition_penalty
     num_return_sequences: int = _D.num_return_sequences
     seed: int | None = _D.seed
+    stop: str | None = _D.stop
     do_sample: bool = _D.do_sample
+
+    def stop_strings(self) -> list[str]:
+        """--stop's texts: comma- or newline-separated, each stripped, `\\n` read as a newline."""
+        pieces = (piece.strip().replace("\\n", "\n") for piece in (self.stop or "").replace("\n", ",").split(","))
+        return [piece for piece in pieces if piece]
 
     def validated(self) -> SamplingSettings:
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
@@ -72,6 +78,7 @@ class GenerationResult:
     token_ids: list[list[int]] = field(default_factory=list, repr=False)
     scores: list | None = field(default=None, repr=False)  # per-step logits when asked for
     compile_warmup: bool = False  # the first --compile call of this model: its time includes compiling
+    stopped_at: list = field(default_factory=list)  # per sequence: the --stop text it was cut at, or None
 
     @property
     def text(self) -> str:
@@ -82,6 +89,8 @@ class GenerationResult:
         """Why decoding ended: the user, the token budget, or the model's end-of-text token."""
         if self.interrupted:
             return "interrupt"
+        if self.stopped_at and self.stopped_at[0] is not None:
+            return f"stop sequence {self.stopped_at[0]!r}"
         return "max tokens" if self.new_tokens >= self.settings.max_new_tokens else "EOS"
 
     @property
@@ -150,6 +159,9 @@ def generate_ids(
     streamer = None
     if on_text is not None and settings.num_return_sequences == 1:
         streamer = _CallbackStreamer(loaded.tokenizer, on_text)
+    stops = settings.stop_strings()
+    # transformers' own stop_strings: it ends each sequence once its text contains one (it needs the tokenizer)
+    stopping = {"stop_strings": stops, "tokenizer": loaded.tokenizer} if stops else {}
     first_compile = bool(compile) and not getattr(loaded.model, "_llm_magics_compiled", False)
     with graceful_interrupts(stop) as flag:
         start = time.perf_counter()
@@ -159,6 +171,7 @@ def generate_ids(
                     **inputs,
                     **settings.generate_kwargs(),
                     **(_compiled_kwargs(loaded, compile) if compile else {}),
+                    **stopping,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
                     pad_token_id=loaded.tokenizer.pad_token_id,
@@ -177,9 +190,11 @@ def generate_ids(
         loaded.model._llm_magics_compiled = True  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     new_ids = output.sequences[:, prompt_length:]
     texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+    cuts = [_cut_at_stop(text, stops) for text in texts]
     return GenerationResult(
         prompt=prompt,
-        texts=texts,
+        texts=[text for text, _ in cuts],
+        stopped_at=[stop for _, stop in cuts],
         settings=settings,
         new_tokens=int(new_ids.shape[1]),
         seconds=seconds,
@@ -188,6 +203,15 @@ def generate_ids(
         scores=list(output.scores) if output_scores else None,
         compile_warmup=first_compile,
     )
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
+    """The text up to the first stop text in it, and that stop text (None when there is none)."""
+    found = [(text.find(stop), stop) for stop in stops if stop in text]
+    if not found:
+        return text, None
+    at, stop = min(found)
+    return text[:at], stop
 
 
 def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:

@@ -154,6 +154,7 @@ SLOW = {
     "test_widgets.py::test_playground_streams_into_the_new_column",
     "test_widgets.py::test_token_rank_probability_and_card_match_a_plain_forward_pass",
     "test_widgets.py::test_playground_columns_record_prompt_and_settings",
+    "test_widgets.py::test_stop_sequence_cuts_the_output_and_the_column_says_so",
     "test_widgets.py::test_train_magic_with_widget",
 }
 

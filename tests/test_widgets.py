@@ -292,6 +292,27 @@ def test_playground_columns_record_prompt_and_settings(session):
     assert "seed=9" in saved and "max=3" in saved and "prompt: 'A long prompt" in saved
 
 
+def test_stop_sequence_cuts_the_output_and_the_column_says_so(session):
+    prompt = "Once upon a time"
+    plain = session.generate(prompt, max_new_tokens=40, do_sample=False)
+    words = plain.text.split()
+    stop = words[len(words) // 2]  # a word in the middle of the plain continuation
+    cut = session.generate(prompt, max_new_tokens=40, do_sample=False, stop=stop)
+    assert cut.text == plain.text[: plain.text.find(stop)]  # the oracle: the plain text, truncated
+    assert cut.stop_reason == f"stop sequence {stop!r}" and cut.new_tokens < plain.new_tokens
+    assert plain.stop_reason == "max tokens" and plain.stopped_at == [None]
+    panel = SamplingPanel(session, prompt, SamplingSettings(max_new_tokens=40, do_sample=False))
+    panel.stop.value = f"@@@, {stop}"  # comma-separated; a text that never comes changes nothing
+    result = panel.generate()
+    assert result.text == cut.text and result.settings.stop_strings() == ["@@@", stop]
+    column = html.unescape(panel.columns[0].value)
+    assert f"stopped: stop sequence {stop!r}" in column and f"stop=['@@@', {stop!r}]" in column
+    shown = [int(i) for i in re.findall(r'class="llm-token" tabindex="0" data-id="(\d+)"', column)]
+    assert 0 < len(shown) <= cut.new_tokens and session.tokenizer.decode(shown).startswith(cut.text)
+    assert stop not in session.tokenizer.decode(shown[:-1])  # nothing shown after the cut
+    assert SamplingSettings(stop="a\n\\n, b").stop_strings() == ["a", "\n", "b"]
+
+
 def test_hover_lists_only_real_alternatives(session):
     from llm_magics.generation import token_probabilities
 

@@ -196,6 +196,13 @@ class SamplingPanel:
         self.pin_seed = widgets.Checkbox(
             value=settings.seed is not None, description="pin seed", indent=False, layout=widgets.Layout(width="auto")
         )
+        self.stop = widgets.Text(
+            value=settings.stop or "",
+            description="stop",
+            placeholder="texts that end it: comma-separated, \\n for a newline",
+            style=style,
+            layout=widgets.Layout(width=SLIDER_WIDTH),
+        )
         self.greedy = widgets.Checkbox(
             value=not settings.do_sample, description="greedy", indent=False, layout=widgets.Layout(width="auto")
         )
@@ -213,6 +220,7 @@ class SamplingPanel:
                 rows["max_new_tokens"],
                 rows["num_return_sequences"],
                 widgets.HBox([self.seed, self.pin_seed]),
+                self.stop,
                 widgets.HBox([self.greedy, self.button]),
             ]
         )
@@ -261,6 +269,7 @@ class SamplingPanel:
             repetition_penalty=self.repetition_penalty.value,
             num_return_sequences=self.num_samples.value,
             seed=self.seed.value,
+            stop=self.stop.value or None,
             do_sample=not self.greedy.value,
         )
 
@@ -322,6 +331,8 @@ class SamplingPanel:
         parts = []
         for row, ids in enumerate(result.token_ids):
             tokens = token_probabilities(self.session.tokenizer, ids, result.scores, row)
+            if result.stopped_at and result.stopped_at[row] is not None:
+                tokens = _up_to(tokens, len(result.texts[row]))
             parts.append(tokens_by_probability_html(tokens, title))
         footer = f"{result.new_tokens} tokens · {result.tokens_per_second:.1f} tok/s · stopped: {result.stop_reason}"
         return CARD_STYLE + _header_html(result.prompt, result.settings) + "<hr>".join(parts) + _footer_html(footer)
@@ -349,9 +360,21 @@ def _header_html(prompt: str, s: SamplingSettings) -> str:
     return (
         f"<div class='llm-run-label' style='font-size:12px;color:var(--jp-ui-font-color2)'>"
         f"{html.escape(sampling)} · seed={s.seed} · rep={s.repetition_penalty:g} · max={s.max_new_tokens}"
-        f"<br><span class='llm-run-prompt' style='white-space:pre-wrap'>prompt: "
+        + (f" · stop={html.escape(repr(s.stop_strings()))}" if s.stop_strings() else "")
+        + f"<br><span class='llm-run-prompt' style='white-space:pre-wrap'>prompt: "
         f"{html.escape(repr(excerpt))}</span></div>"
     )
+
+
+def _up_to(tokens: list[dict], length: int) -> list[dict]:
+    """The tokens that make the first `length` characters (a text cut at a stop sequence)."""
+    kept, shown = [], 0
+    for token in tokens:
+        if shown >= length:
+            break
+        kept.append(token)
+        shown += len(token["token"])
+    return kept
 
 
 def _footer_html(text: str) -> str:
