@@ -79,6 +79,9 @@ class GenerationResult:
     scores: list | None = field(default=None, repr=False)  # per-step logits when asked for
     compile_warmup: bool = False  # the first --compile call of this model: its time includes compiling
     stopped_at: list = field(default_factory=list)  # per sequence: the --stop text it was cut at, or None
+    prompt_ids: list[int] = field(default_factory=list, repr=False)  # what the model was given
+    chat: bool = False  # the prompt went through the chat template (as the user's turn)
+    system: str | None = None  # the system prompt of a chat
 
     @property
     def text(self) -> str:
@@ -194,6 +197,7 @@ def generate_ids(
     return GenerationResult(
         prompt=prompt,
         texts=[text for text, _ in cuts],
+        prompt_ids=inputs["input_ids"][0].tolist(),
         stopped_at=[stop for _, stop in cuts],
         settings=settings,
         new_tokens=int(new_ids.shape[1]),
@@ -236,14 +240,31 @@ def generate(
     stop: StopFlag | None = None,
     output_scores: bool = False,
     compile: bool | str = False,
+    chat: bool = False,
+    system: str | None = None,
 ) -> GenerationResult:
+    """chat: the prompt is the user's turn of a one-turn chat (after `system`), through the chat template."""
     loaded = require_causal(loaded, "generate", "generate continues a prompt")
     if not prompt or not prompt.strip():
         raise LLMError("the prompt is empty: put it in the cell body (or pass it as text)")
-    inputs = loaded.tokenizer(prompt, return_tensors="pt")
-    return generate_ids(
-        loaded, dict(inputs), prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile
+    if chat:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        inputs = chat_inputs(loaded, messages)
+    else:
+        inputs = dict(loaded.tokenizer(prompt, return_tensors="pt"))
+    result = generate_ids(loaded, inputs, prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile)
+    result.chat, result.system = chat, (system or None) if chat else None
+    return result
+
+
+def chat_inputs(loaded: LoadedModel, messages: list[dict]) -> dict:
+    """The messages through the model's chat template, ready for the assistant's turn."""
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
+    inputs = loaded.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
     )
+    return dict(inputs)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
 
 
 def chat_turn(
@@ -259,16 +280,12 @@ def chat_turn(
     loaded = require_causal(loaded, "chat", "chat answers with next tokens")
     if not message or not message.strip():
         raise LLMError("the chat message is empty: write it in the cell body")
-    if not getattr(loaded.tokenizer, "chat_template", None):
-        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
     settings = replace(settings or SamplingSettings(), num_return_sequences=1)
     messages = (
         ([{"role": "system", "content": system}] if system else []) + history + [{"role": "user", "content": message}]
     )
-    inputs = loaded.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-    )
-    result = generate_ids(loaded, dict(inputs), message, settings, on_text, stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
+    result = generate_ids(loaded, chat_inputs(loaded, messages), message, settings, on_text, stop)
+    result.chat, result.system = True, system
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": result.text.strip()})
     return result

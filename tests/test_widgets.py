@@ -313,6 +313,34 @@ def test_stop_sequence_cuts_the_output_and_the_column_says_so(session):
     assert SamplingSettings(stop="a\n\\n, b").stop_strings() == ["a", "\n", "b"]
 
 
+def test_playground_chat_template_and_system_prompt_change_the_prompt_ids(session):
+    question = "What is the capital of France?"
+    panel = SamplingPanel(session, question, SamplingSettings(max_new_tokens=8, do_sample=False))
+    assert panel.chat_row.layout.display != "none"  # SmolLM2-Instruct has a chat template
+    assert SamplingPanel(Session(), "").chat_row.layout.display == "none"  # no model, no template: hidden
+
+    def templated(messages):  # the oracle: the tokenizer's own template, as text, then tokenized
+        text = session.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return session.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    panel.chat.value, panel.system.value = True, "You are a pirate."
+    pirate = panel.generate()
+    user = {"role": "user", "content": question}
+    assert pirate.prompt_ids == templated([{"role": "system", "content": "You are a pirate."}, user])
+    panel.system.value = ""
+    plain_chat = panel.generate()
+    assert plain_chat.prompt_ids == templated([user]) != pirate.prompt_ids
+    panel.chat.value = False
+    raw = panel.generate()
+    assert raw.prompt_ids == session.tokenizer(question)["input_ids"]
+    header = html.unescape(panel.columns[2].value)  # the pirate's column, oldest of the three
+    assert "chat · prompt: 'What is the capital" in header and "system: 'You are a pirate.'" in header
+    assert "system:" not in html.unescape(panel.columns[0].value)
+    # the same turn through Session.chat: the same reply
+    assert session.chat(question, system="You are a pirate.", max_new_tokens=8, do_sample=False).text == \
+        pirate.text.strip()
+
+
 def test_hover_lists_only_real_alternatives(session):
     from llm_magics.generation import token_probabilities
 

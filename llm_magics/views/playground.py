@@ -203,6 +203,19 @@ class SamplingPanel:
             style=style,
             layout=widgets.Layout(width=SLIDER_WIDTH),
         )
+        # A model with a chat template: the prompt can be the user's turn, after a system prompt.
+        self.chat = widgets.Checkbox(
+            value=False, description="chat template", indent=False, layout=widgets.Layout(width="auto")
+        )
+        self.system = widgets.Text(
+            description="system prompt",
+            placeholder="(chat template only)",
+            style=style,
+            layout=widgets.Layout(width="98%"),
+        )
+        self.chat_row = widgets.HBox([self.chat, self.system], layout=widgets.Layout(width="100%"))
+        if not getattr(getattr(session, "tokenizer", None), "chat_template", None):
+            self.chat_row.layout.display = "none"
         self.greedy = widgets.Checkbox(
             value=not settings.do_sample, description="greedy", indent=False, layout=widgets.Layout(width="auto")
         )
@@ -228,6 +241,7 @@ class SamplingPanel:
         self.widget = widgets.VBox(
             [
                 self.prompt,
+                self.chat_row,
                 widgets.HBox([controls, more], layout=widgets.Layout(flex_flow="row wrap")),
                 self.legend,
                 self.speed_note,
@@ -285,7 +299,8 @@ class SamplingPanel:
             self.seed.value = random.SystemRandom().randrange(2**31)  # not the stream generate seeds
         settings = self.settings()
         prompt = self.prompt.value
-        column = self._new_column(_header_html(prompt, settings) + _footer_html("generating…"))
+        chat, system = self.chat.value, self.system.value or None
+        column = self._new_column(_header_html(prompt, settings, chat, system) + _footer_html("generating…"))
         previous = self.outputs.children
         self.outputs.children = (column, *self.columns[: self.keep - 1])
         pieces: list[str] = []
@@ -297,7 +312,7 @@ class SamplingPanel:
             if now - last_update[0] >= STREAM_INTERVAL:
                 last_update[0] = now
                 column.value = (
-                    _header_html(prompt, settings)
+                    _header_html(prompt, settings, chat, system)
                     + _streamed_html("".join(pieces))
                     + _footer_html(f"generating… {len(pieces)} pieces")
                 )
@@ -308,6 +323,8 @@ class SamplingPanel:
                 prompt,
                 on_text=on_text if settings.num_return_sequences == 1 else None,
                 output_scores=True,
+                chat=chat,
+                system=system,
                 **vars(settings),
             )
         except LLMError as error:
@@ -335,7 +352,8 @@ class SamplingPanel:
                 tokens = _up_to(tokens, len(result.texts[row]))
             parts.append(tokens_by_probability_html(tokens, title))
         footer = f"{result.new_tokens} tokens · {result.tokens_per_second:.1f} tok/s · stopped: {result.stop_reason}"
-        return CARD_STYLE + _header_html(result.prompt, result.settings) + "<hr>".join(parts) + _footer_html(footer)
+        header = _header_html(result.prompt, result.settings, result.chat, result.system)
+        return CARD_STYLE + header + "<hr>".join(parts) + _footer_html(footer)
 
     def _new_column(self, value: str) -> widgets.HTML:
         column = widgets.HTML(
@@ -353,17 +371,24 @@ class SamplingPanel:
         return column
 
 
-def _header_html(prompt: str, s: SamplingSettings) -> str:
-    """What a column was made from: its prompt (an excerpt) and every setting, seed included."""
+def _header_html(prompt: str, s: SamplingSettings, chat: bool = False, system: str | None = None) -> str:
+    """What a column was made from: its prompt (an excerpt), every setting, seed included, and for the
+    chat template its system prompt."""
     sampling = "greedy" if not s.do_sample else f"T={s.temperature:g} top-k={s.top_k} top-p={s.top_p:g}"
-    excerpt = prompt if len(prompt) <= 60 else prompt[:57] + "…"
+    excerpt = _excerpt(prompt)
     return (
         f"<div class='llm-run-label' style='font-size:12px;color:var(--jp-ui-font-color2)'>"
         f"{html.escape(sampling)} · seed={s.seed} · rep={s.repetition_penalty:g} · max={s.max_new_tokens}"
         + (f" · stop={html.escape(repr(s.stop_strings()))}" if s.stop_strings() else "")
-        + f"<br><span class='llm-run-prompt' style='white-space:pre-wrap'>prompt: "
-        f"{html.escape(repr(excerpt))}</span></div>"
+        + f"<br><span class='llm-run-prompt' style='white-space:pre-wrap'>{'chat · ' if chat else ''}prompt: "
+        f"{html.escape(repr(excerpt))}"
+        + (f" · system: {html.escape(repr(_excerpt(system)))}" if chat and system else "")
+        + "</span></div>"
     )
+
+
+def _excerpt(text: str, length: int = 60) -> str:
+    return text if len(text) <= length else text[: length - 3] + "…"
 
 
 def _up_to(tokens: list[dict], length: int) -> list[dict]:
