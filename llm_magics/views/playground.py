@@ -67,6 +67,12 @@ CARD_STYLE = (
     "<style>.llm-token:hover>.llm-token-card,.llm-token:focus>.llm-token-card{display:block!important}"
     ".llm-token:focus{outline:2px solid var(--jp-brand-color1,#1976d2)}</style>"
 )
+# The saved notebook's output has little above its columns (no controls) and is clipped at its edges: there the
+# card opens in the text's flow, under the token, and pushes the lines below down instead of floating.
+FALLBACK_CARD_STYLE = (
+    "<style>.llm-playground-fallback .llm-token-card{position:static!important;transform:none!important;"
+    "margin:2px 0}</style>"
+)
 _CARD = (
     "display:none;position:absolute;left:0;z-index:1000;width:max-content;max-width:calc(100% - 8px);"
     "transform:translateY(calc(-100% - 2em));padding:4px 8px;border-radius:4px;font-size:12px;line-height:1.5;"
@@ -269,7 +275,7 @@ class SamplingPanel:
         )
         prompt = html.escape(self.prompt.value)
         return (
-            f"<div class='llm-playground-fallback' style='color:var(--jp-ui-font-color1,inherit)'>"
+            f"<div class='llm-playground-fallback' style='color:var(--jp-ui-font-color1,inherit)'>{FALLBACK_CARD_STYLE}"
             f"<div><b>Sampling playground</b> · prompt: <b style='white-space:pre-wrap'>{prompt}</b></div>"
             f"{PROBABILITY_LEGEND}<div style='display:flex;flex-flow:row wrap;gap:4px'>{columns}</div></div>"
         )
