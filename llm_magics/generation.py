@@ -47,6 +47,10 @@ class SamplingSettings:
             (0 < self.top_p <= 1, "--top-p must be in (0, 1]"),
             (self.repetition_penalty > 0, "--repetition-penalty must be > 0"),
             (self.num_return_sequences >= 1, "--num-return-sequences must be at least 1"),
+            (
+                self.stop is None or bool(self.stop_strings()),
+                "--stop has no text: give texts separated by commas or newlines (a comma cannot be one)",
+            ),
         ]
         for ok, message in checks:
             if not ok:

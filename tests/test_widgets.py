@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from llm_magics import Session
+from llm_magics import LLMError, Session
 from llm_magics.generation import SamplingSettings
 from llm_magics.views.playground import SamplingPanel
 from llm_magics.views.training_chart import TrainingView
@@ -311,6 +311,8 @@ def test_stop_sequence_cuts_the_output_and_the_column_says_so(session):
     assert 0 < len(shown) <= cut.new_tokens and session.tokenizer.decode(shown).startswith(cut.text)
     assert stop not in session.tokenizer.decode(shown[:-1])  # nothing shown after the cut
     assert SamplingSettings(stop="a\n\\n, b").stop_strings() == ["a", "\n", "b"]
+    with pytest.raises(LLMError, match="--stop has no text"):
+        session.generate(prompt, stop=" , ")
 
 
 def test_playground_chat_template_and_system_prompt_change_the_prompt_ids(session):

@@ -289,7 +289,7 @@ class SamplingPanel:
             repetition_penalty=self.repetition_penalty.value,
             num_return_sequences=self.num_samples.value,
             seed=self.seed.value,
-            stop=self.stop.value or None,
+            stop=self.stop.value if self.stop.value.strip() else None,
             do_sample=not self.greedy.value,
         )
 
