@@ -155,6 +155,7 @@ SLOW = {
     "test_widgets.py::test_token_rank_probability_and_card_match_a_plain_forward_pass",
     "test_widgets.py::test_playground_columns_record_prompt_and_settings",
     "test_widgets.py::test_stop_sequence_cuts_the_output_and_the_column_says_so",
+    "test_generate.py::test_stop_through_the_magic_cuts_each_sample_and_says_why",
     "test_widgets.py::test_playground_chat_template_and_system_prompt_change_the_prompt_ids",
     "test_widgets.py::test_train_magic_with_widget",
 }
