@@ -3,7 +3,8 @@ in one process; and streaming on vs off. The three are interleaved (raw, ours, o
 each keeps its best of N, so load that comes and goes hits them alike. Under load the end-to-end ratios still
 drift by a few percent either way, so the last row times our per-token work alone (the streamer with its
 callback and the stop check, on the same tokens) as a share of a raw decode step: the overhead that does not
-depend on noise.
+depend on noise. The playground's Generate (streaming into its new column, output_scores, then every token
+shaded with its hover card) is timed the same way.
 
     python bench/generate_overhead.py [--tokens 64] [--repeats 10]
 """
@@ -18,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import best_time, device_name, markdown_table  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.generation import _CallbackStreamer, _StopWhenFlagged  # noqa: E402
+from llm_magics.generation import SamplingSettings, _CallbackStreamer, _StopWhenFlagged  # noqa: E402
 from llm_magics.interrupts import StopFlag  # noqa: E402
+from llm_magics.views.playground import SamplingPanel  # noqa: E402
 
 
 def interleaved_best(fns, repeats: int) -> list[float]:
@@ -59,6 +61,15 @@ def main():
         finally:
             loaded.model.generation_config.min_new_tokens = None
 
+    panel = SamplingPanel(session, prompt, SamplingSettings(max_new_tokens=args.tokens, do_sample=False, seed=0))
+
+    def playground():
+        loaded.model.generation_config.min_new_tokens = args.tokens
+        try:
+            return panel.generate()
+        finally:
+            loaded.model.generation_config.min_new_tokens = None
+
     def callbacks_alone(ids):
         streamer, stop = _CallbackStreamer(loaded.tokenizer, lambda text: None), _StopWhenFlagged(StopFlag())
         prompt_length = inputs["input_ids"].shape[1]
@@ -68,7 +79,8 @@ def main():
             stop(ids[:, :end], None)
         streamer.end()
 
-    raw_s, plain_s, stream_s = interleaved_best([raw, lambda: ours(False), lambda: ours(True)], args.repeats)
+    raw_s, plain_s, stream_s, panel_s = interleaved_best(
+        [raw, lambda: ours(False), lambda: ours(True), playground], args.repeats)
     generated = raw()
     own_s = best_time(lambda: callbacks_alone(generated), args.repeats)
     rows = [["raw model.generate", f"{raw_s * 1000:.0f}", f"{args.tokens / raw_s:.1f}", "1.000"],
@@ -76,6 +88,8 @@ def main():
              f"{plain_s / raw_s:.3f}"],
             ["Session.generate, streaming", f"{stream_s * 1000:.0f}", f"{args.tokens / stream_s:.1f}",
              f"{stream_s / raw_s:.3f}"],
+            ["playground Generate (streamed column, scores, shaded tokens with cards)", f"{panel_s * 1000:.0f}",
+             f"{args.tokens / panel_s:.1f}", f"{panel_s / raw_s:.3f}"],
             ["our per-token work alone (streamer + callback + stop check)", f"{own_s * 1000:.1f}", "",
              f"{1 + own_s / raw_s:.4f}"]]
     print(f"Greedy generation of {args.tokens} tokens, SmolLM2-135M, best of {args.repeats} interleaved, "

@@ -231,15 +231,19 @@ class Session:
         on_text: Callable[[str], None] | None = None,
         output_scores: bool = False,
         compile: bool | str | None = None,
+        chat: bool = False,
+        system: str | None = None,
         **settings,
     ) -> GenerationResult:
-        """compile: a static KV cache + torch.compile (CUDA graphs on a GPU); default self.compile_generation."""
+        """compile: a static KV cache + torch.compile (CUDA graphs on a GPU); default self.compile_generation.
+        chat: the prompt as the user's turn of a new one-turn chat (after `system`), through the chat
+        template; the chat history is not touched."""
         sampling, extra = _split(settings, SamplingSettings)
         _no_extra(extra, "generate")
         compiled = self.compile_generation if compile is None else compile
         result = self.stoppable(
             lambda stop: generation.generate(
-                self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled
+                self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled, chat, system
             )
         )
         self.last = result

@@ -29,12 +29,20 @@ class SamplingSettings:
     repetition_penalty: float = _D.repetition_penalty
     num_return_sequences: int = _D.num_return_sequences
     seed: int | None = _D.seed
+    stop: str | None = _D.stop
     do_sample: bool = _D.do_sample
+
+    def stop_strings(self) -> list[str]:
+        """--stop's texts: comma- or newline-separated, each stripped, `\\n` read as a newline."""
+        pieces = (piece.strip().replace("\\n", "\n") for piece in (self.stop or "").replace("\n", ",").split(","))
+        return [piece for piece in pieces if piece]
 
     def validated(self) -> SamplingSettings:
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
         check_seed(self.seed)
         check_bounds(self, "generate")  # the bounds declared in options.py
+        if self.stop is not None and not self.stop_strings():
+            raise LLMError("--stop has no text: give texts separated by commas or newlines (a comma cannot be one)")
         return self
 
     def generate_kwargs(self) -> dict:
@@ -62,6 +70,10 @@ class GenerationResult:
     token_ids: list[list[int]] = field(default_factory=list, repr=False)
     scores: list | None = field(default=None, repr=False)  # per-step logits when asked for
     compile_warmup: bool = False  # the first --compile call of this model: its time includes compiling
+    stopped_at: list = field(default_factory=list)  # per sequence: the --stop text it was cut at, or None
+    prompt_ids: list[int] = field(default_factory=list, repr=False)  # what the model was given
+    chat: bool = False  # the prompt went through the chat template (as the user's turn)
+    system: str | None = None  # the system prompt of a chat
 
     @property
     def text(self) -> str:
@@ -72,6 +84,8 @@ class GenerationResult:
         """Why decoding ended: the user, the token budget, or the model's end-of-text token."""
         if self.interrupted:
             return "interrupt"
+        if self.stopped_at and self.stopped_at[0] is not None:
+            return f"stop sequence {self.stopped_at[0]!r}"
         return "max tokens" if self.new_tokens >= self.settings.max_new_tokens else "EOS"
 
     @property
@@ -140,6 +154,9 @@ def generate_ids(
     streamer = None
     if on_text is not None and settings.num_return_sequences == 1:
         streamer = _CallbackStreamer(loaded.tokenizer, on_text)
+    stops = settings.stop_strings()
+    # transformers' own stop_strings: it ends each sequence once its text contains one (it needs the tokenizer)
+    stopping = {"stop_strings": stops, "tokenizer": loaded.tokenizer} if stops else {}
     first_compile = bool(compile) and not getattr(loaded.model, "_llm_magics_compiled", False)
     with graceful_interrupts(stop) as flag:
         start = time.perf_counter()
@@ -149,6 +166,7 @@ def generate_ids(
                     **inputs,
                     **settings.generate_kwargs(),
                     **(_compiled_kwargs(loaded, compile) if compile else {}),
+                    **stopping,
                     streamer=streamer,
                     stopping_criteria=StoppingCriteriaList([_StopWhenFlagged(flag)]),
                     pad_token_id=loaded.tokenizer.pad_token_id,
@@ -167,9 +185,12 @@ def generate_ids(
         loaded.model._llm_magics_compiled = True  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     new_ids = output.sequences[:, prompt_length:]
     texts = loaded.tokenizer.batch_decode(new_ids, skip_special_tokens=True)
+    cuts = [_cut_at_stop(text, stops) for text in texts]
     return GenerationResult(
         prompt=prompt,
-        texts=texts,
+        texts=[text for text, _ in cuts],
+        prompt_ids=inputs["input_ids"][0].tolist(),
+        stopped_at=[stop for _, stop in cuts],
         settings=settings,
         new_tokens=int(new_ids.shape[1]),
         seconds=seconds,
@@ -178,6 +199,15 @@ def generate_ids(
         scores=list(output.scores) if output_scores else None,
         compile_warmup=first_compile,
     )
+
+
+def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, str | None]:
+    """The text up to the first stop text in it, and that stop text (None when there is none)."""
+    found = [(text.find(stop), stop) for stop in stops if stop in text]
+    if not found:
+        return text, None
+    at, stop = min(found)
+    return text[:at], stop
 
 
 def _compiled_kwargs(loaded: LoadedModel, compile: bool | str) -> dict:
@@ -202,14 +232,31 @@ def generate(
     stop: StopFlag | None = None,
     output_scores: bool = False,
     compile: bool | str = False,
+    chat: bool = False,
+    system: str | None = None,
 ) -> GenerationResult:
+    """chat: the prompt is the user's turn of a one-turn chat (after `system`), through the chat template."""
     loaded = require_causal(loaded, "generate", "generate continues a prompt")
     if not prompt or not prompt.strip():
         raise LLMError("the prompt is empty: put it in the cell body (or pass it as text)")
-    inputs = loaded.tokenizer(prompt, return_tensors="pt")
-    return generate_ids(
-        loaded, dict(inputs), prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile
+    if chat:
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        inputs = chat_inputs(loaded, messages)
+    else:
+        inputs = dict(loaded.tokenizer(prompt, return_tensors="pt"))
+    result = generate_ids(loaded, inputs, prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile)
+    result.chat, result.system = chat, (system or None) if chat else None
+    return result
+
+
+def chat_inputs(loaded: LoadedModel, messages: list[dict]) -> dict:
+    """The messages through the model's chat template, ready for the assistant's turn."""
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
+    inputs = loaded.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
     )
+    return dict(inputs)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
 
 
 def chat_turn(
@@ -225,16 +272,12 @@ def chat_turn(
     loaded = require_causal(loaded, "chat", "chat answers with next tokens")
     if not message or not message.strip():
         raise LLMError("the chat message is empty: write it in the cell body")
-    if not getattr(loaded.tokenizer, "chat_template", None):
-        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
     settings = replace(settings or SamplingSettings(), num_return_sequences=1)
     messages = (
         ([{"role": "system", "content": system}] if system else []) + history + [{"role": "user", "content": message}]
     )
-    inputs = loaded.tokenizer.apply_chat_template(
-        messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
-    )
-    result = generate_ids(loaded, dict(inputs), message, settings, on_text, stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
+    result = generate_ids(loaded, chat_inputs(loaded, messages), message, settings, on_text, stop)
+    result.chat, result.system = True, system
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": result.text.strip()})
     return result
@@ -243,9 +286,10 @@ def chat_turn(
 def token_probabilities(
     tokenizer, token_ids: list[int], scores: list[torch.Tensor], row: int = 0, top_k: int = 5
 ) -> list[dict]:
-    """For each generated token: its probability under the sampling distribution and the top-k
-    alternatives, from the scores `generate(output_scores=True)` returned (no second pass). Only real
-    alternatives are listed: no token the sampler ruled out (p = 0) and no special token."""
+    """For each generated token: its probability under the sampling distribution, its rank in it (1: the
+    likeliest) and the top-k alternatives, from the scores `generate(output_scores=True)` returned (no
+    second pass). Only real alternatives are listed: no token the sampler ruled out (p = 0) and no special
+    token."""
     special = set(tokenizer.all_special_ids)
     tokens = []
     for step, token_id in enumerate(token_ids):
@@ -258,7 +302,14 @@ def token_probabilities(
             for p, i in zip(top.values.tolist(), top.indices.tolist())
             if p > 0 and (i not in special or i == token_id)
         ][:top_k]
+        prob = probs[token_id]
         tokens.append(
-            {"token": tokenizer.decode([token_id]), "id": token_id, "prob": float(probs[token_id]), "top": alternatives}
+            {
+                "token": tokenizer.decode([token_id]),
+                "id": token_id,
+                "prob": float(prob),
+                "rank": int((probs > prob).sum()) + 1,
+                "top": alternatives,
+            }
         )
     return tokens

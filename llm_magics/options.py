@@ -148,6 +148,12 @@ SAMPLING = _grouped(
         Option("repetition_penalty", 1.0, float, "> 1 discourages repeats", range=(0.8, 2.0, 0.05), bounds=POSITIVE),
         Option("seed", None, int, "same seed => same text"),
         Option(
+            "stop",
+            None,
+            str,
+            "end at the first of these texts (comma- or newline-separated; \\n: a newline), cut from the output",
+        ),
+        Option(
             "do_sample",
             True,
             help="sample (default for generate); --greedy: always take the likeliest token",

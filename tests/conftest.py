@@ -151,6 +151,13 @@ SLOW = {
     "test_widgets.py::test_playground_busy_state_new_seed_per_click_and_fallback",
     "test_widgets.py::test_hover_lists_only_real_alternatives",
     "test_widgets.py::test_token_probabilities_come_from_generate_scores",
+    "test_widgets.py::test_playground_typed_box_moves_the_slider_and_the_next_generate_uses_it",
+    "test_widgets.py::test_playground_streams_into_the_new_column",
+    "test_widgets.py::test_token_rank_probability_and_card_match_a_plain_forward_pass",
+    "test_widgets.py::test_playground_columns_record_prompt_and_settings",
+    "test_widgets.py::test_stop_sequence_cuts_the_output_and_the_column_says_so",
+    "test_generate.py::test_stop_through_the_magic_cuts_each_sample_and_says_why",
+    "test_widgets.py::test_playground_chat_template_and_system_prompt_change_the_prompt_ids",
     "test_widgets.py::test_train_magic_with_widget",
 }
 

@@ -337,3 +337,118 @@ def test_playground_busy_state_and_new_seed_per_click(browser, lab):
         raise
     assert not ours(errors), errors
     page.close()
+
+
+# The token under the mouse: its card's rows, rank and probability, whether the card is painted whole (not
+# clipped: each corner's topmost element is the card), and its box.
+CARD = """t => { const card = t.querySelector('.llm-token-card'), r = card.getBoundingClientRect();
+  const inside = (x, y) => { const n = document.elementFromPoint(x, y); return !!n && card.contains(n); };
+  return { visible: getComputedStyle(card).display !== 'none' && r.width > 0,
+           whole: inside(r.left + 2, r.top + 2) && inside(r.right - 2, r.top + 2) && inside(r.left + 2, r.bottom - 2)
+                  && inside(r.right - 2, r.bottom - 2),
+           id: +t.dataset.id, prob: +t.dataset.prob, rank: +t.querySelector('.llm-card-rank').textContent,
+           probs: [...card.querySelectorAll('.llm-alt-prob')].map(n => +n.textContent),
+           alternatives: [...card.querySelectorAll('.llm-alt-token')].map(n => n.textContent) }; }"""
+
+
+def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_dir):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prompt = "The weather today is"
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    # temperature 1, no top-k, no top-p: the sampling distribution is the model's own softmax
+    notebook.cells = [nbformat.v4.new_code_cell(
+        "%load_ext llm_magics\n%llm load default\n"
+        f"%llm playground --max-new-tokens 8 --seed 4 --temperature 1 --top-k 0 --top-p 1 {prompt}")]
+    nbformat.write(notebook, lab.root / "hover.ipynb")
+    page, errors = open_page(browser, lab, "hover.ipynb")
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    try:
+        page.wait_for_selector(".llm-run-column .llm-token", timeout=180_000)
+        page.wait_for_function(IDLE, timeout=120_000)
+        tokens = page.locator(".llm-run-column .llm-token")
+        assert tokens.first.locator(".llm-token-card").is_hidden() and tokens.first.get_attribute("title") is None
+        cards = []
+        for index in range(tokens.count()):
+            tokens.nth(index).hover()
+            page.wait_for_timeout(100)
+            cards.append(tokens.nth(index).evaluate(CARD))
+        page.locator(".llm-playground").screenshot(path=str(ARTIFACTS / "playground-hover.png"))
+        page.mouse.move(0, 0)
+        assert all(c["visible"] and c["whole"] for c in cards), cards
+        assert tokens.first.locator(".llm-token-card").is_hidden()  # gone with the mouse
+        # The oracle: plain transformers, the same weights, a softmax over one forward pass of the same ids.
+        tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+        model = AutoModelForCausalLM.from_pretrained(default_model_dir).eval()
+        prompt_ids = tokenizer(prompt)["input_ids"]
+        with torch.no_grad():
+            logits = model(torch.tensor([prompt_ids + [c["id"] for c in cards]])).logits[0]
+        special = set(tokenizer.all_special_ids)
+        for step, card in enumerate(cards):
+            p = torch.softmax(logits[len(prompt_ids) - 1 + step].double(), dim=-1)
+            chosen = p[card["id"]]
+            assert card["prob"] == pytest.approx(float(chosen), abs=1e-4)
+            assert card["rank"] == int((p > chosen).sum()) + 1
+            listed = [i for i in torch.argsort(p, descending=True).tolist() if i not in special][:5]
+            assert card["probs"] == pytest.approx([round(float(p[i]), 3) for i in listed], abs=1.5e-3)
+            assert card["alternatives"] == [repr(tokenizer.decode([i])) for i in listed]
+            assert sum(card["probs"]) <= 1.0 + 1e-3 and card["probs"] == sorted(card["probs"], reverse=True)
+        assert any(c["rank"] > 1 for c in cards), cards  # sampled, so not always the likeliest
+
+        # Light and Dark: every token and its card readable (WCAG AA) on the cividis scale.
+        for theme in ("JupyterLab Dark", "JupyterLab Light"):
+            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+            page.wait_for_function(f"document.body.dataset.jpThemeName === '{theme}'", timeout=30_000)
+            page.wait_for_timeout(1000)
+            for selector in (".llm-token", ".llm-token-card", ".llm-alt-prob", ".llm-run-label"):
+                ratios = page.eval_on_selector_all(selector, f"ns => ns.map({CONTRAST})")
+                assert ratios and min(ratios) >= 4.5, (theme, selector, min(ratios))
+
+        # The typed box: a value typed there is the next Generate's (its column records max=3).
+        box = page.locator(".llm-box-max_new_tokens input")
+        track = box.evaluate("n => n.closest('.widget-hbox').querySelector('.slider-container, .noUi-target')"
+                             ".getBoundingClientRect().width")
+        assert 511 / track <= 2, track  # max new tokens: under 2 tokens a pixel
+        page.evaluate("""() => { window.__streaming = 0; new MutationObserver(() => {
+            if (document.querySelector('.llm-streaming')) window.__streaming += 1; })
+            .observe(document.querySelector('.llm-playground'), { childList: true, subtree: true }); }""")
+        box.fill("3")
+        box.press("Enter")
+        box.press("Tab")
+        # through the kernel (the box and the slider are linked there): the slider's handle moves to 3
+        handle = box.evaluate_handle("n => n.closest('.widget-hbox').querySelector('.noUi-handle')")
+        page.wait_for_function("h => +h.getAttribute('aria-valuenow') === 3", arg=handle, timeout=30_000)
+        page.locator(".llm-generate").click()
+        page.wait_for_function("document.querySelectorAll('.llm-run-column').length === 2", timeout=120_000)
+        page.wait_for_function("!document.querySelector('.llm-generate').disabled", timeout=120_000)
+        page.wait_for_function("!document.querySelector('.llm-streaming')", timeout=60_000)
+        assert "max=3" in page.locator(".llm-playground .llm-run-label").first.inner_text()
+        assert page.locator(".llm-run-column").first.locator(".llm-token").count() <= 3
+        assert page.evaluate("window.__streaming") >= 1  # the new column showed text before its tokens
+
+        # Saved and reopened without the kernel: the cards are still there (and each token's title says the same).
+        page.wait_for_timeout(1500)
+        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+        page.wait_for_function("!window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+        page.evaluate("window.jupyterapp.serviceManager.sessions.shutdownAll()")
+        assert not ours(errors), errors
+        page.close()
+        page, errors = open_page(browser, lab, "hover.ipynb")
+        page.wait_for_selector(".llm-widget-fallback .llm-playground-fallback .llm-token", timeout=60_000)
+        saved = page.locator(".llm-playground-fallback .llm-token")
+        assert saved.count() == len(cards) + 3  # both runs
+        last = saved.nth(saved.count() - 1)
+        last.hover()
+        page.wait_for_timeout(100)
+        card = last.evaluate(CARD)
+        page.locator(".llm-playground-fallback").screenshot(path=str(ARTIFACTS / "playground-reopened-hover.png"))
+        assert card["visible"] and card["whole"] and card["probs"] == cards[-1]["probs"], (card, cards[-1])
+        assert f"rank {cards[-1]['rank']}" in last.get_attribute("title")
+    except Exception:
+        if not page.is_closed():
+            page.screenshot(path=str(ARTIFACTS / "lab-playground-hover-failure.png"))
+        raise
+    assert not [e for e in ours(errors) if "widget model not found" not in e], errors
+    page.close()

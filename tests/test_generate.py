@@ -58,3 +58,19 @@ def test_encoder_cannot_generate():
     s.load("minilm")
     with pytest.raises(LLMError, match="needs a causal language model"):
         s.generate("hello")
+
+
+def test_stop_through_the_magic_cuts_each_sample_and_says_why(shell, magic_session, capsys):
+    from support import run
+
+    plain = run(shell, "generate --greedy --max-new-tokens 30 Once upon a time")
+    stop = plain.text.split()[3]
+    cut = run(shell, f"generate --greedy --max-new-tokens 30 --stop 'zzqx, {stop}' Once upon a time")
+    assert cut.text == plain.text[: plain.text.find(stop)] and cut.stop_reason == f"stop sequence {stop!r}"
+    assert f"stopped at stop sequence {stop!r}]" in capsys.readouterr().out
+    # several samples: each is cut at its own first stop text (the oracle: the same samples without --stop)
+    samples = run(shell, "generate --max-new-tokens 20 --num-return-sequences 3 --seed 5 Once upon a time")
+    line = "generate --max-new-tokens 20 --num-return-sequences 3 --seed 5 --stop ' the ' Once upon a time"
+    stopped = run(shell, line)  # each text stripped of the spaces around it: the stop text is "the"
+    assert stopped.texts == [t[: t.find("the")] if "the" in t else t for t in samples.texts]
+    assert stopped.stopped_at == ["the" if "the" in t else None for t in samples.texts]

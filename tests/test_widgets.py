@@ -1,13 +1,15 @@
 """The widgets driven through their Python API: real training runs and real generations behind them."""
+import html
+import re
 import time
 
 import pytest
 
-from support import DATA, run
-from llm_magics import Session
+from llm_magics import LLMError, Session
 from llm_magics.generation import SamplingSettings
 from llm_magics.views.playground import SamplingPanel
 from llm_magics.views.training_chart import TrainingView
+from support import DATA, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
@@ -189,6 +191,156 @@ def test_playground_busy_state_new_seed_per_click_and_fallback(session):
     assert f"seed={first}" in bundle["text/html"] and "token probability" in bundle["text/html"]
     pinned = SamplingPanel(session, "Hi", SamplingSettings(seed=5))
     assert pinned.pin_seed.value and pinned.seed.value == 5
+
+
+def test_playground_typed_box_moves_the_slider_and_the_next_generate_uses_it(session):
+    from llm_magics import options
+
+    panel = SamplingPanel(session, "Once upon a time", SamplingSettings(max_new_tokens=24, seed=3))
+    declared = {o.name: o.range for o in options.options("playground") if o.range}
+    for name, box in panel.boxes.items():  # same range as its slider, and the same value
+        assert (box.min, box.max, box.step) == declared[name] and box.value == getattr(panel.settings(), name)
+    panel.boxes["max_new_tokens"].value = 3
+    panel.boxes["temperature"].value = 1.35
+    assert panel.max_new_tokens.value == 3 and panel.temperature.value == pytest.approx(1.35)
+    result = panel.generate()
+    assert result.settings.max_new_tokens == 3 and result.settings.temperature == pytest.approx(1.35)
+    assert 1 <= result.new_tokens <= 3
+    panel.top_k.value = 7  # and the other way round
+    assert panel.boxes["top_k"].value == 7
+    panel.boxes["top_k"].value = 10_000  # the box keeps the declared range
+    assert panel.boxes["top_k"].value == declared["top_k"][1] == panel.top_k.value
+    # max new tokens: under 2 tokens a pixel of the track (the slider's width less its 130 px label)
+    low, high, _ = declared["max_new_tokens"]
+    assert (high - low) / (int(panel.max_new_tokens.layout.width.rstrip("px")) - 130) <= 2
+
+
+def test_playground_streams_into_the_new_column(session):
+    panel = SamplingPanel(session, "Once upon a time", SamplingSettings(max_new_tokens=24, seed=11))
+    seen = []
+
+    def watch(change):
+        if change["new"] and change["new"][0] not in change["old"]:
+            change["new"][0].observe(lambda c: seen.append(c["new"]), "value")
+
+    panel.outputs.observe(watch, "children")
+    result = panel.generate()
+    streamed = [v for v in seen if "llm-streaming" in v]
+    assert len(streamed) >= 2, seen  # filled while generating, more than once
+    texts = [html.unescape(re.search(r"llm-streaming[^>]*>(.*?)</div>", v, re.S).group(1)) for v in streamed]
+    assert all(a != b and b.startswith(a) for a, b in zip(texts, texts[1:]))  # growing
+    oracle = session.generate("Once upon a time", max_new_tokens=24, seed=11)
+    assert result.text == oracle.text and oracle.text.startswith(texts[-1])
+    assert seen[-1] == panel.columns[0].value and "llm-streaming" not in seen[-1]  # then the shaded tokens
+    assert panel.outputs.children[0] is panel.columns[0]
+
+
+def test_token_rank_probability_and_card_match_a_plain_forward_pass(session):
+    import torch
+
+    from llm_magics.generation import token_probabilities
+    from llm_magics.views.playground import tokens_by_probability_html
+
+    # temperature 1, no top-k or top-p: the sampling distribution is the model's own softmax
+    result = session.generate("The weather today is", max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0,
+                              seed=4, output_scores=True)
+    tokens = token_probabilities(session.tokenizer, result.token_ids[0], result.scores)
+    prompt_ids = session.tokenizer("The weather today is")["input_ids"]
+    ids = torch.tensor([prompt_ids + result.token_ids[0]])
+    with torch.no_grad():
+        probs = torch.softmax(session.loaded.model(ids).logits[0].double(), dim=-1)
+    for step, token in enumerate(tokens):
+        p = probs[len(prompt_ids) - 1 + step]
+        assert token["prob"] == pytest.approx(float(p[token["id"]]), abs=1e-4)
+        assert token["rank"] == int((p > p[token["id"]] + 1e-6).sum()) + 1
+        listed = p.clone()
+        listed[[i for i in session.tokenizer.all_special_ids if i != token["id"]]] = 0  # never listed
+        best = torch.topk(listed, 5)
+        assert [q for _, q in token["top"]] == pytest.approx(best.values.tolist(), abs=1e-4)
+    assert any(t["rank"] > 1 for t in tokens)  # sampled: not always the likeliest
+    shown = tokens_by_probability_html(tokens)
+    assert shown.count("class='llm-token-card'") == len(tokens) and "title=" not in shown
+    assert f"rank <span class='llm-card-rank'>{tokens[0]['rank']}</span>" in shown
+    assert "title=" in tokens_by_probability_html(tokens, title=True)  # the saved notebook keeps it
+
+
+def test_probability_scale_is_cividis_with_readable_text():
+    from llm_magics.views.playground import CIVIDIS, PROBABILITY_LEGEND, contrast, probability_colours
+
+    assert probability_colours(0)[0] == CIVIDIS[0] and probability_colours(1)[0] == CIVIDIS[-1]
+    assert probability_colours(0.5)[0] == CIVIDIS[2]
+    for step in range(101):
+        background, text = probability_colours(step / 100)
+        assert contrast(background, text) >= 4.5, (step, background, text)
+    # matplotlib's own cividis at the stops (the independent oracle)
+    from matplotlib import colormaps
+
+    for i, stop in enumerate(CIVIDIS):
+        expected = [round(255 * c) for c in colormaps["cividis"](i / 4)[:3]]
+        assert all(abs(a - b) <= 1 for a, b in zip(stop, expected)), (stop, expected)
+    assert "#00224e" in PROBABILITY_LEGEND and "hsl" not in PROBABILITY_LEGEND
+
+
+def test_playground_columns_record_prompt_and_settings(session):
+    panel = SamplingPanel(session, "A long prompt " * 8, SamplingSettings(max_new_tokens=3, seed=9, top_k=12))
+    result = panel.generate()
+    column = html.unescape(panel.columns[0].value)
+    for piece in ("T=0.7", "top-k=12", "top-p=0.95", "seed=9", "rep=1", "max=3", "prompt: 'A long prompt A long",
+                  f"stopped: {result.stop_reason}"):
+        assert piece in column, piece
+    saved = html.unescape(panel.fallback_html())
+    assert "seed=9" in saved and "max=3" in saved and "prompt: 'A long prompt" in saved
+
+
+def test_stop_sequence_cuts_the_output_and_the_column_says_so(session):
+    prompt = "Once upon a time"
+    plain = session.generate(prompt, max_new_tokens=40, do_sample=False)
+    words = plain.text.split()
+    stop = words[len(words) // 2]  # a word in the middle of the plain continuation
+    cut = session.generate(prompt, max_new_tokens=40, do_sample=False, stop=stop)
+    assert cut.text == plain.text[: plain.text.find(stop)]  # the oracle: the plain text, truncated
+    assert cut.stop_reason == f"stop sequence {stop!r}" and cut.new_tokens < plain.new_tokens
+    assert plain.stop_reason == "max tokens" and plain.stopped_at == [None]
+    panel = SamplingPanel(session, prompt, SamplingSettings(max_new_tokens=40, do_sample=False))
+    panel.stop.value = f"@@@, {stop}"  # comma-separated; a text that never comes changes nothing
+    result = panel.generate()
+    assert result.text == cut.text and result.settings.stop_strings() == ["@@@", stop]
+    column = html.unescape(panel.columns[0].value)
+    assert f"stopped: stop sequence {stop!r}" in column and f"stop=['@@@', {stop!r}]" in column
+    shown = [int(i) for i in re.findall(r'class="llm-token" tabindex="0" data-id="(\d+)"', column)]
+    assert 0 < len(shown) <= cut.new_tokens and session.tokenizer.decode(shown).startswith(cut.text)
+    assert stop not in session.tokenizer.decode(shown[:-1])  # nothing shown after the cut
+    assert SamplingSettings(stop="a\n\\n, b").stop_strings() == ["a", "\n", "b"]
+    with pytest.raises(LLMError, match="--stop has no text"):
+        session.generate(prompt, stop=" , ")
+
+
+def test_playground_chat_template_and_system_prompt_change_the_prompt_ids(session):
+    question = "What is the capital of France?"
+    panel = SamplingPanel(session, question, SamplingSettings(max_new_tokens=8, do_sample=False))
+    assert panel.chat_row.layout.display != "none"  # SmolLM2-Instruct has a chat template
+    assert SamplingPanel(Session(), "").chat_row.layout.display == "none"  # no model, no template: hidden
+
+    def templated(messages):  # the oracle: the tokenizer's own template, as text, then tokenized
+        text = session.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        return session.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    panel.chat.value, panel.system.value = True, "You are a pirate."
+    pirate = panel.generate()
+    user = {"role": "user", "content": question}
+    assert pirate.prompt_ids == templated([{"role": "system", "content": "You are a pirate."}, user])
+    panel.system.value = ""
+    plain_chat = panel.generate()
+    assert plain_chat.prompt_ids == templated([user]) != pirate.prompt_ids
+    panel.chat.value = False
+    raw = panel.generate()
+    assert raw.prompt_ids == session.tokenizer(question)["input_ids"]
+    header = html.unescape(panel.columns[2].value)  # the pirate's column, oldest of the three
+    assert "chat · prompt: 'What is the capital" in header and "system: 'You are a pirate.'" in header
+    assert "system:" not in html.unescape(panel.columns[0].value)
+    # the same turn through Session.chat: the same reply
+    assert session.chat(question, system="You are a pirate.", max_new_tokens=8, do_sample=False).text == \
+        pirate.text.strip()
 
 
 def test_hover_lists_only_real_alternatives(session):
