@@ -28,7 +28,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .errors import LLMError, no_model
-from .loading import LoadedModel, context_length
+from .loading import LoadedModel, context_length, last_logits_only
 
 CAPTURE = "llm_magics_capture"
 
@@ -44,23 +44,81 @@ class LayerInputs:
     additive: torch.Tensor | None = None  # a float mask added to the scores, for models that use one
 
 
-def attention_probs(inputs: LayerInputs, heads: list[int] | None = None) -> torch.Tensor:
-    """softmax(QKᵀ·scale + mask) for the given heads (default all): (heads, n, n) float32."""
-    query, key = inputs.query[0].float(), inputs.key[0].float()
-    num_heads, n, d = query.shape
+def _scores(inputs: LayerInputs, heads: list[int] | None, rows: slice) -> torch.Tensor:
+    """QKᵀ·scale + mask for the query rows `rows` of the given heads (default all): (heads, rows, n) float32."""
+    query, key = inputs.query[0, :, rows].float(), inputs.key[0].float()
+    num_heads, r, d = query.shape
     groups = num_heads // key.shape[0]
     if heads is not None:
         query, key = query[heads], key[[h // groups for h in heads]]
         scores = torch.matmul(query * inputs.scaling, key.transpose(-1, -2))
     else:  # each key head serves `groups` query heads: one matmul per key head, no repeated keys
         scores = torch.matmul(
-            (query * inputs.scaling).reshape(key.shape[0], groups * n, d), key.transpose(-1, -2)
-        ).view(num_heads, n, -1)
+            (query * inputs.scaling).reshape(key.shape[0], groups * r, d), key.transpose(-1, -2)
+        ).view(num_heads, r, -1)
     if inputs.additive is not None:
-        scores = scores + inputs.additive[0].float()
+        scores = scores + inputs.additive[0, ..., rows, :].float()
     if inputs.blocked is not None:
-        scores.masked_fill_(inputs.blocked, float("-inf"))
-    return torch.softmax(scores, dim=-1)
+        scores.masked_fill_(inputs.blocked[rows], float("-inf"))
+    return scores
+
+
+def attention_probs(inputs: LayerInputs, heads: list[int] | None = None, rows: slice = slice(None)) -> torch.Tensor:
+    """softmax(QKᵀ·scale + mask) for the given heads (default all) and query rows (default all):
+    (heads, rows, n) float32."""
+    return torch.softmax(_scores(inputs, heads, rows), dim=-1)
+
+
+ROW_BLOCK = 256  # query rows per block: every head's scores for one block, 9 × 256 × 4,096 floats = 38 MB
+
+
+def row_blocks(inputs: LayerInputs, block: int = ROW_BLOCK):
+    """(rows, probabilities of every head for those query rows), block by block: a long text never has every
+    head's (n, n) map in memory at once."""
+    n = inputs.query.shape[2]
+    for start in range(0, n, block):
+        rows = slice(start, min(n, start + block))
+        yield rows, attention_probs(inputs, rows=rows)
+
+
+def layer_view(inputs: LayerInputs, head: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What the widget draws of one layer, block by block: the (n, n) map of one head (or, head -1, the mean
+    of the heads) and every head's mean row entropy (the head view's top 3)."""
+    n = inputs.query.shape[2]
+    shown = torch.empty(n, n)
+    entropy = torch.zeros(inputs.query.shape[1])
+    for rows, probs in row_blocks(inputs):
+        shown[rows] = probs.mean(0) if head < 0 else probs[head]
+        entropy -= torch.special.xlogy(probs, probs).sum(-1).sum(-1)
+    return shown, entropy / n
+
+
+def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: int):
+    """From the kept queries and keys, one block of rows at a time: every layer × head map pooled to
+    thumbnail_size² (as adaptive_avg_pool2d), each position's mean attention share (sink detection) and the
+    rollout row of `position` (the chain read top-down, e_pᵀ·M_L···M_1, instead of the whole (n, n) product).
+    Returns (thumbnails (layers, heads, t, t), shares (n,), rollout row (n,), sinks included)."""
+    n, heads = len(captured.tokens), captured.num_heads
+    t = min(thumbnail_size, n)
+    seen = torch.ones(n, n, dtype=torch.bool).tril(-1) if captured.causal else ~torch.eye(n, dtype=torch.bool)
+    shares = torch.zeros(n)
+    thumbnails = torch.zeros(captured.num_layers, heads, t, t)
+    row = torch.zeros(n)
+    row[position] = 1.0
+    for layer in reversed(range(captured.num_layers)):
+        pooled_columns = torch.empty(heads, n, t)
+        through = torch.zeros(n)  # row @ (mean of heads)
+        for rows, probs in row_blocks(captured.queries_keys[layer]):
+            pooled_columns[:, rows] = torch.nn.functional.adaptive_avg_pool1d(probs, t)
+            mean = probs.mean(0)
+            shares += (mean * seen[rows]).sum(0)
+            through += row[rows] @ mean
+        thumbnails[layer] = torch.nn.functional.adaptive_avg_pool1d(pooled_columns.transpose(1, 2), t).transpose(1, 2)
+        mixed = 0.5 * through + 0.5 * row  # rollout_step's half residual path (its rows already sum to 1)
+        row = mixed / mixed.sum().clamp_min(1e-12)
+    counts = seen.sum(0)
+    shares = torch.where(counts > 0, shares / captured.num_layers / counts.clamp_min(1), torch.zeros_like(shares))
+    return thumbnails, shares, row
 
 
 SINK_SHARE = 0.3  # a position drawing more than this share of attention on average is a sink
@@ -275,8 +333,8 @@ def capture(
     keep_queries_keys: bool = False,
     drop_sinks: bool = True,
 ) -> AttentionCapture:
-    """Attention of `text` for the asked layers (default: the last) and heads (default: all), in one
-    forward pass. keep_queries_keys: also keep every layer's queries and keys, so that
+    """Attention of `text` for the asked layers (default: the last; [] for none) and heads (default: all), in
+    one forward pass. keep_queries_keys: also keep every layer's queries and keys, so that
     `AttentionCapture.layer_weights(layer)` gives any other layer later without a new pass."""
     if loaded is None:
         raise no_model("attention")
@@ -298,8 +356,10 @@ def capture(
     recorder = _Recorder(set(layers), heads, thumbnails, rollout, keep_queries_keys)
     model = loaded.model
     with _capture_mode(model, recorder), torch.inference_mode():
-        model(**{k: v.to(loaded.device) for k, v in inputs.items()})
+        model(**{k: v.to(loaded.device) for k, v in inputs.items()}, **last_logits_only(model))
     missing = [layer for layer in layers if layer not in recorder.weights]
+    if keep_queries_keys and len(recorder.queries_keys) < num_layers:
+        missing = [layer for layer in range(num_layers) if layer not in recorder.queries_keys]
     if missing:
         raise LLMError(
             f"{loaded.name} does not route attention through transformers' attention "
