@@ -44,9 +44,11 @@ class LayerInputs:
     additive: torch.Tensor | None = None  # a float mask added to the scores, for models that use one
 
 
-def _scores(inputs: LayerInputs, heads: list[int] | None, rows: slice) -> torch.Tensor:
-    """QKᵀ·scale + mask for the query rows `rows` of the given heads (default all): (heads, rows, n) float32."""
-    query, key = inputs.query[0, :, rows].float(), inputs.key[0].float()
+def _scores(inputs: LayerInputs, heads: list[int] | None, rows: slice, columns: int | None = None) -> torch.Tensor:
+    """QKᵀ·scale + mask for the query rows `rows` of the given heads (default all) against the first `columns`
+    keys (default all): (heads, rows, columns) float32."""
+    columns = inputs.key.shape[2] if columns is None else columns
+    query, key = inputs.query[0, :, rows].float(), inputs.key[0, :, :columns].float()
     num_heads, r, d = query.shape
     groups = num_heads // key.shape[0]
     if heads is not None:
@@ -57,9 +59,9 @@ def _scores(inputs: LayerInputs, heads: list[int] | None, rows: slice) -> torch.
             (query * inputs.scaling).reshape(key.shape[0], groups * r, d), key.transpose(-1, -2)
         ).view(num_heads, r, -1)
     if inputs.additive is not None:
-        scores = scores + inputs.additive[0, ..., rows, :].float()
+        scores = scores + inputs.additive[0, ..., rows, :columns].float()
     if inputs.blocked is not None:
-        scores.masked_fill_(inputs.blocked[rows], float("-inf"))
+        scores.masked_fill_(inputs.blocked[rows, :columns], float("-inf"))
     return scores
 
 
@@ -72,25 +74,35 @@ def attention_probs(inputs: LayerInputs, heads: list[int] | None = None, rows: s
 ROW_BLOCK = 256  # query rows per block: every head's scores for one block, 9 × 256 × 4,096 floats = 38 MB
 
 
-def row_blocks(inputs: LayerInputs, block: int = ROW_BLOCK):
-    """(rows, probabilities of every head for those query rows), block by block: a long text never has every
-    head's (n, n) map in memory at once."""
-    n = inputs.query.shape[2]
-    for start in range(0, n, block):
-        rows = slice(start, min(n, start + block))
-        yield rows, attention_probs(inputs, rows=rows)
+def row_blocks(inputs: LayerInputs):
+    """(rows, columns, every head's probabilities of those query rows over the first `columns` keys), block by
+    block: a long text never has every head's (n, n) map in memory at once. The keys after `columns` are
+    masked for every row of the block (a causal model's upper triangle): their weights are 0, not computed."""
+    n, m = inputs.query.shape[2], inputs.key.shape[2]
+    for start in range(0, n, ROW_BLOCK):
+        rows = slice(start, min(n, start + ROW_BLOCK))
+        columns = m
+        if inputs.blocked is not None and inputs.additive is None:
+            visible = torch.nonzero((~inputs.blocked[rows]).any(0))
+            columns = int(visible.max()) + 1 if len(visible) else m
+        yield rows, columns, torch.softmax(_scores(inputs, None, rows, columns), dim=-1)
 
 
-def layer_view(inputs: LayerInputs, head: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """What the widget draws of one layer, block by block: the (n, n) map of one head (or, head -1, the mean
-    of the heads) and every head's mean row entropy (the head view's top 3)."""
-    n = inputs.query.shape[2]
-    shown = torch.empty(n, n)
+def layer_map(inputs: LayerInputs, head: int) -> torch.Tensor:
+    """The (n, n) map of one head (head -1: the mean of the heads), block by block."""
+    n, m = inputs.query.shape[2], inputs.key.shape[2]
+    shown = torch.zeros(n, m)
+    for rows, columns, probs in row_blocks(inputs):
+        shown[rows, :columns] = probs.mean(0) if head < 0 else probs[head]
+    return shown
+
+
+def head_entropies(inputs: LayerInputs) -> torch.Tensor:
+    """Each head's mean row entropy (the head view's top 3), block by block."""
     entropy = torch.zeros(inputs.query.shape[1])
-    for rows, probs in row_blocks(inputs):
-        shown[rows] = probs.mean(0) if head < 0 else probs[head]
+    for _, _, probs in row_blocks(inputs):
         entropy -= torch.special.xlogy(probs, probs).sum(-1).sum(-1)
-    return shown, entropy / n
+    return entropy / inputs.query.shape[2]
 
 
 def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: int):
@@ -108,11 +120,12 @@ def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: in
     for layer in reversed(range(captured.num_layers)):
         pooled_columns = torch.empty(heads, n, t)
         through = torch.zeros(n)  # row @ (mean of heads)
-        for rows, probs in row_blocks(captured.queries_keys[layer]):
-            pooled_columns[:, rows] = torch.nn.functional.adaptive_avg_pool1d(probs, t)
+        for rows, columns, probs in row_blocks(captured.queries_keys[layer]):
+            full = torch.nn.functional.pad(probs, (0, n - columns))  # the skipped keys' zeros, for the pooling
+            pooled_columns[:, rows] = torch.nn.functional.adaptive_avg_pool1d(full, t)
             mean = probs.mean(0)
-            shares += (mean * seen[rows]).sum(0)
-            through += row[rows] @ mean
+            shares[:columns] += (mean * seen[rows, :columns]).sum(0)
+            through[:columns] += row[rows] @ mean
         thumbnails[layer] = torch.nn.functional.adaptive_avg_pool1d(pooled_columns.transpose(1, 2), t).transpose(1, 2)
         mixed = 0.5 * through + 0.5 * row  # rollout_step's half residual path (its rows already sum to 1)
         row = mixed / mixed.sum().clamp_min(1e-12)

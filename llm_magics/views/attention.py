@@ -75,7 +75,7 @@ class AttentionView(anywidget.AnyWidget):
     zoom = traitlets.List(traitlets.Float()).tag(sync=True)  # matrix view: [first row, first column, span]
     # The lens computes LENS_WINDOW positions from lens_start (-1: the last ones); scrolling asks for others.
     lens_start = traitlets.Int(-1).tag(sync=True)
-    _maps: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]]  # (layer, head) -> (shown map, entropies)
+    _maps: dict[tuple[int, int], torch.Tensor]  # (layer, head) -> that (n, n) map, the last two asked
 
     def __init__(
         self,
@@ -96,7 +96,7 @@ class AttentionView(anywidget.AnyWidget):
         if target is not None:
             target_token(loaded.tokenizer, target)  # one line now, not on the first lens draw
         self._loaded, self._text, self._maps, self._target = loaded, text, {}, target
-        self._handle, self._pending, self._hidden = None, None, None
+        self._handle, self._pending, self._hidden, self._entropy_layer = None, None, None, -1
         self._thumbnail_size = thumbnail_size
         # One forward pass keeping every layer's queries and keys; nothing of size n² yet. The layer shown is
         # computed block by block (_show), the overview of all layers only when a view needs it (_overview).
@@ -168,17 +168,17 @@ class AttentionView(anywidget.AnyWidget):
         """(heads, n, n) for one layer, computed from the kept queries and keys (no new forward pass)."""
         return self.capture.layer_weights(layer)
 
-    def _map(self, layer: int, head: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(n, n) of one head (-1: the mean of heads) and the layer's head entropies; the last two kept."""
+    def _map(self, layer: int, head: int) -> torch.Tensor:
+        """(n, n) of one head (-1: the mean of heads), computed block by block; the last two kept."""
         if (layer, head) not in self._maps:
             if len(self._maps) >= 2:  # a few n² maps at most, never every head's
                 self._maps.pop(next(iter(self._maps)))
-            self._maps[layer, head] = attention.layer_view(self.capture.queries_keys[layer], head)
+            self._maps[layer, head] = attention.layer_map(self.capture.queries_keys[layer], head)
         return self._maps[layer, head]
 
     @property
     def shown(self) -> torch.Tensor:
-        return self._map(self.layer, self.head)[0]
+        return self._map(self.layer, self.head)
 
     def _overview(self):
         """The model view's thumbnails and the head view's rollout shading and sinks: every layer's attention,
@@ -201,19 +201,22 @@ class AttentionView(anywidget.AnyWidget):
             self._fill_lens()
         if self.view in ("head", "model"):
             self._overview()
+        if self.view == "head" and self._entropy_layer != self.layer:  # the head view opens on these
+            entropy = attention.head_entropies(self.capture.queries_keys[self.layer])
+            top = sorted(entropy.topk(min(3, self.num_heads)).indices.tolist())
+            self._entropy_layer = self.layer
+            with self.hold_sync():
+                self.entropy_heads = top
+                if self.head < 0:
+                    self.head_set = top
         if self.shown_layer == self.layer and self.shown_head == self.head:
             return
-        shown, entropy = self._map(self.layer, self.head)
+        shown = self._map(self.layer, self.head)
         if self.head < 0 and len(self.tokens) <= ALL_HEADS_UP_TO:  # the head view colours each head's lines
             heads, stack = [-1] + list(range(self.num_heads)), torch.cat([shown[None], self.layer_weights(self.layer)])
         else:
             heads, stack = [self.head], shown[None]
         with self.hold_sync():
-            if self.shown_layer != self.layer:
-                top = sorted(entropy.topk(min(3, self.num_heads)).indices.tolist())
-                self.entropy_heads = top
-                if self.head < 0:
-                    self.head_set = top
             self.weights = _as_bytes(stack)
             self.row_peaks = stack.amax(-1).float().contiguous().numpy().tobytes()
             self.weight_heads = heads
@@ -324,7 +327,7 @@ class AttentionView(anywidget.AnyWidget):
         row, width, column = 18, 560, 150
         lines = []
         for h in drawn:
-            weights = self._map(self.layer, h)[0]
+            weights = self._map(self.layer, h)
             scaled = weights / weights.amax(-1, keepdim=True).clamp_min(1e-12)
             colour = "#1976d2" if h < 0 else HEAD_COLOURS[h % len(HEAD_COLOURS)]
             for i in sources:
@@ -362,12 +365,6 @@ HEAD_COLOURS = [
     "#393b79",
     "#ad494a",
 ]  # as attention.js (d3's category10, then two)
-
-
-def top_entropy_heads(maps: torch.Tensor, k: int = 3) -> list[int]:
-    """The k heads of a layer whose attention rows have the highest mean entropy, in head order."""
-    entropy = -(maps * torch.log(maps.clamp_min(1e-12))).sum(-1).mean(-1)
-    return sorted(entropy.topk(min(k, maps.shape[0])).indices.tolist())
 
 
 def _thumbnail_grid(thumbnails: torch.Tensor) -> str:
