@@ -115,7 +115,13 @@ def test_widget_lens_reads_out_only_the_window_in_view(session):
     full = logit_lens(loaded, text, target=" sleep")
     n = len(full.tokens)
     assert n > LENS_WINDOW + 8
-    view = AttentionView(loaded, text, view="lens", target=" sleep")
+    passes = []
+    hook = loaded.model.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        view = AttentionView(loaded, text, view="lens", target=" sleep")
+    finally:
+        hook.remove()
+    assert len(passes) == 1 and view.captured is None  # the lens's pass only: no attention captured yet
     for start in (n - LENS_WINDOW, 0, 5):
         if start != n - LENS_WINDOW:
             view.lens_start = start
@@ -129,3 +135,5 @@ def test_widget_lens_reads_out_only_the_window_in_view(session):
     assert view.lens["start"] == n - LENS_WINDOW
     static = view.static_html()
     assert static.count("<th style=\"padding:2px 4px") == LENS_WINDOW  # the window's columns only
+    view.view = "matrix"  # an attention view captures the attention now
+    assert view.captured is not None and (view.shown_layer, view.shown_head) == (29, -1)

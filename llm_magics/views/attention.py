@@ -98,11 +98,14 @@ class AttentionView(anywidget.AnyWidget):
         self._loaded, self._text, self._maps, self._target = loaded, text, {}, target
         self._handle, self._pending, self._hidden, self._entropy_layer = None, None, None, -1
         self._thumbnail_size = thumbnail_size
-        # One forward pass keeping every layer's queries and keys; nothing of size n² yet. The layer shown is
-        # computed block by block (_show), the overview of all layers only when a view needs it (_overview).
-        self.capture = attention.capture(loaded, text, layers=[], keep_queries_keys=True)
-        captured = self.capture
-        n = len(captured.tokens)
+        self._capture: attention.AttentionCapture | None = None
+        num_layers, num_heads = attention.model_shape(loaded.model)
+        if view == "lens":  # one forward pass, the lens's: the attention is captured if another view opens
+            ids, self._hidden = lens_inputs(loaded, text)
+            tokens, causal = [Decoder(loaded.tokenizer)(i) for i in ids], True
+        else:
+            tokens, causal = self.capture.tokens, self.capture.causal
+        n = len(tokens)
         if view is None:
             view = "head" if n <= ALL_HEADS_UP_TO else "matrix"
         try:
@@ -110,15 +113,28 @@ class AttentionView(anywidget.AnyWidget):
         except LLMError as error:
             self.lens_error = str(error)
         with self.hold_sync():
-            self.num_layers, self.num_heads = captured.num_layers, captured.num_heads
-            self.causal = captured.causal
+            self.num_layers, self.num_heads = num_layers, num_heads
+            self.causal = causal
             self.thumbnail_size = min(thumbnail_size, n)
-            self.rollout_target = "the next token" if captured.causal else captured.tokens[0].strip()
-            self.layer = captured.num_layers - 1 if layer is None else layer
+            self.rollout_target = "the next token" if causal else tokens[0].strip()
+            self.layer = num_layers - 1 if layer is None else layer
             self.head = -1 if head is None else head
             self.view = view
-            self.tokens = captured.tokens  # last: the selection is complete before anything is computed
+            self.tokens = tokens  # last: the selection is complete before anything is computed
             self._show()
+
+    @property
+    def capture(self) -> attention.AttentionCapture:
+        """The one attention pass: every layer's queries and keys, nothing of size n² (the layer shown is
+        computed block by block in _show, the overview of all layers only when a view needs it)."""
+        if self._capture is None:
+            self._capture = attention.capture(self._loaded, self._text, layers=[], keep_queries_keys=True)
+        return self._capture
+
+    @property
+    def captured(self) -> attention.AttentionCapture | None:
+        """The attention capture if it was made (a widget opened on the lens has none until another view)."""
+        return self._capture
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):
@@ -209,8 +225,8 @@ class AttentionView(anywidget.AnyWidget):
                 self.entropy_heads = top
                 if self.head < 0:
                     self.head_set = top
-        if self.shown_layer == self.layer and self.shown_head == self.head:
-            return
+        if self.view not in ("head", "matrix") or (self.shown_layer, self.shown_head) == (self.layer, self.head):
+            return  # the model view and the lens draw no single layer
         shown = self._map(self.layer, self.head)
         if self.head < 0 and len(self.tokens) <= ALL_HEADS_UP_TO:  # the head view colours each head's lines
             heads, stack = [-1] + list(range(self.num_heads)), torch.cat([shown[None], self.layer_weights(self.layer)])
