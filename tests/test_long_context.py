@@ -76,5 +76,6 @@ def test_4k_attention_and_lens_within_the_memory_goal():
     lens = measured("lens")
     assert lens["tokens"] == n and not lens["captured"]  # the lens's forward pass only
     assert lens["lens_start"] == 0 and lens["lens_width"] == lens["window"]
-    for step, megabytes in {**result["steps"], **lens["steps"]}.items():  # cumulative peaks: each includes the steps before it
+    # Cumulative peaks: each includes the steps before it in its process.
+    for step, megabytes in {**result["steps"], **lens["steps"]}.items():
         assert megabytes < LIMIT_MB, f"{step}: {megabytes:.0f} MB extra RSS at {n} tokens"
