@@ -7,7 +7,8 @@ as the side-by-side baseline. "extra RSS" is the peak above the RSS just before 
     python bench/long_context.py [--tokens 4096] [--steps plain attention switch lens lens_scroll]
 
 Steps: attention = AttentionView(...) constructed (first paint: the data the browser draws first is ready);
-switch = one layer switch in that widget (mean of heads, matrix view), best of 3; lens = the widget's
+switch = one layer switch in that widget (mean of heads, matrix view), best of 3; overview = opening the
+model view in that widget (every layer's thumbnails, the sinks and the rollout row, computed then); lens = the widget's
 logit-lens tab opened (view="lens": the forward pass and the window in view); lens_scroll = asking the lens
 for an earlier window once it is open.
 """
@@ -80,8 +81,8 @@ def one(step: str, n: int) -> dict:
     ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
     result = {"step": step, "tokens": int(ids.shape[1])}
     view = None
-    if step in ("switch", "lens_scroll"):  # their widget is built first, outside the measurement
-        view = AttentionView(loaded, text, view="matrix" if step == "switch" else "lens")
+    if step in ("switch", "overview", "lens_scroll"):  # their widget is built first, outside the measurement
+        view = AttentionView(loaded, text, view="lens" if step == "lens_scroll" else "matrix")
     gc.collect()
     with PeakRss() as rss:
         start = time.perf_counter()
@@ -95,6 +96,8 @@ def one(step: str, n: int) -> dict:
                 t0 = time.perf_counter()
                 view.layer = layer
                 best = min(best, time.perf_counter() - t0)
+        elif step == "overview":
+            view.view = "model"
         elif step == "lens_scroll":
             view.lens_start = 0
         elif step == "plain":
@@ -114,7 +117,8 @@ def one(step: str, n: int) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--steps", nargs="+", default=["plain", "attention", "switch", "lens", "lens_scroll"])
+    parser.add_argument("--steps", nargs="+",
+                        default=["plain", "attention", "switch", "overview", "lens", "lens_scroll"])
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
