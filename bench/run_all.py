@@ -16,6 +16,7 @@ SCRIPTS = [("generate_overhead.py", "--tokens 32 --repeats 3"),
            ("train_throughput.py", "--steps 30"),
            ("attention_capture.py", "--lengths 128 512"),
            ("attention_layer_switch.py", "--lengths 256"),
+           ("long_context.py", "--tokens 1024"),
            ("scaling_cpu.py", "--steps 20 --rounds 2"),
            ("data_scale.py", "--sizes 50 --old-up-to 50"),
            ("gpu_decode.py", ""),  # a line saying it skipped, without a CUDA GPU

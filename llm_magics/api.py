@@ -573,7 +573,7 @@ class Session:
         from .views.attention import AttentionView
 
         widget = AttentionView(loaded, text, layer=layer, head=head, view=view, target=target)
-        self.last = widget.capture
+        self.last = widget.captured or widget  # opened on the lens: no attention captured yet
         return widget
 
     def explain(self, text: str) -> dict:

@@ -28,7 +28,7 @@ from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 from .errors import LLMError, no_model
-from .loading import LoadedModel, context_length
+from .loading import LoadedModel, context_length, last_logits_only
 
 CAPTURE = "llm_magics_capture"
 
@@ -44,23 +44,94 @@ class LayerInputs:
     additive: torch.Tensor | None = None  # a float mask added to the scores, for models that use one
 
 
-def attention_probs(inputs: LayerInputs, heads: list[int] | None = None) -> torch.Tensor:
-    """softmax(QKᵀ·scale + mask) for the given heads (default all): (heads, n, n) float32."""
-    query, key = inputs.query[0].float(), inputs.key[0].float()
-    num_heads, n, d = query.shape
+def _scores(inputs: LayerInputs, heads: list[int] | None, rows: slice, columns: int | None = None) -> torch.Tensor:
+    """QKᵀ·scale + mask for the query rows `rows` of the given heads (default all) against the first `columns`
+    keys (default all): (heads, rows, columns) float32."""
+    columns = inputs.key.shape[2] if columns is None else columns
+    query, key = inputs.query[0, :, rows].float(), inputs.key[0, :, :columns].float()
+    num_heads, r, d = query.shape
     groups = num_heads // key.shape[0]
     if heads is not None:
         query, key = query[heads], key[[h // groups for h in heads]]
         scores = torch.matmul(query * inputs.scaling, key.transpose(-1, -2))
     else:  # each key head serves `groups` query heads: one matmul per key head, no repeated keys
         scores = torch.matmul(
-            (query * inputs.scaling).reshape(key.shape[0], groups * n, d), key.transpose(-1, -2)
-        ).view(num_heads, n, -1)
+            (query * inputs.scaling).reshape(key.shape[0], groups * r, d), key.transpose(-1, -2)
+        ).view(num_heads, r, -1)
     if inputs.additive is not None:
-        scores = scores + inputs.additive[0].float()
+        scores = scores + inputs.additive[0, ..., rows, :columns].float()
     if inputs.blocked is not None:
-        scores.masked_fill_(inputs.blocked, float("-inf"))
-    return torch.softmax(scores, dim=-1)
+        scores.masked_fill_(inputs.blocked[rows, :columns], float("-inf"))
+    return scores
+
+
+def attention_probs(inputs: LayerInputs, heads: list[int] | None = None, rows: slice = slice(None)) -> torch.Tensor:
+    """softmax(QKᵀ·scale + mask) for the given heads (default all) and query rows (default all):
+    (heads, rows, n) float32."""
+    return torch.softmax(_scores(inputs, heads, rows), dim=-1)
+
+
+ROW_BLOCK = 256  # query rows per block: every head's scores for one block, 9 × 256 × 4,096 floats = 38 MB
+
+
+def row_blocks(inputs: LayerInputs):
+    """(rows, columns, every head's probabilities of those query rows over the first `columns` keys), block by
+    block: a long text never has every head's (n, n) map in memory at once. The keys after `columns` are
+    masked for every row of the block (a causal model's upper triangle): their weights are 0, not computed."""
+    n, m = inputs.query.shape[2], inputs.key.shape[2]
+    for start in range(0, n, ROW_BLOCK):
+        rows = slice(start, min(n, start + ROW_BLOCK))
+        columns = m
+        if inputs.blocked is not None and inputs.additive is None:
+            visible = torch.nonzero((~inputs.blocked[rows]).any(0))
+            columns = int(visible.max()) + 1 if len(visible) else m
+        yield rows, columns, torch.softmax(_scores(inputs, None, rows, columns), dim=-1)
+
+
+def layer_map(inputs: LayerInputs, head: int) -> torch.Tensor:
+    """The (n, n) map of one head (head -1: the mean of the heads), block by block."""
+    n, m = inputs.query.shape[2], inputs.key.shape[2]
+    shown = torch.zeros(n, m)
+    for rows, columns, probs in row_blocks(inputs):
+        shown[rows, :columns] = probs.mean(0) if head < 0 else probs[head]
+    return shown
+
+
+def head_entropies(inputs: LayerInputs) -> torch.Tensor:
+    """Each head's mean row entropy (the head view's top 3), block by block."""
+    entropy = torch.zeros(inputs.query.shape[1])
+    for _, _, probs in row_blocks(inputs):
+        entropy -= torch.special.xlogy(probs, probs).sum(-1).sum(-1)
+    return entropy / inputs.query.shape[2]
+
+
+def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: int):
+    """From the kept queries and keys, one block of rows at a time: every layer × head map pooled to
+    thumbnail_size² (as adaptive_avg_pool2d), each position's mean attention share (sink detection) and the
+    rollout row of `position` (the chain read top-down, e_pᵀ·M_L···M_1, instead of the whole (n, n) product).
+    Returns (thumbnails (layers, heads, t, t), shares (n,), rollout row (n,), sinks included)."""
+    n, heads = len(captured.tokens), captured.num_heads
+    t = min(thumbnail_size, n)
+    seen = torch.ones(n, n, dtype=torch.bool).tril(-1) if captured.causal else ~torch.eye(n, dtype=torch.bool)
+    shares = torch.zeros(n)
+    thumbnails = torch.zeros(captured.num_layers, heads, t, t)
+    row = torch.zeros(n)
+    row[position] = 1.0
+    for layer in reversed(range(captured.num_layers)):
+        pooled_columns = torch.empty(heads, n, t)
+        through = torch.zeros(n)  # row @ (mean of heads)
+        for rows, columns, probs in row_blocks(captured.queries_keys[layer]):
+            full = torch.nn.functional.pad(probs, (0, n - columns))  # the skipped keys' zeros, for the pooling
+            pooled_columns[:, rows] = torch.nn.functional.adaptive_avg_pool1d(full, t)
+            mean = probs.mean(0)
+            shares[:columns] += (mean * seen[rows, :columns]).sum(0)
+            through[:columns] += row[rows] @ mean
+        thumbnails[layer] = torch.nn.functional.adaptive_avg_pool1d(pooled_columns.transpose(1, 2), t).transpose(1, 2)
+        mixed = 0.5 * through + 0.5 * row  # rollout_step's half residual path (its rows already sum to 1)
+        row = mixed / mixed.sum().clamp_min(1e-12)
+    counts = seen.sum(0)
+    shares = torch.where(counts > 0, shares / captured.num_layers / counts.clamp_min(1), torch.zeros_like(shares))
+    return thumbnails, shares, row
 
 
 SINK_SHARE = 0.3  # a position drawing more than this share of attention on average is a sink
@@ -275,8 +346,8 @@ def capture(
     keep_queries_keys: bool = False,
     drop_sinks: bool = True,
 ) -> AttentionCapture:
-    """Attention of `text` for the asked layers (default: the last) and heads (default: all), in one
-    forward pass. keep_queries_keys: also keep every layer's queries and keys, so that
+    """Attention of `text` for the asked layers (default: the last; [] for none) and heads (default: all), in
+    one forward pass. keep_queries_keys: also keep every layer's queries and keys, so that
     `AttentionCapture.layer_weights(layer)` gives any other layer later without a new pass."""
     if loaded is None:
         raise no_model("attention")
@@ -298,8 +369,10 @@ def capture(
     recorder = _Recorder(set(layers), heads, thumbnails, rollout, keep_queries_keys)
     model = loaded.model
     with _capture_mode(model, recorder), torch.inference_mode():
-        model(**{k: v.to(loaded.device) for k, v in inputs.items()})
+        model(**{k: v.to(loaded.device) for k, v in inputs.items()}, **last_logits_only(model))
     missing = [layer for layer in layers if layer not in recorder.weights]
+    if keep_queries_keys and len(recorder.queries_keys) < num_layers:
+        missing = [layer for layer in range(num_layers) if layer not in recorder.queries_keys]
     if missing:
         raise LLMError(
             f"{loaded.name} does not route attention through transformers' attention "

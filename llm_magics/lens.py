@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .errors import LLMError, no_model
-from .loading import LoadedModel, context_length, require_causal
+from .loading import LoadedModel, context_length, last_logits_only, require_causal
 
 _NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 
@@ -61,27 +61,34 @@ def target_token(tokenizer, target: str) -> tuple[int, int]:
     return ids[0], len(ids)
 
 
-def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: str | None = None) -> LensResult:
-    """Top-k next-token guesses of every layer at every position of `text`, in one forward pass; with a
-    target, also that token's probability and rank in every layer's distribution."""
+def lens_inputs(loaded: LoadedModel | None, text: str) -> tuple[list[int], tuple[torch.Tensor, ...]]:
+    """The checks, then one forward pass: the input ids and every layer's residual stream (batch 1)."""
     if loaded is None:
         raise no_model("lens")
     check_causal(loaded)
     if not text or not text.strip():
         raise LLMError("the text is empty: give the text to read the layers' guesses of")
-    model, tokenizer = loaded.model, loaded.tokenizer
-    inputs = tokenizer(text, return_tensors="pt").to(loaded.device)
+    inputs = loaded.tokenizer(text, return_tensors="pt").to(loaded.device)
     n = inputs["input_ids"].shape[1]
-    limit = context_length(model)
+    limit = context_length(loaded.model)
     if limit and n > limit:
         raise LLMError(f"the text is {n} tokens, longer than the model's context of {limit}")
-    target_id, pieces = target_token(tokenizer, target) if target is not None else (None, 0)
-    norm, unembed = final_norm(model), model.get_output_embeddings()
     with torch.inference_mode():
-        hidden = model(**inputs, output_hidden_states=True).hidden_states
-        ids, probs, target_probs, target_ranks = [], [], [], []
+        hidden = loaded.model(**inputs, output_hidden_states=True, **last_logits_only(loaded.model)).hidden_states
+    return inputs["input_ids"][0].tolist(), tuple(state[0] for state in hidden)
+
+
+def read_out(
+    loaded: LoadedModel, hidden: tuple[torch.Tensor, ...], positions: slice, top_k: int, target_id: int | None
+):
+    """The top-k of every layer's read-out at `positions` only (each position costs a vocabulary-sized
+    matmul per layer): (ids, probs) (rows, positions, k), and with a target its (probs, ranks) (rows, positions)."""
+    norm, unembed = final_norm(loaded.model), loaded.model.get_output_embeddings()
+    ids, probs, target_probs, target_ranks = [], [], [], []
+    with torch.inference_mode():
         for index, state in enumerate(hidden):
-            state = state[0] if index == len(hidden) - 1 else norm(state[0])  # the last one is already normed
+            state = state[positions]
+            state = state if index == len(hidden) - 1 else norm(state)  # the last one is already normed
             # One row at a time: the full (rows, n, vocab) distribution would be GBs at 1k tokens.
             logits = unembed(state).float()
             distribution = torch.softmax(logits, dim=-1)
@@ -89,26 +96,42 @@ def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: st
             ids.append(top.indices.cpu())
             probs.append(top.values.cpu())
             if target_id is not None:
-                p = distribution[:, target_id]
-                target_probs.append(p.cpu())
+                target_probs.append(distribution[:, target_id].cpu())
                 # Ranked by logit: tiny probabilities underflow to equal zeros, logits stay apart.
                 target_ranks.append(((logits > logits[:, target_id : target_id + 1]).sum(-1) + 1).cpu())
-    top_ids, top_probs = torch.stack(ids), torch.stack(probs)
-    vocabulary: dict[int, str] = {}
+    target = (torch.stack(target_probs), torch.stack(target_ranks)) if target_id is not None else None
+    return torch.stack(ids), torch.stack(probs), target
 
-    def decode(token: int) -> str:
-        if token not in vocabulary:
-            vocabulary[token] = tokenizer.decode([token])  # type: ignore[assignment]  # transformers types decode() as str | list[str]; one id list gives a str
-        return vocabulary[token]
 
+class Decoder:
+    """Token ids to text, each id decoded once."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.vocabulary: dict[int, str] = {}
+
+    def __call__(self, token: int) -> str:
+        if token not in self.vocabulary:
+            self.vocabulary[token] = str(self.tokenizer.decode([token]))  # one id: one str
+        return self.vocabulary[token]
+
+
+def logit_lens(loaded: LoadedModel | None, text: str, top_k: int = 5, target: str | None = None) -> LensResult:
+    """Top-k next-token guesses of every layer at every position of `text`, in one forward pass; with a
+    target, also that token's probability and rank in every layer's distribution."""
+    input_ids, hidden = lens_inputs(loaded, text)
+    assert loaded is not None  # lens_inputs refused None
+    target_id, pieces = target_token(loaded.tokenizer, target) if target is not None else (None, 0)
+    top_ids, top_probs, followed = read_out(loaded, hidden, slice(None), top_k, target_id)
+    decode = Decoder(loaded.tokenizer)
     return LensResult(
-        tokens=[decode(i) for i in inputs["input_ids"][0].tolist()],
+        tokens=[decode(i) for i in input_ids],
         rows=["embeddings"] + [f"layer {i}" for i in range(len(hidden) - 1)],
         top_ids=top_ids,
         top_probs=top_probs,
         top_tokens=[[[decode(i) for i in position] for position in row] for row in top_ids.tolist()],
         target=decode(target_id) if target_id is not None else None,
         target_pieces=pieces,
-        target_probs=torch.stack(target_probs) if target_probs else None,
-        target_ranks=torch.stack(target_ranks) if target_ranks else None,
+        target_probs=followed[0] if followed else None,
+        target_ranks=followed[1] if followed else None,
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import inspect
 import json
 import os
 import socket
@@ -299,3 +300,14 @@ def quiet_transformers():
         logging.set_verbosity(previous)
         if was_enabled:
             logging.enable_progress_bar()
+
+
+def last_logits_only(model) -> dict:
+    """Keyword arguments that make a causal model compute its logits at the last position only
+    (transformers' `logits_to_keep`): a pass that reads attention or hidden states skips the unembedding of
+    every other position (at 4,096 tokens: 0.8 GB and a 49k-wide matmul per position)."""
+    try:
+        accepted = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"logits_to_keep": 1} if "logits_to_keep" in accepted else {}

@@ -14,6 +14,7 @@ BY_FILE = {
     "test_notebooks.py": ("notebook", "slow"),
     "test_kernel_feedback.py": ("notebook", "slow"),
     "test_scaling.py": ("slow",),  # several processes, torch.compile
+    "test_long_context.py": ("slow",),  # two forward passes of 4,096 tokens in a subprocess
 }
 # Tests of other files that take more than a few seconds on a 2-core machine: measured per test on the
 # shared machine under heavy load (load average ~18, so each took 3-5x its quiet time), the rest of the
@@ -24,6 +25,9 @@ SLOW = {
     "test_option_bounds.py::test_a_value_outside_the_declared_bounds_is_one_line",  # a magic run per bound
     "test_attention.py::test_kept_queries_and_keys_give_every_layer[default]",
     "test_attention.py::test_layer_switch_reuses_the_one_forward_pass[default]",
+    "test_attention.py::test_block_by_block_overview_equals_the_whole_capture[default]",
+    "test_attention.py::test_block_by_block_overview_equals_the_whole_capture[minilm]",
+    "test_lens.py::test_widget_lens_reads_out_only_the_window_in_view",
     "test_attribution.py::test_bad_input_is_one_line",
     "test_attribution.py::test_every_method_on_a_causal_model[integrated-gradients]",
     "test_attribution.py::test_magic_on_real_weights",

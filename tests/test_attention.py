@@ -276,3 +276,40 @@ def test_attention_magic(shell, capsys, magic_session):
     result = run(shell, "generate --greedy --max-new-tokens 4 --attention", "The capital of France is")
     assert result is llm_magics.last and result.new_tokens == 4
 
+
+
+def test_block_by_block_overview_equals_the_whole_capture(model_pair):
+    """What a long text gets lazily, one block of query rows at a time (the shown map, the head entropies,
+    the thumbnails, the sink shares and the rollout row, read top-down), equals the whole-matrix capture and
+    transformers' eager attentions at a short text, with blocks smaller than the text."""
+    from llm_magics import attention
+
+    s, loaded, reference = model_pair
+    whole = capture(loaded, TEXT, thumbnails=4, rollout=True)
+    kept = capture(loaded, TEXT, layers=[], keep_queries_keys=True)
+    assert kept.weights == {}  # nothing of size n² kept by the widget's pass
+    n = len(kept.tokens)
+    block, attention.ROW_BLOCK = attention.ROW_BLOCK, 3  # several blocks, the last one short
+    try:
+        for layer in (0, len(reference) - 1):
+            eager = reference[layer][0]
+            for head in (-1, 2):
+                shown = attention.layer_map(kept.queries_keys[layer], head)
+                torch.testing.assert_close(shown, eager.mean(0) if head < 0 else eager[head], atol=1e-5, rtol=0)
+            p = eager.double()
+            expected = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean(-1)
+            entropy = attention.head_entropies(kept.queries_keys[layer])
+            torch.testing.assert_close(entropy.double(), expected, atol=1e-4, rtol=0)
+        position = n - 1 if kept.causal else 0
+        thumbnails, shares, row = attention.layer_overview(kept, 4, position)
+    finally:
+        attention.ROW_BLOCK = block
+    torch.testing.assert_close(thumbnails, whole.thumbnails, atol=1e-5, rtol=0)
+    torch.testing.assert_close(shares, whole.shares, atol=1e-5, rtol=0)
+    torch.testing.assert_close(row, whole.rollout[position], atol=1e-5, rtol=0)
+    view = AttentionView(loaded, TEXT, view="matrix")
+    assert view.thumbnails == b"" and view.rollout == []  # not computed until a view needs them
+    view.view = "head"
+    assert view.sinks == whole.sinks
+    np.testing.assert_allclose(view.rollout, whole.rollout_row().numpy(), atol=1e-5)
+    assert len(view.thumbnails) == view.num_layers * view.num_heads * min(24, n) ** 2

@@ -102,3 +102,38 @@ def test_lens_target_magic_and_its_errors(shell, capsys, magic_session):
     # A long word: whole tokens in the saved table, never cut.
     view = run(shell, "lens The struggling mathematicians")
     assert all(t.replace(" ", "·") in view.static_html() for t in view.tokens)
+
+
+def test_widget_lens_reads_out_only_the_window_in_view(session):
+    """A text longer than the lens window: the widget reads out LENS_WINDOW positions (the last ones, then the
+    ones asked with lens_start), each equal to the same columns of the full logit lens; the target still
+    follows the last position."""
+    from llm_magics.views.attention import LENS_WINDOW
+
+    loaded = session.loaded
+    text = " ".join(["The cat sat on the mat because it was tired."] * 8)
+    full = logit_lens(loaded, text, target=" sleep")
+    n = len(full.tokens)
+    assert n > LENS_WINDOW + 8
+    passes = []
+    hook = loaded.model.register_forward_hook(lambda *args: passes.append(1))
+    try:
+        view = AttentionView(loaded, text, view="lens", target=" sleep")
+    finally:
+        hook.remove()
+    assert len(passes) == 1 and view.captured is None  # the lens's pass only: no attention captured yet
+    for start in (n - LENS_WINDOW, 0, 5):
+        if start != n - LENS_WINDOW:
+            view.lens_start = start
+        lens = view.lens
+        assert lens["start"] == start and len(lens["tokens"][0]) == LENS_WINDOW
+        assert lens["tokens"] == [row[start : start + LENS_WINDOW] for row in full.top_tokens]
+        torch.testing.assert_close(torch.tensor(lens["probs"]), full.top_probs[:, start : start + LENS_WINDOW],
+                                   atol=1e-4, rtol=0)
+        assert lens["target"]["ranks"] == full.target_ranks[:, -1].tolist()
+    view.lens_start = n  # past the end: the last window
+    assert view.lens["start"] == n - LENS_WINDOW
+    static = view.static_html()
+    assert static.count("<th style=\"padding:2px 4px") == LENS_WINDOW  # the window's columns only
+    view.view = "matrix"  # an attention view captures the attention now
+    assert view.captured is not None and (view.shown_layer, view.shown_head) == (29, -1)

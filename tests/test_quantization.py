@@ -163,8 +163,8 @@ def test_encoder_quantizes_to_int8(default_model_dir):
     assert torch.nn.functional.cosine_similarity(a, b).item() > 0.99
     view = quantized.attention(text)  # attention view on a quantized encoder
     exact = full.attention(text)
-    layer = exact.capture.layers[0]
-    assert (view.capture.weights[layer] - exact.capture.weights[layer]).abs().max().item() < ATTENTION_TOLERANCE
+    layer = exact.layer
+    assert (view.layer_weights(layer) - exact.layer_weights(layer)).abs().max().item() < ATTENTION_TOLERANCE
 
 
 def test_playground_on_quantized_model_and_the_hint_on_fp32(full, int8):

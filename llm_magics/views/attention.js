@@ -367,15 +367,16 @@ function render({ model, el: root }) {
     const lens = model.get("lens"), tokens = model.get("tokens"), error = model.get("lens_error");
     if (error) return el("div", { class: "llm-lens-error" }, [error]);
     const { bg, accent } = palette(root);
-    const limit = 256, start = Math.max(0, tokens.length - limit);
+    // The kernel reads out a window of positions (lens.start on); the buttons ask it for the next one.
+    const start = lens.start || 0, count = lens.tokens.length ? lens.tokens[0].length : 0, stop = start + count;
     const table = el("table", { class: "llm-lens llm-mono", style: { borderCollapse: "collapse" } });
     const header = el("tr", {}, [el("th", { class: "llm-sticky", style: { top: "0", left: "0", zIndex: 2 } }, ["after →"]),
-      ...tokens.slice(start).map((t, p) => el("th", { class: "llm-sticky llm-lens-input", style: { top: "0" }, title: `position ${start + p}` }, [shortToken(t, 64)]))]);
+      ...tokens.slice(start, stop).map((t, p) => el("th", { class: "llm-sticky llm-lens-input", style: { top: "0" }, title: `position ${start + p}` }, [shortToken(t, 64)]))]);
     table.append(header);
     lens.rows.forEach((name, r) => {
       const row = el("tr", {}, [el("th", { class: "llm-sticky", style: { left: "0", textAlign: "right" } }, [name + (r === lens.rows.length - 1 ? " (output)" : "")])]);
-      for (let p = start; p < tokens.length; p++) {
-        const guesses = lens.tokens[r][p], probs = lens.probs[r][p], q = probs[0];
+      for (let p = start; p < stop; p++) {
+        const guesses = lens.tokens[r][p - start], probs = lens.probs[r][p - start], q = probs[0];
         const top5 = guesses.map((g, k) => `${JSON.stringify(g)} ${probs[k].toFixed(3)}`).join("\n");
         row.append(el("td", { class: "llm-lens-cell", "data-row": r, "data-position": p, title: `${name}, after ${JSON.stringify(tokens[p])}:\n${top5}`,
           style: { background: `rgb(${blend(bg, accent, Math.sqrt(q)).join(",")})`, color: textOn(blend(bg, accent, Math.sqrt(q))) },
@@ -386,8 +387,12 @@ function render({ model, el: root }) {
     });
     info.textContent = "each cell: that layer's likeliest next token after the column's token, read through the final norm and unembedding; shade = probability; hover for the top 5";
     const box = el("div", { class: "llm-scroll", style: { maxHeight: "min(620px, 75vh)", maxWidth: "100%" } }, [table]);
-    return el("div", {}, [lens.target ? targetChart(lens.target, lens.rows) : "", box, legend({ bg, accent }, "probability of the top guess (√ scale)"),
-      start ? el("div", {}, [`showing the last ${limit} of ${tokens.length} positions (Session.lens(text) has them all)`]) : ""]);
+    const move = (to) => () => { root.classList.add("llm-busy"); busyNote.textContent = label.textContent = "computing the logit lens…"; set({ lens_start: Math.max(0, to) }); };
+    const pager = count < tokens.length ? el("div", { class: "llm-lens-pager" }, [
+      el("button", { class: "llm-lens-earlier", onclick: move(start - count), ...(start > 0 ? {} : { disabled: "" }) }, ["← earlier"]), " ",
+      el("span", {}, [`positions ${start}..${stop - 1} of ${tokens.length} (read out as you move; Session.lens(text) has them all)`]), " ",
+      el("button", { class: "llm-lens-later", onclick: move(stop), ...(stop < tokens.length ? {} : { disabled: "" }) }, ["later →"])]) : "";
+    return el("div", {}, [lens.target ? targetChart(lens.target, lens.rows) : "", pager, box, legend({ bg, accent }, "probability of the top guess (√ scale)")]);
   }
 
   // Target mode: the followed token's probability (linear) and rank (log scale, 1 at the top) per row.
@@ -454,7 +459,7 @@ function render({ model, el: root }) {
 
   let pending = false;
   const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); } };
-  for (const name of ["weights", "shown_layer", "shown_head", "layer", "head", "view", "selected_token", "thumbnails", "tokens", "lens", "lens_error", "head_set"]) {
+  for (const name of ["weights", "shown_layer", "shown_head", "layer", "head", "view", "selected_token", "thumbnails", "rollout", "tokens", "lens", "lens_error", "head_set"]) {
     // A new selection is drawn at once (busy until its data arrives); the data itself on the next frame.
     model.on("change:" + name, name === "layer" || name === "head" || name === "view" ? draw : schedule);
   }

@@ -1,7 +1,9 @@
 """The interactive attention widget (anywidget: its JS ships in this package, no CDN).
 
 One forward pass keeps every layer's post-RoPE queries and keys; switching layer or head computes that
-layer's softmax on demand (no new pass). The browser draws a layer's data only once it has arrived: the
+layer's softmax on demand (no new pass), one block of query rows at a time, so a long text never has every
+head's n² map at once. What needs every layer (the model view's thumbnails, the head view's rollout and
+sinks) is computed when such a view first opens; the lens reads out only the window of positions in view. The browser draws a layer's data only once it has arrived: the
 weights travel with the layer and head they belong to (`shown_layer`, `shown_head`), and until they match
 the selection the view shows a busy state instead of the previous layer's picture.
 
@@ -24,7 +26,7 @@ import traitlets
 
 from .. import attention
 from ..errors import LLMError
-from ..lens import check_causal, logit_lens, target_token
+from ..lens import Decoder, check_causal, lens_inputs, read_out, target_token
 from ..loading import LoadedModel
 from .html import short_token
 from .lens import lens_table
@@ -32,6 +34,8 @@ from .lens import lens_table
 VIEWS = ("head", "model", "matrix", "lens")
 ALL_HEADS_UP_TO = 256
 # The head view colours each head's lines up to ALL_HEADS_UP_TO tokens, the mean beyond.
+LENS_WINDOW = 64  # the lens reads out this many positions at a time (the ones in view)
+TOP_K = 5
 STATIC_PIXELS = 384  # the saved snapshot's matrix is at most this many pixels a side
 
 
@@ -71,7 +75,9 @@ class AttentionView(anywidget.AnyWidget):
     head_set = traitlets.List(traitlets.Int()).tag(sync=True)
     entropy_heads = traitlets.List(traitlets.Int()).tag(sync=True)  # that layer's top 3
     zoom = traitlets.List(traitlets.Float()).tag(sync=True)  # matrix view: [first row, first column, span]
-    _maps: dict[int, torch.Tensor]  # layer -> (heads, n, n), the last two asked
+    # The lens computes LENS_WINDOW positions from lens_start (-1: the last ones); scrolling asks for others.
+    lens_start = traitlets.Int(-1).tag(sync=True)
+    _maps: dict[tuple[int, int], torch.Tensor]  # (layer, head) -> that (n, n) map, the last two asked
 
     def __init__(
         self,
@@ -92,13 +98,16 @@ class AttentionView(anywidget.AnyWidget):
         if target is not None:
             target_token(loaded.tokenizer, target)  # one line now, not on the first lens draw
         self._loaded, self._text, self._maps, self._target = loaded, text, {}, target
-        self._handle, self._pending = None, None
-        self.capture = attention.capture(
-            loaded, text, layers=layer, thumbnails=thumbnail_size, rollout=True, keep_queries_keys=True
-        )
-        captured = self.capture
-        assert captured.thumbnails is not None and captured.rollout is not None  # both asked for above
-        n = len(captured.tokens)
+        self._handle, self._pending, self._hidden, self._entropy_layer = None, None, None, -1
+        self._thumbnail_size = thumbnail_size
+        self._capture: attention.AttentionCapture | None = None
+        num_layers, num_heads = attention.model_shape(loaded.model)
+        if view == "lens":  # one forward pass, the lens's: the attention is captured if another view opens
+            ids, self._hidden = lens_inputs(loaded, text)
+            tokens, causal = [Decoder(loaded.tokenizer)(i) for i in ids], True
+        else:
+            tokens, causal = self.capture.tokens, self.capture.causal
+        n = len(tokens)
         if view is None:
             view = "head" if n <= ALL_HEADS_UP_TO else "matrix"
         try:
@@ -106,18 +115,28 @@ class AttentionView(anywidget.AnyWidget):
         except LLMError as error:
             self.lens_error = str(error)
         with self.hold_sync():
-            self.tokens = captured.tokens
-            self.num_layers, self.num_heads = captured.num_layers, captured.num_heads
-            self.causal = captured.causal
-            self.thumbnail_size = captured.thumbnails.shape[-1]
-            self.thumbnails = _as_bytes(captured.thumbnails)
-            self.sinks = captured.sinks
-            self.rollout = captured.rollout_row().tolist()
-            self.rollout_target = "the next token" if captured.causal else captured.tokens[0].strip()
-            self.layer = captured.layers[0]
+            self.num_layers, self.num_heads = num_layers, num_heads
+            self.causal = causal
+            self.thumbnail_size = min(thumbnail_size, n)
+            self.rollout_target = "the next token" if causal else tokens[0].strip()
+            self.layer = num_layers - 1 if layer is None else layer
             self.head = -1 if head is None else head
             self.view = view
+            self.tokens = tokens  # last: the selection is complete before anything is computed
             self._show()
+
+    @property
+    def capture(self) -> attention.AttentionCapture:
+        """The one attention pass: every layer's queries and keys, nothing of size n² (the layer shown is
+        computed block by block in _show, the overview of all layers only when a view needs it)."""
+        if self._capture is None:
+            self._capture = attention.capture(self._loaded, self._text, layers=[], keep_queries_keys=True)
+        return self._capture
+
+    @property
+    def captured(self) -> attention.AttentionCapture | None:
+        """The attention capture if it was made (a widget opened on the lens has none until another view)."""
+        return self._capture
 
     @traitlets.validate("layer")
     def _valid_layer(self, proposal):
@@ -165,58 +184,99 @@ class AttentionView(anywidget.AnyWidget):
 
     def layer_weights(self, layer: int) -> torch.Tensor:
         """(heads, n, n) for one layer, computed from the kept queries and keys (no new forward pass)."""
-        if layer not in self._maps:
-            if len(self._maps) >= 2:  # keep the memory at a few layers' n² maps
+        return self.capture.layer_weights(layer)
+
+    def _map(self, layer: int, head: int) -> torch.Tensor:
+        """(n, n) of one head (-1: the mean of heads), computed block by block; the last two kept."""
+        if (layer, head) not in self._maps:
+            if len(self._maps) >= 2:  # a few n² maps at most, never every head's
                 self._maps.pop(next(iter(self._maps)))
-            self._maps[layer] = self.capture.layer_weights(layer)
-        return self._maps[layer]
+            self._maps[layer, head] = attention.layer_map(self.capture.queries_keys[layer], head)
+        return self._maps[layer, head]
 
     @property
     def shown(self) -> torch.Tensor:
-        maps = self.layer_weights(self.layer)
-        return maps.mean(0) if self.head < 0 else maps[self.head]
+        return self._map(self.layer, self.head)
+
+    def _overview(self):
+        """The model view's thumbnails and the head view's rollout shading and sinks: every layer's attention,
+        so computed the first time a view needs them (a long text opens on the matrix view without them)."""
+        if self.thumbnails:
+            return
+        captured = self.capture
+        position = len(self.tokens) - 1 if captured.causal else 0
+        thumbnails, shares, row = attention.layer_overview(captured, self._thumbnail_size, position)
+        ids = self._loaded.tokenizer(self._text)["input_ids"]
+        captured.thumbnails, captured.shares = thumbnails, shares
+        captured.sinks = attention.sink_positions(self._loaded, ids, shares)
+        with self.hold_sync():
+            self.sinks = captured.sinks
+            self.rollout = attention.without_sinks(row, captured.sinks).tolist()
+            self.thumbnails = _as_bytes(thumbnails)
 
     def _show(self):
         if self.view == "lens":
             self._fill_lens()
-        if self.shown_layer == self.layer and self.shown_head == self.head:
-            return
-        maps = self.layer_weights(self.layer)
-        if self.head >= 0:
-            heads, stack = [self.head], maps[self.head : self.head + 1]
-        elif len(self.tokens) <= ALL_HEADS_UP_TO:  # the head view colours each head's lines
-            heads, stack = [-1] + list(range(self.num_heads)), torch.cat([maps.mean(0, keepdim=True), maps])
-        else:
-            heads, stack = [-1], maps.mean(0, keepdim=True)
-        with self.hold_sync():
-            if self.shown_layer != self.layer:
-                top = top_entropy_heads(maps)
+        if self.view in ("head", "model"):
+            self._overview()
+        if self.view == "head" and self._entropy_layer != self.layer:  # the head view opens on these
+            entropy = attention.head_entropies(self.capture.queries_keys[self.layer])
+            top = sorted(entropy.topk(min(3, self.num_heads)).indices.tolist())
+            self._entropy_layer = self.layer
+            with self.hold_sync():
                 self.entropy_heads = top
                 if self.head < 0:
                     self.head_set = top
+        if self.view not in ("head", "matrix") or (self.shown_layer, self.shown_head) == (self.layer, self.head):
+            return  # the model view and the lens draw no single layer
+        shown = self._map(self.layer, self.head)
+        if self.head < 0 and len(self.tokens) <= ALL_HEADS_UP_TO:  # the head view colours each head's lines
+            heads, stack = [-1] + list(range(self.num_heads)), torch.cat([shown[None], self.layer_weights(self.layer)])
+        else:
+            heads, stack = [self.head], shown[None]
+        with self.hold_sync():
             self.weights = _as_bytes(stack)
             self.row_peaks = stack.amax(-1).float().contiguous().numpy().tobytes()
             self.weight_heads = heads
             self.shown_layer, self.shown_head = self.layer, self.head
 
     def _fill_lens(self):
-        if self.lens or self.lens_error:
+        """The lens of LENS_WINDOW positions from lens_start (the last ones by default): each position costs
+        a vocabulary-sized matmul per layer, so only the window in view is read out. The forward pass's
+        residual streams are kept for the next window."""
+        if self.lens_error:
             return
-        result = logit_lens(self._loaded, self._text, target=self._target)
+        n = len(self.tokens)
+        start = max(0, n - LENS_WINDOW) if self.lens_start < 0 else min(self.lens_start, max(0, n - LENS_WINDOW))
+        if self.lens and self.lens["start"] == start:
+            return
+        if self._hidden is None:
+            self._hidden = lens_inputs(self._loaded, self._text)[1]
+        target_id, pieces = target_token(self._loaded.tokenizer, self._target) if self._target else (None, 0)
+        window = slice(start, min(n, start + LENS_WINDOW))
+        ids, probs, _ = read_out(self._loaded, self._hidden, window, TOP_K, None)
+        decode = Decoder(self._loaded.tokenizer)
         lens = {
-            "rows": result.rows,
-            "tokens": result.top_tokens,
-            "probs": np.round(result.top_probs.numpy(), 4).tolist(),
+            "rows": ["embeddings"] + [f"layer {i}" for i in range(len(self._hidden) - 1)],
+            "start": start,
+            "tokens": [[[decode(i) for i in position] for position in row] for row in ids.tolist()],
+            "probs": np.round(probs.numpy(), 4).tolist(),
         }
-        if result.target is not None:  # that token's probability and rank after the last position, per row
+        if target_id is not None:  # that token's probability and rank after the last position, per row
+            _, _, (target_probs, target_ranks) = read_out(self._loaded, self._hidden, slice(n - 1, n), 1, target_id)
             lens["target"] = {
                 "text": self._target,
-                "token": result.target,
-                "pieces": result.target_pieces,
-                "probs": result.target_probs[:, -1].tolist(),
-                "ranks": result.target_ranks[:, -1].tolist(),
+                "token": decode(target_id),
+                "pieces": pieces,
+                "probs": target_probs[:, -1].tolist(),
+                "ranks": target_ranks[:, -1].tolist(),
             }
         self.lens = lens
+
+    @traitlets.observe("lens_start")
+    def _on_lens_start(self, change):
+        if self.view == "lens" and self.tokens:
+            self._fill_lens()
 
     # --- the static snapshot a saved notebook keeps ---
     def _repr_mimebundle_(self, **kwargs):
@@ -231,7 +291,8 @@ class AttentionView(anywidget.AnyWidget):
         if self.view == "lens" and (self.lens or self.lens_error):
             body, title = lens_table(self.lens, self.tokens, self.lens_error), "logit lens"
         elif self.view == "model":
-            assert self.capture.thumbnails is not None  # captured with thumbnails=thumbnail_size
+            self._overview()
+            assert self.capture.thumbnails is not None  # filled by _overview
             body = _thumbnail_grid(self.capture.thumbnails)
             title = f"model view · {self.num_layers} layers × {self.num_heads} heads"
         elif self.view == "head":
@@ -278,14 +339,13 @@ class AttentionView(anywidget.AnyWidget):
 
     def _head_lines(self) -> str:
         """The head view as SVG: the drawn heads' lines from the kept token (all tokens up to 40)."""
-        maps = self.layer_weights(self.layer)
         n = len(self.tokens)
         drawn = [self.head] if self.head >= 0 else (self.head_set or [-1])
         sources = [self.selected_token] if self.selected_token >= 0 else (range(n) if n <= 40 else [n - 1])
         row, width, column = 18, 560, 150
         lines = []
         for h in drawn:
-            weights = maps.mean(0) if h < 0 else maps[h]
+            weights = self._map(self.layer, h)
             scaled = weights / weights.amax(-1, keepdim=True).clamp_min(1e-12)
             colour = "#1976d2" if h < 0 else HEAD_COLOURS[h % len(HEAD_COLOURS)]
             for i in sources:
@@ -323,12 +383,6 @@ HEAD_COLOURS = [
     "#393b79",
     "#ad494a",
 ]  # as attention.js (d3's category10, then two)
-
-
-def top_entropy_heads(maps: torch.Tensor, k: int = 3) -> list[int]:
-    """The k heads of a layer whose attention rows have the highest mean entropy, in head order."""
-    entropy = -(maps * torch.log(maps.clamp_min(1e-12))).sum(-1).mean(-1)
-    return sorted(entropy.topk(min(k, maps.shape[0])).indices.tolist())
 
 
 def _thumbnail_grid(thumbnails: torch.Tensor) -> str:

@@ -10,6 +10,8 @@ from .html import short_token
 def lens_table(lens: dict, tokens: list[str], error: str) -> str:
     if error:
         return f"<div>{html.escape(error)}</div>"
+    start = lens.get("start", 0)  # the widget reads out a window of positions
+    tokens = tokens[start : start + len(lens["tokens"][0])]
     # Whole tokens (no "·strugg" cuts): the table widens instead.
     header = "".join(
         f'<th style="padding:2px 4px;font-weight:400;white-space:pre">{short_token(t, 64)}</th>' for t in tokens
