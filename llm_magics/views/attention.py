@@ -3,9 +3,10 @@
 One forward pass keeps every layer's post-RoPE queries and keys; switching layer or head computes that
 layer's softmax on demand (no new pass), one block of query rows at a time, so a long text never has every
 head's n² map at once. What needs every layer (the model view's thumbnails, the head view's rollout and
-sinks) is computed when such a view first opens; the lens reads out only the window of positions in view. The browser draws a layer's data only once it has arrived: the
-weights travel with the layer and head they belong to (`shown_layer`, `shown_head`), and until they match
-the selection the view shows a busy state instead of the previous layer's picture.
+sinks) is computed when such a view first opens; the lens reads out only the window of positions in view.
+The browser draws a layer's data only once it has arrived: the weights travel with the layer and head they
+belong to (`shown_layer`, `shown_head`), and until they match the selection the view shows a busy state
+instead of the previous layer's picture.
 
 Its mimebundle also carries a static 'text/html' snapshot of the current state (a PNG of the matrix with
 its token labels, or the logit-lens table), so a saved notebook still shows it without a kernel.
