@@ -132,7 +132,7 @@ def main():
                 notes[row] = measured
                 print(measured, flush=True)
                 continue
-            print(f"{row}: {measured['tps']:.1f} tok/s, perplexity {measured['ppl']:.2f}", flush=True)
+            print(f"{row}: {measured['tps']:.1f} tok/s, perplexity {measured['ppl']:.2f}", file=sys.stderr, flush=True)
             if row not in results or measured["tps"] > results[row]["tps"]:
                 results[row] = measured
     fp32 = results.get("fp32", {}).get("tps")

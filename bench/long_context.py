@@ -132,7 +132,7 @@ def main():
             print(out.stderr[-3000:], file=sys.stderr)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
-        print(r, flush=True)
+        print(r, file=sys.stderr, flush=True)  # progress; the table below is the result
         rows.append([r["step"], r["tokens"], f"{r['seconds']:.2f}", f"{r['plain_seconds']:.2f}",
                      f"{r['seconds'] / r['plain_seconds']:.2f}x", f"{r['extra_mb']:.0f}"])
     table = markdown_table(["step", "tokens", "seconds", "plain forward s (same process)", "ratio",

@@ -29,17 +29,18 @@ SCRIPTS = [("generate_overhead.py", "--tokens 32 --repeats 3"),
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    out = parser.parse_args().out
+    parser.add_argument("--only", nargs="+", metavar="SCRIPT",
+                        help="run only these scripts, and replace just their sections of an existing --out")
+    args = parser.parse_args()
+    out = args.out
+    if args.only:
+        return rerun(args.only, Path(out))
     sections = [f"# Benchmark results\n\nWritten by `python bench/run_all.py` on {time.strftime('%Y-%m-%d')}. "
                 "Every ratio is measured side by side in one process against the plain-library baseline.\n"]
     started = time.perf_counter()
     for script, arguments in SCRIPTS:
         print(f"== {script} {arguments}", flush=True)
-        began = time.perf_counter()
-        done = subprocess.run([sys.executable, str(HERE / script), *arguments.split()], capture_output=True, text=True)
-        table = done.stdout.strip() or f"failed:\n```\n{done.stderr[-2000:]}\n```"
-        print(table, f"\n({time.perf_counter() - began:.0f} s)", flush=True)
-        sections.append(f"## {script}\n\n`python bench/{script} {arguments}`\n\n{table}\n")
+        sections.append(section(script, arguments))
     # A CI or developer machine has no GPU: the GPU figures come from the last run on a lent GPU machine,
     # saved verbatim by whoever ran `python bench/gpu_decode.py` there.
     for saved in sorted((HERE / "gpu_results").glob("*.md")):
@@ -47,6 +48,33 @@ def main():
                         f"{saved.read_text().strip()}\n")
     Path(out).write_text("\n".join(sections))
     print(f"all benchmarks: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def section(script: str, arguments: str) -> str:
+    """Run one script; its section of RESULTS.md: the command, then what it printed (or how it failed)."""
+    began = time.perf_counter()
+    done = subprocess.run([sys.executable, str(HERE / script), *arguments.split()], capture_output=True, text=True)
+    table = done.stdout.strip() or f"failed:\n```\n{done.stderr[-2000:]}\n```"
+    print(table, f"\n({time.perf_counter() - began:.0f} s)", flush=True)
+    return f"## {script}\n\n`python bench/{script} {arguments}`\n\n{table}\n"
+
+
+def rerun(scripts: list[str], out: Path) -> None:
+    """Replace the sections of `scripts` in `out` by a new run of each; the others stay as they were."""
+    known = dict(SCRIPTS)
+    unknown = [s for s in scripts if s not in known]
+    if unknown:
+        raise SystemExit(f"not in run_all's list: {', '.join(unknown)}")
+    text = out.read_text()
+    for script in scripts:
+        start = text.index(f"## {script}\n")
+        end = text.find("\n## ", start + 1)
+        end = len(text) if end < 0 else end + 1
+        text = text[:start] + section(script, known[script]) + text[end:]
+    note = f"Sections re-run on {time.strftime('%Y-%m-%d')} with `--only`: {', '.join(scripts)}.\n"
+    head, _, rest = text.partition("\n\n## ")
+    head = "\n".join(line for line in head.splitlines() if not line.startswith("Sections re-run on"))
+    out.write_text(f"{head}\n{note}\n## {rest}")
 
 
 if __name__ == "__main__":

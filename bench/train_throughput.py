@@ -18,7 +18,7 @@ from llm_magics import Session  # noqa: E402
 from llm_magics.data import token_stream  # noqa: E402
 from llm_magics.training import byte_tokenizer, new_model, scratch_config  # noqa: E402
 from llm_magics.training.batches import PackedBlocks  # noqa: E402
-from llm_magics.widgets import TrainingView  # noqa: E402
+from llm_magics.views.training_chart import TrainingView  # noqa: E402
 
 CORPUS = (Path(__file__).parent.parent / "examples" / "data" / "tiny_corpus.txt").read_text() * 50
 

@@ -23,6 +23,7 @@ BY_FILE = {
 SLOW = {
     # Measured on a quiet 2-core machine (2026-11-30, `--durations=0` of the fast tier): each >= 0.9 s.
     "test_option_bounds.py::test_a_value_outside_the_declared_bounds_is_one_line",  # a magic run per bound
+    "test_bench_scripts.py::test_script_imports_and_shows_its_options",  # a Python process per script
     "test_attention.py::test_kept_queries_and_keys_give_every_layer[default]",
     "test_attention.py::test_layer_switch_reuses_the_one_forward_pass[default]",
     "test_attention.py::test_block_by_block_overview_equals_the_whole_capture[default]",
