@@ -411,8 +411,12 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
         track = box.evaluate("n => n.closest('.widget-hbox').querySelector('.slider-container, .noUi-target')"
                              ".getBoundingClientRect().width")
         assert 511 / track <= 2, track  # max new tokens: under 2 tokens a pixel
-        page.evaluate("""() => { window.__streaming = 0; new MutationObserver(() => {
-            if (document.querySelector('.llm-streaming')) window.__streaming += 1; })
+        # Counted from the mutation records' added nodes, not from the page when the observer runs: a short run's
+        # streamed text and its final tokens may both land before the observer's callback.
+        page.evaluate("""() => { window.__streaming = 0; new MutationObserver(records => {
+            for (const r of records) for (const n of r.addedNodes)
+              if (n.nodeType === 1 && (n.matches('.llm-streaming') || n.querySelector('.llm-streaming')))
+                window.__streaming += 1; })
             .observe(document.querySelector('.llm-playground'), { childList: true, subtree: true }); }""")
         box.fill("3")
         box.press("Enter")
@@ -421,9 +425,13 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
         handle = box.evaluate_handle("n => n.closest('.widget-hbox').querySelector('.noUi-handle')")
         page.wait_for_function("h => +h.getAttribute('aria-valuenow') === 3", arg=handle, timeout=30_000)
         page.locator(".llm-generate").click()
-        page.wait_for_function("document.querySelectorAll('.llm-run-column').length === 2", timeout=120_000)
+        # Finished: the new (first) column's footer says how the run ended. The column count and the button's
+        # state alone are not enough: the column opens before the button is disabled.
+        page.wait_for_function("""() => { const c = document.querySelectorAll('.llm-playground .llm-run-column');
+            return c.length === 2 && c[0].querySelector('.llm-run-footer').textContent.includes('stopped:'); }""",
+                               timeout=120_000)
         page.wait_for_function("!document.querySelector('.llm-generate').disabled", timeout=120_000)
-        page.wait_for_function("!document.querySelector('.llm-streaming')", timeout=60_000)
+        assert not page.locator(".llm-playground .llm-streaming").count()
         assert "max=3" in page.locator(".llm-playground .llm-run-label").first.inner_text()
         assert page.locator(".llm-run-column").first.locator(".llm-token").count() <= 3
         assert page.evaluate("window.__streaming") >= 1  # the new column showed text before its tokens

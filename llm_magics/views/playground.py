@@ -306,6 +306,8 @@ class SamplingPanel:
         settings = self.settings()
         prompt = self.prompt.value
         chat, system = self.chat.value, self.system.value or None
+        # Busy first, then the new column: the button answers the click before anything else changes.
+        self.button.icon, self.button.description, self.button.disabled = "spinner spin", "Generating…", True
         column = self._new_column(_header_html(prompt, settings, chat, system) + _footer_html("generating…"))
         previous = self.outputs.children
         self.outputs.children = (column, *self.columns[: self.keep - 1])
@@ -323,7 +325,6 @@ class SamplingPanel:
                     + _footer_html(f"generating… {len(pieces)} pieces")
                 )
 
-        self.button.icon, self.button.description, self.button.disabled = "spinner spin", "Generating…", True
         try:
             result = self.session.generate(
                 prompt,
