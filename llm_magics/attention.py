@@ -74,27 +74,81 @@ def attention_probs(inputs: LayerInputs, heads: list[int] | None = None, rows: s
 ROW_BLOCK = 256  # query rows per block: every head's scores for one block, 9 × 256 × 4,096 floats = 38 MB
 
 
-def row_blocks(inputs: LayerInputs):
-    """(rows, columns, every head's probabilities of those query rows over the first `columns` keys), block by
-    block: a long text never has every head's (n, n) map in memory at once. The keys after `columns` are
-    masked for every row of the block (a causal model's upper triangle): their weights are 0, not computed."""
-    n, m = inputs.query.shape[2], inputs.key.shape[2]
-    for start in range(0, n, ROW_BLOCK):
-        rows = slice(start, min(n, start + ROW_BLOCK))
-        columns = m
-        if inputs.blocked is not None and inputs.additive is None:
-            visible = torch.nonzero((~inputs.blocked[rows]).any(0))
-            columns = int(visible.max()) + 1 if len(visible) else m
-        yield rows, columns, torch.softmax(_scores(inputs, None, rows, columns), dim=-1)
+_extent: list = [None, None]  # [the last blocked mask seen, each of its rows' visible keys]: every layer shares it
+
+
+def _visible_columns(inputs: LayerInputs, rows: slice) -> int:
+    """How many leading keys any of these query rows can see (a causal block sees none after its last row).
+    Each row's extent is found once per mask (every layer shares the mask), not once per block."""
+    m = inputs.key.shape[2]
+    if inputs.blocked is None or inputs.additive is not None:
+        return m
+    if _extent[0] is not inputs.blocked:  # 1 + the last unblocked key of each row (0: none)
+        last = m - (~inputs.blocked).flip(-1).to(torch.uint8).argmax(-1)
+        _extent[:] = [inputs.blocked, torch.where(inputs.blocked.all(-1), 0, last)]
+    extent = int(_extent[1][rows].max())
+    return extent if extent > 0 else m
+
+
+def score_blocks(
+    inputs: LayerInputs, heads: list[int] | None = None, first: int = 0, last: int | None = None, block: int = 0
+):
+    """(rows, columns, the heads' masked scores QKᵀ·scale of those query rows over the first `columns` keys),
+    block by block from row `first` to `last`: a long text never has every head's (n, n) map in memory at
+    once. The keys after `columns` are masked for every row of the block (a causal model's upper triangle):
+    their weights are 0, not computed."""
+    last = inputs.query.shape[2] if last is None else last
+    block = block or ROW_BLOCK
+    for start in range(first, last, block):
+        rows = slice(start, min(last, start + block))
+        columns = _visible_columns(inputs, rows)
+        yield rows, columns, _scores(inputs, heads, rows, columns)
+
+
+def row_blocks(inputs: LayerInputs, heads: list[int] | None = None):
+    """score_blocks, as attention probabilities."""
+    for rows, columns, scores in score_blocks(inputs, heads):
+        yield rows, columns, torch.softmax(scores, dim=-1)
 
 
 def layer_map(inputs: LayerInputs, head: int) -> torch.Tensor:
     """The (n, n) map of one head (head -1: the mean of the heads), block by block."""
     n, m = inputs.query.shape[2], inputs.key.shape[2]
     shown = torch.zeros(n, m)
-    for rows, columns, probs in row_blocks(inputs):
-        shown[rows, :columns] = probs.mean(0) if head < 0 else probs[head]
+    for rows, columns, probs in row_blocks(inputs, None if head < 0 else [head]):
+        shown[rows, :columns] = probs.mean(0) if head < 0 else probs[0]
     return shown
+
+
+def layer_image(
+    inputs: LayerInputs, head: int, box: tuple[int, int, int] | None = None, pixels: int = 512
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """What the matrix view draws of one head (-1: the mean of heads) in the square box (first row, first
+    column, span; default the whole map): each row scaled to its own maximum over all keys, then max-pooled
+    in f × f blocks so that at most `pixels` cells a side remain (f = 1: the exact map). Only the box's rows
+    are computed, block by block, so a zoomed tile of a long text costs its rows, not n².
+    Returns (image (ceil(span / f),) * 2 in 0..1, the rows' maxima (span,), f)."""
+    n = inputs.query.shape[2]
+    r0, c0, span = box or (0, 0, n)
+    f = -(-span // pixels)
+    image, peaks = torch.zeros((-(-span // f),) * 2), torch.zeros(span)
+    blocks = score_blocks(inputs, None if head < 0 else [head], r0, r0 + span, f * max(1, ROW_BLOCK // f))
+    for rows, columns, scores in blocks:
+        if head >= 0:  # one head's softmax row over its max is exp(score - max score); its max is 1 / Σ exp
+            scaled = scores[0].sub_(scores[0].amax(-1, keepdim=True)).exp_()
+            peak = 1 / scaled.sum(-1)
+        else:
+            shown = torch.softmax(scores, dim=-1).mean(0)
+            peak = shown.amax(-1)
+            scaled = shown.div_(peak[:, None].clamp_min(1e-12))
+        top = rows.start - r0
+        peaks[top : top + len(peak)] = peak
+        part = scaled[:, c0 : min(columns, c0 + span)]  # the keys no row of the block sees stay 0
+        if part.shape[1] == 0:
+            continue
+        pooled = part if f == 1 else torch.nn.functional.max_pool2d(part[None], f, ceil_mode=True)[0]
+        image[top // f : top // f + pooled.shape[0], : pooled.shape[1]] = pooled
+    return image, peaks, f
 
 
 def head_entropies(inputs: LayerInputs) -> torch.Tensor:

@@ -313,3 +313,76 @@ def test_block_by_block_overview_equals_the_whole_capture(model_pair):
     assert view.sinks == whole.sinks
     np.testing.assert_allclose(view.rollout, whole.rollout_row().numpy(), atol=1e-5)
     assert len(view.thumbnails) == view.num_layers * view.num_heads * min(24, n) ** 2
+
+
+def _pooled_oracle(exact: torch.Tensor, r0: int, c0: int, span: int, f: int) -> np.ndarray:
+    """Rows scaled to their max over all keys, the box cut out, then max-pooled in f × f blocks (zero-padded),
+    with numpy's reshape: computed independently of llm_magics' block-by-block code."""
+    scaled = (exact / exact.max(-1, keepdim=True).values).numpy()[r0:r0 + span, c0:c0 + span]
+    side = -(-span // f)
+    padded = np.zeros((side * f, side * f), np.float32)
+    padded[:span, :span] = scaled
+    return padded.reshape(side, f, side, f).max(axis=(1, 3))
+
+
+def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
+    """The long-text matrix picture (rows scaled to their max, max-pooled; or an exact box) equals the same
+    thing computed from transformers' eager attentions, with row blocks smaller than the box."""
+    from llm_magics import attention
+
+    s, loaded, reference = model_pair
+    kept = capture(loaded, TEXT, layers=[], keep_queries_keys=True)
+    n = len(kept.tokens)
+    block, attention.ROW_BLOCK = attention.ROW_BLOCK, 3  # blocks straddle the pooled rows unless aligned
+    try:
+        for layer, head in ((0, -1), (len(reference) - 1, 2)):
+            eager = reference[layer][0]
+            exact = eager.mean(0) if head < 0 else eager[head]
+            for box, pixels in (((0, 0, n), 4), ((0, 0, n), n), ((1, 2, 7), 3), ((2, 1, 5), 5)):
+                image, peaks, f = attention.layer_image(kept.queries_keys[layer], head, box, pixels)
+                r0, c0, span = box
+                assert f == -(-span // pixels) and image.shape == (-(-span // f),) * 2
+                np.testing.assert_allclose(image.numpy(), _pooled_oracle(exact, r0, c0, span, f), atol=1e-5)
+                np.testing.assert_allclose(peaks.numpy(), exact.max(-1).values[r0:r0 + span].numpy(), atol=1e-5)
+    finally:
+        attention.ROW_BLOCK = block
+
+
+def test_long_matrix_sends_a_pooled_overview_and_exact_tiles(model_pair, monkeypatch):
+    """Past MATRIX_PIXELS tokens the matrix view sends the pooled overview, never the n² map; a zoom gets the
+    square in sight as an exact tile (its rows only), a layer switch recomputes both, and the head view
+    (which needs every cell) gets the exact map back."""
+    from llm_magics.views import attention as views
+
+    s, loaded, reference = model_pair
+    monkeypatch.setattr(views, "MATRIX_PIXELS", 4)  # a short text plays the long one
+    view = AttentionView(loaded, TEXT, view="matrix", layer=1)
+    n, f = len(view.tokens), -(-len(view.tokens) // 4)
+    side = -(-n // f)
+    assert view.weights_pool == f and len(view.weights) == side * side and view.tile_box == []
+    exact = reference[1][0].mean(0)
+    sent = np.frombuffer(view.weights, np.uint8).reshape(side, side) / 255
+    assert np.abs(sent - _pooled_oracle(exact, 0, 0, n, f)).max() <= 0.5 / 255 + 1e-6
+    np.testing.assert_allclose(np.frombuffer(view.row_peaks, np.float32), exact.max(-1).values.numpy(), atol=1e-5)
+
+    view.zoom = [2.0, 1.0, 4.0]  # what the browser sends once a zoom gesture settles
+    assert view.tile_box == [1, -1, 2, 1, 4, 1]
+    tile = np.frombuffer(view.tile, np.uint8).reshape(4, 4) / 255
+    assert np.abs(tile - _pooled_oracle(exact, 2, 1, 4, 1)).max() <= 0.5 / 255 + 1e-6
+    np.testing.assert_allclose(np.frombuffer(view.tile_peaks, np.float32), exact.max(-1).values[2:6].numpy(),
+                               atol=1e-5)
+    static = view.static_html()
+    assert "zoomed to rows 2..5, columns 1..4" in static and static.count("llm-row-label") == 4
+
+    view.layer, view.head = 3, 2  # both pictures follow the selection
+    assert view.tile_box == [3, 2, 2, 1, 4, 1] and (view.shown_layer, view.shown_head) == (3, 2)
+    exact = reference[3][0][2]
+    tile = np.frombuffer(view.tile, np.uint8).reshape(4, 4) / 255
+    assert np.abs(tile - _pooled_oracle(exact, 2, 1, 4, 1)).max() <= 0.5 / 255 + 1e-6
+    view.zoom = []
+    assert view.tile_box == []
+
+    view.view = "head"  # the head view draws lines from every cell: the exact map again
+    assert view.weights_pool == 1 and len(view.weights) == n * n
+    view.view = "matrix"
+    assert view.weights_pool == f and len(view.weights) == side * side

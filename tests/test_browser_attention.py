@@ -272,3 +272,70 @@ def test_attention_views_in_notebook7(browser, notebook7):
     assert matrix.get_attribute("data-kept") == "yes"
     assert not ours(errors), errors
     page.close()
+
+
+LONG_TEXT = 18 * ("The river bends twice before it reaches the town. In spring the water rises over the stones, "
+                  "and the children watch the boats carry timber down to the mill, where the old wheel still turns. ")
+LONG_TEXT = LONG_TEXT.strip()
+
+
+@pytest.fixture(scope="module")
+def lab_long(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lab-long-matrix")
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in [
+        "%load_ext llm_magics", "%llm load default",
+        f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"]]
+    nbformat.write(notebook, root / "long.ipynb")
+    yield from serve("lab", root)
+
+
+def test_long_matrix_overview_and_exact_tile_in_jupyterlab(browser, lab_long):
+    """Past 512 tokens the matrix view paints a pooled overview; a dragged zoom brings the exact tile of the
+    square in sight, and hovering a cell in it reads that cell's weight, checked against transformers' eager
+    attentions computed here."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from llm_magics import Session
+
+    page, errors = open_page(browser, lab_long, "long.ipynb")
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    matrix = page.locator(".llm-attention").first
+    overview = matrix.locator("canvas.llm-matrix")
+    overview.wait_for(state="visible", timeout=300_000)
+    page.wait_for_function(IDLE, timeout=120_000)
+    n = int(matrix.locator(".llm-label").text_content().split("·")[-1].split()[0])
+    assert n > 512
+    pool = -(-n // 512)
+    assert overview.get_attribute("data-pool") == str(pool)
+    assert overview.evaluate("c => [c.width, c.height]") == [-(-n // pool)] * 2  # never the n × n map
+    assert f"pooled {pool}×{pool}" in matrix.locator(".llm-info").text_content()
+
+    box = matrix.locator(".llm-viewport").bounding_box()
+    x0, y0 = box["x"] + box["width"] * 0.30, box["y"] + box["height"] * 0.55
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + box["width"] * 0.15, y0 + box["height"] * 0.15, steps=5)
+    page.mouse.up()
+    tile = matrix.locator("canvas.llm-matrix-tile")
+    tile.wait_for(state="visible", timeout=60_000)
+    r0, c0, span, tile_pool = map(int, tile.get_attribute("data-box").split(","))
+    assert tile_pool == 1 and span <= 512 and tile.evaluate("c => [c.width, c.height]") == [span, span]
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    info = matrix.locator(".llm-info").text_content()
+    assert "pooled" not in info, info
+    i, j, shown = int(info.split("(")[1].split(")")[0]), int(info.split("(")[2].split(")")[0]), info.split(": ")[1]
+    assert r0 <= i < r0 + span and c0 <= j < c0 + span
+    value, peak = float(shown.split()[0]), float(shown.split("max ")[1].rstrip(")"))
+
+    loaded = Session().load("default")
+    eager = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager")
+    ids = loaded.tokenizer(LONG_TEXT, return_tensors="pt")["input_ids"]
+    assert ids.shape[1] == n
+    with torch.no_grad():
+        weights = eager(ids, output_attentions=True).attentions[4][0].mean(0)
+    assert abs(peak - float(weights[i].max())) < 1e-3
+    assert abs(value - float(weights[i, j])) <= peak / 255 + 1e-4, (value, float(weights[i, j]))
+    assert not ours(errors), errors

@@ -44,8 +44,11 @@ if mode == "attention":
     steps["attention"] = extra()
     view.layer = 3
     steps["switch"] = extra()
+    view.zoom = [1000, 900, 400]  # a settled zoom gesture: the exact tile of the square in sight
+    steps["zoomed tile"] = extra()
     rows = view.shown.numpy()[[0, len(view.tokens) // 2, -1]].sum(-1).tolist()
-    result.update(sent=len(view.weights), rows=rows, shown=[view.shown_layer, view.shown_head], view=view.view)
+    result.update(sent=len(view.weights), pool=view.weights_pool, tile=len(view.tile), tile_box=view.tile_box,
+                  rows=rows, shown=[view.shown_layer, view.shown_head], view=view.view)
 else:
     view = AttentionView(loaded, text, view="lens")
     steps["lens"] = extra()
@@ -72,7 +75,9 @@ def test_4k_attention_and_lens_within_the_memory_goal():
     n = result["tokens"]
     assert n == TOKENS and result["view"] == "matrix" and result["shown"] == [3, -1]
     assert all(abs(total - 1) < 1e-4 for total in result["rows"])  # the mean map's rows are distributions
-    assert result["sent"] == n * n  # the matrix view's map: one byte a cell, the mean only
+    # The matrix view's overview: one byte a pixel, each the max of 8 × 8 cells; the zoomed tile is exact.
+    assert result["pool"] == 8 and result["sent"] == (n // 8) ** 2
+    assert result["tile_box"] == [3, -1, 1000, 900, 400, 1] and result["tile"] == 400 * 400
     lens = measured("lens")
     assert lens["tokens"] == n and not lens["captured"]  # the lens's forward pass only
     assert lens["lens_start"] == 0 and lens["lens_width"] == lens["window"]

@@ -5,6 +5,10 @@
 // Never a stale picture: the kernel sends a layer's maps together with `shown_layer` / `shown_head`. Until
 // they equal the selection (`layer` / `head`), the head and matrix views show a busy state, not the
 // previous layer's data; the label always names the data that is drawn.
+//
+// A text longer than 512 tokens: the matrix view gets a max-pooled overview (`weights_pool` cells a pixel)
+// and, once a zoom gesture settles, the kernel sends the square in sight as an exact tile (`tile`,
+// `tile_box`), drawn over the overview; hover reads exact values from the tile.
 const SVG = "http://www.w3.org/2000/svg";
 // Per-head colours, as bertviz's head view (d3's category10, then two more).
 const HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
@@ -163,13 +167,17 @@ function render({ model, el: root }) {
     const same = top.length === set.length && top.every((x, i) => x === set[i]);
     return `heads ${set.join(", ")}` + (same ? " (top 3 by attention entropy)" : "");
   }
-  const ready = () => model.get("shown_layer") === model.get("layer") && model.get("shown_head") === model.get("head");
+  const pool = () => model.get("weights_pool") || 1;
+  // The head view needs the exact map: a pooled overview (sent for the matrix view) is not its data.
+  const ready = () => model.get("shown_layer") === model.get("layer") && model.get("shown_head") === model.get("head")
+    && (model.get("view") !== "head" || pool() === 1);
 
   // The shown layer's maps: index of a head (-1 = mean) in the weights, or -1 when it was not sent.
+  // Each map is side × side: n, or n / weights_pool for a long text's pooled overview.
   function maps() {
     const n = model.get("tokens").length, w = bytes(model, "weights"), peaks = floats(model, "row_peaks");
-    const heads = model.get("weight_heads");
-    return { n, heads, map: (h) => { const k = heads.indexOf(h); return k < 0 ? null : w.subarray(k * n * n, (k + 1) * n * n); },
+    const heads = model.get("weight_heads"), side = Math.ceil(n / pool());
+    return { n, side, heads, map: (h) => { const k = heads.indexOf(h); return k < 0 ? null : w.subarray(k * side * side, (k + 1) * side * side); },
       peak: (h, i) => peaks[heads.indexOf(h) * n + i] };
   }
 
@@ -260,27 +268,45 @@ function render({ model, el: root }) {
     return wrap;
   }
 
+  let paintTile = null;  // set while a matrix view is drawn: repaints the exact tile when it arrives
   function matrixView() {
-    const tokens = model.get("tokens"), { n, map, peak } = maps(), head = model.get("head");
-    const w = map(head) || new Uint8Array(n * n);
+    const tokens = model.get("tokens"), { n, side, map, peak } = maps(), head = model.get("head"), f = pool();
+    const w = map(head) || new Uint8Array(side * side);
     const colours = palette(root);
     if (!zoom.span || zoom.span > n) Object.assign(zoom, { r0: 0, c0: 0, span: n });
     const size = Math.min(640, Math.max(320, n * 16)), margin = 110;
     const frame = el("div", { class: "llm-matrix-frame", style: { position: "relative", width: margin + size + 4 + "px", height: margin + size + 4 + "px" } });
     const viewport = el("div", { class: "llm-viewport", style: { left: margin + "px", top: margin + "px", width: size + "px", height: size + "px" } });
-    const canvas = el("canvas", { class: "llm-matrix" });
-    paint(canvas, w, n, n, colours);
-    Object.assign(canvas.style, { position: "absolute", left: "0", top: "0", width: size + "px", height: size + "px", transformOrigin: "0 0" });
+    // The plane is the whole matrix at the view's size; zooming transforms it, with the overview and the tile.
+    const plane = el("div", { class: "llm-plane", style: { position: "absolute", left: "0", top: "0", width: size + "px", height: size + "px", transformOrigin: "0 0" } });
+    const canvas = el("canvas", { class: "llm-matrix", "data-pool": f });
+    paint(canvas, w, side, side, colours);
+    Object.assign(canvas.style, { position: "absolute", left: "0", top: "0", width: "100%", height: "100%" });
+    const tileCanvas = el("canvas", { class: "llm-matrix-tile", style: { position: "absolute", display: "none" } });
+    let tile = null;  // {r0, c0, span, pool, side, data, peaks} of the tile drawn
+    paintTile = () => {
+      const box = model.get("tile_box");
+      tile = null; tileCanvas.style.display = "none"; tileCanvas.dataset.box = "";
+      if (box.length !== 6 || box[0] !== model.get("shown_layer") || box[1] !== model.get("shown_head")) return;
+      const [, , r0, c0, span, tilePool] = box, tileSide = Math.ceil(span / tilePool);
+      tile = { r0, c0, span, pool: tilePool, side: tileSide, data: bytes(model, "tile"), peaks: floats(model, "tile_peaks") };
+      paint(tileCanvas, tile.data, tileSide, tileSide, colours);
+      Object.assign(tileCanvas.style, { display: "block", left: (100 * c0) / n + "%", top: (100 * r0) / n + "%",
+        width: (100 * span) / n + "%", height: (100 * span) / n + "%", imageRendering: "pixelated" });
+      tileCanvas.dataset.box = [r0, c0, span, tilePool].join(",");
+    };
+    paintTile();
+    plane.append(canvas, tileCanvas);
     const region = el("div", { class: "llm-region", style: { display: "none" } });
-    viewport.append(canvas, region);
+    viewport.append(plane, region);
     const axes = el("div", { class: "llm-axes llm-mono" });
     frame.append(axes, viewport);
     const resetButton = el("button", { class: "llm-reset-zoom", onclick: () => { Object.assign(zoom, { r0: 0, c0: 0, span: n }); place(); } }, ["reset zoom"]);
 
     function place() {
       const k = n / zoom.span, cell = size / zoom.span;
-      canvas.style.transform = `translate(${-zoom.c0 * cell}px, ${-zoom.r0 * cell}px) scale(${k})`;
-      canvas.style.imageRendering = cell >= 1 ? "pixelated" : "auto";
+      plane.style.transform = `translate(${-zoom.c0 * cell}px, ${-zoom.r0 * cell}px) scale(${k})`;
+      canvas.style.imageRendering = cell * f >= 1 ? "pixelated" : "auto";
       const step = Math.max(1, Math.ceil(zoom.span / Math.floor(size / 13)));
       const labels = [];
       for (let i = Math.ceil(zoom.r0 / step) * step; i < zoom.r0 + zoom.span && i < n; i += step) {
@@ -311,8 +337,15 @@ function render({ model, el: root }) {
     viewport.addEventListener("mousemove", (e) => {
       const [r, c] = at(e), i = Math.floor(r), j = Math.floor(c);
       if (i >= 0 && j >= 0 && i < n && j < n) {
-        const v = w[i * n + j] / 255, p = peak(head, i);
-        info.textContent = `query ${shortToken(tokens[i])} (${i}) → key ${shortToken(tokens[j])} (${j}): ${(v * p).toFixed(4)} (${(100 * v).toFixed(0)}% of the row's max ${p.toFixed(3)})`;
+        const inTile = tile && tile.pool === 1 && i >= tile.r0 && j >= tile.c0 && i < tile.r0 + tile.span && j < tile.c0 + tile.span;
+        if (inTile || f === 1) {  // an exact cell
+          const v = (inTile ? tile.data[(i - tile.r0) * tile.span + j - tile.c0] : w[i * n + j]) / 255;
+          const p = inTile ? tile.peaks[i - tile.r0] : peak(head, i);
+          info.textContent = `query ${shortToken(tokens[i])} (${i}) → key ${shortToken(tokens[j])} (${j}): ${(v * p).toFixed(4)} (${(100 * v).toFixed(0)}% of the row's max ${p.toFixed(3)})`;
+        } else {  // a pixel of the pooled overview: the strongest of its f × f cells
+          const bi = Math.floor(i / f), bj = Math.floor(j / f), v = w[bi * side + bj] / 255;
+          info.textContent = `queries ${bi * f}..${Math.min(n, bi * f + f) - 1} → keys ${bj * f}..${Math.min(n, bj * f + f) - 1}: up to ${(100 * v).toFixed(0)}% of a row's max (pooled ${f}×${f}; zoom to 512 tokens or fewer for exact cells)`;
+        }
       }
       if (!drag) return;
       const cell = size / drag.zoom.span;
@@ -335,9 +368,12 @@ function render({ model, el: root }) {
     viewport.addEventListener("mouseleave", finish);
     viewport.addEventListener("dblclick", () => { Object.assign(zoom, { r0: 0, c0: 0, span: n }); place(); });
     place();
-    info.textContent = "rows: queries, columns: keys · wheel or drag a region to zoom, shift-drag to pan, double-click to reset";
+    info.textContent = "rows: queries, columns: keys · wheel or drag a region to zoom, shift-drag to pan, double-click to reset"
+      + (f > 1 ? ` · overview pooled ${f}×${f}: zoom to 512 tokens or fewer for exact cells` : "");
+    const caption = f > 1 ? `attention as a share of its row's max (√ scale); each overview pixel the max of ${f}×${f} cells`
+      : "attention as a share of its row's max (√ scale)";
     return el("div", {}, [frame, el("div", { style: { display: "flex", gap: "12px", alignItems: "center" } },
-      [legend(colours, "attention as a share of its row's max (√ scale)"), resetButton])]);
+      [legend(colours, caption), resetButton])]);
   }
 
   function modelView() {
@@ -428,6 +464,7 @@ function render({ model, el: root }) {
 
   function redrawBody() {
     const view = model.get("view");
+    paintTile = null;
     body.replaceChildren(view === "model" ? modelView() : view === "matrix" ? matrixView() : view === "lens" ? lensView() : headView());
   }
 
@@ -459,6 +496,7 @@ function render({ model, el: root }) {
 
   let pending = false;
   const schedule = () => { if (!pending) { pending = true; requestAnimationFrame(() => { pending = false; draw(); }); } };
+  model.on("change:tile_box", () => { if (paintTile) paintTile(); });
   for (const name of ["weights", "shown_layer", "shown_head", "layer", "head", "view", "selected_token", "thumbnails", "rollout", "tokens", "lens", "lens_error", "head_set"]) {
     // A new selection is drawn at once (busy until its data arrives); the data itself on the next frame.
     model.on("change:" + name, name === "layer" || name === "head" || name === "view" ? draw : schedule);

@@ -38,6 +38,12 @@ ALL_HEADS_UP_TO = 256
 LENS_WINDOW = 64  # the lens reads out this many positions at a time (the ones in view)
 TOP_K = 5
 STATIC_PIXELS = 384  # the saved snapshot's matrix is at most this many pixels a side
+MATRIX_PIXELS = 512  # a longer text's matrix view gets a max-pooled overview, and exact tiles as it zooms in
+
+
+def _image_bytes(image: torch.Tensor) -> bytes:
+    """A picture already in 0..1 as uint8."""
+    return (image * 255).round().to(torch.uint8).contiguous().numpy().tobytes()
 
 
 def _as_bytes(maps: torch.Tensor) -> bytes:
@@ -64,6 +70,14 @@ class AttentionView(anywidget.AnyWidget):
     row_peaks = traitlets.Bytes(b"").tag(sync=True)
     shown_layer = traitlets.Int(-1).tag(sync=True)
     shown_head = traitlets.Int(-2).tag(sync=True)
+    # The matrix view of a text longer than MATRIX_PIXELS: `weights` is the overview, each pixel the max of
+    # weights_pool² cells (row-scaled), and `tile` the square the user zoomed to, computed exactly once it
+    # spans at most MATRIX_PIXELS tokens: tile_box = [layer, head, first row, first column, span, pool],
+    # tile_peaks (span,) float32 its rows' maxima.
+    weights_pool = traitlets.Int(1).tag(sync=True)
+    tile = traitlets.Bytes(b"").tag(sync=True)
+    tile_box = traitlets.List(traitlets.Int()).tag(sync=True)
+    tile_peaks = traitlets.Bytes(b"").tag(sync=True)
     thumbnail_size = traitlets.Int(24).tag(sync=True)
     thumbnails = traitlets.Bytes(b"").tag(sync=True)  # (layers, heads, t, t) uint8
     rollout = traitlets.List(traitlets.Float()).tag(sync=True)  # rollout of rollout_target over the inputs
@@ -100,6 +114,7 @@ class AttentionView(anywidget.AnyWidget):
             target_token(loaded.tokenizer, target)  # one line now, not on the first lens draw
         self._loaded, self._text, self._maps, self._target = loaded, text, {}, target
         self._handle, self._pending, self._hidden, self._entropy_layer = None, None, None, -1
+        self._images: dict[str, torch.Tensor] = {}  # the pooled overview and the tile as sent, for the snapshot
         self._thumbnail_size = thumbnail_size
         self._capture: attention.AttentionCapture | None = None
         num_layers, num_heads = attention.model_shape(loaded.model)
@@ -228,8 +243,13 @@ class AttentionView(anywidget.AnyWidget):
                 self.entropy_heads = top
                 if self.head < 0:
                     self.head_set = top
-        if self.view not in ("head", "matrix") or (self.shown_layer, self.shown_head) == (self.layer, self.head):
+        if self.view not in ("head", "matrix"):
             return  # the model view and the lens draw no single layer
+        if self._pooled:
+            self._show_overview()
+            return
+        if (self.shown_layer, self.shown_head) == (self.layer, self.head) and self.weights_pool == 1:
+            return
         shown = self._map(self.layer, self.head)
         if self.head < 0 and len(self.tokens) <= ALL_HEADS_UP_TO:  # the head view colours each head's lines
             heads, stack = [-1] + list(range(self.num_heads)), torch.cat([shown[None], self.layer_weights(self.layer)])
@@ -239,7 +259,51 @@ class AttentionView(anywidget.AnyWidget):
             self.weights = _as_bytes(stack)
             self.row_peaks = stack.amax(-1).float().contiguous().numpy().tobytes()
             self.weight_heads = heads
+            self.weights_pool = 1
             self.shown_layer, self.shown_head = self.layer, self.head
+
+    @property
+    def _pooled(self) -> bool:
+        return self.view == "matrix" and len(self.tokens) > MATRIX_PIXELS
+
+    def _show_overview(self):
+        """A long text's matrix view: the shown layer's pooled overview, then the tile in sight."""
+        if (self.shown_layer, self.shown_head) != (self.layer, self.head) or self.weights_pool == 1:
+            queries_keys = self.capture.queries_keys[self.layer]
+            image, peaks, pool = attention.layer_image(queries_keys, self.head, pixels=MATRIX_PIXELS)
+            self._images = {"overview": image}
+            with self.hold_sync():
+                self.weights = _image_bytes(image)
+                self.row_peaks = peaks.contiguous().numpy().tobytes()
+                self.weight_heads = [self.head]
+                self.weights_pool = pool
+                self.shown_layer, self.shown_head = self.layer, self.head
+        self._show_tile()
+
+    def _show_tile(self):
+        """The square the user zoomed to, exact once it spans at most MATRIX_PIXELS tokens (only its rows are
+        computed); none while the whole matrix is in sight."""
+        r0, c0, span = self._zoom_box()
+        if span >= len(self.tokens):
+            self._images.pop("tile", None)
+            self.tile_box = []
+            return
+        box = [self.layer, self.head, r0, c0, span]
+        if self.tile_box[:5] == box:
+            return
+        image, peaks, pool = attention.layer_image(
+            self.capture.queries_keys[self.layer], self.head, (r0, c0, span), MATRIX_PIXELS
+        )
+        self._images["tile"] = image
+        with self.hold_sync():
+            self.tile = _image_bytes(image)
+            self.tile_peaks = peaks.contiguous().numpy().tobytes()
+            self.tile_box = box + [pool]
+
+    @traitlets.observe("zoom")
+    def _on_zoom(self, change):
+        if self.tokens and self._pooled and (self.shown_layer, self.shown_head) == (self.layer, self.head):
+            self._show_tile()
 
     def _fill_lens(self):
         """The lens of LENS_WINDOW positions from lens_start (the last ones by default): each position costs
@@ -301,9 +365,7 @@ class AttentionView(anywidget.AnyWidget):
         else:
             r0, c0, span = self._zoom_box()
             body = _matrix_figure(
-                self.shown.numpy()[r0 : r0 + span, c0 : c0 + span],
-                self.tokens[r0 : r0 + span],
-                self.tokens[c0 : c0 + span],
+                self._matrix_in_sight(r0, c0, span), self.tokens[r0 : r0 + span], self.tokens[c0 : c0 + span]
             )
             zoomed = (
                 f" · zoomed to rows {r0}..{r0 + span - 1}, columns {c0}..{c0 + span - 1}"
@@ -320,6 +382,17 @@ class AttentionView(anywidget.AnyWidget):
             f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
             f"for the interactive view)</span></div>{body}</div>"
         )
+
+    def _matrix_in_sight(self, r0: int, c0: int, span: int) -> np.ndarray:
+        """The box's picture: the exact map's cells, or for a long text the tile (or the overview's pixels)."""
+        if not self._pooled:
+            return self.shown.numpy()[r0 : r0 + span, c0 : c0 + span]
+        self._show()
+        if "tile" in self._images:
+            return self._images["tile"].numpy()
+        pool = self.weights_pool
+        rows, columns = slice(r0 // pool, -(-(r0 + span) // pool)), slice(c0 // pool, -(-(c0 + span) // pool))
+        return self._images["overview"].numpy()[rows, columns]
 
     def _heads_label(self) -> str:
         if self.head >= 0:
@@ -439,7 +512,7 @@ def _matrix_figure(
     n = len(tokens)
     size = size or min(480, max(200, 14 * n))
     scaled = matrix / np.clip(matrix.max(-1, keepdims=True), 1e-12, None)
-    if n > STATIC_PIXELS:  # keep the saved notebook small: average-pool long texts
+    if max(scaled.shape) > STATIC_PIXELS:  # keep the saved notebook small: average-pool long texts
         scaled = torch.nn.functional.adaptive_avg_pool2d(torch.from_numpy(scaled)[None], STATIC_PIXELS)[0].numpy()
     image = _rgba(scaled)
     step = max(1, -(-n // (size // 12)))  # at most one label per 12 px
