@@ -23,6 +23,11 @@ BY_FILE = {
 SLOW = {
     # Measured on a quiet 2-core machine (2026-11-30, `--durations=0` of the fast tier): each >= 0.9 s.
     "test_option_bounds.py::test_a_value_outside_the_declared_bounds_is_one_line",  # a magic run per bound
+    "test_option_bounds.py::test_lora_rank_from_python_is_a_whole_number_within_the_declared_bound",
+    "test_attention.py::test_layer_image_pools_and_tiles_like_the_eager_map[default]",
+    "test_attention.py::test_layer_image_pools_and_tiles_like_the_eager_map[minilm]",
+    "test_attention.py::test_long_matrix_sends_a_pooled_overview_and_exact_tiles[default]",
+    "test_attention.py::test_long_matrix_sends_a_pooled_overview_and_exact_tiles[minilm]",
     "test_bench_scripts.py::test_script_imports_and_shows_its_options",  # a Python process per script
     "test_attention.py::test_kept_queries_and_keys_give_every_layer[default]",
     "test_attention.py::test_layer_switch_reuses_the_one_forward_pass[default]",

@@ -66,6 +66,17 @@ def test_the_messages_read_as_written():
         TrainOptions(seq_len=1).validated()
 
 
+def test_lora_rank_from_python_is_a_whole_number_within_the_declared_bound():
+    from llm_magics import Session
+
+    s = Session()
+    s.load("default")
+    for rank, message in ((2.5, r"^--lora-r must be a whole number; got 2\.5$"), (0, r"^--lora-r must be at least 1; got 0$")):
+        with pytest.raises(LLMError, match=message):
+            s.finetune(text=CORPUS, lora=True, lora_r=rank, steps=1, seq_len=16, progress=False)
+    assert "lora" not in type(s.loaded.model).__name__.lower()  # refused before any adapter was added
+
+
 def test_the_boundary_values_themselves_are_accepted():
     for o in _bounded("generate"):
         edge = o.bounds.high if o.bounds.low_open else o.bounds.low

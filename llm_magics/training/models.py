@@ -11,6 +11,7 @@ import torch
 
 from ..errors import LLMError
 from ..loading import LoadedModel
+from ..options import check_bounds
 
 # Architectures for --from-scratch. Sizes are (hidden, layers, heads, context).
 CONFIG_SIZES = {"tiny": (128, 4, 4, 512), "small": (512, 8, 8, 1024), "gpt2-124m": (768, 12, 12, 1024)}
@@ -209,8 +210,12 @@ def head_labels(loaded: LoadedModel, labels: list[str]) -> list[str]:
 
 
 def check_lora_rank(lora: bool, rank) -> None:
-    if lora and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 1):
-        raise LLMError(f"--lora-r must be a whole number >= 1; got {rank!r}")
+    """A whole number (from Python any value can arrive), within the bounds --lora-r declares."""
+    if not lora:
+        return
+    if isinstance(rank, bool) or not isinstance(rank, int):
+        raise LLMError(f"--lora-r must be a whole number; got {rank!r}")
+    check_bounds({"lora_r": rank}, "finetune", only=("lora_r",))
 
 
 def _unwrap(model):
