@@ -17,6 +17,7 @@ SCRIPTS = [("generate_overhead.py", "--tokens 32 --repeats 3"),
            ("attention_capture.py", "--lengths 128 512"),
            ("attention_layer_switch.py", "--lengths 256"),
            ("long_context.py", "--tokens 1024"),
+           ("browser_long_context.py", "--tokens 4096"),
            ("scaling_cpu.py", "--steps 20 --rounds 2"),
            ("data_scale.py", "--sizes 50 --old-up-to 50"),
            ("gpu_decode.py", ""),  # a line saying it skipped, without a CUDA GPU

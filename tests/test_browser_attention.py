@@ -313,6 +313,7 @@ def test_long_matrix_overview_and_exact_tile_in_jupyterlab(browser, lab_long):
     assert overview.evaluate("c => [c.width, c.height]") == [-(-n // pool)] * 2  # never the n × n map
     assert f"pooled {pool}×{pool}" in matrix.locator(".llm-info").text_content()
 
+    matrix.locator(".llm-viewport").scroll_into_view_if_needed()
     box = matrix.locator(".llm-viewport").bounding_box()
     x0, y0 = box["x"] + box["width"] * 0.30, box["y"] + box["height"] * 0.55
     page.mouse.move(x0, y0)
