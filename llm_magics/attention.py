@@ -159,15 +159,26 @@ def head_entropies(inputs: LayerInputs) -> torch.Tensor:
     return entropy / inputs.query.shape[2]
 
 
+def _pooling(n: int, t: int) -> torch.Tensor:
+    """(n, t): a map @ this averages its n columns into adaptive_avg_pool1d's t bins (one matmul, no copy)."""
+    pool = torch.zeros(n, t)
+    for b in range(t):
+        first, last = b * n // t, -(-(b + 1) * n // t)
+        pool[first:last, b] = 1 / (last - first)
+    return pool
+
+
 def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: int):
     """From the kept queries and keys, one block of rows at a time: every layer × head map pooled to
     thumbnail_size² (as adaptive_avg_pool2d), each position's mean attention share (sink detection) and the
     rollout row of `position` (the chain read top-down, e_pᵀ·M_L···M_1, instead of the whole (n, n) product).
-    Returns (thumbnails (layers, heads, t, t), shares (n,), rollout row (n,), sinks included)."""
+    Each block's probabilities are read by two matmuls: the column pooling, and (rollout row; ones) for the
+    rollout step and the column sums. Returns (thumbnails (layers, heads, t, t), shares (n,), rollout row (n,),
+    sinks included)."""
     n, heads = len(captured.tokens), captured.num_heads
     t = min(thumbnail_size, n)
-    seen = torch.ones(n, n, dtype=torch.bool).tril(-1) if captured.causal else ~torch.eye(n, dtype=torch.bool)
-    shares = torch.zeros(n)
+    pool = _pooling(n, t)
+    shares = torch.zeros(n)  # attention into each position from the others (causal: the later ones)
     thumbnails = torch.zeros(captured.num_layers, heads, t, t)
     row = torch.zeros(n)
     row[position] = 1.0
@@ -175,17 +186,18 @@ def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: in
         pooled_columns = torch.empty(heads, n, t)
         through = torch.zeros(n)  # row @ (mean of heads)
         for rows, columns, probs in row_blocks(captured.queries_keys[layer]):
-            full = torch.nn.functional.pad(probs, (0, n - columns))  # the skipped keys' zeros, for the pooling
-            pooled_columns[:, rows] = torch.nn.functional.adaptive_avg_pool1d(full, t)
-            mean = probs.mean(0)
-            shares[:columns] += (mean * seen[rows, :columns]).sum(0)
-            through[:columns] += row[rows] @ mean
+            pooled_columns[:, rows] = probs @ pool[:columns]  # the skipped keys' zeros add nothing
+            weights = torch.stack([row[rows], torch.ones(probs.shape[1])])
+            sums = (weights @ probs).sum(0) / heads  # (2, columns): the rollout step, the mean's column sums
+            through[:columns] += sums[0]
+            shares[:columns] += sums[1]  # a causal row gives nothing to later keys: only its own is taken off
+            shares[rows] -= probs.diagonal(offset=rows.start, dim1=1, dim2=2).mean(0)
         thumbnails[layer] = torch.nn.functional.adaptive_avg_pool1d(pooled_columns.transpose(1, 2), t).transpose(1, 2)
         mixed = 0.5 * through + 0.5 * row  # rollout_step's half residual path (its rows already sum to 1)
         row = mixed / mixed.sum().clamp_min(1e-12)
-    counts = seen.sum(0)
+    counts = n - 1 - torch.arange(n) if captured.causal else torch.full((n,), n - 1)  # the positions seeing each
     shares = torch.where(counts > 0, shares / captured.num_layers / counts.clamp_min(1), torch.zeros_like(shares))
-    return thumbnails, shares, row
+    return thumbnails, shares.clamp_min(0), row
 
 
 SINK_SHARE = 0.3  # a position drawing more than this share of attention on average is a sink
