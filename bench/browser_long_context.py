@@ -55,7 +55,7 @@ def run_cell(page, index: int):
         return window.jupyterapp.commands.execute('notebook:run-cell'); }}""")
 
 
-def measure(page, n: int) -> list[dict]:
+def measure(page, n: int, screenshot: str | None = None) -> list[dict]:
     idle = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"
     for index in (0, 1, 2):
         run_cell(page, index)
@@ -88,6 +88,10 @@ def measure(page, n: int) -> list[dict]:
     began = time.perf_counter()
     page.locator(".llm-attention canvas.llm-matrix-tile").wait_for(state="visible", timeout=120_000)
     tile = time.perf_counter() - began
+    if screenshot:
+        page.mouse.move(box["x"] + box["width"] * 0.34, box["y"] + box["height"] * 0.54)
+        page.evaluate("document.querySelectorAll('.Toastify').forEach(n => n.remove())")
+        page.locator(".llm-attention").first.screenshot(path=screenshot)
     rows.append({"step": "zoom: exact tile painted after the gesture (incl. its 0.4 s settle)", "seconds": tile,
                  "vs plain": tile / plain})
     rows.append({"step": f"plain model(ids), {n} tokens, in the kernel", "seconds": plain, "vs plain": 1.0})
@@ -97,6 +101,7 @@ def measure(page, n: int) -> list[dict]:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tokens", type=int, default=4096)
+    parser.add_argument("--screenshot", help="also save a picture of the zoomed matrix (with its tile) here")
     args = parser.parse_args()
     sys.path.insert(0, str(HERE.parent / "tests"))
     from playwright.sync_api import sync_playwright
@@ -113,7 +118,7 @@ def main():
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
                                             args=["--no-sandbox", "--disable-gpu"])
                 page, errors = open_page(browser, lab, "long.ipynb")
-                rows = measure(page, n)
+                rows = measure(page, n, args.screenshot)
                 browser.close()
         finally:
             next(server, None)

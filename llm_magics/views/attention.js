@@ -133,10 +133,15 @@ function render({ model, el: root }) {
   const saved = model.get("zoom") || [];  // matrix view: the square of the matrix in sight, kept in the model
   const zoom = saved.length === 3 ? { r0: saved[0], c0: saved[1], span: saved[2] } : { r0: 0, c0: 0, span: 0 };
   let zoomTimer = null;
-  // The kernel keeps the zoom (the saved snapshot shows it): sent once a gesture has settled.
+  // The kernel keeps the zoom (the saved snapshot shows it): sent once a gesture has settled, as whole tokens
+  // that cover every cell in sight (the exact tile drawn over it leaves no strip of the pooled overview).
   const saveZoom = (n) => {
     clearTimeout(zoomTimer);
-    zoomTimer = setTimeout(() => set({ zoom: zoom.span >= n ? [] : [Math.round(zoom.r0), Math.round(zoom.c0), Math.round(zoom.span)] }), 400);
+    zoomTimer = setTimeout(() => {
+      const r0 = Math.floor(zoom.r0), c0 = Math.floor(zoom.c0);
+      const span = Math.min(n, Math.ceil(Math.max(zoom.r0 - r0, zoom.c0 - c0) + zoom.span));
+      set({ zoom: zoom.span >= n ? [] : [Math.min(r0, n - span), Math.min(c0, n - span), span] });
+    }, 400);
   };
 
   const set = (changes) => { for (const [k, v] of Object.entries(changes)) model.set(k, v); model.save_changes(); };
