@@ -249,10 +249,14 @@ def generate(
     return result
 
 
+def require_chat_template(loaded: LoadedModel) -> None:
+    if not getattr(loaded.tokenizer, "chat_template", None):
+        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` without --chat or --system")
+
+
 def chat_inputs(loaded: LoadedModel, messages: list[dict]) -> dict:
     """The messages through the model's chat template, ready for the assistant's turn."""
-    if not getattr(loaded.tokenizer, "chat_template", None):
-        raise LLMError(f"{loaded.name} has no chat template: use `%%llm generate` instead")
+    require_chat_template(loaded)
     inputs = loaded.tokenizer.apply_chat_template(
         messages, add_generation_prompt=True, return_dict=True, return_tensors="pt"
     )

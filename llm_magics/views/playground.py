@@ -174,7 +174,16 @@ class SamplingPanel:
     every column shows the seed it used, so any sample can be reproduced.
     """
 
-    def __init__(self, session, prompt: str = "", settings: SamplingSettings | None = None, keep: int = 3):
+    def __init__(
+        self,
+        session,
+        prompt: str = "",
+        settings: SamplingSettings | None = None,
+        keep: int = 3,
+        chat: bool = False,
+        system: str | None = None,
+    ):
+        """chat, system: the chat template box ticked and the system prompt's text (`--chat`, `--system`)."""
         settings = settings or SamplingSettings()
         self.session, self.keep = session, keep
         self.runs: list = []
@@ -211,9 +220,10 @@ class SamplingPanel:
         )
         # A model with a chat template: the prompt can be the user's turn, after a system prompt.
         self.chat = widgets.Checkbox(
-            value=False, description="chat template", indent=False, layout=widgets.Layout(width="auto")
+            value=chat, description="chat template", indent=False, layout=widgets.Layout(width="auto")
         )
         self.system = widgets.Text(
+            value=system or "",
             description="system prompt",
             placeholder="(chat template only)",
             style=style,
