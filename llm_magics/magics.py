@@ -196,7 +196,7 @@ class LLMMagics(Magics):
         prompt = cell if cell is not None else args.prompt
         if args.widget:
             return self._playground(args, cell)
-        settings = options.session_kwargs(args, "generate")
+        settings = {**options.session_kwargs(args, "generate"), "chat": _wants_chat(args)}
         if args.num_return_sequences > 1:  # no streaming: the samples come together
             result = self.session.generate(prompt, **settings)
             for index, text in enumerate(result.texts, 1):
@@ -219,14 +219,18 @@ class LLMMagics(Magics):
         return result
 
     def _playground(self, args, cell):
-        from .generation import SamplingSettings
+        from .generation import SamplingSettings, require_chat_template
         from .views.playground import SamplingPanel
 
         prompt = cell if cell is not None else args.prompt
-        settings = SamplingSettings(**options.session_kwargs(args, "playground")).validated()
-        if prompt.strip():
-            self.session.require_model("generate")
-        panel = SamplingPanel(self.session, prompt, settings)
+        sampling = [o for o in options.options("playground") if o not in options.CHAT_TEMPLATE]
+        settings = SamplingSettings(**options.session_kwargs(args, "playground", sampling)).validated()
+        chat = _wants_chat(args)
+        if prompt.strip() or chat:
+            loaded = self.session.require_model("generate")
+            if chat:
+                require_chat_template(loaded)
+        panel = SamplingPanel(self.session, prompt, settings, chat=chat, system=args.system)
         display(panel)
         if prompt.strip():
             panel.generate()
@@ -420,6 +424,11 @@ def _finished(prompt: str, text: str, note: str) -> dict:
     shown = StreamedText(prompt, notebook=True)
     shown.text = text
     return shown.bundle(note)
+
+
+def _wants_chat(args) -> bool:
+    """--chat, or a --system prompt (which only a chat template can take)."""
+    return bool(args.chat or args.system is not None)
 
 
 def _stopped_note(result) -> str:

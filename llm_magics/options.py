@@ -161,6 +161,14 @@ SAMPLING = _grouped(
         ),
     ],
 )
+# A one-turn chat through the model's chat template (generate, the playground); `chat` keeps its history instead.
+CHAT_TEMPLATE = _grouped(
+    "chat template",
+    [
+        _flag("chat", "send the prompt as the user's turn through the model's chat template"),
+        Option("system", type=str, help="a system prompt before the user's turn (implies --chat)"),
+    ],
+)
 NUM_RETURN_SEQUENCES = Option("num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1), bounds=AT_LEAST_1)
 
 # What a training run does; train, finetune and lr-find share them (see TrainOptions).
@@ -394,6 +402,7 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
             Option("prompt", help="prompt (line magic); the cell body otherwise", positional="*", keyword=MAGIC_ONLY),
             *SAMPLING,
             NUM_RETURN_SEQUENCES,
+            *CHAT_TEMPLATE,
             _flag("attention", "then show the attention of prompt + output", keyword=MAGIC_ONLY),
             _flag(
                 "widget",
@@ -416,6 +425,7 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
             Option("prompt", positional="*", keyword=MAGIC_ONLY),
             *SAMPLING,
             NUM_RETURN_SEQUENCES,
+            *CHAT_TEMPLATE,
         ],
     ),
     "chat": (

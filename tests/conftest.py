@@ -119,6 +119,7 @@ SLOW = {
     "test_loading.py::test_dtype_override",
     "test_magics.py::test_load_status_generate",
     "test_magics.py::test_chat_magic_keeps_history_and_resets",
+    "test_magics.py::test_playground_and_generate_magics_take_chat_and_system",
     "test_magics.py::test_train_from_scratch_magic_loss_falls",
     "test_magics.py::test_interrupting_generation_keeps_partial_text",
     "test_magics.py::test_interrupting_training_keeps_model_and_checkpoint",

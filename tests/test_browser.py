@@ -460,3 +460,70 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
         raise
     assert not [e for e in ours(errors) if "widget model not found" not in e], errors
     page.close()
+
+
+LENS_TEXT = ("The lighthouse keeper climbed the narrow stairs every evening to light the lamp. Ships passing the rocky "
+             "coast saw its beam and steered away from the reef. In winter the storms grew fierce, and the keeper "
+             "wrote each one into a thick logbook: the wind, the waves, the ships that came too close. One night a "
+             "small fishing boat lost its way in the fog, and the keeper rang the bell until dawn.")
+# Every lens cell as the page shows it: its row, its position and its top-5 (the title's lines after the first:
+# each guess as JSON, then its probability).
+LENS_CELLS = """root => [...root.querySelectorAll('.llm-lens-cell')].map(c => ({row: +c.dataset.row,
+    position: +c.dataset.position,
+    top: c.title.split('\\n').slice(1).map(l => JSON.parse(l.slice(0, l.lastIndexOf(' '))))}))"""
+
+
+def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, session):
+    """A text longer than the lens' window of 64 positions opens on its last 64; "earlier" reads out the first
+    64 in the kernel, "later" goes back. Each shown cell's top token is the Python lens' at that layer and position."""
+    from llm_magics.lens import logit_lens
+    from llm_magics.views.attention import LENS_WINDOW
+
+    oracle = logit_lens(session.loaded, LENS_TEXT)  # every layer at every position, in this process
+    n = len(oracle.tokens)
+    assert LENS_WINDOW < n < 2 * LENS_WINDOW, n  # the last window and the first overlap
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
+                      nbformat.v4.new_code_cell(f"%llm lens {LENS_TEXT}")]
+    nbformat.write(notebook, lab.root / "lens-window.ipynb")
+    page, errors = open_page(browser, lab, "lens-window.ipynb")
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+    root = page.locator(".llm-attention").first
+    pager = root.locator(".llm-lens-pager")
+
+    def shown(first: int):
+        """Wait for the window from `first`, then check its cells against the oracle."""
+        page.wait_for_function(f"""() => {{ const r = document.querySelector('.llm-attention');
+            return r && !r.classList.contains('llm-busy') && r.querySelector(".llm-lens-cell[data-position='{first}']")
+              && !r.querySelector(".llm-lens-cell[data-position='{first - 1}']"); }}""", timeout=120_000)
+        cells = root.evaluate(LENS_CELLS)
+        positions = list(range(first, first + LENS_WINDOW))
+        assert sorted({c["position"] for c in cells}) == positions
+        assert len(cells) == len(oracle.rows) * LENS_WINDOW
+        headers = root.locator(".llm-lens-input").evaluate_all("ns => ns.map(n => n.title)")
+        assert headers == [f"position {p}" for p in positions]
+        assert f"positions {first}..{first + LENS_WINDOW - 1} of {n}" in pager.text_content()
+        for cell in cells:
+            row, position, top = cell["row"], cell["position"], cell["top"]
+            expected, probs = oracle.top_tokens[row][position], oracle.top_probs[row, position]
+            # Equal, or a tie to float rounding (the view reads out 64 positions, the oracle all of them).
+            assert top[0] == expected[0] or (top[0] == expected[1] and float(probs[0] - probs[1]) < 1e-4), \
+                (row, position, top, expected)
+        return root.locator(".llm-lens-earlier"), root.locator(".llm-lens-later")
+
+    try:
+        earlier, later = shown(n - LENS_WINDOW)  # opens on the last window
+        assert earlier.is_enabled() and later.is_disabled()
+        earlier.click()
+        earlier, later = shown(0)  # the first 64 positions
+        assert earlier.is_disabled() and later.is_enabled()
+        later.click()
+        earlier, later = shown(n - LENS_WINDOW)  # back to the last window
+        assert earlier.is_enabled() and later.is_disabled()
+    except Exception:
+        if not page.is_closed():
+            page.screenshot(path=str(ARTIFACTS / "lab-lens-window-failure.png"))
+        raise
+    assert not ours(errors), errors
+    page.close()

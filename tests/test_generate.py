@@ -11,8 +11,34 @@ def test_same_seed_same_text_and_streaming_matches_result(session):
     assert first.text == second.text
     assert first.text != other.text
     assert len(chunks) > 1  # text arrived piece by piece, not at the end
-    assert "".join(chunks).strip() == first.text.strip()
+    assert "".join(chunks) == first.text  # the pieces join into exactly the text
     assert first.new_tokens == 20 and first.tokens_per_second > 0
+
+
+def test_streamed_pieces_join_into_the_decoded_text_at_any_length(session):
+    """The streamer decodes incrementally: its pieces, joined, are the tokenizer's decode of all the ids (the
+    oracle), accents and emoji split over several byte tokens included, and a step's work does not grow with
+    the text (each decode covers the tokens of at most two pieces)."""
+    import torch
+
+    from llm_magics.generation import _CallbackStreamer
+
+    tokenizer = session.tokenizer
+    ids = tokenizer("A keeper lit the lamp, café 😀 naïve 東京, <|im_end|>\nthe ships passed. " * 40)["input_ids"][:400]
+    decoded_lengths = []
+    decode = tokenizer.decode
+    tokenizer.decode = lambda part, **kwargs: (decoded_lengths.append(len(part)), decode(part, **kwargs))[1]
+    try:
+        pieces = []
+        streamer = _CallbackStreamer(tokenizer, pieces.append)
+        streamer.put(torch.tensor([ids[:3]]))  # the prompt, as generate hands it: skipped
+        for token in ids[3:]:
+            streamer.put(torch.tensor([token]))
+        streamer.end()
+    finally:
+        del tokenizer.decode
+    assert "".join(pieces) == decode(ids[3:], skip_special_tokens=True)
+    assert len(pieces) > 300 and max(decoded_lengths) <= 8, max(decoded_lengths)
 
 
 def test_greedy_and_several_samples(session):

@@ -1,4 +1,5 @@
 """The magics through a real IPython InteractiveShell, on the real packaged weights."""
+import html
 import json
 
 import torch
@@ -85,6 +86,44 @@ def test_chat_magic_keeps_history_and_resets(shell, capsys, magic_session):
     assert magic_session.history == [] and "cleared" in capsys.readouterr().out
     run(shell, "chat --system 'Answer in French.' --greedy --max-new-tokens 10", "Hello")
     assert magic_session.system == "Answer in French."
+
+
+def test_playground_and_generate_magics_take_chat_and_system(shell, capsys, magic_session):
+    from support import one_error_line
+
+    question, system = "What is the capital of France?", "You are a pirate."
+    tokenizer = magic_session.tokenizer
+
+    def templated(messages):  # the oracle: the tokenizer's own chat template
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+                                             return_dict=True)["input_ids"]
+
+    user = {"role": "user", "content": question}
+    pirate = templated([{"role": "system", "content": system}, user])
+    panel = run(shell, f"playground --chat --system '{system}' --greedy --max-new-tokens 6", question)
+    assert panel.chat.value is True and panel.system.value == system  # the boxes as the flags set them
+    assert panel.runs[0].prompt_ids == pirate and panel.runs[0].chat and panel.runs[0].system == system
+    assert "system: 'You are a pirate.'" in html.unescape(panel.columns[0].value)
+    # --chat alone: the template without a system turn; neither: the raw prompt
+    plain_chat = run(shell, "playground --chat --greedy --max-new-tokens 6", question)
+    assert plain_chat.system.value == "" and plain_chat.runs[0].prompt_ids == templated([user]) != pirate
+    raw = run(shell, "playground --greedy --max-new-tokens 6", question)
+    assert raw.chat.value is False and raw.runs[0].prompt_ids == tokenizer(question)["input_ids"]
+    # generate: --system implies --chat; --widget opens the playground with both
+    generated = run(shell, f"generate --system '{system}' --greedy --max-new-tokens 6", question)
+    assert generated.prompt_ids == pirate and generated.text == panel.runs[0].text
+    widget = run(shell, f"generate --widget --system '{system}' --greedy --max-new-tokens 6", question)
+    assert widget.chat.value is True and widget.runs[0].prompt_ids == pirate
+    capsys.readouterr()
+    template = tokenizer.chat_template
+    tokenizer.chat_template = None  # a model without a chat template: one line, for both magics
+    try:
+        run(shell, "playground --chat", question)
+        assert "has no chat template" in one_error_line(capsys)
+        run(shell, "generate --chat --max-new-tokens 2", question)
+        assert "has no chat template" in one_error_line(capsys)
+    finally:
+        tokenizer.chat_template = template
 
 
 def test_train_from_scratch_magic_loss_falls(shell, capsys):

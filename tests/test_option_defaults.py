@@ -12,6 +12,7 @@ from llm_magics import Session, options
 from llm_magics.generation import SamplingSettings
 from llm_magics.magics import PARSER
 from llm_magics.training import TrainOptions
+from llm_magics.views.playground import SamplingPanel
 
 METHODS = {"load": "load", "quantize": "quantize", "generate": "generate", "playground": None, "chat": "chat",
            "train": "train", "finetune": "finetune", "lr-find": "lr_find", "save": "save", "attention": "attention",
@@ -51,7 +52,10 @@ def test_the_magics_default_is_the_apis_for_every_option(command):
         name, home = option.api_name, _api_home(command, option)
         if name is None or METHODS[home] is None and home != "playground":
             continue  # a view's option (--widget, --compare): the magic's alone
-        parameters = inspect.signature(getattr(Session, METHODS[home])).parameters if METHODS[home] else {}
+        if METHODS[home]:
+            parameters = inspect.signature(getattr(Session, METHODS[home])).parameters
+        else:  # the playground's own options (--chat, --system) are the panel's
+            parameters = inspect.signature(SamplingPanel).parameters if home == "playground" else {}
         if name in parameters:
             api = parameters[name].default
         elif home in ("generate", "chat", "playground") and name in SAMPLING_FIELDS:

@@ -174,10 +174,20 @@ class SamplingPanel:
     every column shows the seed it used, so any sample can be reproduced.
     """
 
-    def __init__(self, session, prompt: str = "", settings: SamplingSettings | None = None, keep: int = 3):
+    def __init__(
+        self,
+        session,
+        prompt: str = "",
+        settings: SamplingSettings | None = None,
+        keep: int = 3,
+        chat: bool = False,
+        system: str | None = None,
+    ):
+        """chat, system: the chat template box ticked and the system prompt's text (`--chat`, `--system`)."""
         settings = settings or SamplingSettings()
         self.session, self.keep = session, keep
         self.runs: list = []
+        self._tokens: dict[int, list[list[dict]]] = {}  # id of a kept run -> its shaded tokens (see _shaded)
         self.columns: list[widgets.HTML] = []  # one per run, newest first
         self._handle = None
         style = {"description_width": "130px"}
@@ -211,9 +221,10 @@ class SamplingPanel:
         )
         # A model with a chat template: the prompt can be the user's turn, after a system prompt.
         self.chat = widgets.Checkbox(
-            value=False, description="chat template", indent=False, layout=widgets.Layout(width="auto")
+            value=chat, description="chat template", indent=False, layout=widgets.Layout(width="auto")
         )
         self.system = widgets.Text(
+            value=system or "",
             description="system prompt",
             placeholder="(chat template only)",
             style=style,
@@ -344,6 +355,7 @@ class SamplingPanel:
             self.button.icon, self.button.description, self.button.disabled = "play", "Generate", False
         column.value = self._column_html(result)
         self.runs = [result, *self.runs][: self.keep]
+        self._tokens = {id(run): self._tokens[id(run)] for run in self.runs if id(run) in self._tokens}
         self.columns = [column, *self.columns][: self.keep]
         self.outputs.children = tuple(self.columns)
         if self._handle is not None:
@@ -353,14 +365,25 @@ class SamplingPanel:
     def _column_html(self, result, title: bool = False) -> str:
         """The run's prompt and settings (header), its tokens shaded by probability, how it ended (footer)."""
         parts = []
-        for row, ids in enumerate(result.token_ids):
-            tokens = token_probabilities(self.session.tokenizer, ids, result.scores, row)
-            if result.stopped_at and result.stopped_at[row] is not None:
-                tokens = _up_to(tokens, len(result.texts[row]))
+        for tokens in self._shaded(result):
             parts.append(tokens_by_probability_html(tokens, title))
         footer = f"{result.new_tokens} tokens · {result.tokens_per_second:.1f} tok/s · stopped: {result.stop_reason}"
         header = _header_html(result.prompt, result.settings, result.chat, result.system)
         return CARD_STYLE + header + "<hr>".join(parts) + _footer_html(footer)
+
+    def _shaded(self, result) -> list[list[dict]]:
+        """Each sample's tokens with their probabilities, rank and alternatives, computed once per run (the
+        live column and the saved notebook's fallback, which shows every kept run, both use them)."""
+        key = id(result)
+        if key not in self._tokens:
+            rows = []
+            for row, ids in enumerate(result.token_ids):
+                tokens = token_probabilities(self.session.tokenizer, ids, result.scores, row)
+                if result.stopped_at and result.stopped_at[row] is not None:
+                    tokens = _up_to(tokens, len(result.texts[row]))
+                rows.append(tokens)
+            self._tokens[key] = rows
+        return self._tokens[key]
 
     def _new_column(self, value: str) -> widgets.HTML:
         column = widgets.HTML(
