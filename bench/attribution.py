@@ -1,5 +1,5 @@
 """Attribution time and peak memory per method: ours (`Session.attribute`: integration steps and
-perturbations in batches sized from a memory budget, one target at a time, last-position logits only, weights'
+perturbations in batches sized from a memory budget, one target at a time, the weights'
 requires_grad off) vs the same Captum method called with its defaults (all IG steps in one batch, one
 perturbation per forward) on the same input and baseline, with the plain forward function (every position's
 logits, the model as loaded). A prompt of --prompt-tokens tokens and --new-tokens greedily generated targets on SmolLM2;
