@@ -632,7 +632,7 @@ class Session:
         """Which input tokens drove each output token, with Captum's `method`. Without target: the greedy
         continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
         between target tokens: the finished ones are kept (`.interrupted`). batch_size: integration steps per
-        forward pass (None: sized from a memory budget of about 1 GB of activations)."""
+        forward pass (None: sized from a memory budget of 640 MiB of activations)."""
         from .attribution import attribute
 
         loaded = self.require_model("attribute")

@@ -41,7 +41,7 @@ from .options import ATTRIBUTION_METHODS, check_bounds
 METHODS = ATTRIBUTION_METHODS  # declared with the --method option
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
 TOP_K = 5
-ACTIVATION_BUDGET = 2**30  # bytes of activations kept for backward by one internal batch of steps
+ACTIVATION_BUDGET = 5 * 2**27  # bytes of activations kept for backward by one internal batch of steps (640 MiB)
 
 
 @dataclass
