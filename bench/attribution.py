@@ -1,7 +1,8 @@
 """Attribution time and peak memory per method: ours (`Session.attribute`: integration steps and
-perturbations in batches of 16, one target at a time) vs the same Captum method called with its defaults
-(all IG steps in one batch, one perturbation per forward) on the same input, forward function and
-baseline. A prompt of --prompt-tokens tokens and --new-tokens greedily generated targets on SmolLM2;
+perturbations in batches sized from a memory budget, one target at a time, the weights'
+requires_grad off) vs the same Captum method called with its defaults (all IG steps in one batch, one
+perturbation per forward) on the same input and baseline, with the plain forward function (every position's
+logits, the model as loaded). A prompt of --prompt-tokens tokens and --new-tokens greedily generated targets on SmolLM2;
 attributions must agree to 1e-4. Each side runs in its own fresh process (the model loaded, then one
 run), so that the peak RSS of one is not hidden by memory the other left in the allocator.
 
@@ -22,7 +23,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.attribution import METHODS, _baseline_id, _LogProb  # noqa: E402
+from llm_magics.attribution import METHODS, _baseline_id  # noqa: E402
+
+
+class PlainLogProb(torch.nn.Module):
+    """log p(target | sequence) the plain way: the model's logits at every position, log-softmax of the last."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, target, embeds=False):
+        logits = self.model(**{"inputs_embeds" if embeds else "input_ids": inputs}).logits
+        return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, target]
 
 
 def captum_defaults(method: str, loaded, sequence: torch.Tensor, prompt_length: int, steps: int) -> np.ndarray:
@@ -30,7 +43,7 @@ def captum_defaults(method: str, loaded, sequence: torch.Tensor, prompt_length: 
     from captum.attr import (FeatureAblation, InputXGradient, IntegratedGradients, LayerIntegratedGradients,
                              Occlusion, Saliency, ShapleyValueSampling)
 
-    f, embedding = _LogProb(loaded), loaded.model.get_input_embeddings()
+    f, embedding = PlainLogProb(loaded.model), loaded.model.get_input_embeddings()
     base = _baseline_id(loaded.tokenizer)
     rows = []
     for index in range(sequence.shape[1] - prompt_length):
@@ -83,7 +96,7 @@ def one_side(args):
         torch.manual_seed(0)
         if args.side == "ours":
             result = session.attribute(text, method=method, max_new_tokens=args.new_tokens, steps=steps,
-                                       progress=False)
+                                       batch_size=args.batch_size, progress=False)
             out.update(scores=result.scores, ids=result.ids)
         else:
             ids = json.loads(Path(args.ids).read_text())
@@ -103,6 +116,8 @@ def run_side(args, method: str, steps: int, side: str, out: str, ids: str | None
                "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]
     if ids:
         command += ["--ids", ids]
+    if args.batch_size:
+        command += ["--batch-size", str(args.batch_size)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{side} {method} failed:\n{done.stderr[-3000:]}")
@@ -120,6 +135,7 @@ def main():
     parser.add_argument("--side-steps", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-size", type=int, help="ours: steps per forward pass (default: from the budget)")
     args = parser.parse_args()
     if args.one:
         return one_side(args)

@@ -626,12 +626,13 @@ class Session:
         target: str | None = _ATTRIBUTE.target,
         max_new_tokens: int = _ATTRIBUTE.max_new_tokens,
         steps: int | None = _ATTRIBUTE.steps,
-        batch_size: int = 16,
+        batch_size: int | None = None,
         progress: bool = True,
     ):
         """Which input tokens drove each output token, with Captum's `method`. Without target: the greedy
         continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
-        between target tokens: the finished ones are kept (`.interrupted`)."""
+        between target tokens: the finished ones are kept (`.interrupted`). batch_size: integration steps per
+        forward pass (None: sized from a memory budget of 640 MiB of activations)."""
         from .attribution import attribute
 
         loaded = self.require_model("attribute")

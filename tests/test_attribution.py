@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llm_magics import LLMError
-from llm_magics.attribution import METHODS, AttributionResult, attribute
+from llm_magics.attribution import METHODS, AttributionResult, attribute, step_batch
 from llm_magics.interrupts import StopFlag
 from llm_magics.loading import LoadedModel
 
@@ -114,6 +114,60 @@ def test_stop_keeps_the_finished_targets(causal):
                        on_target=lambda done, total: flag.request() if done == 2 else None)
     assert result.interrupted and len(result.targets) == 2 and result.scores.shape[0] == 2
     assert "stopped after 2 target token(s)" in result.summary()
+
+
+@pytest.fixture
+def lora(tokenizer):
+    """A tiny causal model with a LoRA adapter: only the adapter's weights ask for gradients."""
+    from peft import LoraConfig, get_peft_model
+
+    loaded = tiny_model("llama", tokenizer)
+    model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"])).eval()
+    return LoadedModel(model, tokenizer, "tiny lora", "", "causal", torch.device("cpu"), torch.float32)
+
+
+def flags(model):
+    return {name: parameter.requires_grad for name, parameter in model.named_parameters()}
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "layer-integrated-gradients"])
+def test_requires_grad_flags_are_restored_after_attribute_and_after_a_stop(lora, method):
+    before = flags(lora.model)
+    assert any(before.values()) and not all(before.values())  # adapters trainable, base weights frozen
+    during = []
+    result = attribute(lora, PROMPT, method=method, max_new_tokens=2, steps=4,
+                       on_target=lambda done, total: during.append(any(flags(lora.model).values())))
+    assert len(result.targets) == 2 and during == [False, False]  # no weight asks for a gradient inside
+    assert flags(lora.model) == before
+    stop = StopFlag()
+    result = attribute(lora, PROMPT, method=method, max_new_tokens=3, steps=4, stop=stop,
+                       on_target=lambda done, total: stop.request())
+    assert result.interrupted and len(result.targets) == 1
+    assert flags(lora.model) == before
+
+    def fail(done, total):
+        raise RuntimeError("an error half-way")
+
+    with pytest.raises(RuntimeError, match="half-way"):
+        attribute(lora, PROMPT, method=method, max_new_tokens=2, steps=4, on_target=fail)
+    assert flags(lora.model) == before
+
+
+@pytest.mark.parametrize("method", ["integrated-gradients", "layer-integrated-gradients"])
+def test_the_budgeted_step_batch_gives_the_same_attributions_as_one_step_per_pass(causal, method):
+    n = len(causal.tokenizer(PROMPT)["input_ids"])
+    assert step_batch(causal, n + 1) >= 8  # the budget puts all 8 steps in one pass; batch_size=1 runs 8 passes
+    budgeted = attribute(causal, PROMPT, method=method, max_new_tokens=2, steps=8)
+    one = attribute(causal, PROMPT, method=method, max_new_tokens=2, steps=8, batch_size=1)
+    assert budgeted.targets == one.targets
+    np.testing.assert_allclose(budgeted.scores, one.scores, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(budgeted.deltas, one.deltas, atol=1e-5)
+    # the budget: a larger batch for more memory, a smaller one for a longer input, never below one
+    large = step_batch(causal, n, budget=2**22)
+    assert 1 <= step_batch(causal, n, budget=2**20) < large and step_batch(causal, 4 * n, budget=2**22) < large
+    assert step_batch(causal, n, budget=1) == 1
+    with pytest.raises(LLMError, match="batch_size must be at least 1"):
+        attribute(causal, PROMPT, method=method, batch_size=0)
 
 
 def test_json_round_trip_frame_and_view(causal, tmp_path):
