@@ -80,7 +80,7 @@ def measure(page, n: int, screenshot: str | None = None) -> list[dict]:
     viewport = page.locator(".llm-attention .llm-viewport")
     viewport.scroll_into_view_if_needed()
     box = viewport.bounding_box()
-    x0, y0 = box["x"] + box["width"] * 0.3, box["y"] + box["height"] * 0.5
+    x0, y0 = box["x"] + box["width"] * 0.45, box["y"] + box["height"] * 0.5  # just below the diagonal
     page.mouse.move(x0, y0)
     page.mouse.down()
     page.mouse.move(x0 + box["width"] * 0.08, y0 + box["height"] * 0.08, steps=4)
@@ -89,7 +89,7 @@ def measure(page, n: int, screenshot: str | None = None) -> list[dict]:
     page.locator(".llm-attention canvas.llm-matrix-tile").wait_for(state="visible", timeout=120_000)
     tile = time.perf_counter() - began
     if screenshot:
-        page.mouse.move(box["x"] + box["width"] * 0.34, box["y"] + box["height"] * 0.54)
+        page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6)
         page.evaluate("document.querySelectorAll('.Toastify').forEach(n => n.remove())")
         page.locator(".llm-attention").first.screenshot(path=screenshot)
     rows.append({"step": "zoom: exact tile painted after the gesture (incl. its 0.4 s settle)", "seconds": tile,

@@ -61,21 +61,29 @@ def section(script: str, arguments: str) -> str:
 
 
 def rerun(scripts: list[str], out: Path) -> None:
-    """Replace the sections of `scripts` in `out` by a new run of each; the others stay as they were."""
+    """Replace the sections of `scripts` in `out` by a new run of each (a script new to the list gets its section
+    before the next listed one); the others stay as they were. The file is written after each script."""
     known = dict(SCRIPTS)
+    order = [script for script, _ in SCRIPTS]
     unknown = [s for s in scripts if s not in known]
     if unknown:
         raise SystemExit(f"not in run_all's list: {', '.join(unknown)}")
     text = out.read_text()
     for script in scripts:
-        start = text.index(f"## {script}\n")
-        end = text.find("\n## ", start + 1)
-        end = len(text) if end < 0 else end + 1
-        text = text[:start] + section(script, known[script]) + text[end:]
-    note = f"Sections re-run on {time.strftime('%Y-%m-%d')} with `--only`: {', '.join(scripts)}.\n"
-    head, _, rest = text.partition("\n\n## ")
-    head = "\n".join(line for line in head.splitlines() if not line.startswith("Sections re-run on"))
-    out.write_text(f"{head}\n{note}\n## {rest}")
+        fresh = section(script, known[script])
+        start = text.find(f"## {script}\n")
+        if start < 0:
+            later = [text.find(f"## {s}\n") for s in order[order.index(script) + 1 :]]
+            start = end = min([at for at in later if at >= 0], default=len(text))
+            fresh += "\n"
+        else:
+            end = text.find("\n## ", start + 1)
+            end = len(text) if end < 0 else end + 1
+        text = text[:start] + fresh + text[end:]
+        note = f"Sections re-run on {time.strftime('%Y-%m-%d')} with `--only`: {', '.join(scripts)}.\n"
+        head, _, rest = text.partition("\n\n## ")
+        head = "\n".join(line for line in head.splitlines() if not line.startswith("Sections re-run on"))
+        out.write_text(f"{head}\n{note}\n## {rest}")
 
 
 if __name__ == "__main__":
