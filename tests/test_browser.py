@@ -77,10 +77,16 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
     # The attention view: lines drawn in the head view.
     page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
     assert page.locator(".llm-attention line.llm-line").count() > 5
-    # Over 1,024 tokens open in the matrix view: a full-resolution canvas with attention drawn on it.
-    page.wait_for_function("[...document.querySelectorAll('canvas.llm-matrix')].some(c => c.width >= 1024)",
+    # Over 1,024 tokens open in the matrix view: past 512 tokens its canvas is the max-pooled overview (never the
+    # n × n map), one pixel for pool × pool cells, with attention drawn on it.
+    page.wait_for_function("[...document.querySelectorAll('canvas.llm-matrix')].some(c => c.dataset.pool > 1)",
                            timeout=120_000)
-    inked = """() => { const c = [...document.querySelectorAll('canvas.llm-matrix')].find(c => c.width >= 1024);
+    long_view = page.locator(".llm-attention").nth(1)
+    tokens = int(long_view.locator(".llm-label").text_content().split("·")[-1].split()[0])
+    pool = int(long_view.locator("canvas.llm-matrix").get_attribute("data-pool"))
+    assert tokens > 1024 and pool == -(-tokens // 512)
+    assert long_view.locator("canvas.llm-matrix").evaluate("c => [c.width, c.height]") == [-(-tokens // pool)] * 2
+    inked = """() => { const c = [...document.querySelectorAll('canvas.llm-matrix')].find(c => c.dataset.pool > 1);
         const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data; let n = 0;
         for (let i = 0; i < d.length; i += 4) { if (d[i] < 250) n++; } return n; }"""
     assert page.evaluate(inked) > 1000
