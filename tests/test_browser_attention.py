@@ -54,11 +54,11 @@ CONTRAST = """([index, selector]) => {
   return worst; }"""
 
 
-def _write_notebook(root):
+def _write_notebook(root, cells=CELLS, name="attention.ipynb"):
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in CELLS]
-    nbformat.write(notebook, root / "attention.ipynb")
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, root / name)
 
 
 @pytest.fixture(scope="module")
@@ -282,12 +282,8 @@ LONG_TEXT = LONG_TEXT.strip()
 @pytest.fixture(scope="module")
 def lab_long(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab-long-matrix")
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in [
-        "%load_ext llm_magics", "%llm load default",
-        f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"]]
-    nbformat.write(notebook, root / "long.ipynb")
+    _write_notebook(root, ["%load_ext llm_magics", "%llm load default",
+                           f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"], "long.ipynb")
     yield from serve("lab", root)
 
 

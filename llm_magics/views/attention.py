@@ -48,8 +48,7 @@ def _image_bytes(image: torch.Tensor) -> bytes:
 
 def _as_bytes(maps: torch.Tensor) -> bytes:
     """Each row scaled to its own max, as uint8: small to send, and faint rows stay visible."""
-    peak = maps.amax(dim=-1, keepdim=True).clamp_min(1e-12)
-    return (maps / peak * 255).round().to(torch.uint8).contiguous().numpy().tobytes()
+    return _image_bytes(maps / maps.amax(dim=-1, keepdim=True).clamp_min(1e-12))
 
 
 class AttentionView(anywidget.AnyWidget):
