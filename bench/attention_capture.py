@@ -1,7 +1,8 @@
 """Our one-layer attention capture vs transformers' output_attentions=True (eager), same input.
 
-    python bench/attention_capture.py [--lengths 128 512 1024]
+python bench/attention_capture.py [--lengths 128 512 1024]
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import best_time, device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.attention import capture
-from llm_magics.views.attention import bertviz_html  # noqa: E402
-from llm_magics.views.attention import AttentionView  # noqa: E402
+from llm_magics.inspect.attention import capture
+from llm_magics.views.attention import (
+    AttentionView,  # noqa: E402
+    bertviz_html,  # noqa: E402
+)
 
 
 def main():
@@ -25,8 +28,11 @@ def main():
     args = parser.parse_args()
     session = Session()
     loaded = session.load("default")
-    eager = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager",
-                                                 dtype=loaded.dtype).to(loaded.device).eval()
+    eager = (
+        AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager", dtype=loaded.dtype)
+        .to(loaded.device)
+        .eval()
+    )
     rows, payload = [], []
     for n in args.lengths:
         ids = torch.randint(100, 40000, (1, n))
@@ -49,16 +55,28 @@ def main():
         widget_mb = (len(view.weights) + len(view.thumbnails) + 16 * len(view.tokens)) / 2**20
         bertviz_mb = len(bertviz_html(capture(loaded, text, layers=args.layer)).data) / 2**20
         payload.append([n, f"{widget_mb:.2f}", f"{bertviz_mb:.1f}", f"{bertviz_mb / widget_mb:.0f}x"])
-        rows.append([n, f"{ours_s * 1000:.0f}", f"{base_s * 1000:.0f}", f"{base_s / ours_s:.2f}x",
-                     f"{ours_mb:.0f}", f"{base_mb:.0f}",
-                     f"{base_mb / ours_mb:.1f}x" if ours_mb >= 16 else "(ours below RSS resolution)"])
-        print(f"n={n}: ours {ours_s:.3f}s {ours_mb:.0f}MB | output_attentions {base_s:.3f}s {base_mb:.0f}MB",
-              flush=True)
-    table = markdown_table(["tokens", "ours ms", "eager ms", "speed-up", "ours peak MB", "eager peak MB",
-                            "memory ratio"], rows)
+        rows.append(
+            [
+                n,
+                f"{ours_s * 1000:.0f}",
+                f"{base_s * 1000:.0f}",
+                f"{base_s / ours_s:.2f}x",
+                f"{ours_mb:.0f}",
+                f"{base_mb:.0f}",
+                f"{base_mb / ours_mb:.1f}x" if ours_mb >= 16 else "(ours below RSS resolution)",
+            ]
+        )
+        print(
+            f"n={n}: ours {ours_s:.3f}s {ours_mb:.0f}MB | output_attentions {base_s:.3f}s {base_mb:.0f}MB", flush=True
+        )
+    table = markdown_table(
+        ["tokens", "ours ms", "eager ms", "speed-up", "ours peak MB", "eager peak MB", "memory ratio"], rows
+    )
     print(f"\nAttention capture, SmolLM2-135M, layer {args.layer} of 30, on {device_name()}\n\n{table}")
-    print("\nSent to the browser for that layer (all heads): our widget state vs bertviz's head-view HTML "
-          "(which also needs require.js and d3 from a CDN)\n")
+    print(
+        "\nSent to the browser for that layer (all heads): our widget state vs bertviz's head-view HTML "
+        "(which also needs require.js and d3 from a CDN)\n"
+    )
     print(markdown_table(["tokens", "our widget MB", "bertviz MB", "ratio"], payload))
 
 

@@ -8,6 +8,7 @@ run), so that the peak RSS of one is not hidden by memory the other left in the 
 
     python bench/attribution.py [--prompt-tokens 100] [--new-tokens 10] [--methods ...] [--steps 50]
 """
+
 import argparse
 import json
 import subprocess
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.attribution import METHODS, _baseline_id  # noqa: E402
+from llm_magics.inspect.attribution import METHODS, _baseline_id  # noqa: E402
 
 
 class PlainLogProb(torch.nn.Module):
@@ -40,45 +41,70 @@ class PlainLogProb(torch.nn.Module):
 
 def captum_defaults(method: str, loaded, sequence: torch.Tensor, prompt_length: int, steps: int) -> np.ndarray:
     """Each target token attributed by the Captum method with its default batching."""
-    from captum.attr import (FeatureAblation, InputXGradient, IntegratedGradients, LayerIntegratedGradients,
-                             Occlusion, Saliency, ShapleyValueSampling)
+    from captum.attr import (
+        FeatureAblation,
+        InputXGradient,
+        IntegratedGradients,
+        LayerIntegratedGradients,
+        Occlusion,
+        Saliency,
+        ShapleyValueSampling,
+    )
 
     f, embedding = PlainLogProb(loaded.model), loaded.model.get_input_embeddings()
     base = _baseline_id(loaded.tokenizer)
     rows = []
     for index in range(sequence.shape[1] - prompt_length):
-        ids, target = sequence[:, :prompt_length + index], int(sequence[0, prompt_length + index])
+        ids, target = sequence[:, : prompt_length + index], int(sequence[0, prompt_length + index])
         x = embedding(ids).detach().requires_grad_(True)
         if method == "integrated-gradients":
-            a = IntegratedGradients(f).attribute(x, torch.zeros_like(x), additional_forward_args=(target, True),
-                                                 n_steps=steps).sum(-1)
+            a = (
+                IntegratedGradients(f)
+                .attribute(x, torch.zeros_like(x), additional_forward_args=(target, True), n_steps=steps)
+                .sum(-1)
+            )
         elif method == "layer-integrated-gradients":
-            a = LayerIntegratedGradients(f, embedding).attribute(ids, torch.full_like(ids, base),
-                                                                 additional_forward_args=(target,), n_steps=steps).sum(-1)
+            a = (
+                LayerIntegratedGradients(f, embedding)
+                .attribute(ids, torch.full_like(ids, base), additional_forward_args=(target,), n_steps=steps)
+                .sum(-1)
+            )
         elif method == "saliency":
             a = Saliency(f).attribute(x, additional_forward_args=(target, True)).sum(-1)
         elif method == "input-x-gradient":
             a = InputXGradient(f).attribute(x, additional_forward_args=(target, True)).sum(-1)
         elif method == "occlusion":
             with torch.no_grad():
-                a = Occlusion(f).attribute(x, (1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=0,
-                                           additional_forward_args=(target, True)).mean(-1)
+                a = (
+                    Occlusion(f)
+                    .attribute(
+                        x,
+                        (1, x.shape[-1]),
+                        strides=(1, x.shape[-1]),
+                        baselines=0,
+                        additional_forward_args=(target, True),
+                    )
+                    .mean(-1)
+                )
         elif method == "feature-ablation":
             with torch.no_grad():
                 a = FeatureAblation(f).attribute(ids, baselines=base, additional_forward_args=(target,))
         else:
             with torch.no_grad():
-                a = ShapleyValueSampling(f).attribute(ids, baselines=base, additional_forward_args=(target,),
-                                                      n_samples=steps)
+                a = ShapleyValueSampling(f).attribute(
+                    ids, baselines=base, additional_forward_args=(target,), n_samples=steps
+                )
         row = np.full(sequence.shape[1], np.nan)
-        row[:ids.shape[1]] = a[0].detach().double().numpy()
+        row[: ids.shape[1]] = a[0].detach().double().numpy()
         rows.append(row)
     return np.array(rows)
 
 
 def prompt_text(tokenizer, prompt_tokens: int) -> str:
-    words = ("the river bank was quiet when the old fisherman told his grandson a story about the sea "
-             "and the storms he had seen long ago before the town had a harbour ").split()
+    words = (
+        "the river bank was quiet when the old fisherman told his grandson a story about the sea "
+        "and the storms he had seen long ago before the town had a harbour "
+    ).split()
     text = " ".join(words[i % len(words)] for i in range(prompt_tokens * 2))
     return tokenizer.decode(tokenizer(text)["input_ids"][:prompt_tokens])
 
@@ -95,8 +121,14 @@ def one_side(args):
         start = time.perf_counter()
         torch.manual_seed(0)
         if args.side == "ours":
-            result = session.attribute(text, method=method, max_new_tokens=args.new_tokens, steps=steps,
-                                       batch_size=args.batch_size, progress=False)
+            result = session.attribute(
+                text,
+                method=method,
+                max_new_tokens=args.new_tokens,
+                steps=steps,
+                batch_size=args.batch_size,
+                progress=False,
+            )
             out.update(scores=result.scores, ids=result.ids)
         else:
             ids = json.loads(Path(args.ids).read_text())
@@ -112,8 +144,22 @@ def one_side(args):
 
 
 def run_side(args, method: str, steps: int, side: str, out: str, ids: str | None = None) -> dict:
-    command = [sys.executable, __file__, "--one", method, "--side", side, "--side-steps", str(steps), "--out", out,
-               "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens)]
+    command = [
+        sys.executable,
+        __file__,
+        "--one",
+        method,
+        "--side",
+        side,
+        "--side-steps",
+        str(steps),
+        "--out",
+        out,
+        "--prompt-tokens",
+        str(args.prompt_tokens),
+        "--new-tokens",
+        str(args.new_tokens),
+    ]
     if ids:
         command += ["--ids", ids]
     if args.batch_size:
@@ -147,16 +193,41 @@ def main():
             ours = run_side(args, method, steps, "ours", ours_out)
             theirs = run_side(args, method, steps, "captum", theirs_out, ours_out + ".ids.json")
             difference = float(np.nanmax(np.abs(np.load(ours_out) - np.load(theirs_out))))
-            rows.append([method, steps, f"{ours['seconds']:.1f}", f"{theirs['seconds']:.1f}",
-                         f"{theirs['seconds'] / ours['seconds']:.2f}x", f"{ours['extra_mb']:.0f}",
-                         f"{theirs['extra_mb']:.0f}", f"{difference:.1e}"])
-            print(f"{method}: ours {ours}, captum defaults {theirs}, max diff {difference:.1e}", file=sys.stderr,
-                  flush=True)
-    table = markdown_table(["method", "steps / samples", "ours s", "Captum defaults s", "speed-up",
-                            "ours extra peak RSS MB", "Captum extra peak RSS MB", "max |difference|"], rows)
-    print(f"Attribution of {args.new_tokens} generated tokens to a {args.prompt_tokens}-token prompt, "
-          f"SmolLM2-135M, on {device_name()} (each side in a fresh process; ours includes the greedy generation)"
-          f"\n\n{table}")
+            rows.append(
+                [
+                    method,
+                    steps,
+                    f"{ours['seconds']:.1f}",
+                    f"{theirs['seconds']:.1f}",
+                    f"{theirs['seconds'] / ours['seconds']:.2f}x",
+                    f"{ours['extra_mb']:.0f}",
+                    f"{theirs['extra_mb']:.0f}",
+                    f"{difference:.1e}",
+                ]
+            )
+            print(
+                f"{method}: ours {ours}, captum defaults {theirs}, max diff {difference:.1e}",
+                file=sys.stderr,
+                flush=True,
+            )
+    table = markdown_table(
+        [
+            "method",
+            "steps / samples",
+            "ours s",
+            "Captum defaults s",
+            "speed-up",
+            "ours extra peak RSS MB",
+            "Captum extra peak RSS MB",
+            "max |difference|",
+        ],
+        rows,
+    )
+    print(
+        f"Attribution of {args.new_tokens} generated tokens to a {args.prompt_tokens}-token prompt, "
+        f"SmolLM2-135M, on {device_name()} (each side in a fresh process; ours includes the greedy generation)"
+        f"\n\n{table}"
+    )
 
 
 if __name__ == "__main__":

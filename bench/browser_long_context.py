@@ -8,6 +8,7 @@ the first layer's picture, the transfer and the canvas); switch = choosing anoth
 picture is painted (best and all of layers 3, 17, 29); tile = a dragged zoom until the exact tile of the square
 in sight is painted. Needs Debian's chromium and Python playwright (the browser tests' set-up).
 """
+
 import argparse
 import sys
 import tempfile
@@ -75,8 +76,13 @@ def measure(page, n: int, screenshot: str | None = None) -> list[dict]:
         page.locator(".llm-attention .llm-layer").select_option(str(layer))
         page.wait_for_function(READY, arg=layer, timeout=120_000, polling=10)
         switches.append(time.perf_counter() - began)
-    rows.append({"step": "layer switch, best (3, 17, 29: " + ", ".join(f"{s:.2f}" for s in switches) + " s)",
-                 "seconds": min(switches), "vs plain": min(switches) / plain})
+    rows.append(
+        {
+            "step": "layer switch, best (3, 17, 29: " + ", ".join(f"{s:.2f}" for s in switches) + " s)",
+            "seconds": min(switches),
+            "vs plain": min(switches) / plain,
+        }
+    )
     viewport = page.locator(".llm-attention .llm-viewport")
     viewport.scroll_into_view_if_needed()
     box = viewport.bounding_box()
@@ -92,8 +98,13 @@ def measure(page, n: int, screenshot: str | None = None) -> list[dict]:
         page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] * 0.6)
         page.evaluate("document.querySelectorAll('.Toastify').forEach(n => n.remove())")
         page.locator(".llm-attention").first.screenshot(path=screenshot)
-    rows.append({"step": "zoom: exact tile painted after the gesture (incl. its 0.4 s settle)", "seconds": tile,
-                 "vs plain": tile / plain})
+    rows.append(
+        {
+            "step": "zoom: exact tile painted after the gesture (incl. its 0.4 s settle)",
+            "seconds": tile,
+            "vs plain": tile / plain,
+        }
+    )
     rows.append({"step": f"plain model(ids), {n} tokens, in the kernel", "seconds": plain, "vs plain": 1.0})
     return rows
 
@@ -115,17 +126,23 @@ def main():
         lab = next(server)
         try:
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                            args=["--no-sandbox", "--disable-gpu"])
+                browser = p.chromium.launch(
+                    executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"]
+                )
                 page, errors = open_page(browser, lab, "long.ipynb")
                 rows = measure(page, n, args.screenshot)
                 browser.close()
         finally:
             next(server, None)
-    print(f"The attention widget at {n} tokens in JupyterLab (headless Chromium), SmolLM2-135M, "
-          f"on {device_name()}; timed in the page, against a plain forward pass in the same kernel\n")
-    print(markdown_table(["step", "seconds", "vs plain"],
-                         [[r["step"], f"{r['seconds']:.2f}", f"{r['vs plain']:.2f}x"] for r in rows]))
+    print(
+        f"The attention widget at {n} tokens in JupyterLab (headless Chromium), SmolLM2-135M, "
+        f"on {device_name()}; timed in the page, against a plain forward pass in the same kernel\n"
+    )
+    print(
+        markdown_table(
+            ["step", "seconds", "vs plain"], [[r["step"], f"{r['seconds']:.2f}", f"{r['vs plain']:.2f}x"] for r in rows]
+        )
+    )
 
 
 if __name__ == "__main__":

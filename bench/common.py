@@ -1,4 +1,5 @@
 """Helpers shared by the benchmarks: best-of timing and peak memory (CUDA allocator, or RSS on CPU)."""
+
 from __future__ import annotations
 
 import gc

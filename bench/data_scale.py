@@ -9,6 +9,7 @@ optimizer step (cold cache, then cached), and tokenization throughput; and what 
 file's content costs: the streamed xxh3-128 of llm_magics/data/fingerprint.py against plainly reading the
 same bytes (the baseline: any content key must read them) and against the size + mtime stat it replaced.
 """
+
 import argparse
 import json
 import os
@@ -26,12 +27,14 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parent.parent))
 from common import device_name, markdown_table  # noqa: E402
 
-WORDS = ("the of and to in is was that for on with as by at from his her they this which be had not are "
-         "but were one all their there been has when who will more no if out so said what up its about into "
-         "than them can only other new some could time these two may then do first any my now such like our "
-         "over man me even most made after also did many before must through back years where much your way "
-         "well down should because each just those people how too little state good very make world still own "
-         "see men work long get here between both life being under never day same another know while last").split()
+WORDS = (
+    "the of and to in is was that for on with as by at from his her they this which be had not are "
+    "but were one all their there been has when who will more no if out so said what up its about into "
+    "than them can only other new some could time these two may then do first any my now such like our "
+    "over man me even most made after also did many before must through back years where much your way "
+    "well down should because each just those people how too little state good very make world still own "
+    "see men work long get here between both life being under never day same another know while last"
+).split()
 
 
 def generate(path: Path, megabytes: int):
@@ -42,10 +45,11 @@ def generate(path: Path, megabytes: int):
         for _ in range(megabytes):
             rows = words[rng.integers(0, len(words), 240_000)].reshape(-1, 120)
             block = "\n\n".join(" ".join(row) for row in rows)
-            handle.write(block[:(1 << 20) - 2].rsplit("\n\n", 1)[0] + "\n\n")
+            handle.write(block[: (1 << 20) - 2].rsplit("\n\n", 1)[0] + "\n\n")
 
 
 # --- today's path before issue #10, kept here to compare against -------------------------------------------
+
 
 def old_read_records(path: str) -> list[dict]:
     content = Path(path).read_text(encoding="utf-8")
@@ -73,11 +77,12 @@ class OldRandomWindows:
         import torch
 
         starts = torch.randint(0, len(self.stream) - self.seq_len + 1, (self.batch_size,), generator=self.generator)
-        ids = torch.stack([self.stream[s:s + self.seq_len] for s in starts])
+        ids = torch.stack([self.stream[s : s + self.seq_len] for s in starts])
         return {"input_ids": ids, "labels": ids.clone()}
 
 
 # --- one measurement, in its own process ---------------------------------------------------------------------
+
 
 class PeakRSS:
     def __init__(self):
@@ -106,8 +111,9 @@ def child(path: str, mode: str) -> dict:
     from llm_magics.training import byte_tokenizer, new_model, scratch_config
 
     torch.set_num_threads(max(1, os.cpu_count() // 2))
-    Session().train(text="warm up the imports and the allocator", from_scratch=True, steps=1, seq_len=16,
-                    progress=False)
+    Session().train(
+        text="warm up the imports and the allocator", from_scratch=True, steps=1, seq_len=16, progress=False
+    )
     tokenizer = byte_tokenizer()
     model = new_model(scratch_config("tiny", "llama", tokenizer), torch.device("cpu"))  # the loaded model
     memory = PeakRSS()
@@ -124,6 +130,7 @@ def child(path: str, mode: str) -> dict:
         first_step = time.perf_counter() - started
         tokenize_s = marks["tokenized"] - started
     else:
+
         def on_prepare(stage, done, total):
             now = time.perf_counter()
             marks.setdefault(stage, now)
@@ -133,8 +140,16 @@ def child(path: str, mode: str) -> dict:
             marks.setdefault("first_step", time.perf_counter())
 
         session = Session()
-        session.train(data=path, from_scratch=True, steps=1, seq_len=128, batch_size=8, progress=False,
-                      on_prepare=[on_prepare], on_step=[on_step])
+        session.train(
+            data=path,
+            from_scratch=True,
+            steps=1,
+            seq_len=128,
+            batch_size=8,
+            progress=False,
+            on_prepare=[on_prepare],
+            on_step=[on_step],
+        )
         first_step = marks["first_step"] - started
         tokenize_s = marks["tokenizing_end"] - marks["tokenizing"] if "tokenizing" in marks else None
         tokens = os.path.getsize(path)  # bytes = tokens for the byte tokenizer (+ one EOS a document)
@@ -143,8 +158,9 @@ def child(path: str, mode: str) -> dict:
 
 def measure(path: Path, mode: str, cache: str) -> dict:
     env = {**os.environ, "LLM_MAGICS_CACHE": cache, "PYTHONPATH": str(Path(__file__).parent.parent)}
-    done = subprocess.run([sys.executable, __file__, "--child", mode, "--corpus", str(path)],
-                          capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--corpus", str(path)], capture_output=True, text=True, env=env
+    )
     if done.returncode != 0:
         return {"error": (done.stderr.strip().splitlines() or ["killed"])[-1][:120]}
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -179,9 +195,11 @@ def main():
             path.unlink()
     if not args.hash_only:
         print_training(rows)
-    print("\nThe cache key: the file's content (streamed xxh3-128) vs plainly reading its bytes and vs the "
-          "size + mtime it replaced, in this process, the file in the page cache (just written); the key is "
-          "computed once per run and per file version (remembered in the kernel until the file changes).\n")
+    print(
+        "\nThe cache key: the file's content (streamed xxh3-128) vs plainly reading its bytes and vs the "
+        "size + mtime it replaced, in this process, the file in the page cache (just written); the key is "
+        "computed once per run and per file version (remembered in the kernel until the file changes).\n"
+    )
     print(markdown_table(["corpus", "xxh3-128 s", "GB/s", "plain read s", "hash / read", "stat s"], hashing))
 
 
@@ -212,17 +230,37 @@ def hash_cost(path: Path) -> dict:
 
 
 def hash_row(megabytes: int, cost: dict) -> list:
-    return [f"{megabytes} MB", f"{cost['hash_s']:.3f}", f"{cost['bytes'] / cost['hash_s'] / 1e9:.2f}",
-            f"{cost['read_s']:.3f}", f"{cost['hash_s'] / cost['read_s']:.2f}", f"{cost['stat_s'] * 1e6:.0f} µs"]
+    return [
+        f"{megabytes} MB",
+        f"{cost['hash_s']:.3f}",
+        f"{cost['bytes'] / cost['hash_s'] / 1e9:.2f}",
+        f"{cost['read_s']:.3f}",
+        f"{cost['hash_s'] / cost['read_s']:.2f}",
+        f"{cost['stat_s'] * 1e6:.0f} µs",
+    ]
 
 
 def print_training(rows: list):
-    print(f"`--data corpus.txt` (blank-line-separated paragraphs), byte tokenizer, --config tiny, seq-len 128, "
-          f"batch 8, on {device_name()}; each cell its own process. Peak RSS is above the process that already "
-          "holds the model; the old path reads the whole file into one Python string and every id into a list.\n")
-    print(markdown_table(["corpus", "peak RSS MB (new)", "first step s, cold", "first step s, cached",
-                          "tokenize MB/s (new)", "peak RSS MB (old)", "first step s (old)", "tokenize MB/s (old)"],
-                         rows))
+    print(
+        f"`--data corpus.txt` (blank-line-separated paragraphs), byte tokenizer, --config tiny, seq-len 128, "
+        f"batch 8, on {device_name()}; each cell its own process. Peak RSS is above the process that already "
+        "holds the model; the old path reads the whole file into one Python string and every id into a list.\n"
+    )
+    print(
+        markdown_table(
+            [
+                "corpus",
+                "peak RSS MB (new)",
+                "first step s, cold",
+                "first step s, cached",
+                "tokenize MB/s (new)",
+                "peak RSS MB (old)",
+                "first step s (old)",
+                "tokenize MB/s (old)",
+            ],
+            rows,
+        )
+    )
 
 
 def row(megabytes: int, cold: dict, warm: dict, old: dict | None) -> list:
@@ -238,9 +276,16 @@ def row(megabytes: int, cold: dict, warm: dict, old: dict | None) -> list:
             return f"failed: {result['error']}"
         return fmt.format(result[key])
 
-    return [f"{megabytes} MB", get(cold, "peak_mb", "{:,.0f}"), get(cold, "first_step_s", "{:.1f}"),
-            get(warm, "first_step_s", "{:.1f}"), rate(cold), get(old, "peak_mb", "{:,.0f}"),
-            get(old, "first_step_s", "{:.1f}"), rate(old) if old else "-"]
+    return [
+        f"{megabytes} MB",
+        get(cold, "peak_mb", "{:,.0f}"),
+        get(cold, "first_step_s", "{:.1f}"),
+        get(warm, "first_step_s", "{:.1f}"),
+        rate(cold),
+        get(old, "peak_mb", "{:,.0f}"),
+        get(old, "first_step_s", "{:.1f}"),
+        rate(old) if old else "-",
+    ]
 
 
 if __name__ == "__main__":

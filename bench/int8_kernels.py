@@ -4,6 +4,7 @@ projection (576 -> 1536) at batch 1, each path timed call by call, interleaved, 
 
     python bench/int8_kernels.py [--threads 2] [--repeats 300]
 """
+
 import argparse
 import logging
 import time
@@ -32,8 +33,9 @@ def main():
         "bf16 F.linear": lambda: torch.nn.functional.linear(x.bfloat16(), fp32.weight.bfloat16()),
         "torchao int8 weight-only layer, eager (fp32 activations)": lambda: torchao_layer(x),
         "_weight_int8pack_mm, fp32 activations": lambda: torch._weight_int8pack_mm(x, qdata, scale),
-        "_weight_int8pack_mm, bf16 activations (our --quantize int8)":
-            lambda: torch._weight_int8pack_mm(x.bfloat16(), qdata, scale.bfloat16()).float(),
+        "_weight_int8pack_mm, bf16 activations (our --quantize int8)": lambda: torch._weight_int8pack_mm(
+            x.bfloat16(), qdata, scale.bfloat16()
+        ).float(),
     }
     best = dict.fromkeys(paths, float("inf"))
     with torch.inference_mode():

@@ -12,6 +12,7 @@ model view in that widget (every layer's thumbnails, the sinks and the rollout r
 logit-lens tab opened (view="lens": the forward pass and the window in view); lens_scroll = asking the lens
 for an earlier window once it is open.
 """
+
 import argparse
 import json
 import subprocess
@@ -117,8 +118,9 @@ def one(step: str, n: int) -> dict:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--tokens", type=int, default=4096)
-    parser.add_argument("--steps", nargs="+",
-                        default=["plain", "attention", "switch", "overview", "lens", "lens_scroll"])
+    parser.add_argument(
+        "--steps", nargs="+", default=["plain", "attention", "switch", "overview", "lens", "lens_scroll"]
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
@@ -126,17 +128,27 @@ def main():
         return
     rows = []
     for step in args.steps:
-        out = subprocess.run([sys.executable, __file__, "--one", step, "--tokens", str(args.tokens)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", step, "--tokens", str(args.tokens)], capture_output=True, text=True
+        )
         if out.returncode:
             print(out.stderr[-3000:], file=sys.stderr)
             continue
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(r, file=sys.stderr, flush=True)  # progress; the table below is the result
-        rows.append([r["step"], r["tokens"], f"{r['seconds']:.2f}", f"{r['plain_seconds']:.2f}",
-                     f"{r['seconds'] / r['plain_seconds']:.2f}x", f"{r['extra_mb']:.0f}"])
-    table = markdown_table(["step", "tokens", "seconds", "plain forward s (same process)", "ratio",
-                            "peak extra RSS MB"], rows)
+        rows.append(
+            [
+                r["step"],
+                r["tokens"],
+                f"{r['seconds']:.2f}",
+                f"{r['plain_seconds']:.2f}",
+                f"{r['seconds'] / r['plain_seconds']:.2f}x",
+                f"{r['extra_mb']:.0f}",
+            ]
+        )
+    table = markdown_table(
+        ["step", "tokens", "seconds", "plain forward s (same process)", "ratio", "peak extra RSS MB"], rows
+    )
     print(f"\nLong context, SmolLM2-135M (30 layers, 9 heads), on {device_name()}\n\n{table}")
 
 

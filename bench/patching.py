@@ -3,6 +3,7 @@ stream sweep of SmolLM2 (30 layers x every position), side by side in one proces
 
     python bench/patching.py [--layers 30] [--repeats 1]
 """
+
 import argparse
 import sys
 import time
@@ -14,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
-from llm_magics.patching import patch  # noqa: E402
+from llm_magics.inspect.patching import patch  # noqa: E402
 
 CLEAN = "When John and Mary went to the store, John gave a drink to"
 CORRUPTED = "When John and Mary went to the store, Mary gave a drink to"
@@ -43,14 +44,18 @@ def hook_loop(loaded, layers: list[int], answer: int, wrong: int) -> torch.Tenso
                 handle.remove()
                 source = kept["x"]
             for position in range(clean.shape[1]):
+
                 def swap(module, args, out, position=position):
                     out = out.clone()
                     out[0, position] = source[0, position]
                     return out
+
                 handle = blocks[layer].register_forward_hook(swap)
                 logits = model(input_ids=corrupted).logits[0, -1]
                 handle.remove()
-                scores[layer, position] = (float(logits[answer] - logits[wrong]) - corrupted_ld) / (clean_ld - corrupted_ld)
+                scores[layer, position] = (float(logits[answer] - logits[wrong]) - corrupted_ld) / (
+                    clean_ld - corrupted_ld
+                )
     return scores
 
 
@@ -81,12 +86,30 @@ def main():
     difference = float((results["ours"][layers] - results["loop"][layers]).abs().max())
     assert difference < 1e-4, f"scores differ by {difference}"
     shown = results["ours"][layers]
-    table = markdown_table(["sweep", "batched s", "hook loop s", "speed-up", "batched peak MB", "loop peak MB",
-                            "max |score difference|", "scores range"],
-                           [[f"{len(layers)} layers x {n} positions", f"{timings['ours']:.1f}",
-                             f"{timings['loop']:.1f}", f"{timings['loop'] / timings['ours']:.1f}x", f"{ours_mb:.0f}",
-                             f"{loop_mb:.0f}", f"{difference:.1e}",
-                             f"{float(shown.min()):.2f} .. {float(shown.max()):.2f}"]])
+    table = markdown_table(
+        [
+            "sweep",
+            "batched s",
+            "hook loop s",
+            "speed-up",
+            "batched peak MB",
+            "loop peak MB",
+            "max |score difference|",
+            "scores range",
+        ],
+        [
+            [
+                f"{len(layers)} layers x {n} positions",
+                f"{timings['ours']:.1f}",
+                f"{timings['loop']:.1f}",
+                f"{timings['loop'] / timings['ours']:.1f}x",
+                f"{ours_mb:.0f}",
+                f"{loop_mb:.0f}",
+                f"{difference:.1e}",
+                f"{float(shown.min()):.2f} .. {float(shown.max()):.2f}",
+            ]
+        ],
+    )
     print(f"Residual-stream activation patching, SmolLM2-135M, on {device_name()}\n\n{table}")
 
 

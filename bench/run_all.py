@@ -5,6 +5,7 @@
 The sizes below keep the whole run near 10 minutes on a 2-core CPU (each script's own defaults are larger;
 run a script alone for its full-size figures).
 """
+
 import argparse
 import subprocess
 import sys
@@ -12,32 +13,40 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = [("generate_overhead.py", "--tokens 32 --repeats 3"),
-           ("train_throughput.py", "--steps 30"),
-           ("attention_capture.py", "--lengths 128 512"),
-           ("attention_layer_switch.py", "--lengths 256"),
-           ("long_context.py", "--tokens 1024"),
-           ("browser_long_context.py", "--tokens 4096"),
-           ("scaling_cpu.py", "--steps 20 --rounds 2"),
-           ("data_scale.py", "--sizes 50 --old-up-to 50"),
-           ("gpu_decode.py", ""),  # a line saying it skipped, without a CUDA GPU
-           ("patching.py", "--layers 10"),
-           ("attribution.py", "--prompt-tokens 30 --new-tokens 3 --steps 16"),
-           ("trackers.py", "--steps 60 --repeats 3"),
-           ("decode_cpu.py", "--tokens 32 --repeats 2")]
+SCRIPTS = [
+    ("generate_overhead.py", "--tokens 32 --repeats 3"),
+    ("train_throughput.py", "--steps 30"),
+    ("attention_capture.py", "--lengths 128 512"),
+    ("attention_layer_switch.py", "--lengths 256"),
+    ("long_context.py", "--tokens 1024"),
+    ("browser_long_context.py", "--tokens 4096"),
+    ("scaling_cpu.py", "--steps 20 --rounds 2"),
+    ("data_scale.py", "--sizes 50 --old-up-to 50"),
+    ("gpu_decode.py", ""),  # a line saying it skipped, without a CUDA GPU
+    ("patching.py", "--layers 10"),
+    ("attribution.py", "--prompt-tokens 30 --new-tokens 3 --steps 16"),
+    ("trackers.py", "--steps 60 --repeats 3"),
+    ("decode_cpu.py", "--tokens 32 --repeats 2"),
+]
 
 
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", default=str(HERE / "RESULTS.md"))
-    parser.add_argument("--only", nargs="+", metavar="SCRIPT",
-                        help="run only these scripts, and replace just their sections of an existing --out")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="SCRIPT",
+        help="run only these scripts, and replace just their sections of an existing --out",
+    )
     args = parser.parse_args()
     out = args.out
     if args.only:
         return rerun(args.only, Path(out))
-    sections = [f"# Benchmark results\n\nWritten by `python bench/run_all.py` on {time.strftime('%Y-%m-%d')}. "
-                "Every ratio is measured side by side in one process against the plain-library baseline.\n"]
+    sections = [
+        f"# Benchmark results\n\nWritten by `python bench/run_all.py` on {time.strftime('%Y-%m-%d')}. "
+        "Every ratio is measured side by side in one process against the plain-library baseline.\n"
+    ]
     started = time.perf_counter()
     for script, arguments in SCRIPTS:
         print(f"== {script} {arguments}", flush=True)
@@ -45,8 +54,9 @@ def main():
     # A CI or developer machine has no GPU: the GPU figures come from the last run on a lent GPU machine,
     # saved verbatim by whoever ran `python bench/gpu_decode.py` there.
     for saved in sorted((HERE / "gpu_results").glob("*.md")):
-        sections.append(f"## gpu_decode.py on a GPU ({saved.stem}, saved in bench/gpu_results/)\n\n"
-                        f"{saved.read_text().strip()}\n")
+        sections.append(
+            f"## gpu_decode.py on a GPU ({saved.stem}, saved in bench/gpu_results/)\n\n{saved.read_text().strip()}\n"
+        )
     Path(out).write_text("\n".join(sections))
     print(f"all benchmarks: {time.perf_counter() - started:.0f} s", flush=True)
 

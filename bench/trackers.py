@@ -9,6 +9,7 @@ directly (a timer around `trackers.log`) and compared with the untracked step.
 
     python bench/trackers.py [--steps 100] [--repeats 3] [--config tiny] [--seq-len 64] [--batch-size 8]
 """
+
 import argparse
 import sys
 import tempfile
@@ -40,8 +41,16 @@ CORPUS = (Path(__file__).parent.parent / "examples" / "data" / "tiny_corpus.txt"
 def seconds_per_step(track, args, runs_dir) -> tuple[float, float]:
     """(seconds per steady step, seconds of the run outside them: the tracker's start and the first step)."""
     session = Session(runs_dir=runs_dir)
-    result = session.train(text=CORPUS, from_scratch=True, config=args.config, steps=args.steps, seq_len=args.seq_len,
-                           batch_size=args.batch_size, progress=False, track=track)
+    result = session.train(
+        text=CORPUS,
+        from_scratch=True,
+        config=args.config,
+        steps=args.steps,
+        seq_len=args.seq_len,
+        batch_size=args.batch_size,
+        progress=False,
+        track=track,
+    )
     elapsed = [row["elapsed"] for row in result.history]
     per_step = (elapsed[-1] - elapsed[0]) / (len(elapsed) - 1)
     return per_step, result.seconds - per_step * (len(elapsed) - 1)
@@ -63,17 +72,31 @@ def main():
                 step, start = seconds_per_step(track, args, runs_dir)
                 best[track] = (min(best[track][0], step), min(best[track][1], start))
     (base, base_start), (tracked, tracked_start) = best[None], best["tensorboard"]
-    rows = [["no tracker", f"{base * 1e3:.2f}", "1.000", "-", f"{base_start:.2f}"],
-            ["--track tensorboard", f"{tracked * 1e3:.2f}", f"{tracked / base:.3f}",
-             f"{(tracked / base - 1) * 100:+.1f}%", f"{tracked_start:.2f}"]]
+    rows = [
+        ["no tracker", f"{base * 1e3:.2f}", "1.000", "-", f"{base_start:.2f}"],
+        [
+            "--track tensorboard",
+            f"{tracked * 1e3:.2f}",
+            f"{tracked / base:.3f}",
+            f"{(tracked / base - 1) * 100:+.1f}%",
+            f"{tracked_start:.2f}",
+        ],
+    ]
     logged = min(LOG_SECONDS) if LOG_SECONDS else float("nan")
     typical = sorted(LOG_SECONDS)[len(LOG_SECONDS) // 2] if LOG_SECONDS else float("nan")
-    print(f"{args.steps} steps x {args.batch_size} x {args.seq_len} tokens, --config {args.config}, "
-          f"best of {args.repeats}, on {device_name()}\n")
-    print(markdown_table(["run", "ms per step", "vs no tracker", "overhead per step",
-                          "s outside the steps (start, step 1)"], rows))
-    print(f"\nInside `accelerator.log` per step (timed directly): median {typical * 1e3:.3f} ms, best "
-          f"{logged * 1e3:.3f} ms = {typical / base * 100:.2f}% of an untracked step.")
+    print(
+        f"{args.steps} steps x {args.batch_size} x {args.seq_len} tokens, --config {args.config}, "
+        f"best of {args.repeats}, on {device_name()}\n"
+    )
+    print(
+        markdown_table(
+            ["run", "ms per step", "vs no tracker", "overhead per step", "s outside the steps (start, step 1)"], rows
+        )
+    )
+    print(
+        f"\nInside `accelerator.log` per step (timed directly): median {typical * 1e3:.3f} ms, best "
+        f"{logged * 1e3:.3f} ms = {typical / base * 100:.2f}% of an untracked step."
+    )
     print("Goal: under 2% per step. The tracker's start is paid once per run.")
 
 

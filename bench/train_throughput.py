@@ -3,6 +3,7 @@ HF `Trainer`, same model config, same data, same batch; and our live widget on v
 
     python bench/train_throughput.py [--steps 60] [--config tiny] [--seq-len 128] [--batch-size 8]
 """
+
 import argparse
 import sys
 import tempfile
@@ -30,7 +31,9 @@ def plain_loop(config, windows, steps, lr, device):
     model = new_model(config, device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     scheduler = get_cosine_schedule_with_warmup(optimizer, max(1, steps // 10), steps)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    )
     start = time.perf_counter()
     for _ in range(steps):
         batch = {k: v.to(device) for k, v in windows.next_batch().items()}
@@ -74,10 +77,21 @@ def hf_trainer(config, windows, steps, lr, device, batch_size):
     model = new_model(config, device)
     clock = StepClock()
     with tempfile.TemporaryDirectory() as out:
-        args = TrainingArguments(output_dir=out, per_device_train_batch_size=batch_size, max_steps=steps,
-                                 learning_rate=lr, lr_scheduler_type="cosine", warmup_steps=max(1, steps // 10),
-                                 logging_steps=10**9, save_strategy="no", report_to="none", disable_tqdm=True,
-                                 use_cpu=device.type == "cpu", bf16=device.type == "cuda", dataloader_num_workers=0)
+        args = TrainingArguments(
+            output_dir=out,
+            per_device_train_batch_size=batch_size,
+            max_steps=steps,
+            learning_rate=lr,
+            lr_scheduler_type="cosine",
+            warmup_steps=max(1, steps // 10),
+            logging_steps=10**9,
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            use_cpu=device.type == "cpu",
+            bf16=device.type == "cuda",
+            dataloader_num_workers=0,
+        )
         trainer = Trainer(model=model, args=args, train_dataset=Rows(), callbacks=[clock])
         trainer.remove_callback(PrinterCallback)  # keep stdout to the table
         trainer.train()
@@ -87,8 +101,17 @@ def hf_trainer(config, windows, steps, lr, device, batch_size):
 def ours(steps, lr, seq_len, batch_size, config, widget):
     session = Session()
     view = [TrainingView(session, "bench")] if widget else []
-    result = session.train(text=CORPUS, from_scratch=True, config=config, steps=steps, lr=lr, seq_len=seq_len,
-                           batch_size=batch_size, on_step=view, progress=False)
+    result = session.train(
+        text=CORPUS,
+        from_scratch=True,
+        config=config,
+        steps=steps,
+        lr=lr,
+        seq_len=seq_len,
+        batch_size=batch_size,
+        on_step=view,
+        progress=False,
+    )
     return result.seconds
 
 
@@ -124,9 +147,18 @@ def main():
             timings[name] = min(timings[name], run())
     base = timings["plain PyTorch loop"]
     no_widget = timings["%%llm train (no widget)"]
-    rows = [[name, f"{tokens / seconds:,.0f}", f"{base / seconds:.3f}",
-             f"{no_widget / seconds:.3f}" if name.startswith("%%") else ""] for name, seconds in timings.items()]
-    print(f"{args.steps} steps x {args.batch_size} x {args.seq_len} tokens, --config {args.config}, on {device_name()}\n")
+    rows = [
+        [
+            name,
+            f"{tokens / seconds:,.0f}",
+            f"{base / seconds:.3f}",
+            f"{no_widget / seconds:.3f}" if name.startswith("%%") else "",
+        ]
+        for name, seconds in timings.items()
+    ]
+    print(
+        f"{args.steps} steps x {args.batch_size} x {args.seq_len} tokens, --config {args.config}, on {device_name()}\n"
+    )
     print(markdown_table(["path", "tokens/s", "speed vs plain loop", "speed vs no widget"], rows))
 
 

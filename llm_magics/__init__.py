@@ -8,7 +8,7 @@ import sys as _sys
 
 if getattr(_sys.modules.get("IPython"), "get_ipython", lambda: None)() is not None:
     # %load_ext: the first import of torch and transformers takes seconds; say so before it starts.
-    from .status import before_first_import
+    from .base.status import before_first_import
 
     before_first_import("transformers", "llm-magics: loading torch and transformers…")
 
@@ -20,8 +20,9 @@ _import_loggers = {name: _logging.getLogger(name) for name in ("torchao", "torch
 _import_levels = {name: logger.level for name, logger in _import_loggers.items()}
 for _logger in _import_loggers.values():
     _logger.setLevel(_logging.ERROR)
+from . import views  # noqa: E402, F401  (registers how results draw themselves: base/drawing.py)
 from .api import Session  # noqa: E402
-from .errors import LLMError  # noqa: E402
+from .base.errors import LLMError  # noqa: E402
 from .generation import GenerationResult, SamplingSettings  # noqa: E402
 from .training import TrainResult  # noqa: E402
 
@@ -59,6 +60,6 @@ def load_ipython_extension(ipython):
         session.step_listeners.append(bridge.on_step)
         bridge.open()
     ipython.register_magics(LLMMagics(ipython, session))
-    from .cells import register
+    from .base.cells import register
 
     register(ipython)

@@ -20,15 +20,15 @@ from pathlib import Path
 
 from . import generation, loading, options, quantization, training
 from . import runs as run_history
+from .base.devices import memory_report
+from .base.errors import LLMError, no_model
+from .base.files import staged_folder
+from .base.interrupts import StopFlag, graceful_interrupts
+from .base.kinds import RunKind
+from .base.progress import ProgressBar
 from .data import Preparation, classification_examples, data_cache, datasets_bars, read_corpus
-from .devices import memory_report
-from .errors import LLMError, no_model
-from .files import staged_folder
 from .generation import GenerationResult, SamplingSettings
-from .interrupts import StopFlag, graceful_interrupts
-from .kinds import RunKind
 from .loading import CLASSIFIER, LoadedModel
-from .progress import ProgressBar
 from .training import TrainOptions, TrainResult
 from .training import run as training_run
 from .training.checkpoints import STATE_FILE, write_failure
@@ -556,7 +556,7 @@ class Session:
         """An interactive attention view (widget; view='lens' opens its logit-lens tab, where `target` plots
         that token's probability and rank across layers), or bertviz's own head/model view HTML
         (backend='bertviz'; it needs a browser that can reach bertviz's CDN)."""
-        from . import attention
+        from .inspect import attention
 
         loaded = self.require_model("attention")
         attention.check_layer_head(loaded.model, layer, head)
@@ -579,7 +579,7 @@ class Session:
     def explain(self, text: str) -> dict:
         """Which input tokens drive a prediction: attention rollout (attention sinks dropped) and, for causal
         models, gradient × input for the next token. 'target' names what is explained."""
-        from . import attention
+        from .inspect import attention
 
         explanation = attention.explain(self.require_model("explain"), text)
         self.last = explanation
@@ -588,7 +588,7 @@ class Session:
     def lens(self, text: str, top_k: int = 5, target: str | None = None):
         """The logit lens: every layer's top-k next-token guesses at every position (causal models); with a
         target, that token's probability (`.target_probs`) and rank (`.target_ranks`) in every layer."""
-        from .lens import logit_lens
+        from .inspect.lens import logit_lens
 
         result = logit_lens(self.require_model("lens"), text, top_k=top_k, target=target)
         self.last = result
@@ -609,7 +609,7 @@ class Session:
         """Activation patching: every layer × position (site 'heads': layer × head) of the corrupted run
         patched from the clean run; `.scores` is the share of the logit difference answer − wrong restored.
         answer / wrong default to the clean and the corrupted run's top next tokens. Stoppable."""
-        from .patching import patch
+        from .inspect.patching import patch
 
         loaded = self.require_model("patch")
         return self._counted(
@@ -633,7 +633,7 @@ class Session:
         continuation (max_new_tokens); a classifier: the predicted label (or target, a label). Stoppable
         between target tokens: the finished ones are kept (`.interrupted`). batch_size: integration steps per
         forward pass (None: sized from a memory budget of 640 MiB of activations)."""
-        from .attribution import attribute
+        from .inspect.attribution import attribute
 
         loaded = self.require_model("attribute")
         return self._counted(

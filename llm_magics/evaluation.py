@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .base.errors import LLMError, no_model
+from .base.interrupts import StopFlag
 from .data import Corpus, Preparation, classification_examples, data_cache, packed_tokens
-from .errors import LLMError, no_model
 from .generation import SamplingSettings, generate_ids
-from .interrupts import StopFlag
 from .loading import CLASSIFIER, LoadedModel, context_length, require_causal
 
 METRICS = ("perplexity", "accuracy", "f1", "bleu", "rouge")

@@ -11,10 +11,10 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 from transformers.generation.streamers import BaseStreamer
 
-from .checks import check_finite, check_seed
-from .devices import compile_backend
-from .errors import LLMError, is_out_of_memory
-from .interrupts import StopFlag, graceful_interrupts
+from .base.checks import check_finite, check_seed
+from .base.devices import compile_backend
+from .base.errors import LLMError, is_out_of_memory
+from .base.interrupts import StopFlag, graceful_interrupts
 from .loading import LoadedModel, context_length, require_causal
 from .options import check_bounds, defaults
 

@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .devices import resolve_device, resolve_dtype
-from .errors import LLMError, no_model
-from .files import staged_folder
+from .base.devices import resolve_device, resolve_dtype
+from .base.errors import LLMError, no_model
+from .base.files import staged_folder
 
 if TYPE_CHECKING:
     from peft import PeftModel

@@ -15,7 +15,7 @@ import math
 
 import numpy as np
 
-from .errors import LLMError
+from .base.errors import LLMError
 
 SUGGESTIONS = ("valley", "minimum", "steep")
 BETA = 0.98  # fastai's AvgSmoothLoss
@@ -120,7 +120,7 @@ def figure(result) -> dict:
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from .views.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
+    from .base.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
 
     sweep = getattr(result, "sweep", None) or {"lr": [], "smoothed_loss": []}
     fig = go.Figure(

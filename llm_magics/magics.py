@@ -11,7 +11,7 @@ from IPython.core.magic import Magics, line_cell_magic, magics_class
 from IPython.display import HTML, display
 
 from . import options
-from .errors import LLMError
+from .base.errors import LLMError
 
 
 class _HelpShown(Exception):
@@ -190,7 +190,7 @@ class LLMMagics(Magics):
         return done
 
     def _generate(self, args, cell):
-        from .status import in_notebook
+        from .base.status import in_notebook
         from .views.streamed_text import StreamedText
 
         prompt = cell if cell is not None else args.prompt
@@ -268,8 +268,8 @@ class LLMMagics(Magics):
         return result
 
     def _training_view(self, args, title: str) -> list:
+        from .base.status import before_first_import, in_notebook
         from .runs import check_compare
-        from .status import before_first_import, in_notebook
 
         check_compare(args.compare, args.runs_dir or self.session.runs_dir)  # an unknown id: one line, no run
         if not (args.widget if args.widget is not None else in_notebook()):
@@ -282,8 +282,8 @@ class LLMMagics(Magics):
         return [view]
 
     def _lr_find(self, args, cell):
+        from .base.status import in_notebook
         from .lr_finder import figure
-        from .status import in_notebook
 
         # the sweep's own options, those of the training it sweeps, and that form's model options
         form = options.FINETUNE_MODEL if args.form == "finetune" else options.TRAIN_MODEL
@@ -313,8 +313,8 @@ class LLMMagics(Magics):
         return path
 
     def _attention(self, args, cell):
+        from .base.html import explain_html
         from .views.attention import BERTVIZ_OFFLINE
-        from .views.html import explain_html
 
         text = cell if cell is not None else args.text
         _say_attention_wait(self.session, text)
@@ -439,7 +439,7 @@ def _stopped_note(result) -> str:
 
 def _say_attention_wait(session, text: str) -> None:
     """Capturing every layer's maps over long texts takes seconds: say what is being done first."""
-    from .status import say
+    from .base.status import say
 
     tokenizer = session.tokenizer
     if tokenizer is None or not text:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from types import SimpleNamespace
 from typing import Any, Final, Literal
 
-from .errors import LLMError
+from .base.errors import LLMError
 
 MAGIC_ONLY: Final = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
 

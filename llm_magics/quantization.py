@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import LLMError
+from .base.errors import LLMError
 
 CHOICES = ("none", "int8", "int4", "int8-dynamic")
 INT4_GROUP_SIZE = 32  # the GGUF we ship is Q4_1 with blocks of 32: the same granularity

@@ -21,8 +21,8 @@ import time
 import uuid
 from pathlib import Path
 
-from .errors import LLMError
-from .kinds import RunKind
+from .base.errors import LLMError
+from .base.kinds import RunKind
 
 RUN_FILE = "run.json"
 HISTORY_FILE = "history.jsonl"
@@ -389,7 +389,7 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from .views.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
+    from .base.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
 
     if metric not in PLOT_METRICS:
         raise LLMError(f"unknown --plot {metric!r}: use {', '.join(PLOT_METRICS)}")

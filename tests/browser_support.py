@@ -1,4 +1,5 @@
 """Shared by the browser tests: a real Jupyter server on loopback and a real headless Chromium."""
+
 import os
 import re
 import shutil
@@ -32,13 +33,30 @@ def serve(app: str, root):
     ARTIFACTS.mkdir(exist_ok=True)
     log = open(ARTIFACTS / f"jupyter-{app}.log", "w")
     server = subprocess.Popen(
-        [sys.executable, "-m", "jupyter", app, "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={TOKEN}", f"--ServerApp.root_dir={root}", "--ServerApp.disable_check_xsrf=True",
-         "--allow-root", "--LabApp.expose_app_in_browser=True", "--JupyterNotebookApp.expose_app_in_browser=True"]
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            app,
+            "--no-browser",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={TOKEN}",
+            f"--ServerApp.root_dir={root}",
+            "--ServerApp.disable_check_xsrf=True",
+            "--allow-root",
+            "--LabApp.expose_app_in_browser=True",
+            "--JupyterNotebookApp.expose_app_in_browser=True",
+        ]
         # a folder holding an llm-magics build to test instead of the installed one (searched first)
-        + ([f"--LabApp.extra_labextensions_path={os.environ['LLM_MAGICS_TEST_LABEXTENSIONS']}"]
-           if os.environ.get("LLM_MAGICS_TEST_LABEXTENSIONS") else []),
-        stdout=log, stderr=subprocess.STDOUT)
+        + (
+            [f"--LabApp.extra_labextensions_path={os.environ['LLM_MAGICS_TEST_LABEXTENSIONS']}"]
+            if os.environ.get("LLM_MAGICS_TEST_LABEXTENSIONS")
+            else []
+        ),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     base = Server(f"http://127.0.0.1:{port}")
     base.root = root
     for _ in range(120):
@@ -78,25 +96,31 @@ def open_page(browser, lab, name, path="lab/tree"):
     page = browser.new_page(viewport={"width": 1500, "height": 1000})
     page.blocked = offline(page)
     errors = []
-    page.on("console", lambda m: errors.append(f"{m.text} (at {m.location.get('url', '?')})")
-            if m.type == "error" else None)
+    page.on(
+        "console", lambda m: errors.append(f"{m.text} (at {m.location.get('url', '?')})") if m.type == "error" else None
+    )
     page.on("pageerror", lambda e: errors.append(f"{e} (at {(e.stack or '').splitlines()[1:2]})"))
     page.goto(f"{lab}/{path}/{name}?reset&token={TOKEN}")  # reset: no notebooks restored from before
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
-    page.wait_for_function("window.jupyterapp && window.jupyterapp.shell.currentWidget && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext.session && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel && "
-                           "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=90_000)
+    page.wait_for_function(
+        "window.jupyterapp && window.jupyterapp.shell.currentWidget && "
+        "window.jupyterapp.shell.currentWidget.sessionContext && "
+        "window.jupyterapp.shell.currentWidget.sessionContext.session && "
+        "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel && "
+        "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
+        timeout=90_000,
+    )
     return page, errors
 
 
 # Console errors a page may log without anything of ours being wrong: (message, where it is raised, why allowed).
 # Every other console error or uncaught page error fails the test.
 ALLOWED_CONSOLE_ERRORS = [
-    ("Cannot read properties of undefined (reading 'schema')", "/static/notebook/notebook_core.",
-     "Notebook 7.6's own core bundle throws it while opening a notebook; raised in its code, not in our extension"),
+    (
+        "Cannot read properties of undefined (reading 'schema')",
+        "/static/notebook/notebook_core.",
+        "Notebook 7.6's own core bundle throws it while opening a notebook; raised in its code, not in our extension",
+    ),
 ]
 
 

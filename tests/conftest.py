@@ -1,4 +1,5 @@
 """Shared fixtures: a real IPython shell with the extension loaded, and the real packaged weights."""
+
 import os
 from pathlib import Path
 
@@ -78,7 +79,6 @@ SLOW = {
     "test_safety_inputs.py::test_two_processes_equal_one_process_for_finetune_with_mixed_lengths[full]",
     "test_safety_inputs.py::test_two_processes_equal_one_process_for_finetune_with_mixed_lengths[lora]",
     "test_safety_interrupts.py::test_double_interrupt_during_processes_2_is_one_line_and_restores_the_kernel",
-    "test_safety_interrupts.py::test_interrupt_during_attention_or_lens_is_one_line",
     "test_safety_interrupts.py::test_interrupt_during_attention_or_lens_is_one_line",
     "test_safety_interrupts.py::test_interrupt_during_save_is_one_line_and_keeps_the_earlier_save",
     "test_safety_interrupts.py::test_interrupt_while_datasets_is_first_imported_keeps_data_reading_working",
@@ -263,12 +263,23 @@ def magic_session(shell, default_model_dir):
 
 @pytest.fixture(scope="module")
 def browser():
-    from browser_support import CHROMIUM
     from playwright.sync_api import sync_playwright
 
+    from browser_support import CHROMIUM
+
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync"])
+        chromium = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
         yield chromium
         chromium.close()

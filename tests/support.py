@@ -1,4 +1,5 @@
 """Helpers the tests share (imported as `from support import ...`; fixtures stay in conftest.py)."""
+
 import os
 import signal
 import threading
@@ -9,8 +10,15 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data"
 ARTIFACTS = ROOT / "test-artifacts"
 # A model small enough that a few steps take well under a second on a 2-core CPU (`tiny_config` writes it).
-TINY_CONFIG = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-               "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
+TINY_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "num_hidden_layers": 1,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
 
 
 def one_error_line(capsys) -> str:

@@ -1,4 +1,5 @@
 """Attention capture against transformers' own eager output_attentions, on both packaged models."""
+
 import re
 
 import numpy as np
@@ -8,10 +9,10 @@ import traitlets
 from transformers import AutoModel, AutoModelForCausalLM
 
 import llm_magics
-from support import run
 from llm_magics import LLMError, Session
-from llm_magics.attention import capture
+from llm_magics.inspect.attention import capture
 from llm_magics.views.attention import AttentionView
+from support import run
 
 TEXT = "The cat sat on the mat because it was tired."
 
@@ -63,7 +64,7 @@ def test_explain_detects_and_names_the_sinks(model_pair):
     """Sinks are the positions drawing more than SINK_SHARE of the attention on average (computed here from
     transformers' eager attentions), not a fixed position 0; the rollout row has them dropped, and no
     other token becomes the new sink (the old rollout put 0.99 on the second token)."""
-    from llm_magics.attention import SINK_SHARE, without_sinks
+    from llm_magics.inspect.attention import SINK_SHARE, without_sinks
 
     s, loaded, reference = model_pair
     captured = capture(loaded, TEXT, thumbnails=8, rollout=True)
@@ -73,7 +74,7 @@ def test_explain_detects_and_names_the_sinks(model_pair):
     mean = torch.stack([a[0].mean(0) for a in reference]).mean(0)  # (n, n): layers and heads averaged
     n = mean.shape[0]
     if loaded.kind == "causal":
-        shares = [mean[j + 1:, j].mean().item() if j < n - 1 else 0.0 for j in range(n)]
+        shares = [mean[j + 1 :, j].mean().item() if j < n - 1 else 0.0 for j in range(n)]
     else:
         shares = [(mean[:, j].sum() - mean[j, j]).item() / (n - 1) for j in range(n)]
     expected = {j for j in range(n) if shares[j] > SINK_SHARE}
@@ -148,7 +149,7 @@ def test_layer_switch_reuses_the_one_forward_pass(model_pair):
     view.head = -1
     assert view.weight_heads == [-1] + list(range(view.num_heads))
     view.view = "model"
-    assert len(view.thumbnails) == view.num_layers * view.num_heads * view.thumbnail_size ** 2
+    assert len(view.thumbnails) == view.num_layers * view.num_heads * view.thumbnail_size**2
     with pytest.raises(traitlets.TraitError):
         view.layer = 99
 
@@ -183,8 +184,10 @@ def test_head_view_opens_on_the_top_3_heads_by_entropy(model_pair):
     last = len(reference) - 1
     view = AttentionView(loaded, TEXT, view="head")
     assert view.head == -1 and view.head_set == view.entropy_heads == top3(last)
-    assert f"head view · layer {last} · heads {', '.join(map(str, top3(last)))} (top 3 by attention entropy)" \
+    assert (
+        f"head view · layer {last} · heads {', '.join(map(str, top3(last)))} (top 3 by attention entropy)"
         in view.static_html()
+    )
     view.layer = 2
     assert view.head_set == top3(2)
     view.head_set = [0, 1]  # a chip toggled: no longer the top 3
@@ -211,7 +214,7 @@ def test_snapshot_keeps_the_last_view_and_follows_the_theme(model_pair):
     png = base64.b64decode(re.search(r"data:image/png;base64,([^\"]+)", static).group(1))
     assert png[25] == 6  # colour type 6: RGBA
     # The picture's alpha is the square root of each cell's share of its row max (the live view's scale).
-    idat = png[png.index(b"IDAT") + 4:png.index(b"IEND") - 8]
+    idat = png[png.index(b"IDAT") + 4 : png.index(b"IEND") - 8]
     height, width = int.from_bytes(png[20:24], "big"), int.from_bytes(png[16:20], "big")
     pixels = np.frombuffer(zlib.decompress(idat), dtype=np.uint8).reshape(height, 1 + 4 * width)[:, 1:]
     alpha = pixels.reshape(height, width, 4)[..., 3]
@@ -247,8 +250,10 @@ def test_attention_magic(shell, capsys, magic_session):
     assert isinstance(view, AttentionView) and view.layer == 2 and view.head == 1
     assert view.tokens[-1].strip() == "mat"
     capsys.readouterr()
-    for line, expected in [("attention --head 99 The cat", "llm attention: head 99 is out of range: this model has heads 0..8"),
-                           ("attention --layer 99 The cat", "llm attention: layer 99 is out of range: this model has layers 0..29")]:
+    for line, expected in [
+        ("attention --head 99 The cat", "llm attention: head 99 is out of range: this model has heads 0..8"),
+        ("attention --layer 99 The cat", "llm attention: layer 99 is out of range: this model has layers 0..29"),
+    ]:
         run(shell, line)
         err = capsys.readouterr().err
         assert err.strip() == expected  # one line, no traceback
@@ -275,7 +280,6 @@ def test_attention_magic(shell, capsys, magic_session):
     assert re.search(r"Spearman rank correlation ρ = -?[01]\.\d\d over the 5 non-sink tokens", html)
     result = run(shell, "generate --greedy --max-new-tokens 4 --attention", "The capital of France is")
     assert result is llm_magics.last and result.new_tokens == 4
-
 
 
 def test_block_by_block_overview_equals_the_whole_capture(model_pair):
@@ -318,7 +322,7 @@ def test_block_by_block_overview_equals_the_whole_capture(model_pair):
 def _pooled_oracle(exact: torch.Tensor, r0: int, c0: int, span: int, f: int) -> np.ndarray:
     """Rows scaled to their max over all keys, the box cut out, then max-pooled in f × f blocks (zero-padded),
     with numpy's reshape: computed independently of llm_magics' block-by-block code."""
-    scaled = (exact / exact.max(-1, keepdim=True).values).numpy()[r0:r0 + span, c0:c0 + span]
+    scaled = (exact / exact.max(-1, keepdim=True).values).numpy()[r0 : r0 + span, c0 : c0 + span]
     side = -(-span // f)
     padded = np.zeros((side * f, side * f), np.float32)
     padded[:span, :span] = scaled
@@ -343,7 +347,7 @@ def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
                 r0, c0, span = box
                 assert f == -(-span // pixels) and image.shape == (-(-span // f),) * 2
                 np.testing.assert_allclose(image.numpy(), _pooled_oracle(exact, r0, c0, span, f), atol=1e-5)
-                np.testing.assert_allclose(peaks.numpy(), exact.max(-1).values[r0:r0 + span].numpy(), atol=1e-5)
+                np.testing.assert_allclose(peaks.numpy(), exact.max(-1).values[r0 : r0 + span].numpy(), atol=1e-5)
     finally:
         attention.ROW_BLOCK = block
 
@@ -369,8 +373,7 @@ def test_long_matrix_sends_a_pooled_overview_and_exact_tiles(model_pair, monkeyp
     assert view.tile_box == [1, -1, 2, 1, 4, 1]
     tile = np.frombuffer(view.tile, np.uint8).reshape(4, 4) / 255
     assert np.abs(tile - _pooled_oracle(exact, 2, 1, 4, 1)).max() <= 0.5 / 255 + 1e-6
-    np.testing.assert_allclose(np.frombuffer(view.tile_peaks, np.float32), exact.max(-1).values[2:6].numpy(),
-                               atol=1e-5)
+    np.testing.assert_allclose(np.frombuffer(view.tile_peaks, np.float32), exact.max(-1).values[2:6].numpy(), atol=1e-5)
     static = view.static_html()
     assert "zoomed to rows 2..5, columns 1..4" in static and static.count("llm-row-label") == 4
 

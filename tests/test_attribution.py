@@ -1,19 +1,19 @@
 """Attribution with Captum's methods: every method on a causal and an encoder classifier (tiny random
 models, few steps), IG completeness against an independent forward pass, stop keeps the finished targets,
 JSON round trip, the view, and one line per user mistake."""
+
 import math
 
 import numpy as np
 import pytest
 import torch
+from test_patching import tiny_model
 
 from llm_magics import LLMError
-from llm_magics.attribution import METHODS, AttributionResult, attribute, step_batch
-from llm_magics.interrupts import StopFlag
+from llm_magics.base.interrupts import StopFlag
+from llm_magics.inspect.attribution import METHODS, AttributionResult, attribute, step_batch
 from llm_magics.loading import LoadedModel
-
 from support import one_error_line, run
-from test_patching import tiny_model
 
 PROMPT = "The capital of France is"
 
@@ -38,9 +38,16 @@ def classifier():
 
     tokenizer = load_model("minilm").tokenizer
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, num_labels=2, id2label={0: "negative", 1: "positive"},
-                        label2id={"negative": 0, "positive": 1})
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        num_labels=2,
+        id2label={0: "negative", 1: "positive"},
+        label2id={"negative": 0, "positive": 1},
+    )
     model = BertForSequenceClassification(config).eval()
     return LoadedModel(model, tokenizer, "tiny bert", "", "classifier", torch.device("cpu"), torch.float32)
 
@@ -59,7 +66,7 @@ def test_every_method_on_a_causal_model(causal, method):
     assert len(result.targets) == 2 and len(result.tokens) == n + 2
     assert result.scores.shape == (2, n + 2)
     assert not np.isnan(result.scores[0, :n]).any() and np.isnan(result.scores[0, n:]).all()
-    assert not np.isnan(result.scores[1, :n + 1]).any() and np.isnan(result.scores[1, n + 1])  # sees target 0
+    assert not np.isnan(result.scores[1, : n + 1]).any() and np.isnan(result.scores[1, n + 1])  # sees target 0
     assert np.abs(result.scores[:, :n]).sum() > 0
     # the greedy continuation, and its step scores, against a plain forward pass
     ids = causal.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
@@ -77,8 +84,13 @@ def test_every_method_on_an_encoder_classifier(classifier, method):
         predicted = classifier.model.config.id2label[int(classifier.model(input_ids=ids).logits.argmax())]
     assert result.targets == [predicted]
     assert result.scores.shape == (1, ids.shape[1]) and not np.isnan(result.scores).any()
-    other = attribute(classifier, "a truly wonderful film", method=method, steps=4,
-                      target="negative" if predicted == "positive" else "positive")
+    other = attribute(
+        classifier,
+        "a truly wonderful film",
+        method=method,
+        steps=4,
+        target="negative" if predicted == "positive" else "positive",
+    )
     assert other.targets != result.targets
 
 
@@ -90,8 +102,11 @@ def test_integrated_gradients_completeness_within_the_reported_delta(causal, cla
         coarse = attribute(loaded, text, method=method, steps=4, max_new_tokens=1)
         fine = attribute(loaded, text, method=method, steps=64, max_new_tokens=1)
         ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
-        target = ids.new_tensor(loaded.tokenizer(fine.targets[0], add_special_tokens=False)["input_ids"][:1]) \
-            if loaded.kind == "causal" else list(loaded.model.config.id2label.values()).index(fine.targets[0])
+        target = (
+            ids.new_tensor(loaded.tokenizer(fine.targets[0], add_special_tokens=False)["input_ids"][:1])
+            if loaded.kind == "causal"
+            else list(loaded.model.config.id2label.values()).index(fine.targets[0])
+        )
         target = int(target)
         with torch.no_grad():
             if method == "integrated-gradients":  # baseline: all-zero input embeddings
@@ -110,8 +125,14 @@ def test_integrated_gradients_completeness_within_the_reported_delta(causal, cla
 
 def test_stop_keeps_the_finished_targets(causal):
     flag = StopFlag()
-    result = attribute(causal, PROMPT, method="saliency", max_new_tokens=4, stop=flag,
-                       on_target=lambda done, total: flag.request() if done == 2 else None)
+    result = attribute(
+        causal,
+        PROMPT,
+        method="saliency",
+        max_new_tokens=4,
+        stop=flag,
+        on_target=lambda done, total: flag.request() if done == 2 else None,
+    )
     assert result.interrupted and len(result.targets) == 2 and result.scores.shape[0] == 2
     assert "stopped after 2 target token(s)" in result.summary()
 
@@ -135,13 +156,20 @@ def test_requires_grad_flags_are_restored_after_attribute_and_after_a_stop(lora,
     before = flags(lora.model)
     assert any(before.values()) and not all(before.values())  # adapters trainable, base weights frozen
     during = []
-    result = attribute(lora, PROMPT, method=method, max_new_tokens=2, steps=4,
-                       on_target=lambda done, total: during.append(any(flags(lora.model).values())))
+    result = attribute(
+        lora,
+        PROMPT,
+        method=method,
+        max_new_tokens=2,
+        steps=4,
+        on_target=lambda done, total: during.append(any(flags(lora.model).values())),
+    )
     assert len(result.targets) == 2 and during == [False, False]  # no weight asks for a gradient inside
     assert flags(lora.model) == before
     stop = StopFlag()
-    result = attribute(lora, PROMPT, method=method, max_new_tokens=3, steps=4, stop=stop,
-                       on_target=lambda done, total: stop.request())
+    result = attribute(
+        lora, PROMPT, method=method, max_new_tokens=3, steps=4, stop=stop, on_target=lambda done, total: stop.request()
+    )
     assert result.interrupted and len(result.targets) == 1
     assert flags(lora.model) == before
 

@@ -1,5 +1,6 @@
 """Every bench script still imports what it measures: a renamed module (llm_magics.widgets became views/)
 once broke bench/train_throughput.py unseen until the next bench run. `--help` runs every import, nothing else."""
+
 import subprocess
 import sys
 
@@ -23,7 +24,8 @@ def test_every_script_is_listed_by_run_all():
 
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_imports_and_shows_its_options(script):
-    done = subprocess.run([sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), "--help"], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout

@@ -1,5 +1,6 @@
 """A real JupyterLab on loopback and a real headless Chromium: the extension, the live loss chart and the
 attention view as a person sees them. Screenshots land in test-artifacts/."""
+
 import os
 import re
 import shutil
@@ -22,13 +23,16 @@ def lab(tmp_path_factory):
         os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in [
-        "%load_ext llm_magics",
-        "%llm load default",
-        "%llm attention --layer 3 The cat sat on the mat because it was tired.",
-        "long_text = 'The quick brown fox jumps over the lazy dog. ' * 108\n%llm attention --layer 5 {long_text}",
-        f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
-    ]]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(source)
+        for source in [
+            "%load_ext llm_magics",
+            "%llm load default",
+            "%llm attention --layer 3 The cat sat on the mat because it was tired.",
+            "long_text = 'The quick brown fox jumps over the lazy dog. ' * 108\n%llm attention --layer 5 {long_text}",
+            f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
+        ]
+    ]
     nbformat.write(notebook, root / "demo.ipynb")
     plain = nbformat.v4.new_notebook()
     plain.metadata["kernelspec"] = notebook.metadata["kernelspec"]
@@ -36,21 +40,27 @@ def lab(tmp_path_factory):
     nbformat.write(plain, root / "plain.ipynb")
     endless = nbformat.v4.new_notebook()
     endless.metadata["kernelspec"] = notebook.metadata["kernelspec"]
-    endless.cells = [nbformat.v4.new_code_cell(source) for source in [
-        "%load_ext llm_magics",
-        f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
-    ]]
+    endless.cells = [
+        nbformat.v4.new_code_cell(source)
+        for source in [
+            "%load_ext llm_magics",
+            f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
+        ]
+    ]
     nbformat.write(endless, root / "stop.ipynb")
     (root / "eval.txt").write_text((DATA / "tiny_corpus.txt").read_text())
     views = nbformat.v4.new_notebook()
     views.metadata["kernelspec"] = notebook.metadata["kernelspec"]
-    views.cells = [nbformat.v4.new_code_cell(source) for source in [
-        "%load_ext llm_magics\n%llm load default",
-        "%llm generate --max-new-tokens 24 --seed 0 It's a dog's life, and the weather is",
-        "%%llm chat --greedy --max-new-tokens 16\nWhat is the capital of France?",
-        "%llm playground --max-new-tokens 6 Once upon a time",
-        f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --eval-data eval.txt --widget\n{CORPUS}",
-    ]]
+    views.cells = [
+        nbformat.v4.new_code_cell(source)
+        for source in [
+            "%load_ext llm_magics\n%llm load default",
+            "%llm generate --max-new-tokens 24 --seed 0 It's a dog's life, and the weather is",
+            "%%llm chat --greedy --max-new-tokens 16\nWhat is the capital of France?",
+            "%llm playground --max-new-tokens 6 Once upon a time",
+            f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --eval-data eval.txt --widget\n{CORPUS}",
+        ]
+    ]
     nbformat.write(views, root / "views.ipynb")
     yield from serve("lab", root)
 
@@ -79,8 +89,9 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
     assert page.locator(".llm-attention line.llm-line").count() > 5
     # Over 1,024 tokens open in the matrix view: past 512 tokens its canvas is the max-pooled overview (never the
     # n × n map), one pixel for pool × pool cells, with attention drawn on it.
-    page.wait_for_function("[...document.querySelectorAll('canvas.llm-matrix')].some(c => c.dataset.pool > 1)",
-                           timeout=120_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('canvas.llm-matrix')].some(c => c.dataset.pool > 1)", timeout=120_000
+    )
     long_view = page.locator(".llm-attention").nth(1)
     tokens = int(long_view.locator(".llm-label").text_content().split("·")[-1].split()[0])
     pool = int(long_view.locator("canvas.llm-matrix").get_attribute("data-pool"))
@@ -92,19 +103,25 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
     assert page.evaluate(inked) > 1000
     before = page.evaluate("document.querySelector('canvas.llm-matrix').toDataURL().length")
     page.locator(".llm-layer").nth(1).select_option("7")  # the long text's view: recaptured in the kernel
-    page.wait_for_function(f"document.querySelector('canvas.llm-matrix').toDataURL().length !== {before}",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"document.querySelector('canvas.llm-matrix').toDataURL().length !== {before}", timeout=60_000
+    )
     page.locator("canvas.llm-matrix").scroll_into_view_if_needed()
     page.screenshot(path=str(ARTIFACTS / "lab-attention-1024.png"))
     # The live loss chart: plotly draws the loss trace with points.
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"
-        ".some(p => (p.getAttribute('d') || '').split('L').length > 10)", timeout=180_000)
-    page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=180_000)
-    page.wait_for_function("document.querySelector('.llm-status-item') && "
-                           "document.querySelector('.llm-status-item').textContent.includes('from-scratch')",
-                           timeout=30_000)
+        ".some(p => (p.getAttribute('d') || '').split('L').length > 10)",
+        timeout=180_000,
+    )
+    page.wait_for_function(
+        "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'", timeout=180_000
+    )
+    page.wait_for_function(
+        "document.querySelector('.llm-status-item') && "
+        "document.querySelector('.llm-status-item').textContent.includes('from-scratch')",
+        timeout=30_000,
+    )
     status = page.locator(".llm-status-item").text_content()
     assert "cpu" in status and "RAM" in status
     page.screenshot(path=str(ARTIFACTS / "lab-notebook.png"), full_page=False)
@@ -122,8 +139,9 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
 def test_notebook_without_llm_magics_shows_nothing(browser, lab):
     page, errors = open_page(browser, lab, "plain.ipynb")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
-    page.wait_for_function("window.jupyterapp.shell.currentWidget.content.model.cells.get(0).outputs.length > 0",
-                           timeout=60_000)
+    page.wait_for_function(
+        "window.jupyterapp.shell.currentWidget.content.model.cells.get(0).outputs.length > 0", timeout=60_000
+    )
     page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'")
     assert page.locator(".llm-status-item").evaluate("n => n.style.display") == "none"
     page.screenshot(path=str(ARTIFACTS / "lab-plain.png"))
@@ -137,7 +155,9 @@ def test_notebook7_renders_the_chart_and_attention_offline(browser, notebook7):
     page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
     page.wait_for_function(
         "() => [...document.querySelectorAll('.js-plotly-plot .scatterlayer .trace path.js-line')]"
-        ".some(p => (p.getAttribute('d') || '').split('L').length > 10)", timeout=180_000)
+        ".some(p => (p.getAttribute('d') || '').split('L').length > 10)",
+        timeout=180_000,
+    )
     page.screenshot(path=str(ARTIFACTS / "notebook7.png"))
     assert not ours(errors), errors
     page.close()
@@ -148,10 +168,12 @@ def _stop_training_from_the_browser(page, click):
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_function("() => /step ([6-9]|\\d\\d+)\\//.test(document.body.innerText)", timeout=120_000)
     click()
-    page.wait_for_function("document.body.innerText.includes('Stopped early: the model in memory keeps step')",
-                           timeout=60_000)
-    page.wait_for_function("window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                           timeout=60_000)
+    page.wait_for_function(
+        "document.body.innerText.includes('Stopped early: the model in memory keeps step')", timeout=60_000
+    )
+    page.wait_for_function(
+        "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'", timeout=60_000
+    )
 
 
 def test_stop_button_of_the_live_chart_stops_training(browser, lab):
@@ -204,9 +226,13 @@ def _check_views(page, errors, lab, browser):
     page.wait_for_selector(".cm-llm-option", timeout=30_000)
     same_colour = """sel => [...document.querySelectorAll(sel)].every(n => [...n.querySelectorAll('*')]
         .every(c => getComputedStyle(c).color === getComputedStyle(n).color))"""
-    assert page.evaluate("[...document.querySelectorAll('.cm-llm-option')].some(n => n.textContent === '--from-scratch')")
+    assert page.evaluate(
+        "[...document.querySelectorAll('.cm-llm-option')].some(n => n.textContent === '--from-scratch')"
+    )
     assert page.evaluate(same_colour, ".cm-llm-option") and page.evaluate(same_colour, ".cm-llm-text")
-    assert page.evaluate("[...document.querySelectorAll('.cm-llm-text')].some(n => n.textContent.endsWith('weather is'))")
+    assert page.evaluate(
+        "[...document.querySelectorAll('.cm-llm-text')].some(n => n.textContent.endsWith('weather is'))"
+    )
 
     # The live chart's width, sampled while it trains, against the static figure that replaces it.
     page.evaluate("""() => { window.__liveWidths = [];
@@ -235,8 +261,9 @@ def _check_views(page, errors, lab, browser):
     assert lr_ticks[0] == "0" and all(re.fullmatch(r"[\d.]+[mµun]?", t) for t in lr_ticks), lr_ticks
     live = page.evaluate("window.__liveWidths")
     static = page.evaluate("document.querySelector('.jp-RenderedPlotly .main-svg').getBoundingClientRect().width")
-    output = page.evaluate("document.querySelector('.jp-RenderedPlotly').closest('.jp-OutputArea-child')"
-                           ".getBoundingClientRect().width")
+    output = page.evaluate(
+        "document.querySelector('.jp-RenderedPlotly').closest('.jp-OutputArea-child').getBoundingClientRect().width"
+    )
     # Once drawn at the output's width (plotly's very first frame may be its default 700 px), the live chart
     # keeps it, and the static figure has the same.
     settled = [w for w in live[1:]]
@@ -259,9 +286,19 @@ def _check_views(page, errors, lab, browser):
     page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
     page.wait_for_timeout(1000)
     checked = {}
-    for selector in (".llm-generation b", ".llm-generation span", ".llm-turn", ".llm-run-label", ".llm-token",
-                     ".llm-token-legend", ".llm-playground .widget-label", ".llm-plot .ytick text",
-                     ".llm-plot .y2tick text", ".llm-plot .legendtext", ".llm-plot .gtitle"):
+    for selector in (
+        ".llm-generation b",
+        ".llm-generation span",
+        ".llm-turn",
+        ".llm-run-label",
+        ".llm-token",
+        ".llm-token-legend",
+        ".llm-playground .widget-label",
+        ".llm-plot .ytick text",
+        ".llm-plot .y2tick text",
+        ".llm-plot .legendtext",
+        ".llm-plot .gtitle",
+    ):
         ratios = page.eval_on_selector_all(selector, f"ns => ns.slice(0, 20).map({CONTRAST})")
         assert ratios, selector
         checked[selector] = min(ratios)
@@ -297,12 +334,20 @@ def test_notebook7_reopens_a_saved_notebook_with_its_fallbacks(browser, notebook
 
     saved = nbformat.v4.new_notebook()
     saved.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    saved.cells = [nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
-                   nbformat.v4.new_code_cell("%llm playground --max-new-tokens 4 --seed 0 Once upon a time")]
-    NotebookClient(saved, timeout=300, kernel_name="python3", store_widget_state=False,
-                   resources={"metadata": {"path": str(notebook7.root)}}).execute()
-    assert any(o.get("data", {}).get("application/vnd.jupyter.widget-view+json")
-               for o in saved.cells[1].get("outputs", []))
+    saved.cells = [
+        nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
+        nbformat.v4.new_code_cell("%llm playground --max-new-tokens 4 --seed 0 Once upon a time"),
+    ]
+    NotebookClient(
+        saved,
+        timeout=300,
+        kernel_name="python3",
+        store_widget_state=False,
+        resources={"metadata": {"path": str(notebook7.root)}},
+    ).execute()
+    assert any(
+        o.get("data", {}).get("application/vnd.jupyter.widget-view+json") for o in saved.cells[1].get("outputs", [])
+    )
     nbformat.write(saved, notebook7.root / "views.ipynb")
     page, errors = open_page(browser, notebook7, "views.ipynb", path="notebooks")
     page.wait_for_selector(".llm-playground-fallback", timeout=60_000)
@@ -317,8 +362,11 @@ def test_notebook7_reopens_a_saved_notebook_with_its_fallbacks(browser, notebook
 def test_playground_busy_state_and_new_seed_per_click(browser, lab):
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default\n"
-                                                "%llm playground --max-new-tokens 6 Once upon a time")]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "%load_ext llm_magics\n%llm load default\n%llm playground --max-new-tokens 6 Once upon a time"
+        )
+    ]
     nbformat.write(notebook, lab.root / "playground.ipynb")
     page, errors = open_page(browser, lab, "playground.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
@@ -330,11 +378,15 @@ def test_playground_busy_state_and_new_seed_per_click(browser, lab):
             new MutationObserver(() => window.__busy.push([b.disabled, !!b.querySelector('.fa-spin')]))
               .observe(b, { attributes: true, childList: true, subtree: true }); }""")
         page.locator(".llm-generate").click()
-        page.wait_for_function("document.querySelector('.llm-playground').querySelectorAll('.llm-run-column').length === 2",
-                               timeout=240_000)
+        page.wait_for_function(
+            "document.querySelector('.llm-playground').querySelectorAll('.llm-run-column').length === 2",
+            timeout=240_000,
+        )
         assert [True, True] in page.evaluate("window.__busy")
         page.wait_for_function("!document.querySelector('.llm-generate').disabled")
-        seeds = [re.search(r"seed=(\d+)", t).group(1) for t in playground.first.locator(".llm-run-label").all_text_contents()]
+        seeds = [
+            re.search(r"seed=(\d+)", t).group(1) for t in playground.first.locator(".llm-run-label").all_text_contents()
+        ]
         assert len(seeds) == 2 and seeds[0] != seeds[1]
         assert playground.first.locator(".llm-token-legend").count() == 1
         playground.first.screenshot(path=str(ARTIFACTS / "playground-two-runs.png"))
@@ -365,9 +417,12 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     # temperature 1, no top-k, no top-p: the sampling distribution is the model's own softmax
-    notebook.cells = [nbformat.v4.new_code_cell(
-        "%load_ext llm_magics\n%llm load default\n"
-        f"%llm playground --max-new-tokens 8 --seed 4 --temperature 1 --top-k 0 --top-p 1 {prompt}")]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(
+            "%load_ext llm_magics\n%llm load default\n"
+            f"%llm playground --max-new-tokens 8 --seed 4 --temperature 1 --top-k 0 --top-p 1 {prompt}"
+        )
+    ]
     nbformat.write(notebook, lab.root / "hover.ipynb")
     page, errors = open_page(browser, lab, "hover.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
@@ -414,8 +469,10 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
 
         # The typed box: a value typed there is the next Generate's (its column records max=3).
         box = page.locator(".llm-box-max_new_tokens input")
-        track = box.evaluate("n => n.closest('.widget-hbox').querySelector('.slider-container, .noUi-target')"
-                             ".getBoundingClientRect().width")
+        track = box.evaluate(
+            "n => n.closest('.widget-hbox').querySelector('.slider-container, .noUi-target')"
+            ".getBoundingClientRect().width"
+        )
         assert 511 / track <= 2, track  # max new tokens: under 2 tokens a pixel
         # Counted from the mutation records' added nodes, not from the page when the observer runs: a short run's
         # streamed text and its final tokens may both land before the observer's callback.
@@ -433,9 +490,11 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
         page.locator(".llm-generate").click()
         # Finished: the new (first) column's footer says how the run ended. The column count and the button's
         # state alone are not enough: the column opens before the button is disabled.
-        page.wait_for_function("""() => { const c = document.querySelectorAll('.llm-playground .llm-run-column');
+        page.wait_for_function(
+            """() => { const c = document.querySelectorAll('.llm-playground .llm-run-column');
             return c.length === 2 && c[0].querySelector('.llm-run-footer').textContent.includes('stopped:'); }""",
-                               timeout=120_000)
+            timeout=120_000,
+        )
         page.wait_for_function("!document.querySelector('.llm-generate').disabled", timeout=120_000)
         assert not page.locator(".llm-playground .llm-streaming").count()
         assert "max=3" in page.locator(".llm-playground .llm-run-label").first.inner_text()
@@ -468,10 +527,12 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
     page.close()
 
 
-LENS_TEXT = ("The lighthouse keeper climbed the narrow stairs every evening to light the lamp. Ships passing the rocky "
-             "coast saw its beam and steered away from the reef. In winter the storms grew fierce, and the keeper "
-             "wrote each one into a thick logbook: the wind, the waves, the ships that came too close. One night a "
-             "small fishing boat lost its way in the fog, and the keeper rang the bell until dawn.")
+LENS_TEXT = (
+    "The lighthouse keeper climbed the narrow stairs every evening to light the lamp. Ships passing the rocky "
+    "coast saw its beam and steered away from the reef. In winter the storms grew fierce, and the keeper "
+    "wrote each one into a thick logbook: the wind, the waves, the ships that came too close. One night a "
+    "small fishing boat lost its way in the fog, and the keeper rang the bell until dawn."
+)
 # Every lens cell as the page shows it: its row, its position and its top-5 (the title's lines after the first:
 # each guess as JSON, then its probability).
 LENS_CELLS = """root => [...root.querySelectorAll('.llm-lens-cell')].map(c => ({row: +c.dataset.row,
@@ -482,7 +543,7 @@ LENS_CELLS = """root => [...root.querySelectorAll('.llm-lens-cell')].map(c => ({
 def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, session):
     """A text longer than the lens' window of 64 positions opens on its last 64; "earlier" reads out the first
     64 in the kernel, "later" goes back. Each shown cell's top token is the Python lens' at that layer and position."""
-    from llm_magics.lens import logit_lens
+    from llm_magics.inspect.lens import logit_lens
     from llm_magics.views.attention import LENS_WINDOW
 
     oracle = logit_lens(session.loaded, LENS_TEXT)  # every layer at every position, in this process
@@ -490,8 +551,10 @@ def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, s
     assert LENS_WINDOW < n < 2 * LENS_WINDOW, n  # the last window and the first overlap
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
-                      nbformat.v4.new_code_cell(f"%llm lens {LENS_TEXT}")]
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
+        nbformat.v4.new_code_cell(f"%llm lens {LENS_TEXT}"),
+    ]
     nbformat.write(notebook, lab.root / "lens-window.ipynb")
     page, errors = open_page(browser, lab, "lens-window.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
@@ -500,9 +563,12 @@ def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, s
 
     def shown(first: int):
         """Wait for the window from `first`, then check its cells against the oracle."""
-        page.wait_for_function(f"""() => {{ const r = document.querySelector('.llm-attention');
+        page.wait_for_function(
+            f"""() => {{ const r = document.querySelector('.llm-attention');
             return r && !r.classList.contains('llm-busy') && r.querySelector(".llm-lens-cell[data-position='{first}']")
-              && !r.querySelector(".llm-lens-cell[data-position='{first - 1}']"); }}""", timeout=120_000)
+              && !r.querySelector(".llm-lens-cell[data-position='{first - 1}']"); }}""",
+            timeout=120_000,
+        )
         cells = root.evaluate(LENS_CELLS)
         positions = list(range(first, first + LENS_WINDOW))
         assert sorted({c["position"] for c in cells}) == positions
@@ -514,8 +580,12 @@ def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, s
             row, position, top = cell["row"], cell["position"], cell["top"]
             expected, probs = oracle.top_tokens[row][position], oracle.top_probs[row, position]
             # Equal, or a tie to float rounding (the view reads out 64 positions, the oracle all of them).
-            assert top[0] == expected[0] or (top[0] == expected[1] and float(probs[0] - probs[1]) < 1e-4), \
-                (row, position, top, expected)
+            assert top[0] == expected[0] or (top[0] == expected[1] and float(probs[0] - probs[1]) < 1e-4), (
+                row,
+                position,
+                top,
+                expected,
+            )
         return root.locator(".llm-lens-earlier"), root.locator(".llm-lens-later")
 
     try:

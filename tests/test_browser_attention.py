@@ -1,6 +1,7 @@
 """The attention views and the logit lens in a real JupyterLab 4 (and Notebook 7) in headless Chromium:
 axis labels, no stale label during a layer switch, the lens grid, and readable text in the dark theme.
 Screenshots land in test-artifacts/ and refresh the README's pictures in docs/."""
+
 import shutil
 
 import nbformat
@@ -79,10 +80,12 @@ def _run_all(page):
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_selector(".llm-attention .llm-lens-cell", state="attached", timeout=240_000)
     page.wait_for_function(IDLE, timeout=120_000)
-    page.wait_for_function(f"document.querySelectorAll('.llm-attention').length === {WIDGETS} && "
-                           "document.querySelectorAll('.llm-heatmap .llm-cell').length > 0 && "
-                           "![...document.querySelectorAll('.llm-attention')].some(r => r.classList.contains('llm-busy'))",
-                           timeout=60_000)
+    page.wait_for_function(
+        f"document.querySelectorAll('.llm-attention').length === {WIDGETS} && "
+        "document.querySelectorAll('.llm-heatmap .llm-cell').length > 0 && "
+        "![...document.querySelectorAll('.llm-attention')].some(r => r.classList.contains('llm-busy'))",
+        timeout=60_000,
+    )
 
 
 def _shot(page, index, name):
@@ -101,9 +104,11 @@ def _shot_of(page, selector, index, name):
 def _switch_and_record(page, index, act, layer, head):
     page.evaluate(RECORD, index)
     act()
-    page.wait_for_function(f"""() => {{ const r = document.querySelectorAll('.llm-attention')[{index}];
+    page.wait_for_function(
+        f"""() => {{ const r = document.querySelectorAll('.llm-attention')[{index}];
         return !r.classList.contains('llm-busy') && r.querySelector('.llm-label').dataset.layer === '{layer}'; }}""",
-                           timeout=60_000)
+        timeout=60_000,
+    )
     states = page.evaluate("window.llmStates")
     # Never a label over another layer's drawing: busy, or the label names the data that is drawn.
     stale = [s for s in states if not s["busy"] and s["label"] != s["drawn"]]
@@ -127,12 +132,16 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     assert "(top 3 by attention entropy)" in head_view.locator(".llm-label").text_content()
     extra = next(h for h in range(9) if str(h) not in top3)
     head_view.locator(f".llm-chip[data-head='{extra}']").click()
-    page.wait_for_function("document.querySelectorAll('.llm-attention')[0].querySelectorAll('.llm-chip.llm-active')"
-                           ".length === 4", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelectorAll('.llm-attention')[0].querySelectorAll('.llm-chip.llm-active').length === 4",
+        timeout=30_000,
+    )
     assert sorted(head_view.locator("line.llm-line").evaluate_all(drawn)) == sorted(top3 + [str(extra)])
     head_view.locator(".llm-chip-top").click()
-    page.wait_for_function("document.querySelectorAll('.llm-attention')[0].querySelectorAll('.llm-chip.llm-active')"
-                           ".length === 3", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelectorAll('.llm-attention')[0].querySelectorAll('.llm-chip.llm-active').length === 3",
+        timeout=30_000,
+    )
     assert head_view.locator(".llm-chip").count() == 9
     # Controls that do nothing are hidden: no layer/head menu in the model view and the lens.
     for index, shown in [(0, True), (1, True), (2, False), (3, False)]:
@@ -154,7 +163,8 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     assert all(t.strip() for t in lens.locator(".llm-lens-cell[data-row='30']").all_text_contents())
     # Whole tokens: no cell's text is clipped.
     assert lens.locator(".llm-lens-cell, .llm-lens-input").evaluate_all(
-        "ns => ns.every(n => n.scrollWidth <= n.clientWidth + 1)")
+        "ns => ns.every(n => n.scrollWidth <= n.clientWidth + 1)"
+    )
     # Target mode: probability and rank of ' tired' across the 31 rows.
     target = page.locator(".llm-attention").nth(4)
     assert "target ·tired" in target.locator(".llm-lens-target .llm-label").text_content()
@@ -175,8 +185,12 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     attribution.locator(".llm-normalize").check()  # --normalize as a control: rows scaled to their max
     page.wait_for_timeout(300)
     assert "row-normalised" in attribution.locator(".llm-cell:not(.llm-empty)").first.get_attribute("title")
-    for index, name in [(0, "attention-head.png"), (1, "attention-matrix.png"), (2, "attention-model.png"),
-                        (3, "lens.png")]:
+    for index, name in [
+        (0, "attention-head.png"),
+        (1, "attention-matrix.png"),
+        (2, "attention-model.png"),
+        (3, "lens.png"),
+    ]:
         _shot(page, index, name)
 
     # A layer switch from the menu, and a click on a model-view thumbnail: never a stale label.
@@ -189,8 +203,9 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     assert model_view.locator("canvas.llm-matrix").count() == 1  # the click opened the matrix view
     # The saved snapshot's refresh (the kernel updates the output a second after the last switch) reaches the
     # output's text/html and leaves the live views as they are: no view is drawn again.
-    page.wait_for_selector(".llm-widget-fallback .llm-attention-static[data-layer='12'][data-head='4']",
-                           state="attached", timeout=30_000)
+    page.wait_for_selector(
+        ".llm-widget-fallback .llm-attention-static[data-layer='12'][data-head='4']", state="attached", timeout=30_000
+    )
     assert page.locator(".llm-attention[data-kept='yes']").count() == WIDGETS
     # Zoom: a wheel turn over the matrix narrows the labelled range.
     before = len(matrix.locator(".llm-row-label").all_text_contents())
@@ -199,8 +214,9 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
         page.mouse.wheel(0, -200)
     matrix.locator(".llm-reset-zoom").wait_for(state="visible", timeout=15_000)
     first = matrix.locator(".llm-row-label").first.get_attribute("data-index")
-    assert matrix.locator(".llm-reset-zoom").is_visible() and (int(first) > 0 or
-                                                                len(matrix.locator(".llm-row-label").all_text_contents()) <= before)
+    assert matrix.locator(".llm-reset-zoom").is_visible() and (
+        int(first) > 0 or len(matrix.locator(".llm-row-label").all_text_contents()) <= before
+    )
 
     # The dark theme: every text of every view reads at WCAG AA contrast.
     page.evaluate("window.jupyterapp.commands.execute('apputils:change-theme', {theme: 'JupyterLab Dark'})")
@@ -236,8 +252,9 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
     for index in range(WIDGETS):
         worst = page.evaluate(CONTRAST, [index, ".llm-attention-static"])
         assert worst["ratio"] >= 4.5, worst
-        background = page.locator(".llm-attention-static").nth(index).evaluate(
-            "n => getComputedStyle(n).backgroundColor")
+        background = (
+            page.locator(".llm-attention-static").nth(index).evaluate("n => getComputedStyle(n).backgroundColor")
+        )
         assert background in ("rgba(0, 0, 0, 0)", "transparent"), background  # the dark page shows through
     for index in range(2):  # the attribution and patching snapshots too
         background = page.locator(".llm-heatmap-static").nth(index).evaluate("n => getComputedStyle(n).backgroundColor")
@@ -267,23 +284,31 @@ def test_attention_views_in_notebook7(browser, notebook7):
     # The snapshot refresh (an update of the output) keeps the live views in Notebook 7 too: no errors.
     matrix.evaluate("n => { n.dataset.kept = 'yes'; }")
     matrix.locator(".llm-layer").select_option("12")
-    page.wait_for_selector(".llm-widget-fallback .llm-attention-static[data-layer='12'][data-view='matrix']",
-                           state="attached", timeout=30_000)
+    page.wait_for_selector(
+        ".llm-widget-fallback .llm-attention-static[data-layer='12'][data-view='matrix']",
+        state="attached",
+        timeout=30_000,
+    )
     assert matrix.get_attribute("data-kept") == "yes"
     assert not ours(errors), errors
     page.close()
 
 
-LONG_TEXT = 18 * ("The river bends twice before it reaches the town. In spring the water rises over the stones, "
-                  "and the children watch the boats carry timber down to the mill, where the old wheel still turns. ")
+LONG_TEXT = 18 * (
+    "The river bends twice before it reaches the town. In spring the water rises over the stones, "
+    "and the children watch the boats carry timber down to the mill, where the old wheel still turns. "
+)
 LONG_TEXT = LONG_TEXT.strip()
 
 
 @pytest.fixture(scope="module")
 def lab_long(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab-long-matrix")
-    _write_notebook(root, ["%load_ext llm_magics", "%llm load default",
-                           f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"], "long.ipynb")
+    _write_notebook(
+        root,
+        ["%load_ext llm_magics", "%llm load default", f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"],
+        "long.ipynb",
+    )
     yield from serve("lab", root)
 
 

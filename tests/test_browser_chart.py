@@ -1,5 +1,6 @@
 """The training chart in a real JupyterLab and headless Chromium: its height through window resizes (live and
 static), a reopened chart in a narrow output, the overlay's legend, and the raw loss line in Dark."""
+
 import nbformat
 import pytest
 
@@ -37,13 +38,16 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("chart")
     notebook = nbformat.v4.new_notebook()
     notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in [
-        "%load_ext llm_magics",
-        # live until the Stop button is pressed
-        f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --lr 0.003 --widget\n{CORPUS}",
-        # overlays the stopped run (--compare's default: the previous run on the same data)
-        f"%%llm train --from-scratch --steps 6 --seq-len 32 --batch-size 4 --lr 0.001 --widget\n{CORPUS}",
-    ]]
+    notebook.cells = [
+        nbformat.v4.new_code_cell(source)
+        for source in [
+            "%load_ext llm_magics",
+            # live until the Stop button is pressed
+            f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --lr 0.003 --widget\n{CORPUS}",
+            # overlays the stopped run (--compare's default: the previous run on the same data)
+            f"%%llm train --from-scratch --steps 6 --seq-len 32 --batch-size 4 --lr 0.001 --widget\n{CORPUS}",
+        ]
+    ]
     nbformat.write(notebook, root / "chart.ipynb")
     yield from serve("lab", root)
 
@@ -75,7 +79,9 @@ def _check_chart(page, errors, lab, browser):
     assert live[0] and live[0][0] > 300 and live[0] == live[1] == live[2], live
 
     page.locator("button:has-text('Stop')").first.click()
-    page.wait_for_function("document.querySelectorAll('.jp-RenderedPlotly .plot-container').length === 2", timeout=240_000)
+    page.wait_for_function(
+        "document.querySelectorAll('.jp-RenderedPlotly .plot-container').length === 2", timeout=240_000
+    )
     page.wait_for_function(IDLE, timeout=120_000)
     static = _resized_heights(page, ".jp-RenderedPlotly")
     assert len(static[0]) == 2 and min(static[0]) > 300 and static[0] == static[1] == static[2], static
@@ -89,9 +95,12 @@ def _check_chart(page, errors, lab, browser):
     page.wait_for_function("document.body.dataset.jpThemeLight === 'false'", timeout=30_000)
     page.wait_for_timeout(1000)
     # the trace plotly drew for the 'loss' data (its calcdata is bound to the trace's group)
-    ratios = page.eval_on_selector_all(".jp-RenderedPlotly", f"""ns => ns.map(n => ({STROKE_CONTRAST})(
+    ratios = page.eval_on_selector_all(
+        ".jp-RenderedPlotly",
+        f"""ns => ns.map(n => ({STROKE_CONTRAST})(
         [...n.querySelectorAll('.scatterlayer .trace')].find(g => g.__data__ && g.__data__[0].trace.name === 'loss')
-          .querySelector('path.js-line')))""")
+          .querySelector('path.js-line')))""",
+    )
     assert len(ratios) == 2
     assert min(ratios) >= 3, ratios
     page.screenshot(path=str(ARTIFACTS / "lab-chart-dark.png"))

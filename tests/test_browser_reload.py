@@ -1,6 +1,7 @@
 """The extension after a page reload, in a real JupyterLab and a real headless Chromium: the status bar and
 the runs panel come back from the kernel, the panel lists the run history and plots a run, and its Stop
 button stops a training in a busy kernel. Screenshots land in test-artifacts/."""
+
 import nbformat
 import pytest
 
@@ -28,15 +29,23 @@ def lab(tmp_path_factory):
     root = tmp_path_factory.mktemp("lab")
     for name in ("JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
         os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
-    _notebook(root, "reload.ipynb", [
-        "%load_ext llm_magics",
-        f"%%llm train --from-scratch --steps 20 --seq-len 32 --batch-size 4\n{CORPUS}",
-        "%llm load default",
-    ])
-    _notebook(root, "busy.ipynb", [
-        "%load_ext llm_magics",
-        f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
-    ])
+    _notebook(
+        root,
+        "reload.ipynb",
+        [
+            "%load_ext llm_magics",
+            f"%%llm train --from-scratch --steps 20 --seq-len 32 --batch-size 4\n{CORPUS}",
+            "%llm load default",
+        ],
+    )
+    _notebook(
+        root,
+        "busy.ipynb",
+        [
+            "%load_ext llm_magics",
+            f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
+        ],
+    )
     yield from serve("lab", root)
 
 
@@ -52,8 +61,10 @@ def _reload(page):
     page.reload()
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     # (a busy kernel's status stays unknown to the new page until the cell ends: its kernel_info waits)
-    page.wait_for_function("window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel"
-                           "?.connectionStatus === 'connected'", timeout=90_000)
+    page.wait_for_function(
+        "window.jupyterapp?.shell.currentWidget?.sessionContext?.session?.kernel?.connectionStatus === 'connected'",
+        timeout=90_000,
+    )
 
 
 def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(browser, lab):
@@ -110,8 +121,12 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     chart = page.locator("#llm-magics-panel .llm-active .llm-chart path")
     chart.wait_for(state="attached", timeout=30_000)
     first = len(chart.get_attribute("d").split("L"))
-    page.wait_for_function("(n) => document.querySelector('#llm-magics-panel .llm-active .llm-chart path')"
-                           ".getAttribute('d').split('L').length > n", arg=first, timeout=60_000)  # it streams
+    page.wait_for_function(
+        "(n) => document.querySelector('#llm-magics-panel .llm-active .llm-chart path')"
+        ".getAttribute('d').split('L').length > n",
+        arg=first,
+        timeout=60_000,
+    )  # it streams
     # The training cell: JupyterLab sends a running cell's outputs only to the page that ran it, so its
     # widget chart is not here (nor restored: the widget manager's comm_info waits behind the cell); the
     # extension draws the kernel's progress in that cell instead, and it keeps streaming.
@@ -120,17 +135,23 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     live = cell.locator(".llm-cell-live path")
     live.wait_for(state="attached", timeout=30_000)
     first = len(live.get_attribute("d").split("L"))
-    page.wait_for_function("(n) => document.querySelectorAll('.jp-Notebook .jp-Cell')[1]"
-                           ".querySelector('.llm-cell-live path').getAttribute('d').split('L').length > n",
-                           arg=first, timeout=60_000)
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('.jp-Notebook .jp-Cell')[1]"
+        ".querySelector('.llm-cell-live path').getAttribute('d').split('L').length > n",
+        arg=first,
+        timeout=60_000,
+    )
     assert "(live from the kernel)" in cell.locator(".llm-cell-live").text_content()
     cell.screenshot(path=str(ARTIFACTS / "lab-cell-after-reload.png"))
 
     page.locator("#llm-magics-panel .llm-stop").click()
     page.wait_for_function(IDLE, timeout=60_000)
-    page.wait_for_function("document.querySelector('#llm-magics-panel .llm-run-status') && "
-                           "document.querySelector('#llm-magics-panel .llm-run-status').textContent"
-                           ".startsWith('stopped at step')", timeout=30_000)
+    page.wait_for_function(
+        "document.querySelector('#llm-magics-panel .llm-run-status') && "
+        "document.querySelector('#llm-magics-panel .llm-run-status').textContent"
+        ".startsWith('stopped at step')",
+        timeout=30_000,
+    )
     assert page.locator("#llm-magics-panel .llm-active").count() == 0
     assert "Training ended" in cell.locator(".llm-cell-live").text_content()
     assert "train " not in page.locator(".llm-status-item").text_content()

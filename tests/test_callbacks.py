@@ -1,14 +1,15 @@
 """The step-callback protocol (llm_magics.training.callbacks) on real training runs, and the run kinds."""
+
 import json
 from pathlib import Path
 
 import pytest
 
-from support import DATA
 from llm_magics import Session
 from llm_magics import runs as run_history
-from llm_magics.kinds import RunKind
+from llm_magics.base.kinds import RunKind
 from llm_magics.training.callbacks import StepCallback
+from support import DATA
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 TINY = dict(from_scratch=True, seq_len=16, batch_size=2, progress=False)
@@ -43,8 +44,14 @@ def test_every_callback_method_is_called_in_order(tmp_path):
     eval_file = tmp_path / "eval.txt"
     eval_file.write_text(CORPUS[:600])
     journal, plain = Journal(), []
-    result = Session().train(text=CORPUS, eval_data=str(eval_file), eval_every=2, steps=4,
-                             on_step=[journal, lambda row, result: plain.append(row["step"])], **TINY)
+    result = Session().train(
+        text=CORPUS,
+        eval_data=str(eval_file),
+        eval_every=2,
+        steps=4,
+        on_step=[journal, lambda row, result: plain.append(row["step"])],
+        **TINY,
+    )
     calls = journal.calls
     assert calls[0] == ("record", result.record_id)
     assert {c[1] for c in calls if c[0] == "prepare"} >= {"reading", "tokenizing"}
@@ -65,8 +72,9 @@ def test_an_on_eval_can_stop_the_run(tmp_path):
         def on_eval(self, step, scores, result):
             result.stopped_early = True
 
-    result = Session().train(text=CORPUS, eval_data=str(eval_file), eval_every=3, steps=12,
-                             on_step=[StopAtFirstEval()], **TINY)
+    result = Session().train(
+        text=CORPUS, eval_data=str(eval_file), eval_every=3, steps=12, on_step=[StopAtFirstEval()], **TINY
+    )
     assert result.steps_done == 3 and result.stopped_early and not result.interrupted
     assert result.metrics["eval_loss"] == result.eval_history[-1]["eval_loss"]
 

@@ -1,15 +1,16 @@
 """Data through `datasets`: every input format trains, tokens are cached once, memory stays flat."""
+
 import json
 import os
 
 import numpy as np
 import pytest
 
-from support import DATA
 from llm_magics import Session
 from llm_magics.data import Preparation, encode, packed_tokens, read_corpus, token_stream
 from llm_magics.data import tokens as token_cache
 from llm_magics.training import byte_tokenizer
+from support import DATA
 
 WORDS = "the cat sat on mat dog log bird branch ate fish bone seed slept sun door nest".split()
 SENTENCES = [line for line in (DATA / "tiny_corpus.txt").read_text().split(". ") if line.strip()]
@@ -27,7 +28,7 @@ def generated_corpus(path, megabytes: int):
         for _ in range(megabytes):
             chunk = words[rng.integers(0, len(words), 300_000)].reshape(-1, 100)
             block = "\n\n".join(" ".join(row) for row in chunk) + "\n\n"
-            handle.write(block[:1 << 20].rsplit("\n\n", 1)[0] + "\n\n")
+            handle.write(block[: 1 << 20].rsplit("\n\n", 1)[0] + "\n\n")
     return path
 
 
@@ -63,8 +64,9 @@ def write_format(tmp_path, fmt: str) -> tuple[str, dict]:
         datasets.Dataset.from_list(rows).save_to_disk(str(path))
     elif fmt == "dataset_dict":  # the train split is read; the other split must not leak in
         path = tmp_path / "splits"
-        datasets.DatasetDict({"train": datasets.Dataset.from_list(rows),
-                              "test": datasets.Dataset.from_list([{"text": "held out"}] * 5)}).save_to_disk(str(path))
+        datasets.DatasetDict(
+            {"train": datasets.Dataset.from_list(rows), "test": datasets.Dataset.from_list([{"text": "held out"}] * 5)}
+        ).save_to_disk(str(path))
     else:  # the cell body
         return "-", {"text": "\n\n".join(docs)}
     return str(path), {}
@@ -73,8 +75,17 @@ def write_format(tmp_path, fmt: str) -> tuple[str, dict]:
 @pytest.mark.parametrize("fmt", ["txt", "jsonl", "json", "csv", "parquet", "folder", "save_to_disk", "body"])
 def test_each_format_trains_with_falling_loss(tmp_path, cache, tiny_config, fmt):
     data, extra = write_format(tmp_path, fmt)
-    result = Session().train(data=data, from_scratch=True, config=tiny_config, steps=12, batch_size=8, seq_len=32,
-                             lr=1e-2, progress=False, **extra)
+    result = Session().train(
+        data=data,
+        from_scratch=True,
+        config=tiny_config,
+        steps=12,
+        batch_size=8,
+        seq_len=32,
+        lr=1e-2,
+        progress=False,
+        **extra,
+    )
     assert result.steps_done == 12 and not result.interrupted
     assert result.final_loss < 0.8 * result.initial_loss
 
@@ -100,23 +111,42 @@ def test_record_shapes_finetune_from_files(tmp_path, cache, tiny_config):
     import datasets
 
     s = Session()
-    s.train(text="\n\n".join(documents(20)), from_scratch=True, config=tiny_config, steps=2, seq_len=32,
-            progress=False)
+    s.train(text="\n\n".join(documents(20)), from_scratch=True, config=tiny_config, steps=2, seq_len=32, progress=False)
     pairs = [{"prompt": f"Say {w}.", "response": f"{w} {w} {w}."} for w in WORDS]
     datasets.Dataset.from_list(pairs).to_parquet(str(tmp_path / "pairs.parquet"))
     chats = tmp_path / "chats.jsonl"
-    chats.write_text("\n".join(json.dumps({"messages": [{"role": "user", "content": p["prompt"]},
-                                                       {"role": "assistant", "content": p["response"]}]})
-                               for p in pairs))
+    chats.write_text(
+        "\n".join(
+            json.dumps(
+                {
+                    "messages": [
+                        {"role": "user", "content": p["prompt"]},
+                        {"role": "assistant", "content": p["response"]},
+                    ]
+                }
+            )
+            for p in pairs
+        )
+    )
     for data in (tmp_path / "pairs.parquet", chats):
         result = s.finetune(data=str(data), steps=15, batch_size=8, lr=1e-2, seq_len=64, progress=False)
         assert result.steps_done == 15 and result.final_loss < 0.8 * result.initial_loss
-    labelled = [{"review": f"{w} is good", "label": "pos"} for w in WORDS] + \
-               [{"review": f"{w} is bad", "label": "neg"} for w in WORDS]
+    labelled = [{"review": f"{w} is good", "label": "pos"} for w in WORDS] + [
+        {"review": f"{w} is bad", "label": "neg"} for w in WORDS
+    ]
     datasets.Dataset.from_list(labelled).to_csv(str(tmp_path / "labels.csv"))
-    result = s.finetune(data=str(tmp_path / "labels.csv"), eval_data=str(tmp_path / "labels.csv"), task="classify",
-                        labels="neg,pos", text_field="review", steps=20, batch_size=8, lr=1e-2, seq_len=32,
-                        progress=False)
+    result = s.finetune(
+        data=str(tmp_path / "labels.csv"),
+        eval_data=str(tmp_path / "labels.csv"),
+        task="classify",
+        labels="neg,pos",
+        text_field="review",
+        steps=20,
+        batch_size=8,
+        lr=1e-2,
+        seq_len=32,
+        progress=False,
+    )
     assert result.final_loss < result.initial_loss and result.metrics["accuracy"] > 0.5
     score = s.eval("accuracy", data=str(tmp_path / "labels.csv"), text_field="review", progress=False)
     assert score.examples == len(labelled)
@@ -126,21 +156,42 @@ def test_tokens_are_cached_and_reused(tmp_path, cache, tiny_config):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(documents(200)))
     stages = []
-    first = Session().train(data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=32,
-                            progress=False, on_prepare=[lambda stage, done, total: stages.append(stage)])
+    first = Session().train(
+        data=str(corpus),
+        from_scratch=True,
+        config=tiny_config,
+        steps=3,
+        seq_len=32,
+        progress=False,
+        on_prepare=[lambda stage, done, total: stages.append(stage)],
+    )
     assert "tokenizing" in stages
     shards = {p: p.stat().st_mtime_ns for p in (cache / "tokens").rglob("*.arrow")}
     assert shards and all((p.parent / "done.json").is_file() for p in shards)
     stages.clear()
-    second = Session().train(data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=32,
-                             progress=False, on_prepare=[lambda stage, done, total: stages.append(stage)])
+    second = Session().train(
+        data=str(corpus),
+        from_scratch=True,
+        config=tiny_config,
+        steps=3,
+        seq_len=32,
+        progress=False,
+        on_prepare=[lambda stage, done, total: stages.append(stage)],
+    )
     assert "tokenizing" not in stages and "reading" in stages  # the second run does not tokenize
     assert {p: p.stat().st_mtime_ns for p in (cache / "tokens").rglob("*.arrow")} == shards
     assert second.history == [{**row, "elapsed": row2["elapsed"]} for row, row2 in zip(first.history, second.history)]
     corpus.write_text("\n\n".join(documents(150)))  # a changed file is tokenized again
     stages.clear()
-    Session().train(data=str(corpus), from_scratch=True, config=tiny_config, steps=1, seq_len=32, progress=False,
-                    on_prepare=[lambda stage, done, total: stages.append(stage)])
+    Session().train(
+        data=str(corpus),
+        from_scratch=True,
+        config=tiny_config,
+        steps=1,
+        seq_len=32,
+        progress=False,
+        on_prepare=[lambda stage, done, total: stages.append(stage)],
+    )
     assert "tokenizing" in stages
 
 
@@ -196,8 +247,9 @@ def test_50mb_corpus_trains_with_flat_memory(tmp_path, cache, tiny_config):
     sampler = threading.Thread(target=sample_every_5ms, daemon=True)
     sampler.start()
     try:
-        result = Session().train(data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=64,
-                                 progress=False)
+        result = Session().train(
+            data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=64, progress=False
+        )
     finally:
         done.set()
         sampler.join()
@@ -212,8 +264,11 @@ def test_magic_data_options(shell, capsys, tmp_path, cache, tiny_config):
     from support import run
 
     data, _ = write_format(tmp_path, "csv")
-    result = run(shell, f"train --from-scratch --config {tiny_config} --steps 3 --seq-len 32 --no-progress "
-                 f"--no-widget --data {data} --text-field body --sample-docs 20 --max-tokens 600")
+    result = run(
+        shell,
+        f"train --from-scratch --config {tiny_config} --steps 3 --seq-len 32 --no-progress "
+        f"--no-widget --data {data} --text-field body --sample-docs 20 --max-tokens 600",
+    )
     assert result.steps_done == 3 and "train: 3/3 steps" in capsys.readouterr().out
     score = run(shell, f"eval --metric perplexity --data {data} --text-field body --max-tokens 300 --seq-len 32")
     assert score.value > 1 and score.metric == "perplexity"

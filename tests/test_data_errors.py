@@ -1,5 +1,6 @@
 """Bad data is one clear line (issue #9), and stopping while data is read or tokenized is quick and
 leaves the cache consistent."""
+
 import json
 import os
 import signal
@@ -9,11 +10,11 @@ import threading
 import time
 
 import pytest
+from test_data import documents, generated_corpus
 
-from support import ROOT, run
 from llm_magics import LLMError, Session
 from llm_magics.data import tokens as token_cache
-from test_data import documents, generated_corpus
+from support import ROOT, run
 
 
 def one_line(capsys) -> str:
@@ -25,12 +26,12 @@ def one_line(capsys) -> str:
 def test_txt_whose_lines_start_with_a_brace_trains_as_text(tmp_path, cache, tiny_config):
     corpus = tmp_path / "code.txt"
     corpus.write_text("\n".join(["{ this is not json", '{"neither": is this', "{}"] * 30))
-    result = Session().train(data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=32,
-                             progress=False)
+    result = Session().train(
+        data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=32, progress=False
+    )
     assert result.steps_done == 3
     with pytest.raises(LLMError, match="line 1: invalid JSON"):  # the cell body is still sniffed
-        Session().train(text="{ this is not json\n{}", from_scratch=True, config=tiny_config, steps=1,
-                        progress=False)
+        Session().train(text="{ this is not json\n{}", from_scratch=True, config=tiny_config, steps=1, progress=False)
 
 
 def test_bad_messages_name_the_row(shell, capsys, magic_session, tmp_path, cache):
@@ -99,10 +100,15 @@ def test_out_of_memory_while_reading_or_tokenizing_is_one_line(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(("word " * 200 + "\n\n") * 40_000)
     # Arrow's system allocator honours the address-space limit (its default pool reserves a big arena).
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "ARROW_DEFAULT_MEMORY_POOL": "system",
-           "LLM_MAGICS_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(corpus)], capture_output=True, text=True,
-                          env=env, timeout=300)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "ARROW_DEFAULT_MEMORY_POOL": "system",
+        "LLM_MAGICS_CACHE": str(tmp_path / "cache"),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(corpus)], capture_output=True, text=True, env=env, timeout=300
+    )
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 2, done.stdout + done.stderr[-2000:]
     assert lines[0].startswith(f"LLMError: out of memory while tokenizing {corpus}")
@@ -138,8 +144,13 @@ def test_interrupting_tokenization_stops_within_a_second(tmp_path, cache, tiny_c
     corpus.write_text("\n\n".join(documents(40_000)))  # ~1.5 MB: a few seconds of small batches
     s, marks = Session(), {}
     s.train(text="warm up", from_scratch=True, config=tiny_config, steps=1, progress=False)
-    result = s.train(data=str(corpus), steps=5, seq_len=32, progress=False,
-                     on_prepare=[stop_when("tokenizing", how, s, marks, delay=0.2)])
+    result = s.train(
+        data=str(corpus),
+        steps=5,
+        seq_len=32,
+        progress=False,
+        on_prepare=[stop_when("tokenizing", how, s, marks, delay=0.2)],
+    )
     elapsed = time.monotonic() - marks["stopped_at"]
     assert result.interrupted and result.steps_done == 0 and elapsed < 1.0
     assert result.summary() == "train: stopped before the first step"
@@ -155,8 +166,13 @@ def test_interrupting_while_reading_stops_within_a_second(tmp_path, cache, tiny_
     corpus = generated_corpus(tmp_path / "big.txt", 30)
     s, marks = Session(), {}
     s.train(text="warm up", from_scratch=True, config=tiny_config, steps=1, progress=False)
-    result = s.train(data=str(corpus), steps=5, seq_len=32, progress=False,
-                     on_prepare=[stop_when("reading", "sigint", s, marks, delay=0.1)])
+    result = s.train(
+        data=str(corpus),
+        steps=5,
+        seq_len=32,
+        progress=False,
+        on_prepare=[stop_when("reading", "sigint", s, marks, delay=0.1)],
+    )
     elapsed = time.monotonic() - marks["stopped_at"]
     assert result.interrupted and result.steps_done == 0 and elapsed < 1.0
     assert ("reading", 1) not in marks["stages"]  # it stopped inside datasets' reader

@@ -1,13 +1,14 @@
 """The rows of docs/errors.md that no other test covered: each bad input gets its one line, from the
 magic (no traceback) or as an LLMError from the API, and changes nothing."""
+
 import json
 
 import pytest
 import torch
 
 import llm_magics
-from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
+from support import DATA, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 SMALL = dict(seq_len=16, batch_size=2, progress=False)
@@ -29,8 +30,12 @@ def test_resume_at_or_past_steps(shell, capsys, tmp_path):
     checkpoint = tmp_path / "checkpoint-2"
     capsys.readouterr()
     for steps in (2, 1):
-        run(shell, f"train --from-scratch --steps {steps} --seq-len 16 --batch-size 2 --no-widget --no-progress "
-                   f"--resume {checkpoint}", CORPUS)
+        run(
+            shell,
+            f"train --from-scratch --steps {steps} --seq-len 16 --batch-size 2 --no-widget --no-progress "
+            f"--resume {checkpoint}",
+            CORPUS,
+        )
         line = one_error_line(capsys)
         assert f"--resume {checkpoint} is at step 2; ask for more --steps than that" in line
 
@@ -41,8 +46,11 @@ def test_finetune_resume_with_another_models_weights(tmp_path):
     other.train(text=CORPUS, from_scratch=True, arch="gpt2", steps=1, **SMALL)
     before = {k: v.clone() for k, v in other.model.state_dict().items()}
     checkpoint = tmp_path / "a" / "checkpoint-2"
-    with pytest.raises(LLMError, match=r"--resume .*checkpoint-2: its weights do not fit .* \(another model's "
-                                       r"checkpoint\?\)") as error:
+    with pytest.raises(
+        LLMError,
+        match=r"--resume .*checkpoint-2: its weights do not fit .* \(another model's "
+        r"checkpoint\?\)",
+    ) as error:
         other.finetune(text=CORPUS, steps=4, resume=str(checkpoint), **SMALL)
     assert "\n" not in str(error.value)
     assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())  # nothing replaced
@@ -67,8 +75,10 @@ def test_finetune_resume_starts_from_the_checkpoints_weights(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())
     seen = []
     hook = other.model.register_forward_pre_hook(
-        lambda module, args: seen.append({k: v.detach().clone() for k, v in module.state_dict().items()})
-        if not seen else None)
+        lambda module, args: (
+            seen.append({k: v.detach().clone() for k, v in module.state_dict().items()}) if not seen else None
+        )
+    )
     try:
         result = other.finetune(text=CORPUS, steps=3, resume=str(tmp_path / "f" / "checkpoint-2"), **SMALL)
     finally:
@@ -83,25 +93,40 @@ def test_unreadable_trainer_state(shell, capsys, tmp_path):
     state = checkpoint / "trainer_state.pt"
     state.write_bytes(state.read_bytes()[:100])  # cut short
     capsys.readouterr()
-    run(shell, f"train --from-scratch --steps 4 --seq-len 16 --batch-size 2 --no-widget --no-progress "
-               f"--resume {checkpoint}", CORPUS)
+    run(
+        shell,
+        f"train --from-scratch --steps 4 --seq-len 16 --batch-size 2 --no-widget --no-progress --resume {checkpoint}",
+        CORPUS,
+    )
     assert f"--resume {checkpoint}: trainer_state.pt is unreadable (" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("content, expected", [
-    ('{"model_type": "llama", ', "cfg.json is not valid JSON: Expecting"),
-    ('[1, 2]', "cfg.json must hold one JSON object of config fields"),
-    ('{"model_type": "x"}', "cfg.json: unknown model_type 'x' (e.g. llama or gpt2)"),
-    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, "num_key_value_heads": 3}',
-     "cfg.json: num_attention_heads (8) must be divisible by num_key_value_heads (3)"),
-    ('{"model_type": "gpt2", "n_embd": 64, "n_head": 2, "n_layer": "2"}',
-     "cfg.json: Field 'n_layer' expected int, got str (value: '2')"),
-    ('{"model_type": "gpt2", "n_embd": -64, "n_head": 2}', "cfg.json: n_embd must be a whole number >= 1; got -64"),
-    ('{"model_type": "gpt2", "resid_pdrop": 1.5}', "cfg.json: resid_pdrop must be a probability in [0, 1); got 1.5"),
-    # llama's own check, kept in its words
-    ('{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}',
-     "cfg.json: The hidden size (64) is not a multiple of the number of attention heads (5)."),
-])
+@pytest.mark.parametrize(
+    "content, expected",
+    [
+        ('{"model_type": "llama", ', "cfg.json is not valid JSON: Expecting"),
+        ("[1, 2]", "cfg.json must hold one JSON object of config fields"),
+        ('{"model_type": "x"}', "cfg.json: unknown model_type 'x' (e.g. llama or gpt2)"),
+        (
+            '{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 8, "num_key_value_heads": 3}',
+            "cfg.json: num_attention_heads (8) must be divisible by num_key_value_heads (3)",
+        ),
+        (
+            '{"model_type": "gpt2", "n_embd": 64, "n_head": 2, "n_layer": "2"}',
+            "cfg.json: Field 'n_layer' expected int, got str (value: '2')",
+        ),
+        ('{"model_type": "gpt2", "n_embd": -64, "n_head": 2}', "cfg.json: n_embd must be a whole number >= 1; got -64"),
+        (
+            '{"model_type": "gpt2", "resid_pdrop": 1.5}',
+            "cfg.json: resid_pdrop must be a probability in [0, 1); got 1.5",
+        ),
+        # llama's own check, kept in its words
+        (
+            '{"model_type": "llama", "hidden_size": 64, "num_attention_heads": 5}',
+            "cfg.json: The hidden size (64) is not a multiple of the number of attention heads (5).",
+        ),
+    ],
+)
 def test_config_file_errors(shell, capsys, tmp_path, content, expected):
     config = tmp_path / "cfg.json"
     config.write_text(content)
@@ -116,8 +141,10 @@ def test_bleu_with_no_new_tokens(shell, capsys, magic_session):
     assert "--max-new-tokens must be at least 1; got 0" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("option, expected", [("--max-tokens 1", "--max-tokens must be at least 2"),
-                                              ("--sample-docs 0", "--sample-docs must be at least 1")])
+@pytest.mark.parametrize(
+    "option, expected",
+    [("--max-tokens 1", "--max-tokens must be at least 2"), ("--sample-docs 0", "--sample-docs must be at least 1")],
+)
 def test_data_limits(shell, capsys, tmp_path, option, expected):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
@@ -183,11 +210,15 @@ def test_attribute_steps_and_new_tokens_of_zero(shell, capsys):
 def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):
     """A tiny classifier (--task classify on MiniLM, one step): --target must be one of its labels."""
     rows = tmp_path / "rows.jsonl"
-    rows.write_text("".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in
-                            [("good film", "pos"), ("bad film", "neg")] * 4))
+    rows.write_text(
+        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", "pos"), ("bad film", "neg")] * 4)
+    )
     run(shell, "load minilm")
-    run(shell, f"finetune --task classify --labels neg,pos --data {rows} --steps 1 --batch-size 2 --seq-len 16 "
-               "--no-widget --no-progress")
+    run(
+        shell,
+        f"finetune --task classify --labels neg,pos --data {rows} --steps 1 --batch-size 2 --seq-len 16 "
+        "--no-widget --no-progress",
+    )
     capsys.readouterr()
     run(shell, "attribute --target maybe a good film")
     assert one_error_line(capsys) == "llm attribute: --target 'maybe' is not one of the classifier's labels: neg, pos"

@@ -1,13 +1,14 @@
 """%%llm eval with the field's metric libraries, on real models; each score checked against the same
 library (or a plain transformers loop) called directly on the same inputs."""
+
 import json
 import math
 
 import pytest
 import torch
 
-from support import DATA, run
 from llm_magics import LLMError, Session
+from support import DATA, run
 
 
 def test_perplexity_drops_after_training(tmp_path):
@@ -23,9 +24,13 @@ def test_perplexity_drops_after_training(tmp_path):
 
 # ---- perplexity: exp(mean NLL) of a plain transformers loop over the same windows ----
 
+
 def test_perplexity_equals_a_plain_transformers_loop(session, cache, tmp_path):
-    docs = ["The cat sat on the mat.", "It was a sunny day and the children played in the park.",
-            "Dogs bark, birds sing, and the river runs to the sea."]
+    docs = [
+        "The cat sat on the mat.",
+        "It was a sunny day and the children played in the park.",
+        "Dogs bark, birds sing, and the river runs to the sea.",
+    ]
     path = tmp_path / "docs.txt"
     path.write_text("\n\n".join(docs))
     seq_len = 8
@@ -38,7 +43,7 @@ def test_perplexity_equals_a_plain_transformers_loop(session, cache, tmp_path):
     nll, count = 0.0, 0
     with torch.no_grad():
         for start in range(0, len(ids), seq_len):  # non-overlapping windows, the last one shorter
-            window = torch.tensor([ids[start:start + seq_len]], device=session.loaded.device)
+            window = torch.tensor([ids[start : start + seq_len]], device=session.loaded.device)
             if window.shape[1] < 2:
                 continue
             logits = model(input_ids=window).logits.double()
@@ -51,16 +56,22 @@ def test_perplexity_equals_a_plain_transformers_loop(session, cache, tmp_path):
 
 # ---- BLEU / ROUGE: sacrebleu and rouge-score on the same (greedy) generations ----
 
+
 def reference_answers(session, prompts, max_new_tokens):
     """Greedy answers with plain transformers: chat template, generate, decode the new tokens."""
     tokenizer, model = session.tokenizer, session.model
     answers = []
     for prompt in prompts:
-        inputs = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                               return_dict=True, return_tensors="pt").to(session.loaded.device)
-        out = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id)
-        answers.append(tokenizer.decode(out[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        inputs = tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, return_dict=True, return_tensors="pt"
+        ).to(session.loaded.device)
+        out = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
+        )
+        answers.append(tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip())
     return answers
 
 

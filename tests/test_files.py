@@ -1,11 +1,12 @@
-"""Atomic folder writes (llm_magics.files.staged_folder), the one helper behind save, checkpoints and the
+"""Atomic folder writes (llm_magics.base.files.staged_folder), the one helper behind save, checkpoints and the
 GGUF conversion cache: on real folders, with a real SIGINT during the swap."""
+
 import os
 import signal
 
 import pytest
 
-from llm_magics.files import staged_folder
+from llm_magics.base.files import staged_folder
 
 
 def test_a_finished_write_replaces_the_folder_whole(tmp_path):

@@ -61,8 +61,9 @@ def test_chat_answers_and_keeps_history(session):
 def test_system_prompt_changes_the_answer(session):
     plain = session.chat("Who are you?", do_sample=False, max_new_tokens=20).text
     session.reset_chat()
-    pirate = session.chat("Who are you?", system="You are Captain Hook, a pirate. Always say Arr.",
-                          do_sample=False, max_new_tokens=20).text
+    pirate = session.chat(
+        "Who are you?", system="You are Captain Hook, a pirate. Always say Arr.", do_sample=False, max_new_tokens=20
+    ).text
     assert plain != pirate
 
 

@@ -1,6 +1,7 @@
 """What a notebook shows during waits and after runs, in a real kernel (nbclient): a status line before each
 long silent wait (presence and order, not timing), progress bars whose saved text is their final state,
 generate's closing line, and which model a finetune after --from-scratch tunes."""
+
 import re
 
 import nbformat
@@ -33,8 +34,9 @@ def test_status_lines_bars_and_closing_lines_in_a_kernel(tmp_path):
         f"%%llm attention\n{LONG_TEXT}",
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     load, chart, train, finetune, generate, attention = (_texts(c) for c in notebook.cells)
 
     # %load_ext: the status line comes first, before anything torch or transformers print while importing.

@@ -1,12 +1,13 @@
 """The JupyterLab extension's own (jest) tests, and its command list kept in step with the magics."""
+
 import json
 import shutil
 import subprocess
 
 import pytest
 
-from support import ROOT
 from llm_magics.magics import command_spec
+from support import ROOT
 
 LABEXTENSION = ROOT / "labextension"
 
@@ -39,7 +40,6 @@ def test_prebuilt_extension_is_in_the_package():
 def test_kernel_side_snapshot_and_throttled_progress():
     from llm_magics import Session
     from llm_magics.frontend import FrontendBridge, snapshot
-
     from support import DATA
 
     class Comm:  # the frontend's end of the comm (no kernel here): what reaches JupyterLab
@@ -66,8 +66,22 @@ def test_wheel_ships_the_prebuilt_extension(tmp_path):
     import sys
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                    str(tmp_path), str(ROOT)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+    )
     names = zipfile.ZipFile(next(tmp_path.glob("llm_magics-*.whl"))).namelist()
     shared = [n for n in names if "/share/jupyter/labextensions/llm-magics/" in n]
     assert any(n.endswith("/package.json") for n in shared)
@@ -110,19 +124,25 @@ def test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains(tmp_pat
     from support import DATA
 
     corpus = json.dumps((DATA / "tiny_corpus.txt").read_text() * 3)
-    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path),
-                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    manager, client = start_new_kernel(
+        kernel_name="python3", cwd=str(tmp_path), env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     try:
         client.execute_interactive("%load_ext llm_magics\nimport llm_magics", timeout=120)
         reply = client.comm_info(target_name="llm_magics", reply=True, timeout=30)
         comms = list(reply["content"]["comms"])
         assert len(comms) == 1  # opened at %load_ext: a page can find it before anything is loaded
-        client.execute_interactive(f"_ = llm_magics.session.train(text={corpus}, from_scratch=True, steps=12, "
-                                   "seq_len=32, progress=False)", timeout=300)
+        client.execute_interactive(
+            f"_ = llm_magics.session.train(text={corpus}, from_scratch=True, steps=12, seq_len=32, progress=False)",
+            timeout=300,
+        )
 
         # the page's own comm: its opening asks for a snapshot
-        _comm(client, "comm_open", {"comm_id": "page", "target_name": "llm_magics",
-                                    "data": {"type": "request", "request_id": "r1"}})
+        _comm(
+            client,
+            "comm_open",
+            {"comm_id": "page", "target_name": "llm_magics", "data": {"type": "request", "request_id": "r1"}},
+        )
         _, status = _our_messages(client, 30, lambda d, _: d["type"] == "status" and d["reply_to"] == "r1")
         assert status["status"]["model"].startswith("from-scratch") and status["active"] is None
         (run,) = status["runs"]
@@ -136,13 +156,18 @@ def test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains(tmp_pat
         assert "not in this kernel" in unknown["error"]
 
         # A cell that trains for long: the main shell is busy, a subshell answers (ipykernel 7, JEP 91).
-        client.execute(f"llm_magics.session.train(text={corpus}, from_scratch=True, steps=100000, seq_len=32, "
-                       "progress=False)")
+        client.execute(
+            f"llm_magics.session.train(text={corpus}, from_scratch=True, steps=100000, seq_len=32, progress=False)"
+        )
         _our_messages(client, 120, lambda d, _: d["type"] == "status" and d["active"] and d["active"]["step"] >= 3)
         client.control_channel.send(client.session.msg("create_subshell_request", {}))
         subshell = client.get_control_msg(timeout=30)["content"]["subshell_id"]
-        _comm(client, "comm_open", {"comm_id": "reloaded", "target_name": "llm_magics",
-                                    "data": {"type": "request", "request_id": "r2"}}, subshell=subshell)
+        _comm(
+            client,
+            "comm_open",
+            {"comm_id": "reloaded", "target_name": "llm_magics", "data": {"type": "request", "request_id": "r2"}},
+            subshell=subshell,
+        )
         # the reply to this request (not one of the throttled pushes), while the cell trains
         _, live = _our_messages(client, 10, lambda d, _: d["type"] == "status" and d["reply_to"] == "r2")
         assert live["active"] and len(live["active"]["loss_curve"]) >= 3
@@ -152,8 +177,9 @@ def test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains(tmp_pat
         _, again = _our_messages(client, 10, lambda d, _: d["type"] == "history")
         assert again["loss"] == curves["loss"]
         manager.interrupt_kernel()
-        _, ended = _our_messages(client, 120, lambda d, _: d["type"] == "status" and d["active"] is None
-                                 and len(d["runs"]) == 2)
+        _, ended = _our_messages(
+            client, 120, lambda d, _: d["type"] == "status" and d["active"] is None and len(d["runs"]) == 2
+        )
         assert ended["runs"][1]["status"].startswith("stopped at step")
     finally:
         client.stop_channels()

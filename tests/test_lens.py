@@ -1,12 +1,13 @@
 """The logit lens against a reference computed with plain transformers (output_hidden_states=True)."""
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from support import run
 from llm_magics import LLMError, Session
+from llm_magics.inspect.lens import logit_lens
 from llm_magics.views.attention import AttentionView
-from llm_magics.lens import logit_lens
+from support import run
 
 TEXT = "The cat sat on the mat because it was"
 
@@ -30,8 +31,9 @@ def test_lens_equals_final_norm_and_unembedding_of_each_hidden_state(session):
             torch.testing.assert_close(lens.top_probs[row], top.values, atol=1e-4, rtol=0)
             assert torch.equal(lens.top_ids[row, :, 0], top.indices[:, 0])
         # The last row is the model's own next-token distribution.
-        torch.testing.assert_close(lens.top_probs[-1], torch.softmax(out.logits[0], -1).topk(5).values,
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            lens.top_probs[-1], torch.softmax(out.logits[0], -1).topk(5).values, atol=1e-4, rtol=0
+        )
     assert lens.rows[0] == "embeddings" and lens.rows[-1] == "layer 29"
     assert lens.tokens[-1] == " was" and len(lens.top_tokens[-1]) == len(lens.tokens)
     assert lens.top_tokens[-1][-1][0] == loaded.tokenizer.decode([int(out.logits[0, -1].argmax())])
@@ -81,7 +83,7 @@ def test_lens_target_mode_against_a_hand_softmax(session):
             logits = (normed @ unembedding.T).double()
             probs = torch.softmax(logits, -1)
             torch.testing.assert_close(lens.target_probs[row].double(), probs[:, target], atol=1e-5, rtol=1e-3)
-            ranks = (logits > logits[:, target:target + 1]).sum(-1) + 1
+            ranks = (logits > logits[:, target : target + 1]).sum(-1) + 1
             assert (lens.target_ranks[row] - ranks).abs().max() <= 1  # ties within float rounding only
     assert lens.target_ranks.shape == lens.target_probs.shape == (31, len(lens.tokens))
     assert lens.target_ranks[-1, -1] < lens.target_ranks[1, -1]  # the last layer ranks ' tired' higher
@@ -97,8 +99,10 @@ def test_lens_target_magic_and_its_errors(shell, capsys, magic_session):
     capsys.readouterr()
     run(shell, "lens --target '' The cat sat")
     err = capsys.readouterr().err.strip()
-    assert err == "llm lens: --target '' tokenizes to nothing: give the token whose probability to follow, " \
+    assert (
+        err == "llm lens: --target '' tokenizes to nothing: give the token whose probability to follow, "
         "e.g. --target ' Paris'"
+    )
     # A long word: whole tokens in the saved table, never cut.
     view = run(shell, "lens The struggling mathematicians")
     assert all(t.replace(" ", "·") in view.static_html() for t in view.tokens)
@@ -128,12 +132,13 @@ def test_widget_lens_reads_out_only_the_window_in_view(session):
         lens = view.lens
         assert lens["start"] == start and len(lens["tokens"][0]) == LENS_WINDOW
         assert lens["tokens"] == [row[start : start + LENS_WINDOW] for row in full.top_tokens]
-        torch.testing.assert_close(torch.tensor(lens["probs"]), full.top_probs[:, start : start + LENS_WINDOW],
-                                   atol=1e-4, rtol=0)
+        torch.testing.assert_close(
+            torch.tensor(lens["probs"]), full.top_probs[:, start : start + LENS_WINDOW], atol=1e-4, rtol=0
+        )
         assert lens["target"]["ranks"] == full.target_ranks[:, -1].tolist()
     view.lens_start = n  # past the end: the last window
     assert view.lens["start"] == n - LENS_WINDOW
     static = view.static_html()
-    assert static.count("<th style=\"padding:2px 4px") == LENS_WINDOW  # the window's columns only
+    assert static.count('<th style="padding:2px 4px') == LENS_WINDOW  # the window's columns only
     view.view = "matrix"  # an attention view captures the attention now
     assert view.captured is not None and (view.shown_layer, view.shown_head) == (29, -1)

@@ -1,6 +1,7 @@
 """A 4,096-token text in the attention widget and in the widget opened on its logit lens, within the memory
 goal: each measured in its own subprocess (its own heap) with psutil, peak RSS above the RSS once the model is
 loaded. (Opening the lens tab in a widget that already holds the attention holds both: about 1.9 GB at 4k.)"""
+
 import json
 import os
 import subprocess
@@ -64,8 +65,9 @@ print(json.dumps({"tokens": len(view.tokens), "steps": steps, **result}))
 
 def measured(mode: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", CHILD, str(TOKENS), mode], capture_output=True, text=True,
-                          env=env, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, str(TOKENS), mode], capture_output=True, text=True, env=env, timeout=900
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
 

@@ -1,4 +1,5 @@
 """%%llm lr-find: fastai's suggestions on a hand-made curve, a real sweep, and a bit-for-bit restore."""
+
 import json
 import random
 
@@ -6,9 +7,8 @@ import numpy as np
 import pytest
 import torch
 
+from llm_magics import LLMError, Session, lr_finder
 from support import DATA, one_error_line, run
-from llm_magics import LLMError, Session
-from llm_magics import lr_finder
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 SMALL = dict(seq_len=16, batch_size=2, progress=False)
@@ -41,8 +41,11 @@ def fastai_steep(lrs, losses, num_it):
 
 
 def fastai_suggestions(all_lrs, all_losses, num_it):
-    lrs, losses = torch.tensor(all_lrs[num_it // 10:-5]), torch.tensor(all_losses[num_it // 10:-5])
-    return {f.__name__.removeprefix("fastai_"): f(lrs, losses, num_it) for f in (fastai_valley, fastai_minimum, fastai_steep)}
+    lrs, losses = torch.tensor(all_lrs[num_it // 10 : -5]), torch.tensor(all_losses[num_it // 10 : -5])
+    return {
+        f.__name__.removeprefix("fastai_"): f(lrs, losses, num_it)
+        for f in (fastai_valley, fastai_minimum, fastai_steep)
+    }
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -86,11 +89,12 @@ def test_a_sweep_restores_the_full_model_and_rng_bit_for_bit():
     used = [row["lr_used"] for row in result.history]
     assert used == pytest.approx([1e-7 * 1e8 ** (k / 30) for k in range(result.steps_done)], rel=1e-9)
     assert [row["lr"] for row in result.history] == pytest.approx(
-        [1e-7 * 1e8 ** (k / 30) for k in range(1, result.steps_done + 1)], rel=1e-9)
+        [1e-7 * 1e8 ** (k / 30) for k in range(1, result.steps_done + 1)], rel=1e-9
+    )
     # stopped at 4x the best smoothed loss, or ran to the end
     smoothed = [row["smoothed_loss"] for row in result.history]
     assert result.steps_done == 30 or smoothed[-1] > 4 * min(smoothed)
-    assert all(s <= 4 * min(smoothed[:i + 1]) for i, s in enumerate(smoothed[:-1]))
+    assert all(s <= 4 * min(smoothed[: i + 1]) for i, s in enumerate(smoothed[:-1]))
     expected = fastai_suggestions(used, smoothed, 30)
     assert result.suggested_lr == pytest.approx(expected["valley"], rel=1e-6)  # the oracle is float32
     assert s.suggested_lr == result.suggested_lr
@@ -118,8 +122,10 @@ def test_a_lora_sweep_leaves_the_model_without_an_adapter_bit_for_bit(tmp_path):
 
 def test_lr_find_magic_plots_and_sets_the_suggestion(shell, capsys):
     run(shell, "train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --lr suggested", CORPUS)
-    assert one_error_line(capsys) == \
-        "llm train: --lr suggested needs an earlier `%%llm lr-find` (none is recorded in the runs dir)"
+    assert (
+        one_error_line(capsys)
+        == "llm train: --lr suggested needs an earlier `%%llm lr-find` (none is recorded in the runs dir)"
+    )
     run(shell, "train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress", CORPUS)
     result = run(shell, "lr-find --num-steps 20 --seq-len 16 --batch-size 2 --no-progress", CORPUS)
     out = capsys.readouterr().out

@@ -1,4 +1,5 @@
 """The magics through a real IPython InteractiveShell, on the real packaged weights."""
+
 import html
 import json
 
@@ -15,8 +16,17 @@ def test_help_lists_every_command_and_option(shell, capsys):
         assert command in out
     run(shell, "generate --help", "Once upon a time")
     out = capsys.readouterr().out
-    for option in ("--max-new-tokens", "--temperature", "--top-k", "--top-p", "--repetition-penalty",
-                   "--num-return-sequences", "--seed", "--do-sample", "--greedy"):
+    for option in (
+        "--max-new-tokens",
+        "--temperature",
+        "--top-k",
+        "--top-p",
+        "--repetition-penalty",
+        "--num-return-sequences",
+        "--seed",
+        "--do-sample",
+        "--greedy",
+    ):
         assert option in out
 
 
@@ -35,10 +45,21 @@ def _sections(help_text: str) -> dict[str, list[str]]:
 def test_help_lists_shared_options_under_their_headings(shell, capsys):
     run(shell, "train --help")
     train = _sections(capsys.readouterr().out)
-    assert {"data", "optimization", "evaluation, checkpoints and records", "early stopping", "the run", "engine",
-            "the model trained"} <= set(train), train
-    assert "--lr" in train["optimization"] and "--eval-data" in train["data"] and "--early-stopping" in train[
-        "early stopping"] and "--from-scratch" in train["the model trained"]
+    assert {
+        "data",
+        "optimization",
+        "evaluation, checkpoints and records",
+        "early stopping",
+        "the run",
+        "engine",
+        "the model trained",
+    } <= set(train), train
+    assert (
+        "--lr" in train["optimization"]
+        and "--eval-data" in train["data"]
+        and "--early-stopping" in train["early stopping"]
+        and "--from-scratch" in train["the model trained"]
+    )
     run(shell, "chat --help", "hi")
     chat = _sections(capsys.readouterr().out)
     assert "--temperature" in chat["sampling"] and "--system" in chat["options"], chat
@@ -95,8 +116,9 @@ def test_playground_and_generate_magics_take_chat_and_system(shell, capsys, magi
     tokenizer = magic_session.tokenizer
 
     def templated(messages):  # the oracle: the tokenizer's own chat template
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
-                                             return_dict=True)["input_ids"]
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=True)[
+            "input_ids"
+        ]
 
     user = {"role": "user", "content": question}
     pirate = templated([{"role": "system", "content": system}, user])
@@ -128,8 +150,9 @@ def test_playground_and_generate_magics_take_chat_and_system(shell, capsys, magi
 
 def test_train_from_scratch_magic_loss_falls(shell, capsys):
     corpus = (DATA / "tiny_corpus.txt").read_text() * 5
-    result = run(shell, "train --from-scratch --config tiny --steps 80 --batch-size 8 --seq-len 64 --no-progress",
-                 corpus)
+    result = run(
+        shell, "train --from-scratch --config tiny --steps 80 --batch-size 8 --seq-len 64 --no-progress", corpus
+    )
     assert result.final_loss < 0.7 * result.initial_loss
     assert "80/80 steps" in capsys.readouterr().out
     assert llm_magics.session.loaded.name.startswith("from-scratch tiny")
@@ -168,8 +191,12 @@ def test_interrupting_generation_keeps_partial_text(shell, capsys, magic_session
 def test_interrupting_training_keeps_model_and_checkpoint(shell, capsys, tmp_path):
     corpus = (DATA / "tiny_corpus.txt").read_text()
     timer = interrupt_after(2)
-    result = run(shell, f"train --from-scratch --steps 100000 --checkpoint-every 20 --output-dir {tmp_path} "
-                 "--no-progress --seq-len 32 --batch-size 4", corpus)
+    result = run(
+        shell,
+        f"train --from-scratch --steps 100000 --checkpoint-every 20 --output-dir {tmp_path} "
+        "--no-progress --seq-len 32 --batch-size 4",
+        corpus,
+    )
     timer.join()
     assert result.interrupted and 0 < result.steps_done < 100000
     assert result.checkpoint.endswith(f"checkpoint-{result.steps_done}")

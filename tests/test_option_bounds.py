@@ -1,12 +1,13 @@
 """The bounds each option declares (llm_magics/options.py) are the ones the magics and the API enforce: for
 every bounded option, a value just outside is one line naming the flag, and the boundary itself is accepted."""
+
 import pytest
 
-from support import one_error_line, run
 from llm_magics import options
-from llm_magics.errors import LLMError
+from llm_magics.base.errors import LLMError
 from llm_magics.generation import SamplingSettings
 from llm_magics.training import TrainOptions
+from support import one_error_line, run
 
 CORPUS = "The cat sat on the mat. The dog sat on the log. " * 20
 # What each command's line needs besides the option under test (kept tiny: the check comes first).
@@ -33,8 +34,12 @@ def _bounded(command):
     return [o for o in options.options(command) if o.bounds is not None]
 
 
-CASES = [(command, o, value) for command in LINES for o in _bounded(command)
-         for value in _outside(o.bounds, o.type if o.type in (int, float) else float)]
+CASES = [
+    (command, o, value)
+    for command in LINES
+    for o in _bounded(command)
+    for value in _outside(o.bounds, o.type if o.type in (int, float) else float)
+]
 
 
 def test_every_bounded_option_of_every_command_is_covered():
@@ -71,7 +76,10 @@ def test_lora_rank_from_python_is_a_whole_number_within_the_declared_bound():
 
     s = Session()
     s.load("default")
-    for rank, message in ((2.5, r"^--lora-r must be a whole number; got 2\.5$"), (0, r"^--lora-r must be at least 1; got 0$")):
+    for rank, message in (
+        (2.5, r"^--lora-r must be a whole number; got 2\.5$"),
+        (0, r"^--lora-r must be at least 1; got 0$"),
+    ):
         with pytest.raises(LLMError, match=message):
             s.finetune(text=CORPUS, lora=True, lora_r=rank, steps=1, seq_len=16, progress=False)
     assert "lora" not in type(s.loaded.model).__name__.lower()  # refused before any adapter was added

@@ -1,5 +1,6 @@
 """Every option is declared once (llm_magics/options.py): the magics, the API, the playground and the README
 agree with the declaration, option by option."""
+
 import inspect
 import re
 import shlex
@@ -7,22 +8,41 @@ from dataclasses import asdict, fields
 
 import pytest
 
-from support import ROOT, run
 from llm_magics import Session, options
 from llm_magics.generation import SamplingSettings
 from llm_magics.magics import PARSER
 from llm_magics.training import TrainOptions
 from llm_magics.views.playground import SamplingPanel
+from support import ROOT, run
 
-METHODS = {"load": "load", "quantize": "quantize", "generate": "generate", "playground": None, "chat": "chat",
-           "train": "train", "finetune": "finetune", "lr-find": "lr_find", "save": "save", "attention": "attention",
-           "lens": None, "patch": "patch", "attribute": "attribute", "eval": "eval", "status": None, "runs": None}
+METHODS = {
+    "load": "load",
+    "quantize": "quantize",
+    "generate": "generate",
+    "playground": None,
+    "chat": "chat",
+    "train": "train",
+    "finetune": "finetune",
+    "lr-find": "lr_find",
+    "save": "save",
+    "attention": "attention",
+    "lens": None,
+    "patch": "patch",
+    "attribute": "attribute",
+    "eval": "eval",
+    "status": None,
+    "runs": None,
+}
 REQUIRED = {"save": "DIR", "quantize": "int8", "eval": "--metric perplexity"}  # what the line needs to parse
 TRAIN_FIELDS = {f.name for f in fields(TrainOptions)}
 SAMPLING_FIELDS = {f.name for f in fields(SamplingSettings)}
 # Each kind of run: the line, and the same run through the API.
-KINDS = [("train", "train", {}), ("train --from-scratch", "train", {"from_scratch": True}),
-         ("finetune", "finetune", {}), ("finetune --lora", "finetune", {"lora": True})]
+KINDS = [
+    ("train", "train", {}),
+    ("train --from-scratch", "train", {"from_scratch": True}),
+    ("finetune", "finetune", {}),
+    ("finetune --lora", "finetune", {"lora": True}),
+]
 
 
 def _parsed(line: str):
@@ -65,8 +85,9 @@ def test_the_magics_default_is_the_apis_for_every_option(command):
         else:
             pytest.fail(f"{command} {option.flag}: no Session method of {home} takes {name!r}")
         assert api is not inspect.Parameter.empty, f"{command} {option.flag}: the API requires it"
-        assert getattr(args, option.name) == api, f"{command} {option.flag}: magic {getattr(args, option.name)!r}, " \
-                                                  f"API {api!r}"
+        assert getattr(args, option.name) == api, (
+            f"{command} {option.flag}: magic {getattr(args, option.name)!r}, API {api!r}"
+        )
         checked += 1
     assert checked or METHODS[command] is None or command in ("save", "quantize")
 
@@ -90,9 +111,19 @@ def test_a_real_run_records_the_same_options_from_the_magic_and_the_api(shell, t
     import llm_magics
 
     config = tmp_path / "small.json"
-    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 1,
-                                  "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 64,
-                                  "max_position_embeddings": 128}))
+    config.write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 32,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 2,
+                "num_key_value_heads": 2,
+                "intermediate_size": 64,
+                "max_position_embeddings": 128,
+            }
+        )
+    )
     session = llm_magics.session
     stop = lambda row, result: session.stop()  # noqa: E731 (one step is enough to record the options)
     session.step_listeners.append(stop)
@@ -105,8 +136,9 @@ def test_a_real_run_records_the_same_options_from_the_magic_and_the_api(shell, t
     finally:
         session.step_listeners.remove(stop)
     paths = ("output_dir", "tracker_dir")  # each run's own folder
-    assert {k: v for k, v in from_magic.items() if k not in paths} == \
-        {k: v for k, v in from_api.items() if k not in paths}
+    assert {k: v for k, v in from_magic.items() if k not in paths} == {
+        k: v for k, v in from_api.items() if k not in paths
+    }
     assert from_api["lr"] == options.LR_BY_KIND["train --from-scratch"] and from_api["steps"] == 100
 
 
@@ -114,9 +146,14 @@ def test_playground_sliders_have_the_declared_ranges():
     from llm_magics.views.playground import SamplingPanel
 
     panel = SamplingPanel(Session(), "")
-    sliders = {"temperature": panel.temperature, "top_k": panel.top_k, "top_p": panel.top_p,
-               "repetition_penalty": panel.repetition_penalty, "max_new_tokens": panel.max_new_tokens,
-               "num_return_sequences": panel.num_samples}
+    sliders = {
+        "temperature": panel.temperature,
+        "top_k": panel.top_k,
+        "top_p": panel.top_p,
+        "repetition_penalty": panel.repetition_penalty,
+        "max_new_tokens": panel.max_new_tokens,
+        "num_return_sequences": panel.num_samples,
+    }
     declared = {o.name: o for o in options.options("playground") if o.range}
     assert set(sliders) == set(declared)
     for name, slider in sliders.items():
@@ -129,8 +166,9 @@ def test_readme_table_is_the_declaration():
     readme = (ROOT / "README.md").read_text()
     table = re.search(r"<!-- options table: .*?-->\n(.*?)\n<!-- end of options table -->", readme, re.S)
     assert table, "README.md lacks the options table markers"
-    assert table.group(1).strip() == options.readme_table(), \
+    assert table.group(1).strip() == options.readme_table(), (
         "README's table differs: paste python -c 'from llm_magics import options; print(options.readme_table())'"
+    )
 
 
 def test_completion_spec_shows_values_and_help():

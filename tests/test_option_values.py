@@ -2,6 +2,7 @@
 writes it, with what it promises checked against an oracle computed here: early stopping's rule replayed on
 the recorded eval losses, fastai's suggestions on the recorded sweep, Captum's axioms and hand-made
 ablations, the one-forward-per-patch reference, the weights on disk, and the trackers' own stores read back."""
+
 import json
 import math
 import struct
@@ -10,11 +11,11 @@ from pathlib import Path
 import pytest
 import torch
 from IPython.utils.capture import capture_output
+from test_lr_find import fastai_suggestions
+from test_patching import CLEAN, CORRUPTED, reference
 
 import llm_magics
 from support import DATA, one_error_line, run
-from test_lr_find import fastai_suggestions
-from test_patching import CLEAN, CORRUPTED, reference
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 QUIET = "--no-widget --no-progress"
@@ -22,6 +23,7 @@ TINY = f"--seq-len 16 --batch-size 2 {QUIET}"
 
 
 # --- early stopping's --min-delta ---------------------------------------------------------------------------
+
 
 def replayed_stop(evals: list[dict], patience: int, min_delta: float) -> int | None:
     """Keras' rule, written out: the step at which `patience` evaluations in a row were not lower than the
@@ -48,8 +50,7 @@ def test_min_delta_decides_when_early_stopping_fires(shell, capsys, english):
     """Trained on 'ab' repeated and evaluated on English, the eval loss first falls by little and then rises.
     --min-delta 0 and a --min-delta larger than any improvement stop where the rule replayed on the recorded
     eval losses says, and the large one stops at the first chance (patience 2 x every 2 steps after step 2)."""
-    line = (f"train --from-scratch --steps 60 --lr 1e-2 --eval-data {english} --eval-every 2 --early-stopping 2 "
-            f"{TINY}")
+    line = f"train --from-scratch --steps 60 --lr 1e-2 --eval-data {english} --eval-every 2 --early-stopping 2 {TINY}"
     stops = {}
     for delta in ("0", "5"):
         result = run(shell, f"{line} --min-delta {delta}", "ab" * 2000)
@@ -59,17 +60,23 @@ def test_min_delta_decides_when_early_stopping_fires(shell, capsys, english):
         stops[delta] = result.steps_done
     assert stops["5"] == 6 < stops["0"]
     # the same for finetune, on the model just trained
-    finetuned = run(shell, f"finetune --steps 60 --lr 1e-2 --eval-data {english} --eval-every 2 --early-stopping 2 "
-                           f"--min-delta 5 {TINY}", "ab" * 2000)
+    finetuned = run(
+        shell,
+        f"finetune --steps 60 --lr 1e-2 --eval-data {english} --eval-every 2 --early-stopping 2 --min-delta 5 {TINY}",
+        "ab" * 2000,
+    )
     assert finetuned.kind == "finetune" and finetuned.steps_done == 6 == replayed_stop(finetuned.eval_history, 2, 5)
     # lr-find has no early stopping: the option is refused, not ignored
     capsys.readouterr()
     run(shell, f"lr-find --num-steps 20 --min-delta 0.1 {TINY}", CORPUS)
-    assert one_error_line(capsys) == "llm lr-find: lr-find takes no --min-delta: it sweeps the lr on the training " \
-                                     "data only"
+    assert (
+        one_error_line(capsys) == "llm lr-find: lr-find takes no --min-delta: it sweeps the lr on the training "
+        "data only"
+    )
 
 
 # --- lr-find: the sweep's bounds and each suggestion ---------------------------------------------------------
+
 
 @pytest.mark.parametrize("option", ["--suggestion valley", "--suggestion minimum", "--suggestion steep"])
 def test_lr_find_bounds_and_each_suggestion_follow_fastai(shell, capsys, option):
@@ -91,12 +98,14 @@ def test_lr_find_bounds_and_each_suggestion_follow_fastai(shell, capsys, option)
 
 # --- --compare and %llm runs --plot ------------------------------------------------------------------------
 
+
 def _final_chart(shell, line):
     """Run a training magic with its live chart; the static figure its output ends as (plotly JSON)."""
     with capture_output() as captured:
         result = run(shell, line, CORPUS)
-    figures = [o.data["application/vnd.plotly.v1+json"] for o in captured.outputs
-               if "application/vnd.plotly.v1+json" in o.data]
+    figures = [
+        o.data["application/vnd.plotly.v1+json"] for o in captured.outputs if "application/vnd.plotly.v1+json" in o.data
+    ]
     return result, figures[-1]
 
 
@@ -110,7 +119,7 @@ def test_compare_auto_overlays_the_previous_run_and_none_overlays_nothing(shell,
     smoothed, average = [], 0.0  # TensorBoard's debiased EMA (0.9) of the first run's recorded losses
     for t, row in enumerate(first.history, 1):
         average = 0.9 * average + 0.1 * row["loss"]
-        smoothed.append(average / (1 - 0.9 ** t))
+        smoothed.append(average / (1 - 0.9**t))
     assert list(overlays[0]["y"]) == pytest.approx(smoothed)
     _, chart = _final_chart(shell, f"train --from-scratch --lr 3e-3 --compare none {where}")
     assert not [t for t in chart["data"] if t.get("meta") == "llm-compare"]
@@ -118,8 +127,15 @@ def test_compare_auto_overlays_the_previous_run_and_none_overlays_nothing(shell,
 
 
 def test_runs_plot_eval_loss_and_lr_draw_those_series(shell, tmp_path):
-    runs = [run(shell, f"train --from-scratch --steps 4 --lr {lr} --eval-data {DATA / 'tiny_corpus.txt'} "
-                       f"--eval-every 2 --runs-dir {tmp_path} {TINY}", CORPUS) for lr in ("1e-3", "2e-3")]
+    runs = [
+        run(
+            shell,
+            f"train --from-scratch --steps 4 --lr {lr} --eval-data {DATA / 'tiny_corpus.txt'} "
+            f"--eval-every 2 --runs-dir {tmp_path} {TINY}",
+            CORPUS,
+        )
+        for lr in ("1e-3", "2e-3")
+    ]
     ids = " ".join(r.record_id for r in runs)
     bundle = run(shell, f"runs --plot eval_loss --runs-dir {tmp_path} {ids}")
     traces = bundle["application/vnd.plotly.v1+json"]["data"]
@@ -151,13 +167,16 @@ def tiny_trained(shell):
     return llm_magics.session.loaded
 
 
-@pytest.mark.parametrize("line", [
-    "attribute --method integrated-gradients --steps 16 --target e",
-    "attribute --method layer-integrated-gradients --steps 16 --target e",
-    "attribute --method occlusion --target e",
-    "attribute --method feature-ablation --target e",
-    "attribute --method shapley-sampling --steps 3 --target e",
-])
+@pytest.mark.parametrize(
+    "line",
+    [
+        "attribute --method integrated-gradients --steps 16 --target e",
+        "attribute --method layer-integrated-gradients --steps 16 --target e",
+        "attribute --method occlusion --target e",
+        "attribute --method feature-ablation --target e",
+        "attribute --method shapley-sampling --steps 3 --target e",
+    ],
+)
 def test_attribution_methods_through_the_magic(shell, tiny_trained, line):
     """Each method's scores of the prompt tokens, checked by its definition with plain forward passes:
     occlusion and feature ablation token by token, Shapley sampling and integrated gradients by completeness
@@ -170,7 +189,7 @@ def test_attribution_methods_through_the_magic(shell, tiny_trained, line):
     assert result.method == method and result.targets == ["e"]
     ids = tokenizer(PROMPT, return_tensors="pt")["input_ids"]
     target = tokenizer("e", add_special_tokens=False)["input_ids"][0]
-    scores = torch.as_tensor(result.scores[0, :ids.shape[1]]).double()
+    scores = torch.as_tensor(result.scores[0, : ids.shape[1]]).double()
     f = _log_prob(model, target, input_ids=ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     embeds = model.get_input_embeddings()(ids).detach()
@@ -196,12 +215,12 @@ def test_attribution_methods_through_the_magic(shell, tiny_trained, line):
 
 # --- patching sites through the magic -----------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_llama_dir(tmp_path_factory, default_model_dir):
     """test_patching's tiny random Llama with SmolLM2's tokenizer, saved as a model folder to `%llm load`."""
-    from transformers import AutoTokenizer
-
     from test_patching import tiny_model
+    from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
     folder = tmp_path_factory.mktemp("tiny_llama")
@@ -228,6 +247,7 @@ def test_patch_sites_through_the_magic_equal_the_reference(shell, tiny_llama_dir
 
 # --- --quantize none ----------------------------------------------------------------------------------------
 
+
 def test_quantize_none_loads_the_exact_weights_after_a_quantized_load(shell, default_model_dir):
     from safetensors.torch import load_file
 
@@ -247,6 +267,7 @@ def test_quantize_none_loads_the_exact_weights_after_a_quantized_load(shell, def
 
 # --- trackers: wandb offline and mlflow's local store, read back ---------------------------------------------
 
+
 def wandb_history(folder: Path) -> list[dict]:
     """The history rows of an offline wandb run, read from its .wandb file: a ':W&B' header (7 bytes), then
     LevelDB log records (crc32, length, type) in 32 KiB blocks, each a wandb protobuf Record."""
@@ -259,8 +280,8 @@ def wandb_history(folder: Path) -> list[dict]:
         if block - position % block < 7:  # a block's tail too short for a header is padding
             position += block - position % block
             continue
-        length, kind = struct.unpack("<HB", data[position + 4:position + 7])
-        chunk += data[position + 7:position + 7 + length]
+        length, kind = struct.unpack("<HB", data[position + 4 : position + 7])
+        chunk += data[position + 7 : position + 7 + length]
         position += 7 + length
         if kind == 0:
             break
@@ -269,8 +290,9 @@ def wandb_history(folder: Path) -> list[dict]:
             record.ParseFromString(chunk)
             chunk = b""
             if record.WhichOneof("record_type") == "history":
-                rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json)
-                             for item in record.history.item})
+                rows.append(
+                    {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
+                )
     return rows
 
 

@@ -4,9 +4,9 @@ promises checked (gradient accumulation against a bigger batch, the built config
 import pytest
 import torch
 
-from support import DATA, run
 from llm_magics import Session
 from llm_magics.magics import PARSER
+from support import DATA, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 
@@ -14,8 +14,9 @@ CORPUS = (DATA / "tiny_corpus.txt").read_text()
 def test_grad_accum_takes_the_step_of_a_bigger_batch(tiny_config):
     """--grad-accum 2 x --batch-size 4 learns what --batch-size 8 learns (the OOM message recommends it)."""
     accumulated, whole = Session(), Session()
-    common = dict(text=CORPUS, from_scratch=True, config=tiny_config, steps=3, seq_len=32, lr=1e-2,
-                  progress=False, seed=0)
+    common = dict(
+        text=CORPUS, from_scratch=True, config=tiny_config, steps=3, seq_len=32, lr=1e-2, progress=False, seed=0
+    )
     two = accumulated.train(batch_size=4, grad_accum=2, **common)
     one = whole.train(batch_size=8, **common)
     assert two.tokens == one.tokens == 3 * 8 * 32
@@ -27,20 +28,30 @@ def test_grad_accum_takes_the_step_of_a_bigger_batch(tiny_config):
 def test_grad_accum_in_the_magics(shell, capsys, tiny_config):
     import llm_magics
 
-    result = run(shell, f"train --from-scratch --config {tiny_config} --steps 2 --batch-size 2 --grad-accum 3 "
-                        "--seq-len 16 --no-widget --no-progress", CORPUS)
+    result = run(
+        shell,
+        f"train --from-scratch --config {tiny_config} --steps 2 --batch-size 2 --grad-accum 3 "
+        "--seq-len 16 --no-widget --no-progress",
+        CORPUS,
+    )
     assert result.steps_done == 2 and result.tokens == 2 * 2 * 3 * 16
     pairs = DATA / "instructions.jsonl"
-    result = run(shell, f"finetune --task lm --data {pairs} --steps 2 --batch-size 2 --grad-accum 2 --seq-len 64 "
-                        "--no-widget --no-progress")
+    result = run(
+        shell,
+        f"finetune --task lm --data {pairs} --steps 2 --batch-size 2 --grad-accum 2 --seq-len 64 "
+        "--no-widget --no-progress",
+    )
     assert result.steps_done == 2 and result.kind == "finetune" and llm_magics.session.loaded.kind == "causal"
     assert "Traceback" not in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("line, model_type, sizes", [
-    ("--config small --arch llama", "llama", (512, 8, 8, 1024)),
-    ("--config gpt2-124m --arch gpt2", "gpt2", (768, 12, 12, 1024)),
-])
+@pytest.mark.parametrize(
+    "line, model_type, sizes",
+    [
+        ("--config small --arch llama", "llama", (512, 8, 8, 1024)),
+        ("--config gpt2-124m --arch gpt2", "gpt2", (768, 12, 12, 1024)),
+    ],
+)
 def test_named_configs_build_the_documented_sizes(line, model_type, sizes):
     """The big named sizes are built on the meta device (no memory, no time): CI cannot train them here,
     but the config the magic resolves and the model it builds are checked."""
@@ -55,8 +66,12 @@ def test_named_configs_build_the_documented_sizes(line, model_type, sizes):
     if model_type == "gpt2":
         assert (config.n_embd, config.n_layer, config.n_head, config.n_positions) == sizes
     else:
-        assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads,
-                config.max_position_embeddings) == sizes
+        assert (
+            config.hidden_size,
+            config.num_hidden_layers,
+            config.num_attention_heads,
+            config.max_position_embeddings,
+        ) == sizes
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config)
     params = sum(p.numel() for p in model.parameters())
@@ -71,14 +86,22 @@ def test_arch_and_tokenizer_choices_train(shell, magic_session):
     import llm_magics
 
     loaded_vocab = len(magic_session.tokenizer)
-    run(shell, "train --from-scratch --config tiny --arch gpt2 --tokenizer bytes --steps 1 --seq-len 16 "
-               "--batch-size 2 --no-widget --no-progress", CORPUS)
+    run(
+        shell,
+        "train --from-scratch --config tiny --arch gpt2 --tokenizer bytes --steps 1 --seq-len 16 "
+        "--batch-size 2 --no-widget --no-progress",
+        CORPUS,
+    )
     model = llm_magics.session.model
     assert type(llm_magics.session.tokenizer).__name__ == "ByT5Tokenizer"
     assert model.config.model_type == "gpt2" and model.config.vocab_size == len(llm_magics.session.tokenizer)
     llm_magics.session.load("default")
-    run(shell, "train --from-scratch --config tiny --arch llama --tokenizer loaded --steps 1 --seq-len 16 "
-               "--batch-size 2 --no-widget --no-progress", CORPUS)
+    run(
+        shell,
+        "train --from-scratch --config tiny --arch llama --tokenizer loaded --steps 1 --seq-len 16 "
+        "--batch-size 2 --no-widget --no-progress",
+        CORPUS,
+    )
     model, tokenizer = llm_magics.session.model, llm_magics.session.tokenizer
     assert model.config.model_type == "llama" and model.config.vocab_size == len(tokenizer) == loaded_vocab
     assert tokenizer("The cat")["input_ids"] == magic_session.tokenizer("The cat")["input_ids"]

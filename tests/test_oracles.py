@@ -1,16 +1,24 @@
 """Numbers checked against an independent oracle: the same quantity computed another way (a plain
 transformers loop, sacrebleu / rouge-score / scikit-learn called directly, a hand-written autograd or
 rollout) on the same inputs. Each test fails when the library and its reference disagree."""
+
 import json
 
 import pytest
 import torch
 
-from support import DATA, run
 from llm_magics import Session
+from support import DATA, run
 
-TINY = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 4,
-        "num_key_value_heads": 2, "intermediate_size": 64, "max_position_embeddings": 128}
+TINY = {
+    "model_type": "llama",
+    "hidden_size": 32,
+    "num_hidden_layers": 3,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "intermediate_size": 64,
+    "max_position_embeddings": 128,
+}
 TEXT = "The cat sat on the mat because it was warm."
 
 
@@ -20,17 +28,26 @@ def tiny(tmp_path):
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps(TINY))
     s = Session()
-    s.train(text=(DATA / "tiny_corpus.txt").read_text(), from_scratch=True, config=str(config), steps=3,
-            seq_len=32, lr=1e-2, progress=False, seed=0)
+    s.train(
+        text=(DATA / "tiny_corpus.txt").read_text(),
+        from_scratch=True,
+        config=str(config),
+        steps=3,
+        seq_len=32,
+        lr=1e-2,
+        progress=False,
+        seed=0,
+    )
     return s
 
 
 # ---- attention rollout and gradient x input on a tiny model ----
 
+
 def test_rollout_equals_a_hand_written_rollout_of_eager_attentions(tiny, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from llm_magics.attention import capture
+    from llm_magics.inspect.attention import capture
 
     captured = capture(tiny.loaded, TEXT, rollout=True)
     tiny.save(str(tmp_path / "saved"))  # the same weights, with transformers' own eager attention
@@ -55,7 +72,7 @@ def test_gradient_times_input_equals_a_one_hot_autograd(tiny):
     """--explain's g·x for each token (Captum's InputXGradient of the predicted token's log-probability),
     computed as the derivative with respect to the token's one-hot entry
     (d f / d onehot[i, id_i] = grad_embedding_i · embedding_i): another graph."""
-    from llm_magics.attention import explain
+    from llm_magics.inspect.attention import explain
 
     explanation = explain(tiny.loaded, TEXT)
     tokens, scores, predicted = explanation["tokens"], torch.tensor(explanation["saliency"]), explanation["predicted"]
@@ -72,6 +89,7 @@ def test_gradient_times_input_equals_a_one_hot_autograd(tiny):
 
 
 # ---- chat: the system prompt reaches the template ----
+
 
 def test_system_prompt_is_in_the_templated_prompt(session, monkeypatch):
     tokenizer = session.tokenizer
@@ -98,6 +116,7 @@ def test_system_prompt_is_in_the_templated_prompt(session, monkeypatch):
 
 # ---- classifier: accuracy and F1 from scikit-learn on the same predictions ----
 
+
 @pytest.fixture(scope="module")
 def classifier():
     """MiniLM with a sentiment head after a few steps: right on some reviews, wrong on others."""
@@ -105,8 +124,16 @@ def classifier():
 
     s = llm_magics.session  # the kernel's session, so that the magic sees the same classifier
     s.load("minilm")
-    s.finetune(data=str(DATA / "sentiment_train.jsonl"), task="classify", labels="negative,positive", steps=3,
-               batch_size=8, lr=1e-4, progress=False, seed=0)
+    s.finetune(
+        data=str(DATA / "sentiment_train.jsonl"),
+        task="classify",
+        labels="negative,positive",
+        steps=3,
+        batch_size=8,
+        lr=1e-4,
+        progress=False,
+        seed=0,
+    )
     return s
 
 

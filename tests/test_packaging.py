@@ -1,5 +1,6 @@
 """The package installs the way Jupyter extensions do: one version, and a wheel built from a clean checkout
 that carries the prebuilt JupyterLab extension into a fresh environment."""
+
 import itertools
 import json
 import re
@@ -18,8 +19,9 @@ def test_the_version_is_written_once_and_the_extension_agrees():
     pyproject = (ROOT / "pyproject.toml").read_text()
     assert re.search(r"^version\s*=", pyproject, re.M) is None, "the version lives in llm_magics/__init__.py"
     assert 'dynamic = ["version"]' in pyproject
-    python_version = re.search(r'^__version__ = "([^"]+)"', (ROOT / "llm_magics" / "__init__.py").read_text(),
-                               re.M).group(1)
+    python_version = re.search(
+        r'^__version__ = "([^"]+)"', (ROOT / "llm_magics" / "__init__.py").read_text(), re.M
+    ).group(1)
     assert json.loads((ROOT / "labextension" / "package.json").read_text())["version"] == python_version
 
 
@@ -67,17 +69,27 @@ def test_wheel_from_a_clean_checkout_installs_the_extension(tmp_path, monkeypatc
     # A kernel started from that environment loads the extension and runs a magic.
     kernels = tmp_path / "jupyter" / "kernels" / "llm-magics-venv"
     kernels.mkdir(parents=True)
-    (kernels / "kernel.json").write_text(json.dumps({
-        "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "env": {"PYTHONPATH": ""},  # no source tree on the path: the kernel must find the installed wheel
-        "display_name": "llm-magics wheel", "language": "python"}))
+    (kernels / "kernel.json").write_text(
+        json.dumps(
+            {
+                "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                "env": {"PYTHONPATH": ""},  # no source tree on the path: the kernel must find the installed wheel
+                "display_name": "llm-magics wheel",
+                "language": "python",
+            }
+        )
+    )
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("%load_ext llm_magics\nimport llm_magics\nprint(llm_magics.__file__)"),
-        nbformat.v4.new_code_cell("%llm --help")])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("%load_ext llm_magics\nimport llm_magics\nprint(llm_magics.__file__)"),
+            nbformat.v4.new_code_cell("%llm --help"),
+        ]
+    )
     # Started outside the checkout, whose llm_magics/ would otherwise shadow the installed one.
-    NotebookClient(notebook, kernel_name="llm-magics-venv", timeout=300,
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
+    NotebookClient(
+        notebook, kernel_name="llm-magics-venv", timeout=300, resources={"metadata": {"path": str(tmp_path)}}
+    ).execute()
     printed = "".join(o.get("text", "") for o in notebook.cells[0].outputs)
     assert str(venv) in printed, printed
     assert "train" in "".join(o.get("text", "") for o in notebook.cells[1].outputs)

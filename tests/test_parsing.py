@@ -1,18 +1,23 @@
 """Line magics keep their free text exactly as typed: options are read shell-style, the text is not."""
+
 import llm_magics
-from support import run
 from llm_magics.magics import split_line
+from support import run
 
 TEXT = "It's a dog's life, \"isn't\" it?  #1"
 
 
 def test_options_are_split_shell_style_and_the_text_is_kept_verbatim():
     assert split_line(f"attention --layer 3 --explain {TEXT}") == (["attention", "--layer", "3", "--explain"], TEXT)
-    assert split_line("chat --system 'Answer in French.' --greedy Hi, it's me") == \
-        (["chat", "--system", "Answer in French.", "--greedy"], "Hi, it's me")
+    assert split_line("chat --system 'Answer in French.' --greedy Hi, it's me") == (
+        ["chat", "--system", "Answer in French.", "--greedy"],
+        "Hi, it's me",
+    )
     # A value may start with '-'; `--` ends the options; --opt=value is one token.
-    assert split_line("generate --temperature -1 --seed=3 -- --not-an-option") == \
-        (["generate", "--temperature", "-1", "--seed=3"], "--not-an-option")
+    assert split_line("generate --temperature -1 --seed=3 -- --not-an-option") == (
+        ["generate", "--temperature", "-1", "--seed=3"],
+        "--not-an-option",
+    )
     assert split_line("generate The cat --seed 3") == (["generate"], "The cat --seed 3")  # text ends the options
     assert split_line("load default --device cpu") == (["load", "default", "--device", "cpu"], "")
 

@@ -1,12 +1,12 @@
 """Activation patching: the batched sweep against a hand-written reference that runs one full forward per
 patch with plain forward hooks (as TransformerLens does), on tiny random Llama / GPT-2 models and on the
 real SmolLM2 weights."""
+
 import pytest
 import torch
 
+from llm_magics.inspect.patching import patch
 from llm_magics.loading import LoadedModel
-from llm_magics.patching import patch
-
 from support import one_error_line, run
 
 CLEAN = "The Eiffel Tower is in the city of"
@@ -18,8 +18,15 @@ def tiny_model(arch: str, tokenizer) -> LoadedModel:
 
     torch.manual_seed(0)
     if arch == "llama":
-        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=3,
-                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128)
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=3,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+        )
         model = LlamaForCausalLM(config)
     else:
         config = GPT2Config(vocab_size=len(tokenizer), n_embd=64, n_layer=3, n_head=4, n_positions=128)
@@ -29,8 +36,12 @@ def tiny_model(arch: str, tokenizer) -> LoadedModel:
 
 def _parts(layer):
     attn = getattr(layer, "self_attn", None) or layer.attn
-    return {"residual": layer, "attention": attn, "mlp": layer.mlp,
-            "heads": getattr(attn, "o_proj", None) or getattr(attn, "c_proj", None)}
+    return {
+        "residual": layer,
+        "attention": attn,
+        "mlp": layer.mlp,
+        "heads": getattr(attn, "o_proj", None) or getattr(attn, "c_proj", None),
+    }
 
 
 def reference(loaded, site, answer_id, wrong_id, layers):
@@ -47,7 +58,8 @@ def reference(loaded, site, answer_id, wrong_id, layers):
         if site == "heads":
             return module.register_forward_pre_hook(lambda m, args: saved.__setitem__(layer, args[0].clone()))
         return module.register_forward_hook(
-            lambda m, args, out: saved.__setitem__(layer, (out[0] if isinstance(out, tuple) else out).clone()))
+            lambda m, args, out: saved.__setitem__(layer, (out[0] if isinstance(out, tuple) else out).clone())
+        )
 
     def ld(ids):
         logits = model(input_ids=ids).logits[0, -1]
@@ -68,14 +80,19 @@ def reference(loaded, site, answer_id, wrong_id, layers):
 
                     def hook(m, args):
                         x = args[0].clone()
-                        x[0, -1, index * width:(index + 1) * width] = saved[layer][0, -1, index * width:(index + 1) * width]
+                        x[0, -1, index * width : (index + 1) * width] = saved[layer][
+                            0, -1, index * width : (index + 1) * width
+                        ]
                         return (x,)
+
                     handle = module.register_forward_pre_hook(hook)
                 else:
+
                     def hook(m, args, out):
                         x = (out[0] if isinstance(out, tuple) else out).clone()
                         x[0, index] = saved[layer][0, index]
                         return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x
+
                     handle = module.register_forward_hook(hook)
                 try:
                     scores[layer, index] = (ld(corrupted) - corrupted_ld) / (clean_ld - corrupted_ld)
@@ -127,11 +144,18 @@ def test_real_weights_residual_and_heads_match_the_reference(session):
 
 
 def test_stop_keeps_the_finished_layers(tokenizer):
-    from llm_magics.interrupts import StopFlag
+    from llm_magics.base.interrupts import StopFlag
 
     loaded, flag = tiny_model("llama", tokenizer), StopFlag()
-    result = patch(loaded, CLEAN, CORRUPTED, answer=" Paris", wrong=" Rome",
-                   on_layer=lambda done, total: flag.request() if done == 2 else None, stop=flag)
+    result = patch(
+        loaded,
+        CLEAN,
+        CORRUPTED,
+        answer=" Paris",
+        wrong=" Rome",
+        on_layer=lambda done, total: flag.request() if done == 2 else None,
+        stop=flag,
+    )
     assert result.interrupted
     assert not torch.isnan(result.scores[:2]).any() and torch.isnan(result.scores[2]).all()
     assert "stopped after 2 of 3 layers" in result.summary()
@@ -186,6 +210,7 @@ def test_view_click_shows_that_patched_runs_top5(tokenizer):
             out = out.clone()
             out[0, 4] = kept["x"][0, 4]
             return out
+
         handle = model.model.layers[1].register_forward_hook(put)
         probs_ref = torch.softmax(model(input_ids=corrupted).logits[0, -1], -1)
         handle.remove()

@@ -3,9 +3,9 @@ keeps the last three runs, a hub id is read from the local Hugging Face cache, t
 
 import pytest
 
-from support import DATA
 from llm_magics import Session
 from llm_magics.data import IGNORE_INDEX, supervised_examples
+from support import DATA
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 
@@ -14,16 +14,18 @@ def test_chat_tuning_learns_only_the_assistant_turns(session):
     """The learned tokens (labels not masked) decode to exactly the assistant turns, each closed by the
     template's end-of-turn; the system and user turns are never learned."""
     tokenizer = session.tokenizer
-    messages = [{"role": "system", "content": "You are terse."},
-                {"role": "user", "content": "Name a colour."},
-                {"role": "assistant", "content": "Blue."},
-                {"role": "user", "content": "Another one?"},
-                {"role": "assistant", "content": "Green, then red."}]
+    messages = [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."},
+        {"role": "user", "content": "Another one?"},
+        {"role": "assistant", "content": "Green, then red."},
+    ]
     [example] = supervised_examples(tokenizer, [{"messages": messages}], seq_len=512)
     ids, labels = example["input_ids"], example["labels"]
     # the whole conversation is the model's input, rendered by the model's own template
     whole = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-    assert ids == list(whole)[:len(ids)]
+    assert ids == list(whole)[: len(ids)]
     runs, current = [], []  # maximal runs of learned tokens
     for token, label in zip(ids, labels):
         if label == IGNORE_INDEX:
@@ -49,8 +51,15 @@ def test_clear_cache_removes_the_tokens_and_the_next_run_tokenizes_again(tmp_pat
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(CORPUS * 3)
     stages = []
-    kwargs = dict(data=str(corpus), from_scratch=True, steps=1, seq_len=16, batch_size=2, progress=False,
-                  on_prepare=[lambda stage, done, total: stages.append(stage)])
+    kwargs = dict(
+        data=str(corpus),
+        from_scratch=True,
+        steps=1,
+        seq_len=16,
+        batch_size=2,
+        progress=False,
+        on_prepare=[lambda stage, done, total: stages.append(stage)],
+    )
     Session().train(**kwargs)
     assert data_cache() == cache and list((cache / "tokens").rglob("*.arrow"))
     stages.clear()

@@ -2,20 +2,23 @@
 
 Oracles: the fp32 model run by plain transformers (its own loss and greedy `generate`), and the same
 quantities on the full-precision Session."""
+
 import math
 
 import pytest
 import torch
 
-from support import one_error_line, run
 from llm_magics import Session
-from llm_magics.errors import LLMError
+from llm_magics.base.errors import LLMError
 from llm_magics.quantization import int4_cpu_config, is_quantized
+from support import one_error_line, run
 
-HELD_OUT = ("The lighthouse keeper climbed the narrow stairs every evening to light the lamp. Ships passing "
-            "in the night relied on its beam to steer clear of the rocks below the cliff. One winter the "
-            "storm was so strong that the windows shook, but the keeper stayed at his post until dawn, "
-            "writing in his logbook about the waves, the wind and the lights of a distant fishing boat.")
+HELD_OUT = (
+    "The lighthouse keeper climbed the narrow stairs every evening to light the lamp. Ships passing "
+    "in the night relied on its beam to steer clear of the rocks below the cliff. One winter the "
+    "storm was so strong that the windows shook, but the keeper stayed at his post until dawn, "
+    "writing in his logbook about the waves, the wind and the lights of a distant fishing boat."
+)
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", "def add(a, b):\n   "]
 GREEDY_TOKENS = 16
 # Stated tolerances (README, "Speed"): attention weights (probabilities) of int8 vs fp32, and the lens.
@@ -76,8 +79,9 @@ def test_int8_greedy_continuations_match_fp32(full, int8):
     for prompt in PROMPTS:
         ids = full.tokenizer(prompt, return_tensors="pt")
         with torch.inference_mode():  # oracle: plain transformers greedy decoding of the fp32 weights
-            reference = full.model.generate(**ids, max_new_tokens=GREEDY_TOKENS, do_sample=False,
-                                            pad_token_id=full.tokenizer.pad_token_id)[0, ids["input_ids"].shape[1]:]
+            reference = full.model.generate(
+                **ids, max_new_tokens=GREEDY_TOKENS, do_sample=False, pad_token_id=full.tokenizer.pad_token_id
+            )[0, ids["input_ids"].shape[1] :]
         ours = int8.generate(prompt, max_new_tokens=GREEDY_TOKENS, do_sample=False)
         assert ours.token_ids[0][:GREEDY_TOKENS] == reference.tolist()[:GREEDY_TOKENS], prompt
 

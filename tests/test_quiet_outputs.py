@@ -1,10 +1,11 @@
 """What a run prints: one progress bar per stage with our labels, nothing from the libraries underneath."""
-import json
-import re
-import logging
 
-from support import DATA, run
+import json
+import logging
+import re
+
 from llm_magics import Session
+from support import DATA, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 

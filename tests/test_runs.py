@@ -1,4 +1,5 @@
 """The run history on disk: real training runs written as they go, read back after a restart."""
+
 import json
 import os
 import subprocess
@@ -9,9 +10,9 @@ import pytest
 import torch
 from nbclient import NotebookClient
 
-from support import DATA, ROOT, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics import runs as run_history
+from support import DATA, ROOT, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 TINY = dict(from_scratch=True, config="tiny", steps=6, seq_len=16, batch_size=2, progress=False)
@@ -19,8 +20,9 @@ TINY = dict(from_scratch=True, config="tiny", steps=6, seq_len=16, batch_size=2,
 
 def test_a_run_is_a_folder_with_options_data_history_and_status(private_runs_dir):
     s = Session()
-    result = s.train(text=CORPUS, eval_data=str(DATA / "tiny_corpus.txt"), eval_every=3, lr=2e-3,
-                     checkpoint_every=6, **TINY)
+    result = s.train(
+        text=CORPUS, eval_data=str(DATA / "tiny_corpus.txt"), eval_every=3, lr=2e-3, checkpoint_every=6, **TINY
+    )
     folder = private_runs_dir / result.record_id
     assert result.run_dir == str(folder)
     info = json.loads((folder / "run.json").read_text())
@@ -107,7 +109,9 @@ s.train(text={CORPUS!r}, on_step=[crash], from_scratch=True, steps=50, seq_len=1
 
 def test_bad_run_ids_and_unwritable_runs_dir_are_one_line(shell, capsys, tmp_path):
     run(shell, f"runs --delete nope --runs-dir {tmp_path}")
-    assert one_error_line(capsys) == f"llm runs: run id 'nope' is unknown in {tmp_path}: `%llm runs` lists the runs there"
+    assert (
+        one_error_line(capsys) == f"llm runs: run id 'nope' is unknown in {tmp_path}: `%llm runs` lists the runs there"
+    )
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("x")
     run(shell, f"train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --runs-dir {blocker}", CORPUS)
@@ -116,8 +120,11 @@ def test_bad_run_ids_and_unwritable_runs_dir_are_one_line(shell, capsys, tmp_pat
 
 def test_the_runs_magic_lists_and_deletes(shell, capsys, tmp_path):
     where = tmp_path / "r"
-    trained = run(shell, f"train --from-scratch --steps 3 --seq-len 16 --batch-size 2 --no-widget --no-progress "
-                         f"--runs-dir {where}", CORPUS)
+    trained = run(
+        shell,
+        f"train --from-scratch --steps 3 --seq-len 16 --batch-size 2 --no-widget --no-progress --runs-dir {where}",
+        CORPUS,
+    )
     frame = run(shell, f"runs --runs-dir {where}")
     assert list(frame["id"]) == [trained.record_id] and frame["final_loss"][0] == trained.final_loss
     capsys.readouterr()
@@ -130,8 +137,9 @@ def test_the_runs_magic_lists_and_deletes(shell, capsys, tmp_path):
 
 def _execute(cells: list[str], folder) -> list:
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    NotebookClient(notebook, timeout=300, kernel_name="python3",
-                   resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(
+        notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()
     return notebook.cells
 
 
@@ -140,15 +148,26 @@ def test_runs_survive_a_kernel_restart(tmp_path, monkeypatch):
     lists the first one's run from llm_runs/ beside the notebook, with its final loss."""
     monkeypatch.delenv("LLM_MAGICS_RUNS_DIR")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    first = _execute(["%load_ext llm_magics",
-                      f"%%llm train --from-scratch --steps 4 --seq-len 16 --batch-size 2 --no-widget --no-progress\n"
-                      f"{CORPUS[:2000]}",
-                      "print(_llm.record_id, repr(_llm.final_loss))"], tmp_path)
+    first = _execute(
+        [
+            "%load_ext llm_magics",
+            f"%%llm train --from-scratch --steps 4 --seq-len 16 --batch-size 2 --no-widget --no-progress\n"
+            f"{CORPUS[:2000]}",
+            "print(_llm.record_id, repr(_llm.final_loss))",
+        ],
+        tmp_path,
+    )
     record_id, final_loss = first[2].outputs[0]["text"].split()
     assert (tmp_path / "llm_runs" / record_id / "history.jsonl").is_file()
-    second = _execute(["%load_ext llm_magics", "%llm runs",
-                       "import llm_magics\nprint(llm_magics.session.runs[-1].record_id, "
-                       "repr(llm_magics.session.runs[-1].final_loss))"], tmp_path)
+    second = _execute(
+        [
+            "%load_ext llm_magics",
+            "%llm runs",
+            "import llm_magics\nprint(llm_magics.session.runs[-1].record_id, "
+            "repr(llm_magics.session.runs[-1].final_loss))",
+        ],
+        tmp_path,
+    )
     table = second[1].outputs[0]["data"]["text/plain"]
     assert record_id in table and "finished" in table
     assert f"{float(final_loss):.6f}"[:6] in table  # pandas rounds the shown float
@@ -170,8 +189,7 @@ def test_a_graceful_stop_is_evaluated_at_its_step_and_nothing_unmeasured_is_draw
         if row["step"] == 5:
             s.stop()
 
-    result = s.train(text=CORPUS, eval_data=eval_file, eval_every=4, on_step=[view, stop_at_5],
-                     **{**TINY, "steps": 30})
+    result = s.train(text=CORPUS, eval_data=eval_file, eval_every=4, on_step=[view, stop_at_5], **{**TINY, "steps": 30})
     view.close()
     assert result.interrupted and result.steps_done == 5
     assert [e["step"] for e in result.eval_history] == [4, 5]
@@ -217,8 +235,15 @@ def test_early_stopping_on_a_rising_eval_loss_restores_the_best_step(restore, tm
         kept[result.tokens // (2 * 16)] = _weights(s.model)
 
     view = TrainingView(s, "early")
-    result = s.train(text="ab" * 2000, eval_data=str(eval_file), eval_every=2, early_stopping=2, on_step=[keep, view],
-                     restore_best=restore, **{**TINY, "steps": 60, "lr": 1e-2})
+    result = s.train(
+        text="ab" * 2000,
+        eval_data=str(eval_file),
+        eval_every=2,
+        early_stopping=2,
+        on_step=[keep, view],
+        restore_best=restore,
+        **{**TINY, "steps": 60, "lr": 1e-2},
+    )
     view.close()
     losses = [e["eval_loss"] for e in result.eval_history]
     best = min(range(len(losses)), key=losses.__getitem__)
@@ -237,21 +262,25 @@ def test_early_stopping_on_a_rising_eval_loss_restores_the_best_step(restore, tm
     else:
         assert result.restored_step is None and "--no-restore-best" in result.summary()
     assert view.best_step == result.best_step and view.figure.layout.shapes[0].x0 == result.best_step
-    assert run_history.find(result.record_id)["status"] == \
-        f"stopped early at step {result.steps_done} (best eval loss at step {result.best_step})"
+    assert (
+        run_history.find(result.record_id)["status"]
+        == f"stopped early at step {result.steps_done} (best eval loss at step {result.best_step})"
+    )
 
 
 def test_early_stopping_needs_eval_data_and_eval_every(shell, capsys):
     run(shell, "train --from-scratch --steps 4 --seq-len 16 --no-widget --no-progress --early-stopping 2", CORPUS)
-    assert one_error_line(capsys) == \
-        "llm train: --early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss"
+    assert (
+        one_error_line(capsys)
+        == "llm train: --early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss"
+    )
 
 
 def _ema(values, smoothing=0.9):
     out, average = [], 0.0
     for t, value in enumerate(values, 1):
         average = smoothing * average + (1 - smoothing) * value
-        out.append(average / (1 - smoothing ** t))
+        out.append(average / (1 - smoothing**t))
     return out
 
 
@@ -273,8 +302,11 @@ def test_compare_overlays_earlier_runs_named_by_their_differences(shell, capsys,
     view.smoothing_slider.value = 0.5
     for trace, earlier in zip(view.figure.data[4:], [first, second]):
         assert list(trace.y) == pytest.approx(_ema([row["loss"] for row in earlier.history], 0.5))
-    step = next(step for step in view.static_figure()["application/vnd.plotly.v1+json"]["layout"]["sliders"][0]["steps"]
-                if step["label"] == "0.3")
+    step = next(
+        step
+        for step in view.static_figure()["application/vnd.plotly.v1+json"]["layout"]["sliders"][0]["steps"]
+        if step["label"] == "0.3"
+    )
     assert step["args"][1] == [1, 4, 5]
     assert step["args"][0]["y"][2] == pytest.approx(_ema([row["loss"] for row in second.history], 0.3))
     # the default: the previous run of the same kind on the same data only
@@ -287,6 +319,9 @@ def test_compare_overlays_earlier_runs_named_by_their_differences(shell, capsys,
     assert [t["name"] for t in traces] == [f"{first.record_id}: lr=0.001", f"{second.record_id}: lr=0.002"]
     assert traces[1]["y"] == [row["lr"] for row in second.history]
     assert bundle["text/html"].count("<polyline") == 2
-    run(shell, f"train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --runs-dir {tmp_path} "
-               "--compare nope", CORPUS)
+    run(
+        shell,
+        f"train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --runs-dir {tmp_path} --compare nope",
+        CORPUS,
+    )
     assert one_error_line(capsys).startswith("llm train: run id 'nope' is unknown")

@@ -1,14 +1,15 @@
 """Nothing runs code the user did not allow: checkpoints are read with weights_only, and every folder
 with its own Python code (auto_map in config.json or tokenizer_config.json) needs --trust-remote-code."""
+
 import json
 import os
 
 import pytest
 import torch
 
-from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics.loading import packaged_path
+from support import DATA, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
@@ -25,9 +26,11 @@ class _RunsCode:
 
 def _evil_python(folder, marker):
     """A module that writes the marker when imported, named by the auto_map entries below."""
-    (folder / "evil.py").write_text(f"open({str(marker)!r}, 'w').write('pwned')\n"
-                                    "from transformers import PreTrainedTokenizerFast as EvilTokenizer\n"
-                                    "from transformers import LlamaForCausalLM as EvilModel\n")
+    (folder / "evil.py").write_text(
+        f"open({str(marker)!r}, 'w').write('pwned')\n"
+        "from transformers import PreTrainedTokenizerFast as EvilTokenizer\n"
+        "from transformers import LlamaForCausalLM as EvilModel\n"
+    )
 
 
 def _model_copy(source, target, marker, where: str):
@@ -39,24 +42,34 @@ def _model_copy(source, target, marker, where: str):
         else:
             (target / item.name).write_bytes(item.read_bytes())
     values = json.loads((target / where).read_text())
-    values["auto_map"] = ({"AutoTokenizer": ["evil.EvilTokenizer", None]} if where == "tokenizer_config.json"
-                          else {"AutoModelForCausalLM": "evil.EvilModel"})
+    values["auto_map"] = (
+        {"AutoTokenizer": ["evil.EvilTokenizer", None]}
+        if where == "tokenizer_config.json"
+        else {"AutoModelForCausalLM": "evil.EvilModel"}
+    )
     (target / where).write_text(json.dumps(values))
     _evil_python(target, marker)
     return target
 
 
 def test_resume_refuses_a_checkpoint_whose_state_would_run_code(shell, capsys, tmp_path):
-    Session().train(text=CORPUS, from_scratch=True, steps=2, seq_len=16, batch_size=2, checkpoint_every=2,
-                    output_dir=str(tmp_path / "run"), progress=False)
+    Session().train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=2,
+        seq_len=16,
+        batch_size=2,
+        checkpoint_every=2,
+        output_dir=str(tmp_path / "run"),
+        progress=False,
+    )
     checkpoint = tmp_path / "run" / "checkpoint-2"
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=True)
     marker = tmp_path / "marker"
     state["note"] = _RunsCode(marker)
     torch.save(state, checkpoint / "trainer_state.pt")
     capsys.readouterr()
-    run(shell, f"train --from-scratch --resume {checkpoint} --steps 4 --seq-len 16 --no-widget --no-progress",
-        CORPUS)
+    run(shell, f"train --from-scratch --resume {checkpoint} --steps 4 --seq-len 16 --no-widget --no-progress", CORPUS)
     line = one_error_line(capsys)
     assert "trainer_state.pt" in line and "refused" in line
     assert not marker.exists()
@@ -69,8 +82,16 @@ def test_what_we_save_loads_back_under_weights_only(tmp_path):
     """The optimizer, scheduler, data order, RNG states and history of a real LoRA run."""
     s = Session()
     s.train(text=CORPUS, from_scratch=True, steps=1, seq_len=16, batch_size=2, progress=False)
-    s.finetune(text=CORPUS, lora=True, steps=2, seq_len=16, batch_size=2, checkpoint_every=2,
-               output_dir=str(tmp_path), progress=False)
+    s.finetune(
+        text=CORPUS,
+        lora=True,
+        steps=2,
+        seq_len=16,
+        batch_size=2,
+        checkpoint_every=2,
+        output_dir=str(tmp_path),
+        progress=False,
+    )
     state = torch.load(tmp_path / "checkpoint-2" / "trainer_state.pt", weights_only=True)
     assert {"optimizer", "scheduler", "batches", "rng", "history", "run_id"} <= set(state)
     assert len(state["history"]) == 2
@@ -91,11 +112,19 @@ def test_adapter_folder_with_its_own_tokenizer_code_is_refused(shell, capsys, tm
     marker = tmp_path / "marker"
     adapter = tmp_path / "adapter"
     adapter.mkdir()
-    (adapter / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "base_model_name_or_path": str(default_model_dir), "r": 2,
-         "target_modules": ["q_proj"]}))
-    (adapter / "tokenizer_config.json").write_text(json.dumps(
-        {"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}))
+    (adapter / "adapter_config.json").write_text(
+        json.dumps(
+            {
+                "peft_type": "LORA",
+                "base_model_name_or_path": str(default_model_dir),
+                "r": 2,
+                "target_modules": ["q_proj"],
+            }
+        )
+    )
+    (adapter / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}})
+    )
     _evil_python(adapter, marker)
     capsys.readouterr()
     run(shell, f"load {adapter}")
@@ -103,8 +132,9 @@ def test_adapter_folder_with_its_own_tokenizer_code_is_refused(shell, capsys, tm
     assert not marker.exists()
 
 
-def test_train_tokenizer_dir_with_code_is_refused_and_never_asks(shell, capsys, tmp_path, default_model_dir,
-                                                                 monkeypatch):
+def test_train_tokenizer_dir_with_code_is_refused_and_never_asks(
+    shell, capsys, tmp_path, default_model_dir, monkeypatch
+):
     marker = tmp_path / "marker"
     folder = tmp_path / "tok"
     folder.mkdir()
@@ -131,8 +161,9 @@ def test_gguf_beside_python_files_is_refused(shell, capsys, tmp_path, monkeypatc
     folder = tmp_path / "gguf"
     folder.mkdir()
     os.symlink(packaged_path("default"), folder / "model.gguf")
-    (folder / "tokenizer_config.json").write_text(json.dumps(
-        {"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}}))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"auto_map": {"AutoTokenizer": ["evil.EvilTokenizer", None]}})
+    )
     _evil_python(folder, marker)
     capsys.readouterr()
     run(shell, f"load {folder / 'model.gguf'}")

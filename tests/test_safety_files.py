@@ -1,4 +1,5 @@
 """Nothing the user wrote is lost: saves, checkpoint folders and output dirs, resumed runs."""
+
 import json
 import os
 from pathlib import Path
@@ -6,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
+from support import DATA, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 SMALL = dict(seq_len=16, batch_size=2, progress=False)
@@ -64,19 +65,23 @@ def test_save_refuses_a_checkpoint_folder(tmp_path, capsys, shell):
 
 
 def test_a_second_run_never_removes_another_runs_checkpoints(tmp_path, capsys):
-    first = Session().train(text=CORPUS, from_scratch=True, steps=4, checkpoint_every=2, output_dir=str(tmp_path),
-                            **SMALL)
+    first = Session().train(
+        text=CORPUS, from_scratch=True, steps=4, checkpoint_every=2, output_dir=str(tmp_path), **SMALL
+    )
     kept = {p.name: (p / "trainer_state.pt").read_bytes() for p in tmp_path.glob("checkpoint-*")}
     assert set(kept) == {"checkpoint-2", "checkpoint-4"}
     capsys.readouterr()
-    second = Session().train(text=CORPUS, from_scratch=True, steps=6, checkpoint_every=2,
-                             output_dir=str(tmp_path), **SMALL)
+    second = Session().train(
+        text=CORPUS, from_scratch=True, steps=6, checkpoint_every=2, output_dir=str(tmp_path), **SMALL
+    )
     said = capsys.readouterr().out.strip().splitlines()
     assert len(said) == 1 and "another run" in said[0]
     assert {p.name: (p / "trainer_state.pt").read_bytes() for p in tmp_path.glob("checkpoint-*")} == kept
     assert Path(second.checkpoint).is_dir() and Path(second.checkpoint).parent != tmp_path
-    assert sorted(p.name for p in Path(second.checkpoint).parent.glob("checkpoint-*")) == \
-        ["checkpoint-4", "checkpoint-6"]  # its own rotation still keeps the last two
+    assert sorted(p.name for p in Path(second.checkpoint).parent.glob("checkpoint-*")) == [
+        "checkpoint-4",
+        "checkpoint-6",
+    ]  # its own rotation still keeps the last two
     for result in (first, second):
         assert result.checkpoint in result.summary() and Path(result.checkpoint).is_dir()
 
@@ -89,15 +94,26 @@ def test_output_dir_that_is_a_file_is_refused_before_the_first_step(shell, capsy
     steps = []
     s = Session()
     with pytest.raises(LLMError, match="is a file"):
-        s.train(text=CORPUS, from_scratch=True, steps=3, checkpoint_every=1, output_dir=str(taken),
-                on_step=[lambda row, result: steps.append(row)], **SMALL)
+        s.train(
+            text=CORPUS,
+            from_scratch=True,
+            steps=3,
+            checkpoint_every=1,
+            output_dir=str(taken),
+            on_step=[lambda row, result: steps.append(row)],
+            **SMALL,
+        )
     assert steps == [] and taken.read_text() == "a file of the user's"
     assert len(s.runs) == 1 and s.runs[0].steps_done == 0 and "is a file" in s.runs[0].error
     # the same through the magic: one line, and the run is in the kernel session's runs
     runs_before = len(llm_magics.session.runs)
     capsys.readouterr()
-    run(shell, f"train --from-scratch --steps 3 --seq-len 16 --checkpoint-every 1 --output-dir {taken} "
-        "--no-widget --no-progress", CORPUS)
+    run(
+        shell,
+        f"train --from-scratch --steps 3 --seq-len 16 --checkpoint-every 1 --output-dir {taken} "
+        "--no-widget --no-progress",
+        CORPUS,
+    )
     assert "is a file" in one_error_line(capsys)
     assert len(llm_magics.session.runs) == runs_before + 1 and llm_magics.session.runs[-1].error
 
@@ -119,12 +135,35 @@ def _losses(result):
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, arch):
     config = tmp_path / "cfg.json"
     if arch == "gpt2":  # dropout on: only restored RNG states reproduce it
-        config.write_text(json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2,
-                                      "n_positions": 64, "resid_pdrop": 0.2, "embd_pdrop": 0.2, "attn_pdrop": 0.2}))
+        config.write_text(
+            json.dumps(
+                {
+                    "model_type": "gpt2",
+                    "n_embd": 64,
+                    "n_layer": 2,
+                    "n_head": 2,
+                    "n_positions": 64,
+                    "resid_pdrop": 0.2,
+                    "embd_pdrop": 0.2,
+                    "attn_pdrop": 0.2,
+                }
+            )
+        )
     else:
-        config.write_text(json.dumps({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2,
-                                      "num_attention_heads": 2, "num_key_value_heads": 2, "intermediate_size": 128,
-                                      "max_position_embeddings": 64, "attention_dropout": 0.2}))
+        config.write_text(
+            json.dumps(
+                {
+                    "model_type": "llama",
+                    "hidden_size": 64,
+                    "num_hidden_layers": 2,
+                    "num_attention_heads": 2,
+                    "num_key_value_heads": 2,
+                    "intermediate_size": 128,
+                    "max_position_embeddings": 64,
+                    "attention_dropout": 0.2,
+                }
+            )
+        )
     common = dict(text=CORPUS, config=str(config), arch=arch, steps=10, lr=3e-3, **SMALL)
     straight = Session().train(from_scratch=True, **common)
     Session().train(from_scratch=True, checkpoint_every=5, output_dir=str(tmp_path / "a"), **common)
@@ -191,11 +230,19 @@ def test_a_failed_command_never_replaces_the_loaded_model(shell, capsys, tmp_pat
     import llm_magics
 
     checkpoint_run = Session()
-    checkpoint_run.train(text=CORPUS, from_scratch=True, config="tiny", steps=2, checkpoint_every=2,
-                         output_dir=str(tmp_path / "ck"), **SMALL)
+    checkpoint_run.train(
+        text=CORPUS,
+        from_scratch=True,
+        config="tiny",
+        steps=2,
+        checkpoint_every=2,
+        output_dir=str(tmp_path / "ck"),
+        **SMALL,
+    )
     labelled = tmp_path / "labelled.jsonl"
-    labelled.write_text("".join(json.dumps({"text": t, "label": l}) + "\n"
-                                for t, l in [("good film", "pos"), ("bad film", "neg")] * 4))
+    labelled.write_text(
+        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", "pos"), ("bad film", "neg")] * 4)
+    )
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     s = llm_magics.session
@@ -204,17 +251,34 @@ def test_a_failed_command_never_replaces_the_loaded_model(shell, capsys, tmp_pat
     before, module, weights, name = s.loaded, s.model, _state(s.model), s.loaded.name
     quiet = "--no-widget --no-progress"
     cases = [
-        (f"train --from-scratch --config tiny --seq-len 1024 --steps 2 {quiet}", CORPUS, "larger than the model's context"),
-        (f"train --resume {tmp_path / 'ck' / 'checkpoint-2'} --seq-len 1000 --steps 4 {quiet}", CORPUS,
-         "larger than the model's context"),
+        (
+            f"train --from-scratch --config tiny --seq-len 1024 --steps 2 {quiet}",
+            CORPUS,
+            "larger than the model's context",
+        ),
+        (
+            f"train --resume {tmp_path / 'ck' / 'checkpoint-2'} --seq-len 1000 --steps 4 {quiet}",
+            CORPUS,
+            "larger than the model's context",
+        ),
         (f"finetune --task classify --labels neg,pos --lora --lora-r 0 --data {labelled} {quiet}", None, "--lora-r"),
         # failing later, once a classifier head / LoRA layers / a fresh model were built for the run
-        (f"finetune --task classify --labels neg,pos --lora --steps 1 --checkpoint-every 1 --output-dir {a_file} "
-         f"--data {labelled} {quiet}", None, "is a file"),
-        (f"finetune --lora --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}", CORPUS,
-         "is a file"),
-        (f"train --from-scratch --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}", CORPUS,
-         "is a file"),
+        (
+            f"finetune --task classify --labels neg,pos --lora --steps 1 --checkpoint-every 1 --output-dir {a_file} "
+            f"--data {labelled} {quiet}",
+            None,
+            "is a file",
+        ),
+        (
+            f"finetune --lora --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}",
+            CORPUS,
+            "is a file",
+        ),
+        (
+            f"train --from-scratch --steps 1 --seq-len 16 --checkpoint-every 1 --output-dir {a_file} {quiet}",
+            CORPUS,
+            "is a file",
+        ),
     ]
     for line, body, said in cases:
         capsys.readouterr()
@@ -238,15 +302,16 @@ def test_checkpoint_rotation_keeps_folders_it_did_not_write(tmp_path, capsys):
     (trainer / "model.safetensors").write_bytes(b"not ours")
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     capsys.readouterr()
-    result = Session().train(text=CORPUS, from_scratch=True, steps=5, checkpoint_every=1, output_dir=str(out),
-                             **SMALL)
+    result = Session().train(text=CORPUS, from_scratch=True, steps=5, checkpoint_every=1, output_dir=str(out), **SMALL)
     said = capsys.readouterr().out.strip().splitlines()
     assert len(said) == 1 and "checkpoint-2 of another run or tool" in said[0], said
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert {k: after.get(k) for k in before} == before  # every file of theirs, byte for byte
     own = Path(result.checkpoint).parent
-    assert own == out / f"run-{result.run_id}" and sorted(p.name for p in own.iterdir() if p.is_dir()) == \
-        ["checkpoint-4", "checkpoint-5"]
+    assert own == out / f"run-{result.run_id}" and sorted(p.name for p in own.iterdir() if p.is_dir()) == [
+        "checkpoint-4",
+        "checkpoint-5",
+    ]
     assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["checkpoint-1", "checkpoint-2", own.name]
 
 
@@ -281,8 +346,13 @@ def test_two_runs_sharing_an_output_dir_at_once(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
 
     def start(name):
-        return subprocess.Popen([sys.executable, "-c", _RUN_IN_A_KERNEL, str(out), str(tmp_path / name), str(corpus)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        return subprocess.Popen(
+            [sys.executable, "-c", _RUN_IN_A_KERNEL, str(out), str(tmp_path / name), str(corpus)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
 
     first = start("first-started")
     try:
@@ -294,8 +364,10 @@ def test_two_runs_sharing_an_output_dir_at_once(tmp_path):
         _, err = second.communicate(timeout=240)
         assert second.returncode == 3 and not (tmp_path / "second-started").exists()
         lines = [line for line in err.strip().splitlines() if "Traceback" not in line]
-        assert lines[-1] == f"--output-dir {out} is in use by another run (process {first.pid}): wait for it to " \
-            "end, or pick another --output-dir", err
+        assert (
+            lines[-1] == f"--output-dir {out} is in use by another run (process {first.pid}): wait for it to "
+            "end, or pick another --output-dir"
+        ), err
         assert "Traceback" not in err
     finally:
         first.send_signal(signal.SIGINT)  # a graceful stop, as the interrupt button
@@ -316,8 +388,9 @@ def small_disk(tmp_path):
 
     disk = tmp_path / "disk"
     disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True,
-                             text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)], capture_output=True, text=True
+    )
     if mounted.returncode:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {mounted.stderr.strip()}")
     yield disk
@@ -344,8 +417,15 @@ def _files(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-TINY_CONFIG = {"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-               "num_key_value_heads": 2, "intermediate_size": 128, "max_position_embeddings": 64}
+TINY_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 64,
+}
 
 
 def test_full_disk_during_save_over_an_earlier_save(small_disk, tmp_path, shell, capsys):
@@ -385,18 +465,29 @@ def test_full_disk_during_checkpointing(small_disk, tmp_path):
 
     s = Session()
     with pytest.raises(LLMError) as error:
-        s.train(text=CORPUS, from_scratch=True, config=str(config), steps=6, checkpoint_every=1,
-                output_dir=str(out), keep_checkpoints=3, on_step=[fill_at_three], **SMALL)
+        s.train(
+            text=CORPUS,
+            from_scratch=True,
+            config=str(config),
+            steps=6,
+            checkpoint_every=1,
+            output_dir=str(out),
+            keep_checkpoints=3,
+            on_step=[fill_at_three],
+            **SMALL,
+        )
     message = str(error.value)
-    assert "\n" not in message and message.startswith("no space left on the disk: checkpoint checkpoint-3 was not "
-                                                      "written (the earlier checkpoints in"), message
+    assert "\n" not in message and message.startswith(
+        "no space left on the disk: checkpoint checkpoint-3 was not written (the earlier checkpoints in"
+    ), message
     assert sorted(p.name for p in out.iterdir()) == [".llm_magics.lock", "checkpoint-1", "checkpoint-2"]
     assert _files(out) == kept  # both earlier checkpoints intact, no checkpoint-3.partial
     assert s.runs[-1].error == message and s.runs[-1].steps_done == 3
     # the earlier checkpoint still resumes
     (small_disk / "filler").unlink()
-    more = Session().train(text=CORPUS, from_scratch=True, config=str(config), steps=3,
-                           resume=str(out / "checkpoint-2"), **SMALL)
+    more = Session().train(
+        text=CORPUS, from_scratch=True, config=str(config), steps=3, resume=str(out / "checkpoint-2"), **SMALL
+    )
     assert more.steps_done == 3
 
 
@@ -421,8 +512,13 @@ def test_an_interrupted_checkpoint_leaves_no_partial_after_the_next_run(tmp_path
     out, corpus = tmp_path / "out", tmp_path / "corpus.txt"
     corpus.write_text(CORPUS)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
-    killed = subprocess.Popen([sys.executable, "-c", _KILLED_WHILE_CHECKPOINTING, str(out), str(corpus)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    killed = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_WHILE_CHECKPOINTING, str(out), str(corpus)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     try:
         while not list(out.glob("checkpoint-*.partial")):
@@ -465,8 +561,13 @@ def test_a_save_killed_half_way_leaves_no_staging_folder_after_the_next_save(tmp
     corpus.write_text(CORPUS)
     target = tmp_path / "saved"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", _KILLED_DURING_SAVE, str(target), str(corpus)], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-c", _KILLED_DURING_SAVE, str(target), str(corpus)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 9, done.stderr[-2000:]
     [left] = list(tmp_path.glob(".saved.saving-*"))
     assert (left / "model.safetensors").read_bytes().startswith(b"half") and not target.exists()

@@ -1,4 +1,5 @@
 """Every user mistake gets one clear line: no traceback, no silently wrong number."""
+
 import json
 import os
 from pathlib import Path
@@ -6,9 +7,9 @@ from pathlib import Path
 import pytest
 
 import llm_magics
-from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
 from llm_magics.training import byte_tokenizer, scratch_config
+from support import DATA, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 TRAIN = "train --from-scratch --steps 1 --seq-len 16 --batch-size 2 --no-widget --no-progress"
@@ -26,8 +27,9 @@ def test_out_of_range_seeds(shell, capsys, magic_session, seed):
     assert magic_session.generate("Hello", seed=2**32 - 1, max_new_tokens=2, do_sample=True).new_tokens >= 1
 
 
-@pytest.mark.parametrize("option", ["--temperature inf", "--temperature nan", "--top-p nan",
-                                    "--repetition-penalty inf"])
+@pytest.mark.parametrize(
+    "option", ["--temperature inf", "--temperature nan", "--top-p nan", "--repetition-penalty inf"]
+)
 def test_non_finite_sampling_options(shell, capsys, magic_session, option):
     capsys.readouterr()
     run(shell, f"generate {option} --max-new-tokens 2", "Hello")
@@ -51,19 +53,23 @@ def test_perplexity_needs_windows_of_two_tokens(shell, capsys, seq_len):
     assert result is None and "--seq-len must be at least 2" in one_error_line(capsys)
 
 
-@pytest.mark.parametrize("values, field", [
-    ({"n_embd": -64}, "n_embd"),
-    ({"n_layer": 0}, "n_layer"),
-    ({"n_embd": 64, "n_head": 3}, "n_embd \\(64\\) must be divisible by n_head \\(3\\)"),
-    ({"n_layer": "2"}, "n_layer"),
-    ({"vocab_size": 10}, "vocab_size 10 is smaller than the tokenizer's"),
-    ({"n_layers": 2}, "'n_layers' is not a gpt2 config field"),
-    ({"resid_pdrop": 1.5}, "resid_pdrop"),
-])
+@pytest.mark.parametrize(
+    "values, field",
+    [
+        ({"n_embd": -64}, "n_embd"),
+        ({"n_layer": 0}, "n_layer"),
+        ({"n_embd": 64, "n_head": 3}, "n_embd \\(64\\) must be divisible by n_head \\(3\\)"),
+        ({"n_layer": "2"}, "n_layer"),
+        ({"vocab_size": 10}, "vocab_size 10 is smaller than the tokenizer's"),
+        ({"n_layers": 2}, "'n_layers' is not a gpt2 config field"),
+        ({"resid_pdrop": 1.5}, "resid_pdrop"),
+    ],
+)
 def test_bad_config_json_names_the_field(tmp_path, values, field):
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2,
-                                  "n_positions": 64, **values}))
+    config.write_text(
+        json.dumps({"model_type": "gpt2", "n_embd": 64, "n_layer": 2, "n_head": 2, "n_positions": 64, **values})
+    )
     with pytest.raises(LLMError, match=field) as error:
         config_object = scratch_config(str(config), "gpt2", byte_tokenizer())
         Session().train(text=CORPUS, from_scratch=True, config=str(config), steps=1, seq_len=16, progress=False)
@@ -98,8 +104,16 @@ def _broken_copies(source: Path, root: Path) -> dict:
 def test_broken_model_folders_keep_the_loaded_model(shell, capsys, tmp_path):
     source = tmp_path / "source"
     s = Session()
-    s.train(text=CORPUS, from_scratch=True, steps=2, seq_len=16, batch_size=2, checkpoint_every=2,
-            output_dir=str(tmp_path / "run"), progress=False)
+    s.train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=2,
+        seq_len=16,
+        batch_size=2,
+        checkpoint_every=2,
+        output_dir=str(tmp_path / "run"),
+        progress=False,
+    )
     s.save(str(source))
     before = s.loaded
     for name, folder in _broken_copies(source, tmp_path).items():
@@ -132,6 +146,7 @@ def test_empty_bodied_cell_magic_runs_as_the_line_magic(shell, capsys, tmp_path)
 
 
 # --- issue 17: tracebacks and hangs become one line, and the session stays usable ---
+
 
 def _error_line(capsys) -> str:
     """one_error_line, past datasets' own progress bars (a first read of a file shows one)."""
@@ -210,20 +225,27 @@ def test_num_return_sequences_0_and_lora_alpha_0_are_refused(shell, capsys, magi
 
 def test_seq_len_shorter_than_the_chat_template_prompt_says_so(shell, capsys, magic_session, tmp_path, cache):
     chats = tmp_path / "chats.jsonl"
-    record = {"messages": [{"role": "user", "content": "What is the capital of France?"},
-                           {"role": "assistant", "content": "Paris."}]}
+    record = {
+        "messages": [
+            {"role": "user", "content": "What is the capital of France?"},
+            {"role": "assistant", "content": "Paris."},
+        ]
+    }
     chats.write_text(json.dumps(record) + "\n")
     tokenizer = magic_session.tokenizer
     # The oracle: transformers' own rendering of the prompt, with the generation prompt, is what precedes
     # the first trained token (SmolLM2's template adds a system message: more than 32 tokens).
-    prompt = tokenizer.apply_chat_template(record["messages"][:1], add_generation_prompt=True, tokenize=True,
-                                           return_dict=True)["input_ids"]
+    prompt = tokenizer.apply_chat_template(
+        record["messages"][:1], add_generation_prompt=True, tokenize=True, return_dict=True
+    )["input_ids"]
     assert len(prompt) > 32
     model = magic_session.model
     run(shell, f"finetune --steps 1 --seq-len 32 --no-progress --no-widget --data {chats}")
     line = _error_line(capsys)
-    assert line.startswith(f"llm finetune: --seq-len 32 is shorter than the chat-template prompt ({len(prompt)} "
-                           "tokens before the first trained token"), line
+    assert line.startswith(
+        f"llm finetune: --seq-len 32 is shorter than the chat-template prompt ({len(prompt)} "
+        "tokens before the first trained token"
+    ), line
     assert "no trainable tokens" not in line
     _still_usable(shell, capsys, model)
 
@@ -234,9 +256,9 @@ def test_max_tokens_on_a_big_file_with_no_newline_tokenizes_only_what_it_needs(t
     import time
 
     import numpy as np
+    from test_data import WORDS
 
     from llm_magics.data import Preparation, packed_tokens, read_corpus
-    from test_data import WORDS
 
     rng = np.random.default_rng(0)
     line = tmp_path / "one_line.txt"
@@ -274,8 +296,10 @@ def test_perplexity_of_a_one_token_text_is_too_short(shell, capsys, magic_sessio
     capsys.readouterr()
     assert run(shell, "eval --metric perplexity", "x") is None
     err = capsys.readouterr().err  # (after the tokenizing bar)
-    assert "Traceback" not in err and err.strip().splitlines()[-1] == \
-        "llm eval: the text is too short for perplexity: it needs at least 2 tokens"
+    assert (
+        "Traceback" not in err
+        and err.strip().splitlines()[-1] == "llm eval: the text is too short for perplexity: it needs at least 2 tokens"
+    )
     with pytest.raises(LLMError, match="too short for perplexity"):
         magic_session.eval("perplexity", text="x", progress=False)
     # two tokens of its own are enough
@@ -337,7 +361,7 @@ def test_two_processes_equal_one_process_for_finetune_with_mixed_lengths(lora):
     from llm_magics.data import pad_batch, supervised_examples
 
     words = CORPUS.split()
-    records = [{"text": " ".join(words[i:i + n])} for i, n in enumerate([2, 30, 5, 60, 11, 3, 44])]
+    records = [{"text": " ".join(words[i : i + n])} for i, n in enumerate([2, 30, 5, 60, 11, 3, 44])]
     body = "\n".join(json.dumps(r) for r in records)
     options = dict(text=body, lora=lora, steps=3, seq_len=256, lr=1e-2, progress=False)
     one = _tiny_byte_model()
@@ -374,19 +398,21 @@ def test_reversed_labels_map_by_name_onto_the_existing_classifier(cache):
     train, test = str(DATA / "sentiment_train.jsonl"), str(DATA / "sentiment_test.jsonl")
     truth = [json.loads(line)["label"] for line in open(test)]
     texts = [json.loads(line)["text"] for line in open(test)]
-    s.finetune(data=train, task="classify", labels="negative,positive", epochs=3, batch_size=8, lr=2e-4,
-               progress=False)
+    s.finetune(data=train, task="classify", labels="negative,positive", epochs=3, batch_size=8, lr=2e-4, progress=False)
     trained = accuracy_score(truth, s.classify(texts))  # the oracle: scikit-learn on the predicted names
     assert trained >= 0.6  # (inverted, it would be 1 - trained)
     head = s.model.config.id2label
-    result = s.finetune(data=train, eval_data=test, task="classify", labels="positive,negative", steps=1,
-                        lr=1e-6, progress=False)
+    result = s.finetune(
+        data=train, eval_data=test, task="classify", labels="positive,negative", steps=1, lr=1e-6, progress=False
+    )
     assert s.model.config.id2label == head == {0: "negative", 1: "positive"}
     again = accuracy_score(truth, s.classify(texts))
     assert result.metrics["accuracy"] == pytest.approx(again)
     assert again >= trained - 0.07  # not inverted (it was 0.0 when the head kept neg,pos and the ids flipped)
     # other names: a new head for them, named as asked
-    renamed = [json.dumps({"text": t, "label": {"positive": "good", "negative": "bad"}[label]})
-               for t, label in zip(texts, truth)]
+    renamed = [
+        json.dumps({"text": t, "label": {"positive": "good", "negative": "bad"}[label]})
+        for t, label in zip(texts, truth)
+    ]
     s.finetune(text="\n".join(renamed), task="classify", labels="good,bad", steps=1, progress=False)
     assert s.model.config.id2label == {0: "good", 1: "bad"}

@@ -1,4 +1,5 @@
 """A stop during %%llm eval stops the whole evaluation: partial, never reported or recorded as the score."""
+
 import json
 import math
 import os
@@ -7,13 +8,12 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
-import pytest
-
 import llm_magics
-from support import DATA, ROOT, interrupt_at_forward, one_error_line, run
 from llm_magics import Session
+from support import DATA, ROOT, interrupt_at_forward, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 LONG = CORPUS * 60  # about 1,500 windows of 8 bytes: seconds of work for the tiny model
@@ -75,9 +75,9 @@ def test_stop_during_generation_metrics_discards_the_cut_answer(session):
 
 
 def test_stopped_classifier_eval_is_partial_not_a_score():
+    from llm_magics.base.interrupts import StopFlag
     from llm_magics.data import read_corpus
     from llm_magics.evaluation import evaluate
-    from llm_magics.interrupts import StopFlag
 
     s = Session()
     s.load("minilm")
@@ -132,7 +132,9 @@ def test_interrupt_while_datasets_is_first_imported_keeps_data_reading_working(t
     datasets.utils._dill (an import hook, not a timer). The interrupted command stops cleanly, and the next
     data command in the same interpreter trains."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LLM_MAGICS_CACHE": str(tmp_path / "cache")}
-    argv = [sys.executable, "-c", IMPORT_SCRIPT, "datasets.utils._dill"] + (["user"] if whose == "the user's own" else [])
+    argv = [sys.executable, "-c", IMPORT_SCRIPT, "datasets.utils._dill"] + (
+        ["user"] if whose == "the user's own" else []
+    )
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
     out = done.stdout
     assert done.returncode == 0 and "Traceback" not in out + done.stderr, out + done.stderr[-3000:]
@@ -152,8 +154,12 @@ class interrupt_inside:
         self.name, self.where, self.fired = name, where, False
 
     def _profile(self, frame, event, arg):
-        if event == "call" and not self.fired and frame.f_code.co_name == self.name \
-                and self.where in frame.f_code.co_filename:
+        if (
+            event == "call"
+            and not self.fired
+            and frame.f_code.co_name == self.name
+            and self.where in frame.f_code.co_filename
+        ):
             self.fired = True
             os.kill(os.getpid(), signal.SIGINT)
 
@@ -258,9 +264,15 @@ def _interrupted_runs(tmp_path, mode: str, runs: int) -> list[dict]:
     """Run DDP_SCRIPT in its own process group (a fresh interpreter plays the kernel): Jupyter's interrupt
     button signals the kernel's whole group, so the forked workers get each SIGINT too."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "LLM_MAGICS_CACHE": str(tmp_path / "cache")}
-    done = subprocess.run([sys.executable, "-c", DDP_SCRIPT, mode, str(runs), str(DATA / "tiny_corpus.txt")],
-                          capture_output=True, text=True, env=env, timeout=1800, start_new_session=True)
-    reports = [json.loads(line[len("REPORT "):]) for line in done.stdout.splitlines() if line.startswith("REPORT ")]
+    done = subprocess.run(
+        [sys.executable, "-c", DDP_SCRIPT, mode, str(runs), str(DATA / "tiny_corpus.txt")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+        start_new_session=True,
+    )
+    reports = [json.loads(line[len("REPORT ") :]) for line in done.stdout.splitlines() if line.startswith("REPORT ")]
     assert done.returncode == 0 and reports, done.stdout[-3000:] + done.stderr[-3000:]
     assert "Traceback" not in done.stdout + done.stderr, done.stdout[-3000:] + done.stderr[-3000:]
     for name in ("queue.Empty", "SystemError", "Connection closed"):
@@ -286,8 +298,14 @@ def test_double_interrupt_during_processes_2_is_one_line_and_restores_the_kernel
     for report in interrupted:
         assert report["error"] is None and report["env_restored"], report  # MASTER_PORT & co. gone again
     lines = [line for line in stderr.splitlines() if line.startswith("llm train:")]
-    assert lines == ["llm train: stopped at once by a second interrupt: the training processes were ended and "
-                     "their steps are lost (the model in this kernel has none of them)"] * 2
+    assert (
+        lines
+        == [
+            "llm train: stopped at once by a second interrupt: the training processes were ended and "
+            "their steps are lost (the model in this kernel has none of them)"
+        ]
+        * 2
+    )
     assert after == {"after": 2, "error": None}  # a new --processes 2 run binds a port and trains
 
 
@@ -302,12 +320,20 @@ def test_second_interrupt_during_training_is_one_line(shell, capsys):
 
     llm_magics.session.step_listeners.append(interrupt_twice)
     try:
-        assert run(shell, "train --from-scratch --steps 50 --seq-len 16 --batch-size 2 --no-widget --no-progress",
-                   CORPUS * 5) is None
+        assert (
+            run(
+                shell,
+                "train --from-scratch --steps 50 --seq-len 16 --batch-size 2 --no-widget --no-progress",
+                CORPUS * 5,
+            )
+            is None
+        )
     finally:
         llm_magics.session.step_listeners.remove(interrupt_twice)
-    assert one_error_line(capsys) == ("llm train: interrupted at once: the model in memory keeps the last step it "
-                                      "finished (see llm_magics.session.runs[-1])")
+    assert one_error_line(capsys) == (
+        "llm train: interrupted at once: the model in memory keeps the last step it "
+        "finished (see llm_magics.session.runs[-1])"
+    )
     failed = llm_magics.session.runs[-1]
     assert failed.interrupted and failed.error == "interrupted" and failed.steps_done == 2
 
@@ -334,8 +360,14 @@ def test_a_second_interrupt_stops_at_once():
     before = {k: v.clone() for k, v in s.model.state_dict().items()}
     try:
         with pytest.raises(KeyboardInterrupt):
-            s.train(text=CORPUS, steps=50, seq_len=16, batch_size=2, progress=False,
-                    on_step=[lambda row, result: steps.append(row["step"])])
+            s.train(
+                text=CORPUS,
+                steps=50,
+                seq_len=16,
+                batch_size=2,
+                progress=False,
+                on_step=[lambda row, result: steps.append(row["step"])],
+            )
     finally:
         handle.remove()
     assert forwards[0] == 3 and steps == [1, 2]  # the third step never reached its update

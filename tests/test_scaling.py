@@ -1,5 +1,6 @@
 """Scaling up on CPU: --processes (DDP with gloo through accelerate), --accelerate-config, --compile and
 --gradient-checkpointing in training, --compile in generation. Tiny from-scratch models, byte tokenizer."""
+
 import json
 import os
 import socket
@@ -9,7 +10,7 @@ import torch
 import torch._dynamo.utils
 
 from llm_magics import Session
-from llm_magics.errors import LLMError
+from llm_magics.base.errors import LLMError
 from support import DATA, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
@@ -31,8 +32,14 @@ def assert_close(a: dict, b: dict, atol=1e-5):
 def test_two_processes_equal_one_process_with_twice_the_batch():
     rows = []  # (pid, row): the chart's callbacks run in this (the kernel's) process
     two = Session()
-    result = two.train(text=CORPUS, steps=4, batch_size=4, processes=2, **SMALL,
-                       on_step=[lambda row, res: rows.append((os.getpid(), dict(row), res.total_steps))])
+    result = two.train(
+        text=CORPUS,
+        steps=4,
+        batch_size=4,
+        processes=2,
+        **SMALL,
+        on_step=[lambda row, res: rows.append((os.getpid(), dict(row), res.total_steps))],
+    )
     one = Session()
     reference = one.train(text=CORPUS, steps=4, batch_size=8, **SMALL)
 
@@ -58,9 +65,18 @@ def test_stop_ends_every_rank_and_the_checkpoint_resumes_with_one_process(tmp_pa
         if row["step"] == 3:
             s.stop()
 
-    result = s.train(text=CORPUS, steps=2000, batch_size=2, processes=2, checkpoint_every=5000,
-                     output_dir=str(tmp_path), on_step=[stop_at_three], eval_data=str(DATA / "tiny_corpus.txt"),
-                     eval_every=2, **SMALL)
+    result = s.train(
+        text=CORPUS,
+        steps=2000,
+        batch_size=2,
+        processes=2,
+        checkpoint_every=5000,
+        output_dir=str(tmp_path),
+        on_step=[stop_at_three],
+        eval_data=str(DATA / "tiny_corpus.txt"),
+        eval_every=2,
+        **SMALL,
+    )
     # the kernel relays Stop while the workers run on: every rank stops after the same, early step
     assert result.interrupted and 3 <= result.steps_done < 2000
     assert [r["steps"] for r in result.ranks] == [result.steps_done, result.steps_done]
@@ -82,7 +98,7 @@ def test_stop_ends_every_rank_and_the_checkpoint_resumes_with_one_process(tmp_pa
     resumed = Session()
     more = resumed.train(text=CORPUS, steps=result.steps_done + 2, batch_size=4, resume=result.checkpoint, **SMALL)
     assert more.steps_done == result.steps_done + 2 and not more.interrupted
-    assert [r["step"] for r in more.history][:result.steps_done] == list(range(1, result.steps_done + 1))
+    assert [r["step"] for r in more.history][: result.steps_done] == list(range(1, result.steps_done + 1))
     assert not all(torch.equal(stopped_at[k], v) for k, v in weights(resumed).items())
 
 
@@ -97,8 +113,12 @@ def test_magic_processes_with_kernel_interrupt(shell, capsys):
 
     llm_magics.session.step_listeners.append(interrupt_at_two)
     try:
-        result = run(shell, "train --from-scratch --processes 2 --steps 2000 --seq-len 32 --batch-size 2 "
-                            "--device cpu --no-widget --no-progress", CORPUS)
+        result = run(
+            shell,
+            "train --from-scratch --processes 2 --steps 2000 --seq-len 32 --batch-size 2 "
+            "--device cpu --no-widget --no-progress",
+            CORPUS,
+        )
     finally:
         llm_magics.session.step_listeners.remove(interrupt_at_two)
     out = capsys.readouterr().out
@@ -113,22 +133,23 @@ def test_lora_finetune_on_two_processes_comes_back_as_an_adapter():
     s = Session()
     s.train(text=CORPUS, steps=1, **SMALL)
     base = weights(s)
-    result = s.finetune(text=CORPUS, lora=True, steps=3, batch_size=2, seq_len=32, lr=1e-2, processes=2,
-                        progress=False)
+    result = s.finetune(text=CORPUS, lora=True, steps=3, batch_size=2, seq_len=32, lr=1e-2, processes=2, progress=False)
     assert result.steps_done == 3 and len(result.history[0]["rank_losses"]) == 2
     assert isinstance(s.model, PeftModel)  # the kernel's session now holds the trained adapter
     trained = weights(s)
     lora_b = [v for k, v in trained.items() if "lora_B" in k]
     assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # LoRA's B starts at zero: it was trained
-    base_now = {k.replace("base_model.model.", "").replace(".base_layer", ""): v
-                for k, v in trained.items() if "lora_" not in k}
+    base_now = {
+        k.replace("base_model.model.", "").replace(".base_layer", ""): v for k, v in trained.items() if "lora_" not in k
+    }
     assert_close(base_now, base, atol=0)  # and the base weights were left alone
 
 
 def test_scaling_errors_are_one_line(shell, capsys):
     run(shell, f"train --from-scratch --processes {os.cpu_count() + 1} --steps 2 --device cpu --no-widget", CORPUS)
-    assert f"--processes {os.cpu_count() + 1} but this machine has {os.cpu_count()} CPU core(s)" \
-        in capsys.readouterr().err
+    assert (
+        f"--processes {os.cpu_count() + 1} but this machine has {os.cpu_count()} CPU core(s)" in capsys.readouterr().err
+    )
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -150,12 +171,20 @@ def test_scaling_errors_are_one_line(shell, capsys):
 
 def test_accelerate_config_is_launched_with_accelerate(tmp_path):
     config = tmp_path / "one.yaml"
-    config.write_text("compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
-                      "mixed_precision: 'no'\nuse_cpu: true\n")
+    config.write_text(
+        "compute_environment: LOCAL_MACHINE\ndistributed_type: 'NO'\nnum_processes: 1\n"
+        "mixed_precision: 'no'\nuse_cpu: true\n"
+    )
     launched, local = Session(), Session()
     rows = []
-    result = launched.train(text=CORPUS, steps=3, batch_size=4, accelerate_config=str(config), **SMALL,
-                            on_step=[lambda row, res: rows.append(row["step"])])
+    result = launched.train(
+        text=CORPUS,
+        steps=3,
+        batch_size=4,
+        accelerate_config=str(config),
+        **SMALL,
+        on_step=[lambda row, res: rows.append(row["step"])],
+    )
     local.train(text=CORPUS, steps=3, batch_size=4, **SMALL)
     assert rows == [1, 2, 3] and result.steps_done == 3
     assert_close(weights(launched), weights(local))
@@ -172,8 +201,14 @@ def test_processes_overrides_the_accelerate_configs_num_processes(tmp_path):
     config = tmp_path / "one.yaml"
     if torch.cuda.device_count() >= 2:
         config.write_text("distributed_type: MULTI_GPU\nnum_processes: 1\nmixed_precision: 'no'\n")
-        result = Session().train(text=CORPUS, steps=2, batch_size=2, accelerate_config=str(config), processes=2,
-                                 **{**SMALL, "device": "auto"})
+        result = Session().train(
+            text=CORPUS,
+            steps=2,
+            batch_size=2,
+            accelerate_config=str(config),
+            processes=2,
+            **{**SMALL, "device": "auto"},
+        )
         assert len(result.ranks) == 2 and all(len(r["rank_losses"]) == 2 for r in result.history)
         return
     config.write_text("distributed_type: MULTI_CPU\nnum_processes: 1\nuse_cpu: true\n")
@@ -187,8 +222,11 @@ def test_processes_overrides_the_accelerate_configs_num_processes(tmp_path):
 
 def test_compile_and_gradient_checkpointing_train_like_plain():
     histories = {}
-    for name, extra in {"plain": {}, "compile": {"compile": "eager"},
-                        "checkpointing": {"gradient_checkpointing": True}}.items():
+    for name, extra in {
+        "plain": {},
+        "compile": {"compile": "eager"},
+        "checkpointing": {"gradient_checkpointing": True},
+    }.items():
         s = Session()
         torch._dynamo.reset()
         before = dict(torch._dynamo.utils.counters["stats"])
@@ -240,13 +278,17 @@ def test_gpu_bench_runs_on_cuda_skips_on_cpu_and_its_stand_in_tokenizer_round_tr
     bench = load_gpu_bench(monkeypatch)
     if torch.cuda.is_available():
         # The part that crashed on a GPU (True handed to torch.compile in the reference loop), at a short size.
-        monkeypatch.setattr(sys, "argv", ["gpu_decode.py", "--random-weights", "--parts", "train",
-                                          "--train-steps", "3"])
+        monkeypatch.setattr(
+            sys, "argv", ["gpu_decode.py", "--random-weights", "--parts", "train", "--train-steps", "3"]
+        )
         bench.main()
         out = capsys.readouterr().out
         assert "skipped" not in out and "Training GPT-2 124M" in out
-        rows = {line.split("|")[1].strip(): line.split("|")[2].strip() for line in out.splitlines()
-                if line.startswith("| reference loop") or line.startswith("| %%llm train")}
+        rows = {
+            line.split("|")[1].strip(): line.split("|")[2].strip()
+            for line in out.splitlines()
+            if line.startswith("| reference loop") or line.startswith("| %%llm train")
+        }
         assert len(rows) == 3 and all(float(v.replace(",", "")) > 0 for v in rows.values()), out
         assert "| train --compile vs reference |" in out
     else:

@@ -1,10 +1,11 @@
 """--track through accelerate's trackers: what the tracker wrote, read back with its own reader."""
+
 from pathlib import Path
 
 import pytest
 
-from support import DATA, one_error_line, run
 from llm_magics import LLMError, Session
+from support import DATA, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
@@ -14,8 +15,17 @@ def test_tensorboard_event_files_hold_the_history_step_for_step():
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     s = Session()
-    result = s.train(text=CORPUS, from_scratch=True, steps=8, seq_len=16, batch_size=2, progress=False,
-                     eval_data=str(DATA / "tiny_corpus.txt"), eval_every=4, track="tensorboard")
+    result = s.train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=8,
+        seq_len=16,
+        batch_size=2,
+        progress=False,
+        eval_data=str(DATA / "tiny_corpus.txt"),
+        eval_every=4,
+        track="tensorboard",
+    )
     (events,) = Path(result.run_dir).glob("trackers/llm_magics/events.out.tfevents.*")
     accumulator = EventAccumulator(str(events.parent))
     accumulator.Reload()
@@ -25,8 +35,9 @@ def test_tensorboard_event_files_hold_the_history_step_for_step():
     assert [e.step for e in loss] == [row["step"] for row in result.history] == list(range(1, 9))
     assert [e.value for e in loss] == pytest.approx([row["loss"] for row in result.history], rel=1e-6)  # float32
     assert [e.value for e in lr] == pytest.approx([row["lr"] for row in result.history], rel=1e-6)
-    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in evals] == \
-        [(row["step"], row["eval_loss"]) for row in result.history if "eval_loss" in row]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in evals] == [
+        (row["step"], row["eval_loss"]) for row in result.history if "eval_loss" in row
+    ]
 
 
 def test_trackio_local_store_holds_the_history():
@@ -34,8 +45,7 @@ def test_trackio_local_store_holds_the_history():
     removed from it afterwards."""
     pytest.importorskip("trackio")
     s = Session()
-    result = s.train(text=CORPUS, from_scratch=True, steps=5, seq_len=16, batch_size=2, progress=False,
-                     track="trackio")
+    result = s.train(text=CORPUS, from_scratch=True, steps=5, seq_len=16, batch_size=2, progress=False, track="trackio")
     from trackio.sqlite_storage import SQLiteStorage
 
     try:
@@ -49,12 +59,16 @@ def test_trackio_local_store_holds_the_history():
 
 def test_unknown_or_missing_trackers_are_one_line(shell, capsys, monkeypatch):
     run(shell, "train --from-scratch --steps 2 --seq-len 16 --no-widget --no-progress --track tensorbored", CORPUS)
-    assert one_error_line(capsys) == ("llm train: unknown tracker 'tensorbored' in --track: use tensorboard, "
-                                      "trackio, wandb, mlflow, aim (comma-separated)")
+    assert one_error_line(capsys) == (
+        "llm train: unknown tracker 'tensorbored' in --track: use tensorboard, "
+        "trackio, wandb, mlflow, aim (comma-separated)"
+    )
     import accelerate.utils
 
     monkeypatch.setattr(accelerate.utils, "is_aim_available", lambda: False)  # as on a machine without aim
-    with pytest.raises(LLMError, match=r'--track aim needs aim, which is not installed: pip install "llm-magics\[aim\]"'):
+    with pytest.raises(
+        LLMError, match=r'--track aim needs aim, which is not installed: pip install "llm-magics\[aim\]"'
+    ):
         Session().train(text=CORPUS, from_scratch=True, steps=2, seq_len=16, progress=False, track="tensorboard,aim")
 
 
@@ -64,9 +78,19 @@ def test_tensorboard_with_two_processes_logs_once_from_rank_0_the_history():
     pytest.importorskip("tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    result = Session().train(text=CORPUS, from_scratch=True, steps=4, seq_len=16, batch_size=2,
-                             processes=2, device="cpu", progress=False, track="tensorboard",
-                             eval_data=str(DATA / "tiny_corpus.txt"), eval_every=2)
+    result = Session().train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=4,
+        seq_len=16,
+        batch_size=2,
+        processes=2,
+        device="cpu",
+        progress=False,
+        track="tensorboard",
+        eval_data=str(DATA / "tiny_corpus.txt"),
+        eval_every=2,
+    )
     assert all(len(row["rank_losses"]) == 2 for row in result.history)  # both ranks trained
     folder = Path(result.run_dir) / "trackers" / "llm_magics"
     (scalars,) = folder.glob("events.out.tfevents.*")  # one writer of the scalars
@@ -79,5 +103,6 @@ def test_tensorboard_with_two_processes_logs_once_from_rank_0_the_history():
     assert [e.step for e in loss] == [row["step"] for row in result.history] == [1, 2, 3, 4]
     assert [e.value for e in loss] == pytest.approx([row["loss"] for row in result.history], rel=1e-6)
     assert [e.value for e in lr] == pytest.approx([row["lr"] for row in result.history], rel=1e-6)
-    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in accumulator.Scalars("eval_loss")] == \
-        [(row["step"], row["eval_loss"]) for row in result.history if "eval_loss" in row]
+    assert [(e.step, pytest.approx(e.value, rel=1e-6)) for e in accumulator.Scalars("eval_loss")] == [
+        (row["step"], row["eval_loss"]) for row in result.history if "eval_loss" in row
+    ]

@@ -1,4 +1,5 @@
 """The widgets driven through their Python API: real training runs and real generations behind them."""
+
 import html
 import re
 import time
@@ -19,8 +20,16 @@ def test_live_training_view_plots_every_step_throttled():
     view = TrainingView(s, "tiny")
     eval_file = DATA / "tiny_corpus.txt"
     start = time.perf_counter()
-    result = s.train(text=CORPUS, from_scratch=True, steps=60, seq_len=32, eval_data=str(eval_file),
-                     eval_every=20, on_step=[view], progress=False)
+    result = s.train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=60,
+        seq_len=32,
+        eval_data=str(eval_file),
+        eval_every=20,
+        on_step=[view],
+        progress=False,
+    )
     elapsed = time.perf_counter() - start
     raw, smoothed, evals, lr = view.figure.data
     assert list(raw.x) == list(range(1, 61)) and list(raw.y) == [r["loss"] for r in result.history]
@@ -59,8 +68,15 @@ def test_training_view_carries_a_static_fallback_and_eval_without_eval_every():
     live = view.mimebundle()
     assert live["application/vnd.jupyter.widget-view+json"]["model_id"] == view.widget.model_id
     assert "tiny" in live["text/html"]
-    result = s.train(text=CORPUS, from_scratch=True, steps=8, seq_len=32, eval_data=str(DATA / "tiny_corpus.txt"),
-                     on_step=[view], progress=False)
+    result = s.train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=8,
+        seq_len=32,
+        eval_data=str(DATA / "tiny_corpus.txt"),
+        on_step=[view],
+        progress=False,
+    )
     # --eval-data without --eval-every: evaluated once at the end, and that is a point on the chart.
     assert view.eval_steps == [8] and view.eval_losses == [result.history[-1]["eval_loss"]]
     assert result.metrics["eval_loss"] == view.eval_losses[0]
@@ -74,7 +90,7 @@ def tensorboard_ema(values, weight):
     last, out = 0.0, []
     for num_accum, value in enumerate(values, 1):
         last = last * weight + (1 - weight) * value
-        debias_weight = 1 if weight == 1 else 1 - weight ** num_accum
+        debias_weight = 1 if weight == 1 else 1 - weight**num_accum
         out.append(last / debias_weight)
     return out
 
@@ -100,7 +116,8 @@ def test_chart_smoothing_slider_log_toggles_and_integer_ticks():
     buttons = view.figure.layout.updatemenus[0].buttons
     assert [(b.label, b.args[0], b.args2[0]) for b in buttons] == [
         ("log loss", {"yaxis.type": "log"}, {"yaxis.type": "linear"}),
-        ("log lr", {"yaxis2.type": "log"}, {"yaxis2.type": "linear"})]
+        ("log lr", {"yaxis2.type": "log"}, {"yaxis2.type": "linear"}),
+    ]
     assert view.figure.data[3].yaxis == "y2"
     # The static figure keeps the toggles and carries its own slider, each step the EMA at its value.
     layout = view.static_figure()["application/vnd.plotly.v1+json"]["layout"]
@@ -128,8 +145,9 @@ def test_failed_training_leaves_no_live_chart(shell, capsys):
 def test_long_runs_are_thinned_for_the_browser():
     s = Session()
     view = TrainingView(s, "tiny", max_points=50)
-    result = s.train(text=CORPUS, from_scratch=True, steps=300, seq_len=16, batch_size=2, on_step=[view],
-                     progress=False)
+    result = s.train(
+        text=CORPUS, from_scratch=True, steps=300, seq_len=16, batch_size=2, on_step=[view], progress=False
+    )
     raw = view.figure.data[0]
     assert len(raw.x) <= 51 and raw.x[0] == 1 and raw.x[-1] == 300
     assert len(view.losses) == 300 and len(result.history) == 300  # the full history is kept
@@ -143,8 +161,16 @@ def test_stop_button_ends_training_with_model_usable(tmp_path):
         if row["step"] == 7:
             view.stop_button.click()
 
-    result = s.train(text=CORPUS, from_scratch=True, steps=500, seq_len=32, checkpoint_every=50,
-                     output_dir=str(tmp_path), on_step=[view, press_stop], progress=False)
+    result = s.train(
+        text=CORPUS,
+        from_scratch=True,
+        steps=500,
+        seq_len=32,
+        checkpoint_every=50,
+        output_dir=str(tmp_path),
+        on_step=[view, press_stop],
+        progress=False,
+    )
     assert result.interrupted and result.steps_done == 7
     assert result.checkpoint == str(tmp_path / "checkpoint-7")
     assert "stopped" in view.header.value
@@ -187,7 +213,7 @@ def test_playground_busy_state_new_seed_per_click_and_fallback(session):
     # Reopened without the kernel, the output shows the runs it had.
     bundle = panel.mimebundle()
     assert bundle["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.widget.model_id
-    assert bundle["text/html"].count("class=\"llm-token\"") >= 3 * 4 - 2
+    assert bundle["text/html"].count('class="llm-token"') >= 3 * 4 - 2
     assert f"seed={first}" in bundle["text/html"] and "token probability" in bundle["text/html"]
     pinned = SamplingPanel(session, "Hi", SamplingSettings(seed=5))
     assert pinned.pin_seed.value and pinned.seed.value == 5
@@ -242,8 +268,9 @@ def test_token_rank_probability_and_card_match_a_plain_forward_pass(session):
     from llm_magics.views.playground import tokens_by_probability_html
 
     # temperature 1, no top-k or top-p: the sampling distribution is the model's own softmax
-    result = session.generate("The weather today is", max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0,
-                              seed=4, output_scores=True)
+    result = session.generate(
+        "The weather today is", max_new_tokens=8, temperature=1.0, top_k=0, top_p=1.0, seed=4, output_scores=True
+    )
     tokens = token_probabilities(session.tokenizer, result.token_ids[0], result.scores)
     prompt_ids = session.tokenizer("The weather today is")["input_ids"]
     ids = torch.tensor([prompt_ids + result.token_ids[0]])
@@ -285,8 +312,16 @@ def test_playground_columns_record_prompt_and_settings(session):
     panel = SamplingPanel(session, "A long prompt " * 8, SamplingSettings(max_new_tokens=3, seed=9, top_k=12))
     result = panel.generate()
     column = html.unescape(panel.columns[0].value)
-    for piece in ("T=0.7", "top-k=12", "top-p=0.95", "seed=9", "rep=1", "max=3", "prompt: 'A long prompt A long",
-                  f"stopped: {result.stop_reason}"):
+    for piece in (
+        "T=0.7",
+        "top-k=12",
+        "top-p=0.95",
+        "seed=9",
+        "rep=1",
+        "max=3",
+        "prompt: 'A long prompt A long",
+        f"stopped: {result.stop_reason}",
+    ):
         assert piece in column, piece
     saved = html.unescape(panel.fallback_html())
     assert "seed=9" in saved and "max=3" in saved and "prompt: 'A long prompt" in saved
@@ -339,8 +374,10 @@ def test_playground_chat_template_and_system_prompt_change_the_prompt_ids(sessio
     assert "chat · prompt: 'What is the capital" in header and "system: 'You are a pirate.'" in header
     assert "system:" not in html.unescape(panel.columns[0].value)
     # the same turn through Session.chat: the same reply
-    assert session.chat(question, system="You are a pirate.", max_new_tokens=8, do_sample=False).text == \
-        pirate.text.strip()
+    assert (
+        session.chat(question, system="You are a pirate.", max_new_tokens=8, do_sample=False).text
+        == pirate.text.strip()
+    )
 
 
 def test_hover_lists_only_real_alternatives(session):

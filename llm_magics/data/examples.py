@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import torch
 
-from ..errors import LLMError
+from ..base.errors import LLMError
 from .reading import checked_messages
 
 IGNORE_INDEX = -100  # label value the loss skips (prompt and padding tokens)

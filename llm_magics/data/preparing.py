@@ -9,7 +9,7 @@ import signal
 import threading
 from typing import TYPE_CHECKING
 
-from ..interrupts import StopFlag, ignoring_interrupts, import_whole
+from ..base.interrupts import StopFlag, ignoring_interrupts, import_whole
 
 if TYPE_CHECKING:
     from tqdm import tqdm
@@ -36,7 +36,7 @@ class Preparation:
         if self.progress and bar:
             if self._stage != stage:
                 self.close()
-                from ..progress import progress_bar
+                from ..base.progress import progress_bar
 
                 self._bar = progress_bar(total=total, desc=stage, unit=unit, unit_scale=True, dynamic_ncols=True)
                 self._stage = stage

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..errors import LLMError
-from ..interrupts import import_whole
+from ..base.errors import LLMError
+from ..base.interrupts import import_whole
 from ..options import check_bounds
 from .fingerprint import content_key
 

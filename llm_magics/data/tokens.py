@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LLMError
+from ..base.errors import LLMError
 from .preparing import Preparation, datasets_bars
 from .reading import Corpus, text_of
 

@@ -9,8 +9,8 @@ import math
 import numpy as np
 import torch
 
+from ..base.errors import LLMError
 from ..data import PackedTokens, pad_batch
-from ..errors import LLMError
 from ..loading import LoadedModel
 
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import LLMError
-from ..files import staged_folder
+from ..base.errors import LLMError
+from ..base.files import staged_folder
 from ..loading import LoadedModel, quiet_transformers
 from .options import TrainResult
 from .output_lock import OutputDirLock

@@ -31,10 +31,10 @@ from pathlib import Path
 
 import torch
 
+from ..base.errors import LLMError
+from ..base.interrupts import StopFlag
+from ..base.kinds import RunKind
 from ..data import Corpus, Preparation
-from ..errors import LLMError
-from ..interrupts import StopFlag
-from ..kinds import RunKind
 from ..loading import LoadedModel
 from ..options import check_bounds
 from .checkpoints import lock_output_dir

@@ -18,6 +18,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..base.devices import compile_backend
+from ..base.errors import LLMError, is_out_of_memory
+from ..base.interrupts import StopFlag, graceful_interrupts
+from ..base.kinds import RunKind
 from ..data import (
     IGNORE_INDEX,
     Corpus,
@@ -29,10 +33,6 @@ from ..data import (
     packed_tokens,
     supervised_examples,
 )
-from ..devices import compile_backend
-from ..errors import LLMError, is_out_of_memory
-from ..interrupts import StopFlag, graceful_interrupts
-from ..kinds import RunKind
 from ..loading import CLASSIFIER, LoadedModel, context_length, require_causal
 from . import trackers
 from .batches import EpochBatches, PackedBlocks, fixed_windows, padded_batches

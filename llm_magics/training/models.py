@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import LLMError
+from ..base.errors import LLMError
 from ..loading import LoadedModel
 from ..options import check_bounds
 

@@ -6,8 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..checks import check_finite, check_seed
-from ..kinds import RunKind
+from ..base.checks import check_finite, check_seed
+from ..base.kinds import RunKind
 from ..options import LR_BY_KIND, check_bounds, default_lr, defaults
 
 _D = defaults("finetune")  # the declared defaults (llm_magics/options.py); lr and steps go by kind (for_run)

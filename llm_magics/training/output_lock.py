@@ -8,7 +8,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from ..errors import LLMError
+from ..base.errors import LLMError
 
 LOCK_FILE = ".llm_magics.lock"
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
+from ..base.errors import LLMError
+from ..base.interrupts import StopFlag
+from ..base.kinds import RunKind
+from ..base.progress import ProgressBar
 from ..data import Corpus, Preparation, check_labels, data_cache, datasets_bars, read_corpus
-from ..errors import LLMError
-from ..interrupts import StopFlag
-from ..kinds import RunKind
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel, load_model, refuse_remote_code, require_causal
 from ..options import check_bounds
-from ..progress import ProgressBar
 from ..quantization import require_full_precision
 from .callbacks import StepCallback, as_callbacks
 from .checkpoints import read_state, seed_everything
@@ -107,7 +107,7 @@ def train(
         )
 
     def job(model, corpus, eval_corpus):
-        from ..devices import resolve_device
+        from ..base.devices import resolve_device
         from . import distributed
 
         return distributed.Job(
@@ -336,7 +336,7 @@ def scratch_model(
     trust_remote_code: bool = False,
 ) -> LoadedModel:
     """A fresh model of `config` and `arch` with the named tokenizer (`default`: the loaded model's)."""
-    from ..devices import resolve_device
+    from ..base.devices import resolve_device
 
     tokenizer = resolve_tokenizer(tokenizer_name, loaded, trust_remote_code)
     model_config = scratch_config(config, arch, tokenizer)

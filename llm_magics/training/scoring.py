@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from ..base.interrupts import StopFlag
 from ..data import IGNORE_INDEX
-from ..interrupts import StopFlag
 from ..loading import LoadedModel
 from .batches import padded_batches
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import LLMError
+from ..base.errors import LLMError
 
 # tracker -> (the accelerate check that it is installed, the package the extra installs)
 TRACKERS = {

@@ -6,5 +6,7 @@
 - `attention` + `attention.js`: the attention widget (head, model, matrix and lens views; anywidget)
 - `lens`: the logit lens' saved table
 - `heatmap` + `heatmap.js`: the patching and attribution heatmap (anywidget)
-- `html`: what they share: the theme-following plot layout, the SVG fallback chart, token labels
 """
+
+# Registers the drawers of the results that offer `.view()` (base/drawing.py).
+from . import heatmap  # noqa: F401

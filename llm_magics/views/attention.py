@@ -25,11 +25,11 @@ import numpy as np
 import torch
 import traitlets
 
-from .. import attention
-from ..errors import LLMError
-from ..lens import Decoder, check_causal, lens_inputs, read_out, target_token
+from ..base.errors import LLMError
+from ..base.html import short_token
+from ..inspect import attention
+from ..inspect.lens import Decoder, check_causal, lens_inputs, read_out, target_token
 from ..loading import LoadedModel
-from .html import short_token
 from .lens import lens_table
 
 VIEWS = ("head", "model", "matrix", "lens")

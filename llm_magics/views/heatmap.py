@@ -16,7 +16,10 @@ from pathlib import Path
 import anywidget
 import traitlets
 
-from .html import short_token
+from ..base.drawing import draws
+from ..base.html import short_token
+from ..inspect.attribution import AttributionResult
+from ..inspect.patching import PatchingResult
 
 POSITIVE, NEGATIVE = (25, 118, 210), (230, 97, 0)  # blue / orange: a colour-blind-safe pair
 
@@ -126,7 +129,8 @@ def _cells(matrix) -> list[list[float | None]]:
     return [[None if math.isnan(float(v)) else round(float(v), 6) for v in row] for row in matrix.tolist()]
 
 
-def patching_view(result) -> HeatmapView:
+@draws(PatchingResult)
+def patching_view(result: PatchingResult) -> HeatmapView:
     """Layers x positions (or heads); a click shows that patched run's top-5 next tokens."""
 
     def describe(row: int, column: int):
@@ -150,6 +154,7 @@ def patching_view(result) -> HeatmapView:
     )
 
 
+@draws(AttributionResult)
 def attribution_view(result, normalize: bool = False) -> HeatmapView:
     """Output tokens x input tokens, each row labelled with its step scores; hover gives the values, a
     click the output token's likeliest alternatives."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import html
 
-from .html import short_token
+from ..base.html import short_token
 
 
 def lens_table(lens: dict, tokens: list[str], error: str) -> str:

@@ -310,7 +310,7 @@ class SamplingPanel:
         token shaded by its probability."""
         import random
 
-        from ..errors import LLMError
+        from ..base.errors import LLMError
 
         if new_seed:
             self.seed.value = random.SystemRandom().randrange(2**31)  # not the stream generate seeds

@@ -6,7 +6,7 @@ import html
 import time
 from typing import TYPE_CHECKING
 
-from ..status import in_notebook
+from ..base.status import in_notebook
 
 if TYPE_CHECKING:
     from IPython.display import DisplayHandle

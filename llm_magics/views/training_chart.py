@@ -9,7 +9,7 @@ import time
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from .html import GRID, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
+from ..base.html import GRID, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
 
 # The raw loss: opaque and thin, a light blue that contrasts with Dark's background (7.5:1 on #111) and
 # lies under the darker smoothed line in Light. A translucent colour vanished in Dark.

@@ -27,8 +27,8 @@ from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from .errors import LLMError, no_model
-from .loading import LoadedModel, context_length, last_logits_only
+from ..base.errors import LLMError, no_model
+from ..loading import LoadedModel, context_length, last_logits_only
 
 CAPTURE = "llm_magics_capture"
 
@@ -479,7 +479,7 @@ def explain(loaded: LoadedModel | None, text: str) -> dict:
     embedding of a classifier head). Both scores as shares of 1 over the non-sink tokens (one scale), their
     Spearman rank correlation, and the detected sinks by name."""
     if loaded is not None and loaded.causal:
-        from .quantization import require_full_precision
+        from ..quantization import require_full_precision
 
         require_full_precision(loaded, "gradient x input (--explain)")  # quantized layers have no backward
     captured = capture(loaded, text, rollout=True)

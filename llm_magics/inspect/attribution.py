@@ -33,10 +33,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import LLMError, no_model
-from .interrupts import StopFlag
-from .loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
-from .options import ATTRIBUTION_METHODS, check_bounds
+from ..base.drawing import draw
+from ..base.errors import LLMError, no_model
+from ..base.interrupts import StopFlag
+from ..loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
+from ..options import ATTRIBUTION_METHODS, check_bounds
 
 METHODS = ATTRIBUTION_METHODS  # declared with the --method option
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
@@ -112,9 +113,7 @@ class AttributionResult:
             raise LLMError(f"{path} is not an attribution saved by AttributionResult.save ({error})") from None
 
     def view(self, normalize: bool = False):
-        from .views.heatmap import attribution_view
-
-        return attribution_view(self, normalize)
+        return draw(self, normalize)
 
 
 # --- the explained quantity ---

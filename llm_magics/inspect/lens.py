@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import LLMError, no_model
-from .loading import LoadedModel, context_length, last_logits_only, require_causal
+from ..base.errors import LLMError, no_model
+from ..loading import LoadedModel, context_length, last_logits_only, require_causal
 
 _NORM_NAMES = ("norm", "ln_f", "final_layernorm", "final_layer_norm")
 

@@ -25,11 +25,12 @@ from typing import cast
 
 import torch
 
+from ..base.drawing import draw
+from ..base.errors import LLMError, no_model
+from ..base.interrupts import StopFlag
+from ..loading import LoadedModel, context_length, require_causal
+from ..options import PATCH_SITES
 from .attention import model_shape
-from .errors import LLMError, no_model
-from .interrupts import StopFlag
-from .loading import LoadedModel, context_length, require_causal
-from .options import PATCH_SITES
 
 SITES = PATCH_SITES  # declared with the --site option
 TOP_K = 5
@@ -86,9 +87,7 @@ class PatchingResult:
         )
 
     def view(self):
-        from .views.heatmap import patching_view
-
-        return patching_view(self)
+        return draw(self)
 
 
 # --- finding the parts of a decoder ---
