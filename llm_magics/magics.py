@@ -380,6 +380,8 @@ class LLMMagics(Magics):
             display(bundle, raw=True)
             return bundle
         frame = self.session.run_table(where)
+        for note in frame.attrs.get("unreadable", []):
+            print(note)
         if frame.empty:
             print(f"No runs recorded in {runs_dir(where)} yet.")
             return None

@@ -185,21 +185,24 @@ def update_metrics(run_dir: str | None, metrics: dict) -> None:
 
 
 def read_info(path: Path) -> dict | None:
-    """A run folder's run.json plus its history rows (what was written before a crash, at least)."""
+    """A run folder's run.json plus its history rows (what was written before a crash, at least).
+
+    A record that cannot be read (cut short, or not a JSON object) does not hide the run: it is listed with
+    a status that says so and where its history is kept, and can still be plotted from that history."""
+    rows = _history_rows(path / HISTORY_FILE)
     try:
         info = json.loads((path / RUN_FILE).read_text())
+    except FileNotFoundError:
+        if not (path / HISTORY_FILE).is_file():
+            return None  # not a run folder
+        info = None
     except (OSError, ValueError):
-        return None
-    rows = []
-    try:
-        with open(path / HISTORY_FILE, encoding="utf-8") as lines:
-            for line in lines:
-                try:
-                    rows.append(json.loads(line))
-                except ValueError:  # a line cut short by a crash
-                    break
-    except OSError:
-        pass
+        info = None
+    if not isinstance(info, dict) or not isinstance(info.get("id"), str):
+        kept = f"history kept at {path / HISTORY_FILE}" if rows else "no history"
+        info = {"id": path.name, "kind": None, "options": {}, "status": f"record unreadable, {kept}"}
+        info["steps"] = rows[-1]["step"] if rows else 0
+        info["unreadable"] = f"run {path.name}: record unreadable, {kept}"
     info["history"] = rows
     info["path"] = str(path)
     if info.get("status") == "running":
@@ -211,6 +214,23 @@ def read_info(path: Path) -> dict | None:
     return info
 
 
+def _history_rows(path: Path) -> list[dict]:
+    rows: list[dict] = []
+    try:
+        with open(path, encoding="utf-8") as lines:
+            for line in lines:
+                try:
+                    row = json.loads(line)
+                except ValueError:  # a line cut short by a crash
+                    break
+                if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+                    break
+                rows.append(row)
+    except (OSError, UnicodeDecodeError):
+        pass
+    return rows
+
+
 def _alive(pid) -> bool:
     import psutil
 
@@ -220,6 +240,8 @@ def _alive(pid) -> bool:
 def all_runs(root: str | os.PathLike | None = None) -> list[dict]:
     """Every readable run in the folder, oldest first."""
     folder = runs_dir(root)
+    if folder.exists() and not folder.is_dir():
+        raise LLMError(f"--runs-dir {folder} is not a folder")
     if not folder.is_dir():
         return []
     found = [info for path in folder.iterdir() if path.is_dir() for info in [read_info(path)] if info]
@@ -310,6 +332,7 @@ def table(root: str | os.PathLike | None = None):
     frame = pd.DataFrame(rows)
     if "metrics" in frame and frame["metrics"].isna().all():
         frame = frame.drop(columns="metrics")
+    frame.attrs["unreadable"] = [info["unreadable"] for info in runs if "unreadable" in info]
     return frame
 
 

@@ -325,3 +325,34 @@ def test_compare_overlays_earlier_runs_named_by_their_differences(shell, capsys,
         CORPUS,
     )
     assert one_error_line(capsys).startswith("llm train: run id 'nope' is unknown")
+
+
+@pytest.mark.parametrize("damage", ["[1, 2]", '{"id": "cut sho', "", "null"])
+def test_an_unreadable_record_is_one_line_and_hides_no_other_run(private_runs_dir, shell, capsys, damage):
+    """A run.json that is not a JSON object, or is cut short, keeps its run listed (from its history) and
+    every other run listed and plottable (issue 27)."""
+    damaged = Session().train(text=CORPUS, **TINY)
+    intact = Session().train(text=CORPUS, lr=3e-3, **TINY)
+    (private_runs_dir / damaged.record_id / "run.json").write_text(damage)
+    restarted = Session()
+    by_id = {r.record_id: r for r in restarted.runs}
+    assert set(by_id) == {damaged.record_id, intact.record_id}
+    assert [row["loss"] for row in by_id[damaged.record_id].history] == [row["loss"] for row in damaged.history]
+    assert by_id[intact.record_id].final_loss == intact.final_loss
+    capsys.readouterr()
+    shell.run_line_magic("llm", "runs")
+    out = capsys.readouterr().out
+    history = private_runs_dir / damaged.record_id / "history.jsonl"
+    assert out.splitlines()[0] == f"run {damaged.record_id}: record unreadable, history kept at {history}"
+    assert "Traceback" not in out
+    bundle = run_history.plot("loss", None, private_runs_dir)
+    assert damaged.record_id in bundle["text/plain"] and intact.record_id in bundle["text/plain"]
+    frame = run_history.load(damaged.record_id)  # the history can still be read back
+    assert list(frame["loss"]) == [row["loss"] for row in damaged.history]
+
+
+def test_runs_dir_that_is_a_file_is_one_line(tmp_path, shell, capsys):
+    not_a_folder = tmp_path / "runs.txt"
+    not_a_folder.write_text("x")
+    shell.run_line_magic("llm", f"runs --runs-dir {not_a_folder}")
+    assert one_error_line(capsys) == f"llm runs: --runs-dir {not_a_folder} is not a folder"
