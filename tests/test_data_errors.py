@@ -182,3 +182,25 @@ def test_interrupting_while_reading_stops_within_a_second(tmp_path, cache, tiny_
 
     blocks = sum(1 for block in corpus.read_text().split("\n\n") if block)
     assert len(read_corpus(str(corpus), cache=cache / "datasets")) == blocks
+
+
+def test_numbers_are_not_scored_as_text(shell, capsys, magic_session, tmp_path, cache):
+    """A JSON array of numbers, or a parquet whose text column holds ints, is the documented 'needs a text
+    field' line, not a perplexity of their digits (issue 27 item 6)."""
+    import pandas as pd
+
+    numbers = tmp_path / "numbers.json"
+    numbers.write_text(json.dumps([1, 2, 3] * 20))
+    ints = tmp_path / "ints.parquet"
+    pd.DataFrame({"text": list(range(40))}).to_parquet(ints)
+    for path, where in [(numbers, f"{numbers}, row 1"), (ints, str(ints))]:
+        run(shell, f"eval --metric perplexity --data {path}")
+        assert one_line(capsys) == (
+            f"llm eval: {where}: needs a 'text' field holding text (it holds int64 values; "
+            "--text-field NAME picks another column)"
+        )
+    strings = tmp_path / "strings.parquet"
+    pd.DataFrame({"text": ["one two three"] * 4}).to_parquet(strings)
+    session = Session()
+    session.load("default")
+    assert session.eval("perplexity", data=str(strings), progress=False).value > 1

@@ -288,9 +288,16 @@ def _nth_record_line(file: Path, row: int) -> int:
 
 def _check_columns(corpus: Corpus):
     columns = set(corpus.dataset.column_names)
+    where = corpus.where(0) if corpus.builder in ("json", "body") else corpus.origin
+    kind = getattr(corpus.dataset.features.get(corpus.text_field), "dtype", "string")
+    if corpus.text_field in columns and kind not in ("string", "large_string", "null"):
+        # numbers (a JSON array of ints, a parquet column of ints) would be scored as their digits
+        raise LLMError(
+            f"{where}: needs a '{corpus.text_field}' field holding text (it holds {kind} values; "
+            "--text-field NAME picks another column)"
+        )
     if corpus.text_field in columns or "messages" in columns or {"prompt", "response"} <= columns:
         return
-    where = corpus.where(0) if corpus.builder in ("json", "body") else corpus.origin
     raise LLMError(
         f"{where}: needs a '{corpus.text_field}', 'messages' or 'prompt'+'response' field "
         f"(has {sorted(columns)}; --text-field NAME picks another column)"
