@@ -22,7 +22,7 @@ from . import generation, loading, options, quantization, training
 from . import runs as run_history
 from .base.devices import memory_report
 from .base.errors import LLMError, no_model
-from .base.files import staged_folder
+from .base.files import staged_folder, why_not_written
 from .base.interrupts import StopFlag, graceful_interrupts
 from .base.kinds import RunKind
 from .base.progress import ProgressBar
@@ -185,9 +185,12 @@ class Session:
             model = copy.deepcopy(model).merge_and_unload()
         elif adapter_only and not isinstance(model, PeftModel):
             raise LLMError("--adapter saves a LoRA adapter, but the loaded model has none")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        _remove_abandoned_staging(path)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-{os.getpid()}-", dir=path.parent))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            _remove_abandoned_staging(path)
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.saving-{os.getpid()}-", dir=path.parent))
+        except OSError as error:  # a read-only or full disk, before anything is written
+            raise LLMError(f"{directory} is not writable: {why_not_written(error)}") from None
         swap = functools.partial(self._swap_in, ours=ours, loaded=loaded, adapter_only=adapter_only)
         with staged_folder(path, staging, swap):  # a failed save leaves the folder as it was
             try:

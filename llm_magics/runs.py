@@ -22,6 +22,7 @@ import uuid
 from pathlib import Path
 
 from .base.errors import LLMError
+from .base.files import why_not_written
 from .base.kinds import RunKind
 
 RUN_FILE = "run.json"
@@ -121,8 +122,13 @@ class RunRecord:
             "wall_time": time.time(),
         }
         self._previous = (tokens, elapsed)
-        self._history.write(json.dumps(_plain(line)) + "\n")
-        self._history.flush()  # a crash after this step still leaves it on disk
+        try:
+            self._history.write(json.dumps(_plain(line)) + "\n")
+            self._history.flush()  # a crash after this step still leaves it on disk
+        except OSError as error:
+            raise LLMError(
+                f"--runs-dir {self.root}: {why_not_written(error)}; the run stopped at step {row['step']}"
+            ) from None
         self.info["steps"], self.info["total_steps"] = row["step"], result.total_steps
 
     def finish(
@@ -130,7 +136,10 @@ class RunRecord:
     ) -> None:
         """The final status: finished, stopped at step N, or failed with its one-line reason."""
         if not self._history.closed:
-            self._history.close()
+            try:
+                self._history.close()
+            except OSError:  # the last buffered line could not be written (a full disk): the rows before it are
+                pass
         steps = result.steps_done if result is not None and hasattr(result, "steps_done") else self.info["steps"]
         stopped = stopped if stopped is not None else bool(result is not None and getattr(result, "interrupted", False))
         if error:
@@ -157,8 +166,18 @@ class RunRecord:
     def _save(self) -> None:
         try:
             _write_json(self.path / RUN_FILE, self.info)
-        except OSError:  # the folder was deleted under us: the run itself is unaffected
-            pass
+            _UNSAVED.pop(str(self.path), None)
+        except OSError:  # a full disk, or the folder deleted under us: the run itself is unaffected,
+            _UNSAVED[str(self.path)] = dict(self.info)  # and this kernel still lists it as it ended
+            try:
+                (self.path / (RUN_FILE + ".partial")).unlink(missing_ok=True)
+            except OSError:
+                pass
+
+
+# Records this kernel could not write (a full disk): read back from memory, so a run that ended is never
+# listed as "running".
+_UNSAVED: dict[str, dict] = {}
 
 
 def _checkpoints_of(result) -> list[str]:
@@ -191,7 +210,7 @@ def read_info(path: Path) -> dict | None:
     a status that says so and where its history is kept, and can still be plotted from that history."""
     rows = _history_rows(path / HISTORY_FILE)
     try:
-        info = json.loads((path / RUN_FILE).read_text())
+        info = dict(_UNSAVED[str(path)]) if str(path) in _UNSAVED else json.loads((path / RUN_FILE).read_text())
     except FileNotFoundError:
         if not (path / HISTORY_FILE).is_file():
             return None  # not a run folder

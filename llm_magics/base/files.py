@@ -4,6 +4,7 @@ with interrupts deferred, so a full disk, a crash or an interrupt never leaves h
 from __future__ import annotations
 
 import contextlib
+import errno
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,3 +34,10 @@ def staged_folder(target: Path, staging: Path, swap: Callable[[Path, Path], None
             swap(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def why_not_written(error: OSError) -> str:
+    """A failed write's reason in words: 'no space left on device', 'Read-only file system'..."""
+    if error.errno == errno.ENOSPC:
+        return "no space left on device"
+    return error.strerror or str(error)

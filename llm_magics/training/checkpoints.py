@@ -200,7 +200,9 @@ def write_failure(error: BaseException, what: str) -> str:
     """One line for a failed write: a full disk said plainly (safetensors and torch.save wrap ENOSPC in
     their own errors), anything else with its first line."""
     text = str(error)
-    if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text or "file write failed" in text:
+    # torch.save on a full disk: "[enforce fail at inline_container.cc:...] unexpected pos N vs M"
+    full = ("No space left", "file write failed", "unexpected pos")
+    if getattr(error, "errno", None) == errno.ENOSPC or any(words in text for words in full):
         return f"no space left on the disk: {what}; free some space and try again"
     first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)
     return f"{what}: {first}"
