@@ -12,6 +12,7 @@ from IPython.display import HTML, display
 
 from . import options
 from .base.errors import LLMError
+from .base.progress import discard_open_bars
 
 
 class _HelpShown(Exception):
@@ -153,12 +154,17 @@ class LLMMagics(Magics):
         except _HelpShown:
             return None
         except LLMError as error:
+            discard_open_bars()
             print(f"llm {argv[0]}: {error}", file=sys.stderr)
             return None
         except KeyboardInterrupt:  # work with no steps to stop between (attention, lens, save), or a second
             # interrupt that did not wait for the step: one line, no traceback
+            discard_open_bars()
             print(f"llm {argv[0]}: {INTERRUPTED.get(argv[0], INTERRUPTED[None])}", file=sys.stderr)
             return None
+        except BaseException:
+            discard_open_bars()
+            raise
         if result is not None and self.shell is not None:
             self.shell.user_ns["_llm"] = result
         return None
@@ -268,14 +274,14 @@ class LLMMagics(Magics):
         return result
 
     def _training_view(self, args, title: str) -> list:
-        from .base.status import before_first_import, in_notebook
+        from .base.status import in_notebook, while_first_importing
         from .runs import check_compare
 
         check_compare(args.compare, args.runs_dir or self.session.runs_dir)  # an unknown id: one line, no run
         if not (args.widget if args.widget is not None else in_notebook()):
             return []
-        before_first_import("llm_magics.views.training_chart", f"{title}: preparing the live chart…")  # plotly's import
-        from .views.training_chart import TrainingView
+        with while_first_importing("llm_magics.views.training_chart", f"{title}: preparing the live chart…"):
+            from .views.training_chart import TrainingView  # plotly's import takes seconds the first time
 
         view = TrainingView(self.session, title, compare=args.compare)
         display(view)

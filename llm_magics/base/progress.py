@@ -33,7 +33,32 @@ def _refreshed_notebook_bar():
                 self.handle.update(self.container)
                 self.handle = None
 
+        def discard(self):
+            """Closed and taken off the page: a failed command's one line stands alone."""
+            handle, self.handle = self.handle, None
+            super().close()
+            self.container.close()
+            if handle is not None:
+                handle.update({"text/plain": ""}, raw=True)
+
     return RefreshedBar
+
+
+def discard_open_bars() -> None:
+    """After a command failed: close every progress bar it left open, and take ours off the page.
+
+    A bar left open stays on the page as a dead 0%, and in a notebook its widget is later collected while
+    the page still holds it (tqdm's repr then raises ReferenceError tracebacks into the next cell's output).
+    In a terminal, closing ends the bar's line, so the error prints on a line of its own."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        discard = getattr(bar, "discard", None)
+        if discard is not None:
+            discard()
+        else:  # a library's bar (datasets'): closed, and hidden where it is a widget
+            bar.leave = False
+            bar.close()
 
 
 class ProgressBar:

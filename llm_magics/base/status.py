@@ -3,7 +3,9 @@ time (torch, transformers, plotly), long captures. Printed at once, before the w
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 
 
 def in_notebook() -> bool:
@@ -23,3 +25,23 @@ def before_first_import(module: str, message: str) -> None:
     """Say `message` when `module` has not been imported in this process yet (importing it is the wait)."""
     if module not in sys.modules:
         say(message)
+
+
+@contextlib.contextmanager
+def while_first_importing(module: str, message: str) -> Iterator[None]:
+    """Say `message` while `module` is imported for the first time; in a notebook the line goes away once
+    the wait is over (it would otherwise stay above the output for good)."""
+    if module in sys.modules:
+        yield
+        return
+    if not in_notebook():
+        say(message)
+        yield
+        return
+    from IPython.display import display
+
+    handle = display({"text/plain": message}, raw=True, display_id=True)
+    try:
+        yield
+    finally:
+        handle.update({"text/plain": ""}, raw=True)
