@@ -249,7 +249,15 @@ class Session:
         compiled = self.compile_generation if compile is None else compile
         result = self.stoppable(
             lambda stop: generation.generate(
-                self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled, chat, system
+                self.loaded,
+                prompt,
+                SamplingSettings(**sampling),
+                on_text,
+                stop,
+                output_scores,
+                compile=compiled,
+                chat=chat,
+                system=system,
             )
         )
         self.last = result
@@ -477,11 +485,11 @@ class Session:
                     self.loaded,
                     metric,
                     corpus,
-                    max_new_tokens,
-                    seq_len,
-                    stop,
-                    max_tokens,
-                    Preparation(stop, progress=progress),
+                    max_new_tokens=max_new_tokens,
+                    seq_len=seq_len,
+                    stop=stop,
+                    max_tokens=max_tokens,
+                    prep=Preparation(stop, progress=progress),
                 )
             )
         except BaseException as error:

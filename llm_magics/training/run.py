@@ -194,7 +194,7 @@ def scratch_model(loaded: LoadedModel | None, *, model: ModelSpec, device: str) 
     """A fresh model of --config and --arch with the named tokenizer (`default`: the loaded model's)."""
     from ..base.devices import resolve_device
 
-    tokenizer = resolve_tokenizer(model.tokenizer, loaded, model.trust_remote_code)
+    tokenizer = resolve_tokenizer(model.tokenizer, loaded, trust_remote_code=model.trust_remote_code)
     model_config = scratch_config(model.config, model.arch, tokenizer)
     torch_device = resolve_device(device)
     name = f"from-scratch {Path(model.config).stem} {model_config.model_type}"
@@ -202,7 +202,7 @@ def scratch_model(loaded: LoadedModel | None, *, model: ModelSpec, device: str) 
 
 
 def preparation(stop: StopFlag, callbacks: list[StepCallback], on_prepare, progress: bool) -> Preparation:
-    return Preparation(stop, [c.on_prepare for c in callbacks] + list(on_prepare), progress)
+    return Preparation(stop, [c.on_prepare for c in callbacks] + list(on_prepare), progress=progress)
 
 
 def read_both(prep: Preparation, *, data: DataSpec) -> tuple[Corpus, Corpus | None] | None:
