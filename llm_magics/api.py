@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from . import generation, loading, options, quantization, training
 from . import runs as run_history
@@ -459,18 +460,11 @@ class Session:
 
         with datasets_bars(False):  # our one line for a data mistake, not datasets' own bars first
             corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        scoring: dict[str, Any] = dict(max_new_tokens=max_new_tokens, seq_len=seq_len, max_tokens=max_tokens)
         record = (
             self.new_record(
                 RunKind.EVAL,
-                dict(
-                    metric=metric,
-                    data=data,
-                    max_new_tokens=max_new_tokens,
-                    seq_len=seq_len,
-                    text_field=text_field,
-                    sample_docs=sample_docs,
-                    max_tokens=max_tokens,
-                ),
+                dict(metric=metric, data=data, **scoring, text_field=text_field, sample_docs=sample_docs),
                 self.loaded.name if self.loaded else None,
                 runs_dir,
             )
@@ -482,14 +476,7 @@ class Session:
                 record.add_data(corpus, "data")
             result = self.stoppable(
                 lambda stop: evaluation.evaluate(
-                    self.loaded,
-                    metric,
-                    corpus,
-                    max_new_tokens=max_new_tokens,
-                    seq_len=seq_len,
-                    stop=stop,
-                    max_tokens=max_tokens,
-                    prep=Preparation(stop, progress=progress),
+                    self.loaded, metric, corpus, stop=stop, prep=Preparation(stop, progress=progress), **scoring
                 )
             )
         except BaseException as error:

@@ -274,7 +274,7 @@ def _launch_script(job: Job, relay, processes: int, config: str):
 
 def _work(job: Job, relay):
     """One worker (rank): the ordinary loop on this rank's device, rank 0 relaying to the kernel."""
-    from .loop import run_here
+    from .loop import Hooks, run_here
 
     messages, stop_event = relay
     # Jupyter's interrupt reaches every process of the kernel's group: the workers leave it to the kernel,
@@ -297,9 +297,7 @@ def _work(job: Job, relay):
         )
         stop = _SharedStop(stop_event)
         prep = Preparation(stop, progress=False)  # the kernel tokenized already: this reads its cache
-        result = run_here(
-            loaded, job.corpus, job.eval_corpus, spec=spec, on_step=on_step, stop=stop, prep=prep, on_start=None
-        )
+        result = run_here(loaded, job.corpus, job.eval_corpus, spec=spec, hooks=Hooks(on_step, stop, prep, None))
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             # What every rank did (its last step, its evaluations), so the kernel can see they agree.
             ranks: list[dict] = [{}] * world  # all_gather_object replaces each item

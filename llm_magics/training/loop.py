@@ -46,36 +46,30 @@ if TYPE_CHECKING:
     from accelerate import Accelerator
 
 
+@dataclass
+class Hooks:
+    """What a run reports to and is stopped by: its step callbacks, its stop flag, its data preparation
+    (progress and hooks), and on_start, called once everything is checked, right before the first step."""
+
+    on_step: Sequence[Callable]
+    stop: StopFlag
+    prep: Preparation
+    on_start: Callable[[], None] | None
+
+
 def run_here(
-    loaded: LoadedModel,
-    corpus: Corpus,
-    eval_corpus: Corpus | None,
-    *,
-    spec: RunSpec,
-    on_step: Sequence[Callable],
-    stop: StopFlag,
-    prep: Preparation,
-    on_start: Callable[[], None] | None,
+    loaded: LoadedModel, corpus: Corpus, eval_corpus: Corpus | None, *, spec: RunSpec, hooks: Hooks
 ) -> TrainResult:
-    """The train or finetune run of `spec` on this process (the kernel, or one rank of several).
-    on_start is called once everything is checked and set up, right before the first step."""
+    """The train or finetune run of `spec` on this process (the kernel, or one rank of several)."""
     start = train_causal_lm if spec.command == "train" else finetune
-    return start(loaded, corpus, eval_corpus, spec=spec, on_step=on_step, stop=stop, prep=prep, on_start=on_start)
+    return start(loaded, corpus, eval_corpus, spec=spec, hooks=hooks)
 
 
 def train_causal_lm(
-    loaded: LoadedModel,
-    corpus: Corpus,
-    eval_corpus: Corpus | None,
-    *,
-    spec: RunSpec,
-    on_step: Sequence[Callable],
-    stop: StopFlag,
-    prep: Preparation,
-    on_start: Callable[[], None] | None,
+    loaded: LoadedModel, corpus: Corpus, eval_corpus: Corpus | None, *, spec: RunSpec, hooks: Hooks
 ) -> TrainResult:
     """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed."""
-    options, data = spec.train.validated(), spec.data
+    options, data, prep = spec.train.validated(), spec.data, hooks.prep
     assert options.steps is not None  # declared for train (RunSpec.build)
     _check_seq_len(loaded, options.seq_len)
     tokens = packed_tokens(corpus, loaded.tokenizer, prep, data.max_tokens, data_cache(), data.num_proc)
@@ -95,10 +89,10 @@ def train_causal_lm(
         windows,
         options.steps,
         options,
-        on_step,
-        stop,
+        hooks.on_step,
+        hooks.stop,
         evaluate=(lambda: {"eval_loss": mean_loss(loaded, eval_batches)}) if eval_batches else None,
-        on_start=on_start,
+        on_start=hooks.on_start,
     )
 
 
@@ -109,18 +103,10 @@ def _check_seq_len(loaded: LoadedModel, seq_len: int) -> None:
 
 
 def finetune(
-    loaded: LoadedModel,
-    corpus: Corpus,
-    eval_corpus: Corpus | None,
-    *,
-    spec: RunSpec,
-    on_step: Sequence[Callable],
-    stop: StopFlag,
-    prep: Preparation,
-    on_start: Callable[[], None] | None,
+    loaded: LoadedModel, corpus: Corpus, eval_corpus: Corpus | None, *, spec: RunSpec, hooks: Hooks
 ) -> TrainResult:
     """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it)."""
-    options, tuning = spec.train.validated(), spec.model
+    options, tuning, prep = spec.train.validated(), spec.model, hooks.prep
     task, labels = tuning.task, tuning.labels
     kind = RunKind.of("finetune", task)
     if task == "classify":
@@ -161,8 +147,8 @@ def finetune(
         if checked is not None:
             loaded.model.load_state_dict(resume_weights(loaded, checked), strict=False)
         started.append(True)
-        if on_start:
-            on_start()
+        if hooks.on_start:
+            hooks.on_start()
 
     if tuning.lora:
         add_lora(loaded, tuning.lora_r, tuning.lora_alpha, task, options.resume)
@@ -170,7 +156,7 @@ def finetune(
         loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
         loaded.dtype = torch.float32
     try:
-        return _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, start)
+        return _finetune_steps(loaded, task, examples, eval_examples, options, kind, hooks.on_step, hooks.stop, start)
     except BaseException:
         if not started:  # failed before the first step: the model it was given is as it was
             if loaded.model is not body:

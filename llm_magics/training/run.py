@@ -22,7 +22,7 @@ from ..options import DataSpec, ModelSpec, RunSpec, check_bounds
 from ..quantization import require_full_precision
 from .callbacks import StepCallback, as_callbacks
 from .checkpoints import read_state, seed_everything
-from .loop import run_here
+from .loop import Hooks, run_here
 from .models import check_lora_rank, head_labels, new_model, resolve_tokenizer, scratch_config
 from .options import TrainOptions, TrainResult
 
@@ -134,9 +134,7 @@ def execute(
         start = session.taking(model)
         seed_everything(spec.train.seed)  # LoRA init, dropout and the data order follow --seed
         if not spec.several:
-            return run_here(
-                model, corpus, eval_corpus, spec=spec, on_step=callbacks, stop=stop, prep=prep, on_start=start
-            )
+            return run_here(model, corpus, eval_corpus, spec=spec, hooks=Hooks(callbacks, stop, prep, start))
         from ..base.devices import resolve_device
         from . import distributed
 
