@@ -205,8 +205,12 @@ def preparation(stop: StopFlag, callbacks: list[StepCallback], on_prepare, progr
 
 def read_both(prep: Preparation, *, data: DataSpec) -> tuple[Corpus, Corpus | None] | None:
     """The training corpus and the --eval-data one (if asked); None when stopped while reading."""
-    corpus = read(prep, data.data, data.text, data.text_field, data.sample_docs)
-    eval_corpus = read(prep, data.eval_data, None, data.text_field, None) if data.eval_data and corpus else None
+    corpus = read(prep, data=data.data, text=data.text, text_field=data.text_field, sample_docs=data.sample_docs)
+    eval_corpus = (
+        read(prep, data=data.eval_data, text=None, text_field=data.text_field, sample_docs=None)
+        if data.eval_data and corpus
+        else None
+    )
     if corpus is None or (data.eval_data and eval_corpus is None):
         prep.close()
         return None
@@ -214,7 +218,7 @@ def read_both(prep: Preparation, *, data: DataSpec) -> tuple[Corpus, Corpus | No
 
 
 def read(
-    prep: Preparation, data: str | None, text: str | None, text_field: str | None, sample_docs: int | None
+    prep: Preparation, *, data: str | None, text: str | None, text_field: str | None, sample_docs: int | None
 ) -> Corpus | None:
     """Read --data (or the cell body) as an interruptible stage; None when stopped."""
     if prep.stopped:
