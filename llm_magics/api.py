@@ -9,6 +9,7 @@ print(s.generate("Once upon a time", max_new_tokens=20, seed=0).text)
 from __future__ import annotations
 
 import copy
+import dataclasses
 import functools
 import json
 import os
@@ -17,6 +18,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from . import generation, loading, options, quantization, training
 from . import runs as run_history
@@ -29,7 +31,7 @@ from .base.progress import ProgressBar
 from .data import Preparation, classification_examples, data_cache, datasets_bars, read_corpus
 from .generation import GenerationResult, SamplingSettings
 from .loading import CLASSIFIER, LoadedModel
-from .training import TrainOptions, TrainResult
+from .training import RunSpec, TrainResult
 from .training import run as training_run
 from .training.checkpoints import STATE_FILE, write_failure
 
@@ -49,6 +51,11 @@ def _split(kwargs: dict, cls) -> tuple[dict, dict]:
 def _no_extra(extra: dict, what: str):
     if extra:
         raise LLMError(f"{what} got unknown option(s): {', '.join(sorted(extra))}")
+
+
+def _keywords(arguments: dict) -> dict:
+    """A training method's keywords as given (its `locals()`): the run's settings, for RunSpec.build."""
+    return {k: v for k, v in arguments.items() if k not in ("self", "on_step", "on_prepare", "options")}
 
 
 class Session:
@@ -246,7 +253,15 @@ class Session:
         compiled = self.compile_generation if compile is None else compile
         result = self.stoppable(
             lambda stop: generation.generate(
-                self.loaded, prompt, SamplingSettings(**sampling), on_text, stop, output_scores, compiled, chat, system
+                self.loaded,
+                prompt,
+                SamplingSettings(**sampling),
+                on_text,
+                stop,
+                output_scores,
+                compile=compiled,
+                chat=chat,
+                system=system,
             )
         )
         self.last = result
@@ -304,33 +319,8 @@ class Session:
         processes > 1 (or an accelerate config) trains on several processes; the kernel then keeps its copy
         of the model on the CPU. runs_dir: where the run is recorded (default `self.runs_dir`).
         **options: TrainOptions' (steps, batch_size, lr...); lr and steps default by kind of run (README)."""
-        options = self._resolve_lr(options)
-        train_options, extra = _split(options, TrainOptions)
-        _no_extra(extra, "train")
-        opts = TrainOptions.for_run("train", train_options, from_scratch=from_scratch)
-        return training_run.train(
-            self,
-            opts,
-            text=text,
-            data=data,
-            from_scratch=from_scratch,
-            config=config,
-            arch=arch,
-            tokenizer=tokenizer,
-            eval_data=eval_data,
-            on_step=on_step,
-            device=device,
-            progress=progress,
-            trust_remote_code=trust_remote_code,
-            processes=processes,
-            accelerate_config=accelerate_config,
-            text_field=text_field,
-            max_tokens=max_tokens,
-            sample_docs=sample_docs,
-            on_prepare=on_prepare,
-            num_proc=num_proc,
-            runs_dir=runs_dir,
-        )
+        given = {**_keywords(locals()), **options}
+        return self.run(RunSpec.build("train", given), on_step=on_step, on_prepare=on_prepare)
 
     def taking(self, model: LoadedModel) -> Callable[[], None]:
         """What a run calls when it starts: the session then holds the model the run trains."""
@@ -364,31 +354,15 @@ class Session:
         **options,
     ) -> TrainResult:
         """**options: TrainOptions' (epochs, steps, lr...); lr defaults by kind of run (README)."""
-        options = self._resolve_lr(options)
-        train_options, extra = _split(options, TrainOptions)
-        _no_extra(extra, "finetune")
-        opts = TrainOptions.for_run("finetune", train_options, lora=lora)
-        return training_run.finetune(
-            self,
-            opts,
-            data=data,
-            text=text,
-            eval_data=eval_data,
-            lora=lora,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            task=task,
-            labels=labels,
-            on_step=on_step,
-            progress=progress,
-            trust_remote_code=trust_remote_code,
-            processes=processes,
-            accelerate_config=accelerate_config,
-            text_field=text_field,
-            sample_docs=sample_docs,
-            on_prepare=on_prepare,
-            runs_dir=runs_dir,
-        )
+        given = {**_keywords(locals()), **options}
+        return self.run(RunSpec.build("finetune", given), on_step=on_step, on_prepare=on_prepare)
+
+    def run(self, spec: RunSpec, on_step: Sequence[Callable] = (), on_prepare: Sequence[Callable] = ()) -> TrainResult:
+        """The train or finetune run of `spec` (`RunSpec.build`: what `train` and `finetune` and the magics
+        run); on_step / on_prepare: as for `train`. lr 'suggested' is the latest lr-find's."""
+        if spec.train.lr == "suggested":
+            spec = dataclasses.replace(spec, train=dataclasses.replace(spec.train, lr=self._suggestion()))
+        return training_run.run(self, spec=spec, on_step=on_step, on_prepare=on_prepare)
 
     def recorded(self, result: TrainResult, record: run_history.RunRecord) -> None:
         """The run's final status on disk, and the run in self.runs."""
@@ -464,12 +438,10 @@ class Session:
         found = [r.suggested_lr for r in self.runs if r.kind == RunKind.LR_FIND and r.suggested_lr]
         return found[-1] if found else None
 
-    def _resolve_lr(self, options: dict) -> dict:
-        if options.get("lr") != "suggested":
-            return options
+    def _suggestion(self) -> float:
         if self.suggested_lr is None:
             raise LLMError("--lr suggested needs an earlier `%%llm lr-find` (none is recorded in the runs dir)")
-        return {**options, "lr": self.suggested_lr}
+        return self.suggested_lr
 
     # --- evaluation ---
     def eval(
@@ -491,18 +463,11 @@ class Session:
 
         with datasets_bars(False):  # our one line for a data mistake, not datasets' own bars first
             corpus = read_corpus(data, text, text_field, sample_docs, cache=data_cache() / "datasets")
+        scoring: dict[str, Any] = dict(max_new_tokens=max_new_tokens, seq_len=seq_len, max_tokens=max_tokens)
         record = (
             self.new_record(
                 RunKind.EVAL,
-                dict(
-                    metric=metric,
-                    data=data,
-                    max_new_tokens=max_new_tokens,
-                    seq_len=seq_len,
-                    text_field=text_field,
-                    sample_docs=sample_docs,
-                    max_tokens=max_tokens,
-                ),
+                dict(metric=metric, data=data, **scoring, text_field=text_field, sample_docs=sample_docs),
                 self.loaded.name if self.loaded else None,
                 runs_dir,
             )
@@ -514,14 +479,7 @@ class Session:
                 record.add_data(corpus, "data")
             result = self.stoppable(
                 lambda stop: evaluation.evaluate(
-                    self.loaded,
-                    metric,
-                    corpus,
-                    max_new_tokens,
-                    seq_len,
-                    stop,
-                    max_tokens,
-                    Preparation(stop, progress=progress),
+                    self.loaded, metric, corpus, stop=stop, prep=Preparation(stop, progress=progress), **scoring
                 )
             )
         except BaseException as error:

@@ -43,23 +43,23 @@ def evaluate(
     loaded: LoadedModel | None,
     metric: str,
     corpus: Corpus,
-    max_new_tokens: int = 64,
-    seq_len: int = 512,
-    stop: StopFlag | None = None,
-    max_tokens: int | None = None,
-    prep: Preparation | None = None,
+    *,
+    max_new_tokens: int,
+    seq_len: int,
+    stop: StopFlag,
+    max_tokens: int | None,
+    prep: Preparation,
 ) -> EvalResult:
     if loaded is None:
         raise no_model("eval")
     if metric not in METRICS:
         raise LLMError(f"unknown --metric {metric!r}: use {', '.join(METRICS)}")
-    stop = stop or StopFlag()
     if metric == "perplexity":
         if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
             raise LLMError(
                 f"--seq-len must be at least 2 for perplexity (a window predicts its next tokens); got {seq_len!r}"
             )
-        return _perplexity(loaded, corpus, seq_len, stop, max_tokens, prep or Preparation(stop, progress=False))
+        return _perplexity(loaded, corpus, seq_len, stop, max_tokens, prep)
     if metric in ("accuracy", "f1"):
         return _classification(loaded, metric, corpus, stop)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
@@ -148,7 +148,7 @@ def _generation(loaded: LoadedModel, metric: str, corpus: Corpus, max_new_tokens
             )
         else:
             inputs = loaded.tokenizer(prompt, return_tensors="pt")
-        answer = generate_ids(loaded, dict(inputs), prompt, settings, stop=stop)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
+        answer = generate_ids(loaded, dict(inputs), prompt, settings, stop=stop, compile=False)  # type: ignore[arg-type]  # return_dict=True: a BatchEncoding
         if answer.interrupted:
             break  # an answer cut short is not the model's answer
         predictions.append(answer.text.strip())

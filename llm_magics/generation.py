@@ -160,7 +160,8 @@ def generate_ids(
     on_text: Callable[[str], None] | None = None,
     stop: StopFlag | None = None,
     output_scores: bool = False,
-    compile: bool | str = False,
+    *,
+    compile: bool | str,
 ) -> GenerationResult:
     """Run model.generate on already-tokenized inputs; stream text when one sequence is asked.
     compile: a static KV cache and a torch.compile'd decoding step (CUDA graphs on a GPU)."""
@@ -255,9 +256,10 @@ def generate(
     on_text: Callable[[str], None] | None = None,
     stop: StopFlag | None = None,
     output_scores: bool = False,
-    compile: bool | str = False,
-    chat: bool = False,
-    system: str | None = None,
+    *,
+    compile: bool | str,
+    chat: bool,
+    system: str | None,
 ) -> GenerationResult:
     """chat: the prompt is the user's turn of a one-turn chat (after `system`), through the chat template."""
     loaded = require_causal(loaded, "generate", "generate continues a prompt")
@@ -268,7 +270,9 @@ def generate(
         inputs = chat_inputs(loaded, messages)
     else:
         inputs = dict(loaded.tokenizer(prompt, return_tensors="pt"))
-    result = generate_ids(loaded, inputs, prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile)
+    result = generate_ids(
+        loaded, inputs, prompt, settings or SamplingSettings(), on_text, stop, output_scores, compile=compile
+    )
     result.chat, result.system = chat, (system or None) if chat else None
     return result
 
@@ -304,7 +308,7 @@ def chat_turn(
     messages = (
         ([{"role": "system", "content": system}] if system else []) + history + [{"role": "user", "content": message}]
     )
-    result = generate_ids(loaded, chat_inputs(loaded, messages), message, settings, on_text, stop)
+    result = generate_ids(loaded, chat_inputs(loaded, messages), message, settings, on_text, stop, compile=False)
     result.chat, result.system = True, system
     history.append({"role": "user", "content": message})
     history.append({"role": "assistant", "content": result.text.strip()})

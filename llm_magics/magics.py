@@ -258,8 +258,8 @@ class LLMMagics(Magics):
 
     def _train(self, args, cell):
         view = self._training_view(args, "train")
-        given = {**options.session_kwargs(args, "train"), "progress": args.progress and not view}
-        result = _discarding_on_error(view, lambda: self.session.train(text=cell, on_step=view, **given))
+        spec = lambda: self._run_spec(args, "train", cell, view)  # noqa: E731
+        result = _discarding_on_error(view, lambda: self.session.run(spec(), on_step=view))
         print(result.summary())
         return result
 
@@ -268,10 +268,17 @@ class LLMMagics(Magics):
         if loaded is not None and loaded.name.startswith("from-scratch"):  # not the model one may expect
             print(f"finetune: tuning {loaded.name}, the model the last --from-scratch run trained")
         view = self._training_view(args, f"finetune ({args.task}{', LoRA' if args.lora else ''})")
-        given = {**options.session_kwargs(args, "finetune"), "progress": args.progress and not view}
-        result = _discarding_on_error(view, lambda: self.session.finetune(text=cell, on_step=view, **given))
+        spec = lambda: self._run_spec(args, "finetune", cell, view)  # noqa: E731
+        result = _discarding_on_error(view, lambda: self.session.run(spec(), on_step=view))
         print(result.summary())
         return result
+
+    @staticmethod
+    def _run_spec(args, command: str, cell: str | None, view: list) -> options.RunSpec:
+        """The run the line asks for, built as `Session.train/finetune` build it (the live chart replaces the
+        progress bar)."""
+        given = {**options.session_kwargs(args, command), "text": cell, "progress": args.progress and not view}
+        return options.RunSpec.build(command, given)
 
     def _training_view(self, args, title: str) -> list:
         from .base.status import in_notebook, while_first_importing

@@ -3,16 +3,20 @@
 The magics' argparse parsers, the `Session` methods' defaults, `TrainOptions` / `SamplingSettings`, the
 playground's sliders, the extension's completion list (commands.json) and the README's table of defaults
 are all derived from the lists below (in the spirit of transformers' GenerationConfig).
+
+A train or finetune run's settings are built here once, into a `RunSpec` (at the end), which is passed down
+whole, as transformers passes its TrainingArguments: nothing below restates a default.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from types import SimpleNamespace
 from typing import Any, Final, Literal
 
+from .base.checks import check_finite, check_seed
 from .base.errors import LLMError
 
 MAGIC_ONLY: Final = False  # Option.keyword for an option no Session method takes (a view, --compile-backend)
@@ -29,6 +33,9 @@ ATTRIBUTION_METHODS = (
     "shapley-sampling",
 )
 PATCH_SITES = ("residual", "attention", "mlp", "heads")
+# attribute's --steps when not given: integrated gradients' integration steps, the other methods' samples
+INTEGRATION_STEPS = 50
+SHAPLEY_SAMPLES = 25
 
 
 @dataclass(frozen=True)
@@ -529,7 +536,12 @@ COMMANDS: dict[str, tuple[str, list[Option]]] = {
                 "greedy continuation, or the predicted label",
             ),
             Option("max_new_tokens", 10, int, "tokens generated without --target", bounds=AT_LEAST_1),
-            Option("steps", type=int, help="integration steps (default 50) or Shapley samples (25)", bounds=AT_LEAST_1),
+            Option(
+                "steps",
+                type=int,
+                help=f"integration steps (default {INTEGRATION_STEPS}) or Shapley samples ({SHAPLEY_SAMPLES})",
+                bounds=AT_LEAST_1,
+            ),
             _flag("normalize", "scale each output token's row to its max", keyword=MAGIC_ONLY),
         ],
     ),
@@ -663,3 +675,169 @@ def _shown_default(option: Option) -> str:
     if option.default is None:
         return ""
     return f"{option.default:g}" if isinstance(option.default, float) else str(option.default)
+
+
+# --- A train or finetune run's settings, built once from the declarations above ---
+
+_D = defaults("finetune")  # lr and steps go by kind of run (RunSpec.build)
+
+
+@dataclass
+class TrainOptions:
+    """What the training loop reads: optimization, evaluation, checkpoints and trackers."""
+
+    steps: int | None = None  # optimizer steps (train); finetune derives them from epochs
+    epochs: float = _D.epochs
+    batch_size: int = _D.batch_size
+    grad_accum: int = _D.grad_accum
+    lr: float = LR_BY_KIND["train"]
+    warmup: float = _D.warmup  # < 1: a fraction of the steps, else a step count
+    weight_decay: float = 0.01
+    max_grad_norm: float = 1.0
+    seq_len: int = _D.seq_len
+    checkpoint_every: int | None = _D.checkpoint_every
+    keep_checkpoints: int = 2
+    output_dir: str | None = _D.output_dir
+    resume: str | None = _D.resume
+    eval_every: int | None = _D.eval_every
+    seed: int = _D.seed
+    compile: bool | str = _D.compile  # torch.compile the model (True: inductor, or a backend name)
+    gradient_checkpointing: bool = _D.gradient_checkpointing  # less memory, ~30% slower steps
+    early_stopping: int | None = _D.early_stopping  # stop after this many evaluations without a better eval loss
+    min_delta: float = _D.min_delta  # what counts as better: lower by more than this
+    restore_best: bool = _D.restore_best  # after early stopping, load the best evaluation's weights back
+    track: str | None = _D.track  # experiment trackers, comma-separated (tensorboard, trackio, wandb, mlflow, aim)
+    tracker_dir: str | None = None  # where local trackers write (the run's folder)
+    lr_sweep: float | None = None  # lr-find: grow the lr exponentially from `lr` to this over `steps` steps
+
+    def validated(self) -> TrainOptions:
+        check_finite(
+            epochs=self.epochs,
+            lr=self.lr,
+            warmup=self.warmup,
+            weight_decay=self.weight_decay,
+            max_grad_norm=self.max_grad_norm,
+            min_delta=self.min_delta,
+        )
+        check_seed(self.seed)
+        check_bounds(self, "finetune")  # the bounds declared above (lr-find's and train's are the same)
+        return self
+
+
+@dataclass
+class ModelSpec:
+    """The model a run trains: train's (the loaded one, or a fresh one of --config) and what finetune adds
+    to it (a LoRA adapter, a classification head)."""
+
+    from_scratch: bool
+    config: str
+    arch: str
+    tokenizer: str
+    device: str
+    trust_remote_code: bool
+    lora: bool
+    lora_r: int
+    lora_alpha: int | None
+    task: str
+    labels: list[str] | None  # --task classify's (a line's comma-separated ones, split)
+
+
+@dataclass
+class DataSpec:
+    """What a run reads: --data or the cell body (`text`), --eval-data, and how much of them."""
+
+    data: str | None
+    text: str | None
+    eval_data: str | None
+    text_field: str | None
+    sample_docs: int | None
+    max_tokens: int | None
+    num_proc: int | None  # tokenizing processes (the API's own)
+
+
+@dataclass
+class EngineSpec:
+    """Where a run goes: its processes, its progress bar and the run history it is recorded in."""
+
+    processes: int
+    accelerate_config: str | None
+    progress: bool
+    runs_dir: str | None
+
+
+# What a run's record (run.json) keeps besides its TrainOptions; saved runs are read back in this shape.
+RECORDED = {
+    "train": (
+        "from_scratch",
+        "config",
+        "arch",
+        "tokenizer",
+        "data",
+        "eval_data",
+        "text_field",
+        "max_tokens",
+        "sample_docs",
+        "processes",
+    ),
+    "finetune": (
+        "data",
+        "eval_data",
+        "lora",
+        "lora_r",
+        "lora_alpha",
+        "task",
+        "labels",
+        "text_field",
+        "sample_docs",
+        "processes",
+    ),
+}
+# The Session's keywords that are no option of the magics: the cell body, and train's tokenizing processes.
+API_ONLY = {"train": ("text", "num_proc"), "finetune": ("text",)}
+
+
+@dataclass
+class RunSpec:
+    """Everything a train or finetune run is asked, built once (`build`) and handed down whole."""
+
+    command: str  # train or finetune
+    train: TrainOptions
+    model: ModelSpec
+    data: DataSpec
+    engine: EngineSpec
+
+    @classmethod
+    def build(cls, command: str, given: dict) -> RunSpec:
+        """The run of `command` with the Session keywords `given` (a magic's line: `session_kwargs`); every
+        other setting is its declared default, lr and steps by kind of run (None, as a line leaves them,
+        too). The lr may still be 'suggested': the Session resolves it from its run history."""
+        accepted = {o.api_name for o in options(command)} | set(API_ONLY[command]) | _field_names(TrainOptions)
+        unknown = set(given) - accepted
+        if unknown:
+            raise LLMError(f"{command} got unknown option(s): {', '.join(sorted(unknown))}")
+        declared = {o.name: o.default for o in [*TRAIN_MODEL, *FINETUNE_MODEL, *options(command)]}
+        values = {**declared, **dict.fromkeys(API_ONLY["train"])}
+        values.update({k: v for k, v in given.items() if not (k in ("lr", "steps") and v is None)})
+        if values["lr"] is None:
+            values["lr"] = default_lr(command, values["from_scratch"], values["lora"])
+        if isinstance(values["labels"], str):  # --labels a,b,c
+            values["labels"] = [label.strip() for label in values["labels"].split(",") if label.strip()]
+
+        def part(cls):
+            return cls(**{name: values[name] for name in _field_names(cls) if name in values})
+
+        return cls(command, part(TrainOptions), part(ModelSpec), part(DataSpec), part(EngineSpec))
+
+    @property
+    def several(self) -> bool:
+        """Trained on several processes (--processes N or an accelerate config)."""
+        return self.engine.processes != 1 or self.engine.accelerate_config is not None
+
+    def record(self) -> dict:
+        """The options its run record keeps: the kind's own arguments, then every TrainOptions field."""
+        arguments = {**asdict(self.model), **asdict(self.data), **asdict(self.engine)}
+        return {**{name: arguments[name] for name in RECORDED[self.command]}, **asdict(self.train)}
+
+
+def _field_names(cls) -> set[str]:
+    return {f.name for f in fields(cls)}

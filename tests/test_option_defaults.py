@@ -94,13 +94,13 @@ def test_the_magics_default_is_the_apis_for_every_option(command):
 
 @pytest.mark.parametrize("line, command, api_kwargs", KINDS)
 def test_training_options_resolve_alike_from_the_magic_and_the_api(line, command, api_kwargs):
-    """lr and steps go by kind of run: the magic leaves them unset and the run resolves them as the API does."""
-    given = {k: v for k, v in options.session_kwargs(_parsed(line), command).items() if k in TRAIN_FIELDS}
-    from_magic = TrainOptions.for_run(command, given, **api_kwargs)
-    from_api = TrainOptions.for_run(command, {}, **api_kwargs)
+    """lr and steps go by kind of run: the magic leaves them unset and the run resolves them as the API does;
+    every other setting of the RunSpec a line builds is the one the API's keywords build."""
+    from_magic = options.RunSpec.build(command, options.session_kwargs(_parsed(line), command))
+    from_api = options.RunSpec.build(command, api_kwargs)
     assert asdict(from_magic) == asdict(from_api)
-    assert from_api.lr == options.LR_BY_KIND[line]
-    assert from_api.steps == (100 if command == "train" else None)  # finetune: --epochs over the data
+    assert from_api.train.lr == options.LR_BY_KIND[line]
+    assert from_api.train.steps == (100 if command == "train" else None)  # finetune: --epochs over the data
 
 
 def test_a_real_run_records_the_same_options_from_the_magic_and_the_api(shell, tmp_path):

@@ -19,7 +19,7 @@ class Preparation:
     """Handed to reading and tokenizing: `report()` feeds the progress bar and every hook; `stopped` is
     the run's stop flag. Hooks are callables `(stage, done, total)`."""
 
-    def __init__(self, stop: StopFlag | None = None, hooks=(), progress: bool = True):
+    def __init__(self, stop: StopFlag | None = None, hooks=(), *, progress: bool):
         self.stop = stop or StopFlag()
         self.hooks = list(hooks)
         self.progress = progress

@@ -37,7 +37,7 @@ from ..base.drawing import draw
 from ..base.errors import LLMError, no_model
 from ..base.interrupts import StopFlag
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
-from ..options import ATTRIBUTION_METHODS, check_bounds
+from ..options import ATTRIBUTION_METHODS, INTEGRATION_STEPS, SHAPLEY_SAMPLES, check_bounds, defaults
 
 METHODS = ATTRIBUTION_METHODS  # declared with the --method option
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
@@ -112,7 +112,7 @@ class AttributionResult:
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise LLMError(f"{path} is not an attribution saved by AttributionResult.save ({error})") from None
 
-    def view(self, normalize: bool = False):
+    def view(self, normalize: bool = defaults("attribute").normalize):
         return draw(self, normalize)
 
 
@@ -259,9 +259,9 @@ def _step_scores(probs: torch.Tensor, target: int, decode) -> dict:
 def attribute(
     loaded: LoadedModel | None,
     text: str,
-    method: str = "integrated-gradients",
+    method: str = defaults("attribute").method,
     target: str | None = None,
-    max_new_tokens: int = 10,
+    max_new_tokens: int = defaults("attribute").max_new_tokens,
     steps: int | None = None,
     batch_size: int | None = None,
     stop: StopFlag | None = None,
@@ -284,7 +284,7 @@ def attribute(
     check_bounds({"steps": steps}, "attribute", only=("steps",))
     if batch_size is not None and batch_size < 1:
         raise LLMError(f"batch_size must be at least 1 (got {batch_size}); None sizes it from memory")
-    steps = steps or (50 if method in INTEGRATED else 25)
+    steps = steps or (INTEGRATION_STEPS if method in INTEGRATED else SHAPLEY_SAMPLES)
     model, tokenizer = loaded.model, loaded.tokenizer
     ids = tokenizer(text, return_tensors="pt")["input_ids"].to(loaded.device)
     limit = context_length(model)

@@ -29,7 +29,7 @@ from ..base.drawing import draw
 from ..base.errors import LLMError, no_model
 from ..base.interrupts import StopFlag
 from ..loading import LoadedModel, context_length, require_causal
-from ..options import PATCH_SITES
+from ..options import PATCH_SITES, defaults
 from .attention import model_shape
 
 SITES = PATCH_SITES  # declared with the --site option
@@ -273,7 +273,7 @@ def patch(
     corrupted: str,
     answer: str | None = None,
     wrong: str | None = None,
-    site: str = "residual",
+    site: str = defaults("patch").site,
     layers: list[int] | None = None,
     batch_size: int = 64,
     stop: StopFlag | None = None,

@@ -1,7 +1,8 @@
 """Training from scratch, continued pre-training, (LoRA) fine-tuning and classifier tuning.
 
-options.py (what a run is asked and reports), models.py (what it trains), batches.py (what it sees),
-loop.py (the one optimizer loop), checkpoints.py (resumable state), scoring.py (losses and metrics).
+run.py (one run, from its RunSpec to its record), loop.py (the one optimizer loop), models.py (what it
+trains), batches.py (what it sees), checkpoints.py (resumable state), scoring.py (losses and metrics),
+options.py (what a run reports; what it is asked is llm_magics/options.py's RunSpec).
 """
 
 from .batches import EpochBatches
@@ -17,7 +18,7 @@ from .models import (
     resolve_tokenizer,
     scratch_config,
 )
-from .options import TrainOptions, TrainResult
+from .options import RunSpec, TrainOptions, TrainResult
 from .scoring import classification_metrics, predict_labels
 
 __all__ = [
@@ -35,6 +36,7 @@ __all__ = [
     "new_model",
     "resolve_tokenizer",
     "scratch_config",
+    "RunSpec",
     "TrainOptions",
     "TrainResult",
     "classification_metrics",

@@ -18,7 +18,7 @@ class PackedBlocks:
     """Random --seq-len blocks of the packed token stream (documents joined with EOS). Blocks are read
     from the memory-mapped shards when drawn, so memory stays flat whatever the corpus size."""
 
-    def __init__(self, tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size: int, seed: int = 0):
+    def __init__(self, tokens: PackedTokens | torch.Tensor, seq_len: int, batch_size: int, *, seed: int):
         if len(tokens) < 2:
             raise LLMError("the training text is too short: it needs at least 2 tokens")
         self.tokens = tokens
@@ -48,7 +48,7 @@ def _read(tokens, start: int, count: int) -> np.ndarray:
 class EpochBatches:
     """Shuffled padded batches, epoch after epoch; its state makes a resumed run see the same order."""
 
-    def __init__(self, examples: list[dict], batch_size: int, pad_id: int, seed: int = 0):
+    def __init__(self, examples: list[dict], batch_size: int, pad_id: int, *, seed: int):
         self.examples, self.batch_size, self.pad_id = examples, batch_size, pad_id
         self.generator = torch.Generator().manual_seed(seed)
         self.order: list[int] = []

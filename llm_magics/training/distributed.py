@@ -26,7 +26,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -38,23 +38,20 @@ from ..data import Corpus, Preparation
 from ..loading import LoadedModel
 from ..options import check_bounds
 from .checkpoints import lock_output_dir
-from .options import TrainOptions, TrainResult
+from .options import RunSpec, TrainResult
 
 MODEL_FILE = "model.pt"
 
 
 @dataclass
 class Job:
-    """What each worker runs: `train_causal_lm` or `finetune` with these arguments."""
+    """What each worker runs: the loop's `run_here` of this spec on these corpora."""
 
     kind: RunKind  # TRAIN (train_causal_lm) or FINETUNE
     loaded: LoadedModel
     corpus: Corpus
-    options: TrainOptions
+    spec: RunSpec
     eval_corpus: Corpus | None = None
-    max_tokens: int | None = None  # train: --max-tokens
-    num_proc: int | None = None  # tokenizing processes
-    finetune_args: dict = field(default_factory=dict)  # lora, lora_r, lora_alpha, task, labels
     gpus: bool = False  # one GPU per worker, else CPU
     directory: str = ""  # where rank 0 leaves the trained model
 
@@ -88,9 +85,13 @@ def run(
     else:
         _check_config(accelerate_config, processes)
     if not _tokenize_here(job, prep or Preparation(stop, progress=False)):
-        return TrainResult(kind=job.kind, total_steps=job.options.steps or 0, interrupted=True)
+        return TrainResult(kind=job.kind, total_steps=job.spec.train.steps or 0, interrupted=True)
     # the kernel holds --output-dir's lock for the workers (rank 0 writes the checkpoints)
-    lock = lock_output_dir(job.options.output_dir) if job.options.checkpoint_every and job.options.output_dir else None
+    lock = (
+        lock_output_dir(job.spec.train.output_dir)
+        if job.spec.train.checkpoint_every and job.spec.train.output_dir
+        else None
+    )
     try:
         return _run_locked(job, processes, on_step, stop, accelerate_config, port)
     finally:
@@ -143,17 +144,15 @@ def _tokenize_here(job: Job, prep: Preparation) -> bool:
     from ..data import data_cache, packed_tokens
     from .loop import tokenized_examples
 
-    args = job.finetune_args
+    data, model = job.spec.data, job.spec.model
     for corpus in (job.corpus, job.eval_corpus):
         if corpus is None:
             continue
         if job.kind == RunKind.TRAIN:
-            limit = job.max_tokens if corpus is job.corpus else None
-            done = packed_tokens(corpus, job.loaded.tokenizer, prep, limit, data_cache(), job.num_proc)
+            limit = data.max_tokens if corpus is job.corpus else None
+            done = packed_tokens(corpus, job.loaded.tokenizer, prep, limit, data_cache(), data.num_proc)
         else:
-            done = tokenized_examples(
-                job.loaded, corpus, args.get("task", "lm"), args.get("labels"), job.options.seq_len, prep
-            )
+            done = tokenized_examples(job.loaded, corpus, model.task, model.labels, job.spec.train.seq_len, prep)
         if done is None:
             prep.close()
             return False
@@ -275,7 +274,7 @@ def _launch_script(job: Job, relay, processes: int, config: str):
 
 def _work(job: Job, relay):
     """One worker (rank): the ordinary loop on this rank's device, rank 0 relaying to the kernel."""
-    from .loop import finetune, train_causal_lm
+    from .loop import Hooks, run_here
 
     messages, stop_event = relay
     # Jupyter's interrupt reaches every process of the kernel's group: the workers leave it to the kernel,
@@ -291,27 +290,14 @@ def _work(job: Job, relay):
             torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
         loaded.model.to(loaded.device)  # type: ignore[arg-type]  # transformers' wrapper around Module.to hides its signature
         # Each rank draws the same global batch (same seed) and keeps its share of it.
-        options = replace(job.options, batch_size=job.options.batch_size * world)
+        spec = job.spec
+        spec = replace(spec, train=replace(spec.train, batch_size=spec.train.batch_size * world))
         on_step = (
             [lambda row, result: messages.put(("step", (row, result.total_steps, result.kind)))] if rank == 0 else []
         )
         stop = _SharedStop(stop_event)
         prep = Preparation(stop, progress=False)  # the kernel tokenized already: this reads its cache
-        if job.kind == RunKind.TRAIN:
-            result = train_causal_lm(
-                loaded, job.corpus, options, on_step, stop, job.eval_corpus, prep, job.max_tokens, job.num_proc
-            )
-        else:
-            result = finetune(
-                loaded,
-                job.corpus,
-                options,
-                eval_corpus=job.eval_corpus,
-                on_step=on_step,
-                stop=stop,
-                prep=prep,
-                **job.finetune_args,
-            )
+        result = run_here(loaded, job.corpus, job.eval_corpus, spec=spec, hooks=Hooks(on_step, stop, prep, None))
         if world > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             # What every rank did (its last step, its evaluations), so the kernel can see they agree.
             ranks: list[dict] = [{}] * world  # all_gather_object replaces each item

@@ -39,77 +39,75 @@ from .batches import EpochBatches, PackedBlocks, fixed_windows, padded_batches
 from .callbacks import StepCallback, as_callbacks
 from .checkpoints import prepare_output_dir, restore_state, save_checkpoint
 from .models import add_lora, check_lora_rank, checked_weights, classifier_from, head_labels, resume_weights
-from .options import TrainOptions, TrainResult
+from .options import RunSpec, TrainOptions, TrainResult
 from .scoring import classification_metrics, mean_loss
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
 
-def train_causal_lm(
-    loaded: LoadedModel,
-    corpus: Corpus,
-    options: TrainOptions,
-    on_step: Sequence[Callable] = (),
-    stop: StopFlag | None = None,
-    eval_corpus: Corpus | None = None,
-    prep: Preparation | None = None,
-    max_tokens: int | None = None,
-    num_proc: int | None = None,
-    on_start: Callable[[], None] | None = None,
+@dataclass
+class Hooks:
+    """What a run reports to and is stopped by: its step callbacks, its stop flag, its data preparation
+    (progress and hooks), and on_start, called once everything is checked, right before the first step."""
+
+    on_step: Sequence[Callable]
+    stop: StopFlag
+    prep: Preparation
+    on_start: Callable[[], None] | None
+
+
+def run_here(
+    loaded: LoadedModel, corpus: Corpus, eval_corpus: Corpus | None, *, spec: RunSpec, hooks: Hooks
 ) -> TrainResult:
-    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed.
-    on_start is called once everything is checked and set up, right before the first step."""
-    options.validated()
-    limit = context_length(loaded.model)
-    if limit and options.seq_len > limit:
-        raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
-    steps = options.steps or 100
-    prep = prep or Preparation(stop, progress=False)
-    tokens = packed_tokens(corpus, loaded.tokenizer, prep, max_tokens, data_cache(), num_proc)
+    """The train or finetune run of `spec` on this process (the kernel, or one rank of several)."""
+    start = train_causal_lm if spec.command == "train" else finetune
+    return start(loaded, corpus, eval_corpus, spec=spec, hooks=hooks)
+
+
+def train_causal_lm(
+    loaded: LoadedModel, corpus: Corpus, eval_corpus: Corpus | None, *, spec: RunSpec, hooks: Hooks
+) -> TrainResult:
+    """Pre-train (or continue pre-training) a causal LM on plain text, tokenized once and packed."""
+    options, data, prep = spec.train.validated(), spec.data, hooks.prep
+    assert options.steps is not None  # declared for train (RunSpec.build)
+    _check_seq_len(loaded, options.seq_len)
+    tokens = packed_tokens(corpus, loaded.tokenizer, prep, data.max_tokens, data_cache(), data.num_proc)
     eval_tokens = (
-        packed_tokens(eval_corpus, loaded.tokenizer, prep, None, data_cache(), num_proc)
+        packed_tokens(eval_corpus, loaded.tokenizer, prep, None, data_cache(), data.num_proc)
         if eval_corpus is not None and tokens is not None
         else None
     )
     prep.close()
     if tokens is None or (eval_corpus is not None and eval_tokens is None):
-        return TrainResult(kind=RunKind.TRAIN, total_steps=steps, interrupted=True)  # stopped while tokenizing
-    windows = PackedBlocks(tokens, options.seq_len, options.batch_size, options.seed)
+        return TrainResult(kind=RunKind.TRAIN, total_steps=options.steps, interrupted=True)  # stopped while tokenizing
+    windows = PackedBlocks(tokens, options.seq_len, options.batch_size, seed=options.seed)
     eval_batches = fixed_windows(eval_tokens, windows.seq_len, options.batch_size) if eval_tokens else None
     return _optimize(
         RunKind.TRAIN,
         loaded,
         windows,
-        steps,
+        options.steps,
         options,
-        on_step,
-        stop,
+        hooks.on_step,
+        hooks.stop,
         evaluate=(lambda: {"eval_loss": mean_loss(loaded, eval_batches)}) if eval_batches else None,
-        on_start=on_start,
+        on_start=hooks.on_start,
     )
 
 
+def _check_seq_len(loaded: LoadedModel, seq_len: int) -> None:
+    limit = context_length(loaded.model)
+    if limit and seq_len > limit:
+        raise LLMError(f"--seq-len {seq_len} is larger than the model's context ({limit} tokens)")
+
+
 def finetune(
-    loaded: LoadedModel,
-    corpus: Corpus,
-    options: TrainOptions,
-    *,
-    lora: bool = False,
-    lora_r: int = 8,
-    lora_alpha: int | None = None,
-    task: str = "lm",
-    labels: list[str] | None = None,
-    eval_corpus: Corpus | None = None,
-    on_step: Sequence[Callable] = (),
-    stop: StopFlag | None = None,
-    prep: Preparation | None = None,
-    on_start: Callable[[], None] | None = None,
+    loaded: LoadedModel, corpus: Corpus, eval_corpus: Corpus | None, *, spec: RunSpec, hooks: Hooks
 ) -> TrainResult:
-    """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it);
-    on_start is called once everything is checked and set up, right before the first step."""
-    options.validated()
-    prep = prep or Preparation(stop, progress=False)
+    """Fine-tune `loaded` (a LoadedModel the caller may have set aside: a new head or LoRA go into it)."""
+    options, tuning, prep = spec.train.validated(), spec.model, hooks.prep
+    task, labels = tuning.task, tuning.labels
     kind = RunKind.of("finetune", task)
     if task == "classify":
         labels = head_labels(loaded, check_labels(labels))
@@ -120,12 +118,10 @@ def finetune(
             "language-model fine-tuning learns next tokens",
             hint="for an encoder use --task classify --labels ...",
         )
-        limit = context_length(loaded.model)
-        if limit and options.seq_len > limit:
-            raise LLMError(f"--seq-len {options.seq_len} is larger than the model's context ({limit} tokens)")
+        _check_seq_len(loaded, options.seq_len)
     else:
         raise LLMError(f"unknown --task {task!r}: use lm or classify")
-    check_lora_rank(lora, lora_r)
+    check_lora_rank(tuning.lora, tuning.lora_r)
     examples = tokenized_examples(loaded, corpus, task, labels, options.seq_len, prep)
     eval_examples = (
         tokenized_examples(loaded, eval_corpus, task, labels, options.seq_len, prep)
@@ -143,7 +139,7 @@ def finetune(
         loaded.kind, loaded.dtype = CLASSIFIER, torch.float32
 
     # checked before anything runs; they go into the model only once the run starts
-    checked = checked_weights(loaded, options.resume) if options.resume and not lora else None
+    checked = checked_weights(loaded, options.resume) if options.resume and not tuning.lora else None
     body, dtype = loaded.model, loaded.model.dtype
     started = []
 
@@ -151,16 +147,16 @@ def finetune(
         if checked is not None:
             loaded.model.load_state_dict(resume_weights(loaded, checked), strict=False)
         started.append(True)
-        if on_start:
-            on_start()
+        if hooks.on_start:
+            hooks.on_start()
 
-    if lora:
-        add_lora(loaded, lora_r, lora_alpha, task, options.resume)
+    if tuning.lora:
+        add_lora(loaded, tuning.lora_r, tuning.lora_alpha, task, options.resume)
     elif loaded.model.dtype != torch.float32:
         loaded.model.float()  # full fine-tuning keeps fp32 master weights; autocast does the rest
         loaded.dtype = torch.float32
     try:
-        return _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, start)
+        return _finetune_steps(loaded, task, examples, eval_examples, options, kind, hooks.on_step, hooks.stop, start)
     except BaseException:
         if not started:  # failed before the first step: the model it was given is as it was
             if loaded.model is not body:
@@ -171,7 +167,7 @@ def finetune(
 
 
 def _finetune_steps(loaded, task, examples, eval_examples, options, kind, on_step, stop, on_start) -> TrainResult:
-    batches = EpochBatches(examples, options.batch_size, loaded.tokenizer.pad_token_id or 0, options.seed)
+    batches = EpochBatches(examples, options.batch_size, loaded.tokenizer.pad_token_id or 0, seed=options.seed)
     steps = options.steps or max(1, math.ceil(options.epochs * batches.batches_per_epoch / options.grad_accum))
     if eval_examples:
         evaluate = (

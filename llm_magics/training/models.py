@@ -25,7 +25,7 @@ def byte_tokenizer():
     return ByT5Tokenizer()
 
 
-def resolve_tokenizer(name: str, current: LoadedModel | None, trust_remote_code: bool = False):
+def resolve_tokenizer(name: str, current: LoadedModel | None, *, trust_remote_code: bool):
     from transformers import AutoTokenizer
 
     from ..loading import refuse_remote_code

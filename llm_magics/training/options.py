@@ -1,4 +1,5 @@
-"""What a training run is asked to do (TrainOptions) and what it reports (TrainResult)."""
+"""What a training run reports (TrainResult); what it is asked (RunSpec, TrainOptions) is built by the
+registry, llm_magics/options.py."""
 
 from __future__ import annotations
 
@@ -6,59 +7,10 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..base.checks import check_finite, check_seed
 from ..base.kinds import RunKind
-from ..options import LR_BY_KIND, check_bounds, default_lr, defaults
+from ..options import RunSpec, TrainOptions
 
-_D = defaults("finetune")  # the declared defaults (llm_magics/options.py); lr and steps go by kind (for_run)
-
-
-@dataclass
-class TrainOptions:
-    steps: int | None = None  # optimizer steps (train); finetune derives them from epochs
-    epochs: float = _D.epochs
-    batch_size: int = _D.batch_size
-    grad_accum: int = _D.grad_accum
-    lr: float = LR_BY_KIND["train"]
-    warmup: float = _D.warmup  # < 1: a fraction of the steps, else a step count
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
-    seq_len: int = _D.seq_len
-    checkpoint_every: int | None = _D.checkpoint_every
-    keep_checkpoints: int = 2
-    output_dir: str | None = _D.output_dir
-    resume: str | None = _D.resume
-    eval_every: int | None = _D.eval_every
-    seed: int = _D.seed
-    compile: bool | str = _D.compile  # torch.compile the model (True: inductor, or a backend name)
-    gradient_checkpointing: bool = _D.gradient_checkpointing  # less memory, ~30% slower steps
-    early_stopping: int | None = _D.early_stopping  # stop after this many evaluations without a better eval loss
-    min_delta: float = _D.min_delta  # what counts as better: lower by more than this
-    restore_best: bool = _D.restore_best  # after early stopping, load the best evaluation's weights back
-    track: str | None = _D.track  # experiment trackers, comma-separated (tensorboard, trackio, wandb, mlflow, aim)
-    tracker_dir: str | None = None  # where local trackers write (the run's folder)
-    lr_sweep: float | None = None  # lr-find: grow the lr exponentially from `lr` to this over `steps` steps
-
-    @classmethod
-    def for_run(cls, command: str, given: dict, from_scratch: bool = False, lora: bool = False) -> TrainOptions:
-        """A train or finetune run's options: its kind's lr and steps, the declared defaults, then those given
-        (lr or steps None, as the magics pass them unset, means the kind's default)."""
-        kind = {"lr": default_lr(command, from_scratch, lora), "steps": defaults(command).steps}
-        given = {name: value for name, value in given.items() if not (name in kind and value is None)}
-        return cls(**{**kind, **given}).validated()
-
-    def validated(self) -> TrainOptions:
-        check_finite(
-            epochs=self.epochs,
-            lr=self.lr,
-            warmup=self.warmup,
-            weight_decay=self.weight_decay,
-            max_grad_norm=self.max_grad_norm,
-            min_delta=self.min_delta,
-        )
-        check_seed(self.seed)
-        check_bounds(self, "finetune")  # the bounds declared in options.py (lr-find's and train's are the same)
-        return self
+__all__ = ["RunSpec", "TrainOptions", "TrainResult"]
 
 
 @dataclass

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -20,232 +18,91 @@ from ..base.kinds import RunKind
 from ..base.progress import ProgressBar
 from ..data import Corpus, Preparation, check_labels, data_cache, datasets_bars, read_corpus
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel, load_model, refuse_remote_code, require_causal
-from ..options import check_bounds
+from ..options import DataSpec, ModelSpec, RunSpec, check_bounds
 from ..quantization import require_full_precision
 from .callbacks import StepCallback, as_callbacks
 from .checkpoints import read_state, seed_everything
-from .loop import finetune as finetune_here
-from .loop import train_causal_lm
+from .loop import Hooks, run_here
 from .models import check_lora_rank, head_labels, new_model, resolve_tokenizer, scratch_config
 from .options import TrainOptions, TrainResult
 
 
-def train(
-    session,
-    opts: TrainOptions,
-    text: str | None = None,
-    data: str | None = None,
-    from_scratch: bool = False,
-    config: str = "tiny",
-    arch: str = "llama",
-    tokenizer: str = "bytes",
-    eval_data: str | None = None,
-    on_step: Sequence[Callable] = (),
-    device: str = "auto",
-    progress: bool = True,
-    trust_remote_code: bool = False,
-    processes: int = 1,
-    accelerate_config: str | None = None,
-    text_field: str | None = None,
-    max_tokens: int | None = None,
-    sample_docs: int | None = None,
-    on_prepare: Sequence[Callable] = (),
-    num_proc: int | None = None,
-    runs_dir: str | None = None,
-) -> TrainResult:
-    """`Session.train` once its options are checked (see its docstring)."""
-    check_early_stopping(opts, eval_data)
+def run(session, *, spec: RunSpec, on_step: Sequence[Callable], on_prepare: Sequence[Callable]) -> TrainResult:
+    """`Session.run` once its lr is resolved: the train or finetune run of `spec`."""
+    spec.train.validated()
+    check_early_stopping(spec.train, spec.data.eval_data)
+    start = train if spec.command == "train" else finetune
+    return start(session, spec=spec, on_step=on_step, on_prepare=on_prepare)
+
+
+def train(session, *, spec: RunSpec, on_step: Sequence[Callable], on_prepare: Sequence[Callable]) -> TrainResult:
+    """Pre-train a fresh model (--from-scratch), the loaded one, or a checkpoint's (--resume)."""
+    opts, model = spec.train, spec.model
     if opts.resume:
         reached = int(read_state(opts.resume)["step"])  # refused before anything runs if unsafe
-        if reached >= (opts.steps or 100):
+        if reached >= (opts.steps or 0):
             raise LLMError(f"--resume {opts.resume} is at step {reached}; ask for more --steps than that")
-    elif not from_scratch:
+    elif not model.from_scratch:
         session.require_model("train")
         require_full_precision(session.loaded, "train")
         require_causal(session.loaded, "train", "train pre-trains on next tokens")
-    several = processes != 1 or accelerate_config is not None
-    home = "cpu" if several else device  # forked workers cannot share a GPU the kernel already uses
+    home = "cpu" if spec.several else model.device  # forked workers cannot share a GPU the kernel already uses
     name = (
-        f"from-scratch {config} {arch} ({tokenizer} tokenizer)"
-        if from_scratch and not opts.resume
+        f"from-scratch {model.config} {model.arch} ({model.tokenizer} tokenizer)"
+        if model.from_scratch and not opts.resume
         else opts.resume
         if opts.resume
         else session.loaded.name
     )
-    record = start_record(
-        session,
-        RunKind.LR_FIND if opts.lr_sweep else RunKind.TRAIN,
-        opts,
-        name,
-        runs_dir,
-        dict(
-            from_scratch=from_scratch,
-            config=config,
-            arch=arch,
-            tokenizer=tokenizer,
-            data=data,
-            eval_data=eval_data,
-            text_field=text_field,
-            max_tokens=max_tokens,
-            sample_docs=sample_docs,
-            processes=processes,
-        ),
-    )
+    record = start_record(session, spec, RunKind.TRAIN, name)
 
     def build() -> LoadedModel:
         # The model this run trains is built aside; the session takes it only when the run starts, so a
         # command that fails on a check keeps the model the user had (a fine-tuned one may be unsaved).
         if opts.resume:  # the checkpoint holds the architecture and the weights the run had reached
-            return load_model(opts.resume, home, "auto", trust_remote_code)
-        if from_scratch:
-            return scratch_model(session.loaded, config, arch, tokenizer, home, trust_remote_code)
+            return load_model(opts.resume, home, "auto", model.trust_remote_code)
+        if model.from_scratch:
+            return scratch_model(session.loaded, model=model, device=home)
         return session.loaded
 
-    def here(model, corpus, eval_corpus, callbacks, stop, prep, start) -> TrainResult:
-        return train_causal_lm(
-            model, corpus, opts, callbacks, stop, eval_corpus, prep, max_tokens, num_proc, on_start=start
-        )
-
-    def job(model, corpus, eval_corpus):
-        from ..base.devices import resolve_device
-        from . import distributed
-
-        return distributed.Job(
-            RunKind.TRAIN,
-            model,
-            corpus,
-            opts,
-            eval_corpus,
-            max_tokens=max_tokens,
-            num_proc=num_proc,
-            gpus=resolve_device(device).type == "cuda",
-        )
-
-    data_args = dict(data=data, text=text, eval_data=eval_data, text_field=text_field, sample_docs=sample_docs)
     return execute(
-        session,
-        RunKind.TRAIN,
-        opts,
-        record,
-        build,
-        here,
-        job if several else None,
-        data_args,
-        on_step,
-        on_prepare,
-        progress,
-        processes,
-        accelerate_config,
-        steps_unknown=opts.steps or 100,
+        session, spec=spec, kind=RunKind.TRAIN, record=record, build=build, on_step=on_step, on_prepare=on_prepare
     )
 
 
-def finetune(
-    session,
-    opts: TrainOptions,
-    data: str | None = None,
-    text: str | None = None,
-    eval_data: str | None = None,
-    lora: bool = False,
-    lora_r: int = 8,
-    lora_alpha: int | None = None,
-    task: str = "lm",
-    labels: list[str] | str | None = None,
-    on_step: Sequence[Callable] = (),
-    progress: bool = True,
-    trust_remote_code: bool = False,
-    processes: int = 1,
-    accelerate_config: str | None = None,
-    text_field: str | None = None,
-    sample_docs: int | None = None,
-    on_prepare: Sequence[Callable] = (),
-    runs_dir: str | None = None,
-) -> TrainResult:
-    """`Session.finetune` once its options are checked (see its docstring)."""
-    check_early_stopping(opts, eval_data)
+def finetune(session, *, spec: RunSpec, on_step: Sequence[Callable], on_prepare: Sequence[Callable]) -> TrainResult:
+    """Fine-tune the loaded model: all its weights, a LoRA adapter, or a classification head."""
+    opts, tuning = spec.train, spec.model
     if opts.resume:
         read_state(opts.resume)  # refused before anything runs if unpickling it could run code
-        refuse_remote_code(Path(opts.resume).expanduser(), trust_remote_code)
-    if lora:  # an alpha of 0 would silently train nothing (scale 0)
-        check_bounds({"lora_alpha": lora_alpha}, "finetune", only=("lora_alpha",))
+        refuse_remote_code(Path(opts.resume).expanduser(), tuning.trust_remote_code)
+    if tuning.lora:  # an alpha of 0 would silently train nothing (scale 0)
+        check_bounds({"lora_alpha": tuning.lora_alpha}, "finetune", only=("lora_alpha",))
     loaded = session.require_model("finetune")
     require_full_precision(loaded, "finetune")
-    if isinstance(labels, str):
-        labels = [label.strip() for label in labels.split(",") if label.strip()]
-    if task == "classify" and not labels and loaded.kind == CLASSIFIER:
+    labels = tuning.labels
+    if tuning.task == "classify" and not labels and loaded.kind == CLASSIFIER:
         labels = [loaded.model.config.id2label[i] for i in range(loaded.model.config.num_labels)]
-    if task == "classify":
+    if tuning.task == "classify":
         labels = head_labels(loaded, check_labels(labels))  # by name onto an existing head
-    check_lora_rank(lora, lora_r)
-    kind = RunKind.of("finetune", task)
+    tuning.labels = labels  # as the run trains and records them
+    check_lora_rank(tuning.lora, tuning.lora_r)
+    kind = RunKind.of("finetune", tuning.task)
     # A new head or LoRA go into this copy of the session's LoadedModel (same weights, not copied); the
     # session takes it when the run starts, so a failed command leaves the session as it was.
     model = dataclasses.replace(loaded)
-    record = start_record(
-        session,
-        RunKind.LR_FIND if opts.lr_sweep else kind,
-        opts,
-        loaded.name,
-        runs_dir,
-        dict(
-            data=data,
-            eval_data=eval_data,
-            lora=lora,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            task=task,
-            labels=labels,
-            text_field=text_field,
-            sample_docs=sample_docs,
-            processes=processes,
-        ),
-    )
-    tuning: dict[str, Any] = dict(lora=lora, lora_r=lora_r, lora_alpha=lora_alpha, task=task, labels=labels)
-
-    def here(model, corpus, eval_corpus, callbacks, stop, prep, start) -> TrainResult:
-        return finetune_here(
-            model,
-            corpus,
-            opts,
-            eval_corpus=eval_corpus,
-            on_step=callbacks,
-            stop=stop,
-            prep=prep,
-            on_start=start,
-            **tuning,
-        )
-
-    def job(model, corpus, eval_corpus):
-        from . import distributed
-
-        return distributed.Job(
-            RunKind.FINETUNE, model, corpus, opts, eval_corpus, gpus=torch.cuda.is_available(), finetune_args=tuning
-        )
-
-    several = processes != 1 or accelerate_config is not None
-    data_args = dict(data=data, text=text, eval_data=eval_data, text_field=text_field, sample_docs=sample_docs)
+    record = start_record(session, spec, kind, loaded.name)
     return execute(
-        session,
-        kind,
-        opts,
-        record,
-        lambda: model,
-        here,
-        job if several else None,
-        data_args,
-        on_step,
-        on_prepare,
-        progress,
-        processes,
-        accelerate_config,
-        steps_unknown=opts.steps or 0,
+        session, spec=spec, kind=kind, record=record, build=lambda: model, on_step=on_step, on_prepare=on_prepare
     )
 
 
-def start_record(session, kind: RunKind, opts: TrainOptions, model: str | None, runs_dir: str | None, arguments: dict):
+def start_record(session, spec: RunSpec, kind: RunKind, model: str | None):
     """Start a run's folder before anything runs (an unwritable runs dir is one line, not a lost run);
     checkpoints and local trackers live in it."""
-    record = session.new_record(kind, {**arguments, **asdict(opts)}, model, runs_dir)
+    opts = spec.train
+    kind = RunKind.LR_FIND if opts.lr_sweep else kind
+    record = session.new_record(kind, spec.record(), model, spec.engine.runs_dir)
     if opts.checkpoint_every and not opts.output_dir:
         opts.output_dir = str(record.path / "checkpoints")
     opts.tracker_dir = str(record.path / "trackers")
@@ -254,38 +111,42 @@ def start_record(session, kind: RunKind, opts: TrainOptions, model: str | None, 
 
 def execute(
     session,
+    *,
+    spec: RunSpec,
     kind: RunKind,
-    opts: TrainOptions,
     record,
     build: Callable[[], LoadedModel],
-    here: Callable,
-    job: Callable | None,
-    data_args: dict,
-    on_step,
-    on_prepare,
-    progress: bool,
-    processes: int,
-    accelerate_config: str | None,
-    steps_unknown: int,
+    on_step: Sequence[Callable],
+    on_prepare: Sequence[Callable],
 ) -> TrainResult:
-    """Read -> build -> seed -> train (here, or `job`'s processes) -> record, stoppable throughout."""
+    """Read -> build -> seed -> train (here, or on several processes) -> record, stoppable throughout."""
+    progress = spec.engine.progress
 
     def work(stop: StopFlag, callbacks: list) -> TrainResult:
         prep = preparation(stop, callbacks, on_prepare, progress)
-        corpora = read_both(prep, **data_args)
-        if corpora is None:
-            return TrainResult(kind=kind, total_steps=steps_unknown, interrupted=True)
+        corpora = read_both(prep, data=spec.data)
+        if corpora is None:  # a train run knows its steps; a finetune run derives them from the data
+            return TrainResult(kind=kind, total_steps=spec.train.steps or 0, interrupted=True)
         corpus, eval_corpus = corpora
         record.add_data(corpus, "data")
         record.add_data(eval_corpus, "eval_data")
         model = build()
         start = session.taking(model)
-        seed_everything(opts.seed)  # LoRA init, dropout and the data order follow --seed
-        if job is None:
-            return here(model, corpus, eval_corpus, callbacks, stop, prep, start)
+        seed_everything(spec.train.seed)  # LoRA init, dropout and the data order follow --seed
+        if not spec.several:
+            return run_here(model, corpus, eval_corpus, spec=spec, hooks=Hooks(callbacks, stop, prep, start))
+        from ..base.devices import resolve_device
         from . import distributed
 
-        result = distributed.run(job(model, corpus, eval_corpus), processes, callbacks, stop, accelerate_config, prep)
+        job = distributed.Job(
+            RunKind.TRAIN if spec.command == "train" else RunKind.FINETUNE,
+            model,
+            corpus,
+            spec,
+            eval_corpus,
+            gpus=resolve_device(spec.model.device).type == "cuda",
+        )
+        result = distributed.run(job, spec.engine.processes, callbacks, stop, spec.engine.accelerate_config, prep)
         start()  # the trained weights came back into `model`
         for callback in callbacks:  # (the workers' loops called their own)
             callback.on_end(result)
@@ -327,48 +188,37 @@ def check_early_stopping(opts: TrainOptions, eval_data: str | None) -> None:
         raise LLMError("--early-stopping needs --eval-data FILE and --eval-every N: it watches the eval loss")
 
 
-def scratch_model(
-    loaded: LoadedModel | None,
-    config: str,
-    arch: str,
-    tokenizer_name: str,
-    device: str,
-    trust_remote_code: bool = False,
-) -> LoadedModel:
-    """A fresh model of `config` and `arch` with the named tokenizer (`default`: the loaded model's)."""
+def scratch_model(loaded: LoadedModel | None, *, model: ModelSpec, device: str) -> LoadedModel:
+    """A fresh model of --config and --arch with the named tokenizer (`default`: the loaded model's)."""
     from ..base.devices import resolve_device
 
-    tokenizer = resolve_tokenizer(tokenizer_name, loaded, trust_remote_code)
-    model_config = scratch_config(config, arch, tokenizer)
+    tokenizer = resolve_tokenizer(model.tokenizer, loaded, trust_remote_code=model.trust_remote_code)
+    model_config = scratch_config(model.config, model.arch, tokenizer)
     torch_device = resolve_device(device)
-    model = new_model(model_config, torch_device)
-    name = f"from-scratch {Path(config).stem} {model_config.model_type}"
-    return LoadedModel(model, tokenizer, name, "", CAUSAL, torch_device, torch.float32)
+    name = f"from-scratch {Path(model.config).stem} {model_config.model_type}"
+    return LoadedModel(new_model(model_config, torch_device), tokenizer, name, "", CAUSAL, torch_device, torch.float32)
 
 
 def preparation(stop: StopFlag, callbacks: list[StepCallback], on_prepare, progress: bool) -> Preparation:
-    return Preparation(stop, [c.on_prepare for c in callbacks] + list(on_prepare), progress)
+    return Preparation(stop, [c.on_prepare for c in callbacks] + list(on_prepare), progress=progress)
 
 
-def read_both(
-    prep: Preparation,
-    data: str | None,
-    text: str | None,
-    eval_data: str | None,
-    text_field: str | None,
-    sample_docs: int | None,
-) -> tuple[Corpus, Corpus | None] | None:
+def read_both(prep: Preparation, *, data: DataSpec) -> tuple[Corpus, Corpus | None] | None:
     """The training corpus and the --eval-data one (if asked); None when stopped while reading."""
-    corpus = read(prep, data, text, text_field, sample_docs)
-    eval_corpus = read(prep, eval_data, None, text_field, None) if eval_data and corpus else None
-    if corpus is None or (eval_data and eval_corpus is None):
+    corpus = read(prep, data=data.data, text=data.text, text_field=data.text_field, sample_docs=data.sample_docs)
+    eval_corpus = (
+        read(prep, data=data.eval_data, text=None, text_field=data.text_field, sample_docs=None)
+        if data.eval_data and corpus
+        else None
+    )
+    if corpus is None or (data.eval_data and eval_corpus is None):
         prep.close()
         return None
     return corpus, eval_corpus
 
 
 def read(
-    prep: Preparation, data: str | None, text: str | None, text_field: str | None, sample_docs: int | None
+    prep: Preparation, *, data: str | None, text: str | None, text_field: str | None, sample_docs: int | None
 ) -> Corpus | None:
     """Read --data (or the cell body) as an interruptible stage; None when stopped."""
     if prep.stopped:
