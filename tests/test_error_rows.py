@@ -215,7 +215,10 @@ def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):
     """A tiny classifier (--task classify on MiniLM, one step): --target must be one of its labels."""
     rows = tmp_path / "rows.jsonl"
     rows.write_text(
-        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", "pos"), ("bad film", "neg")] * 4)
+        "".join(
+            json.dumps({"text": t, "label": label}) + "\n"
+            for t, label in [("good film", "pos"), ("bad film", "neg")] * 4
+        )
     )
     run(shell, "load minilm")
     run(

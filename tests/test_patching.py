@@ -78,7 +78,7 @@ def reference(loaded, site, answer_id, wrong_id, layers):
                 if site == "heads":
                     width = saved[layer].shape[-1] // heads
 
-                    def hook(m, args):
+                    def hook(m, args, index=index, width=width, layer=layer):
                         x = args[0].clone()
                         x[0, -1, index * width : (index + 1) * width] = saved[layer][
                             0, -1, index * width : (index + 1) * width
@@ -88,7 +88,7 @@ def reference(loaded, site, answer_id, wrong_id, layers):
                     handle = module.register_forward_pre_hook(hook)
                 else:
 
-                    def hook(m, args, out):
+                    def hook(m, args, out, index=index, layer=layer):
                         x = (out[0] if isinstance(out, tuple) else out).clone()
                         x[0, index] = saved[layer][0, index]
                         return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x

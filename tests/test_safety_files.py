@@ -246,7 +246,10 @@ def test_a_failed_command_never_replaces_the_loaded_model(shell, capsys, tmp_pat
     )
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text(
-        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", "pos"), ("bad film", "neg")] * 4)
+        "".join(
+            json.dumps({"text": t, "label": label}) + "\n"
+            for t, label in [("good film", "pos"), ("bad film", "neg")] * 4
+        )
     )
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")

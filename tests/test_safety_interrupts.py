@@ -123,9 +123,11 @@ if len(sys.argv) > 2:  # the user's own `import datasets`, cut short by the inte
 cell = "the cat sat on the mat.\\n\\nthe dog sat on the log.\\n\\n" * 20
 for attempt in (1, 2):
     shell.user_ns.pop("_llm", None)
-    result = shell.run_cell("%%llm train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress\\n" + cell)
+    line = "%%llm train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress"
+    result = shell.run_cell(line + "\\n" + cell)
     value = shell.user_ns.get("_llm")
-    print(f"attempt {attempt}: fired={InterruptOnce.fired} error={type(result.error_in_exec).__name__ if result.error_in_exec else None} "
+    error = type(result.error_in_exec).__name__ if result.error_in_exec else None
+    print(f"attempt {attempt}: fired={InterruptOnce.fired} error={error} "
           f"steps={getattr(value, 'steps_done', None)}", flush=True)
 """
 

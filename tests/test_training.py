@@ -117,7 +117,7 @@ def test_full_finetune_masks_prompt_tokens(session):
 
     records = read_records(str(DATA / "instructions.jsonl"))
     example = supervised_examples(session.tokenizer, records[:1], 256)[0]
-    answer = [t for t, l in zip(example["input_ids"], example["labels"]) if l != IGNORE_INDEX]
+    answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
     assert session.tokenizer.decode(answer).startswith("Arr, matey! Paris")
     assert example["labels"][0] == IGNORE_INDEX
     result = session.finetune(data=str(DATA / "instructions.jsonl"), steps=4, batch_size=4, lr=5e-5, progress=False)

@@ -162,7 +162,8 @@ CONTRAST = """el => {
   for (const layer of layers.reverse()) background = over(layer, background);
   const style = getComputedStyle(el);
   const text = over(parse(el instanceof SVGElement ? style.fill : style.color), background);
-  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255;
+      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
   const [a, b] = [lum(text), lum(background)].sort((x, y) => y - x);
   return (a + 0.05) / (b + 0.05);

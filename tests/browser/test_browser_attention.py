@@ -37,12 +37,15 @@ RECORD = """(index) => { const root = document.querySelectorAll('.llm-attention'
 # WCAG contrast of each text-bearing element against the background actually behind it.
 CONTRAST = """([index, selector]) => {
   const root = document.querySelectorAll(selector || '.llm-attention')[index];
-  const parse = (c) => { const m = c.match(/[\\d.]+/g) || [0, 0, 0, 0]; return [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1]; };
+  const parse = (c) => { const m = c.match(/[\\d.]+/g) || [0, 0, 0, 0];
+    return [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1]; };
   const over = (top, bottom) => top.slice(0, 3).map((c, i) => c * top[3] + bottom[i] * (1 - top[3])).concat(1);
   const background = (node) => { const layers = [];
-    for (let n = node; n && n.nodeType === 1; n = n.parentElement) layers.push(parse(getComputedStyle(n).backgroundColor));
+    for (let n = node; n && n.nodeType === 1; n = n.parentElement)
+      layers.push(parse(getComputedStyle(n).backgroundColor));
     return layers.reverse().reduce((below, layer) => over(layer, below), [255, 255, 255, 1]); };
-  const lum = (c) => { const l = c.slice(0, 3).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+  const lum = (c) => { const l = c.slice(0, 3).map((v) => { v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
     return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]; };
   let worst = {ratio: 99};
   for (const node of root.querySelectorAll('*')) {

@@ -25,7 +25,8 @@ STROKE_CONTRAST = """el => {
   const stroke = parse(getComputedStyle(el).stroke);
   stroke[3] *= Number(getComputedStyle(el).strokeOpacity);
   const line = over(stroke, background);
-  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255;
+      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
   const [a, b] = [lum(line), lum(background)].sort((x, y) => y - x);
   return (a + 0.05) / (b + 0.05);
