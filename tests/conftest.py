@@ -10,6 +10,18 @@ from pathlib import Path
 import pytest
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`-n 2` in pyproject.toml), the workers share the cores: torch would otherwise start as
+    many threads as there are cores in each worker (and in each kernel or process a test starts)."""
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers:
+        threads = max(1, (os.cpu_count() or 1) // int(workers))
+        os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 @pytest.fixture(autouse=True)
 def private_runs_dir(tmp_path_factory):
     """Every test records its runs in a folder of its own, never in the repository's llm_runs/."""
