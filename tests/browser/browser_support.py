@@ -46,7 +46,9 @@ def serve(app: str, root, env=None):
     yield its base URL until the generator is closed."""
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / f"jupyter-{app}.log", "w")
+    # one log per pytest-xdist worker: each worker starts its own servers
+    name = f"jupyter-{app}{'-' + os.environ['PYTEST_XDIST_WORKER'] if 'PYTEST_XDIST_WORKER' in os.environ else ''}.log"
+    log = open(ARTIFACTS / name, "w")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -83,7 +85,7 @@ def serve(app: str, root, env=None):
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail(f"jupyter {app} did not start: see test-artifacts/jupyter-{app}.log")
+        pytest.fail(f"jupyter {app} did not start: see test-artifacts/{name}")
     yield base
     server.terminate()
     server.wait(timeout=30)
