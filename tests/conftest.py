@@ -22,6 +22,16 @@ def pytest_configure(config):
         torch.set_num_threads(threads)
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    """pytest-xdist's groups (`--dist loadgroup`): a file's tests run on one worker (its module fixtures are built
+    once), and so do all the browser tests (one Jupyter server and one Chromium at a time: two browser tests at
+    once starve a 2-core machine until a click times out)."""
+    for item in items:
+        group = "browser" if item.get_closest_marker("browser") else item.path.name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(autouse=True)
 def private_runs_dir(tmp_path_factory):
     """Every test records its runs in a folder of its own, never in the repository's llm_runs/."""
