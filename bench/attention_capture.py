@@ -41,10 +41,10 @@ def main():
         text = loaded.tokenizer.decode(ids[0])
         n = len(loaded.tokenizer(text)["input_ids"])
 
-        def ours():
+        def ours(text=text):
             return capture(loaded, text, layers=args.layer)
 
-        def baseline():
+        def baseline(ids=ids):
             with torch.inference_mode():
                 return eager(input_ids=ids, output_attentions=True).attentions
 

@@ -36,10 +36,12 @@ def main():
         view = AttentionView(loaded, text, view="matrix")
         layers = iter(range(10**9))
 
-        def ours():  # what a click on the layer menu runs in the kernel, data ready to send included
+        # what a click on the layer menu runs in the kernel, data ready to send included
+        def ours(view=view, layers=layers):
             view.layer = next(layers) % view.num_layers
 
-        def recapture():  # before: a fresh capture of the asked layer, then the same bytes
+        # before: a fresh capture of the asked layer, then the same bytes
+        def recapture(view=view, layers=layers, text=text):
             layer = next(layers) % view.num_layers
             maps = capture(loaded, text, layers=layer).weights[layer]
             return maps.mean(0)

@@ -114,7 +114,7 @@ def main():
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--screenshot", help="also save a picture of the zoomed matrix (with its tile) here")
     args = parser.parse_args()
-    sys.path.insert(0, str(HERE.parent / "tests"))
+    sys.path[:0] = [str(HERE.parent / "tests"), str(HERE.parent / "tests" / "browser")]
     from playwright.sync_api import sync_playwright
 
     from browser_support import CHROMIUM, open_page, serve

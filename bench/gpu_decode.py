@@ -127,7 +127,7 @@ def decode_rows(session: Session, tokens: int, backend) -> tuple[list, dict]:
     rows, ratios = [], {}
     for batch in (1, 8):
 
-        def raw():
+        def raw(batch=batch):
             torch.manual_seed(0)
             with torch.inference_mode():
                 return model.generate(
@@ -142,10 +142,10 @@ def decode_rows(session: Session, tokens: int, backend) -> tuple[list, dict]:
                     top_p=1.0,
                 )
 
-        def ours():
+        def ours(batch=batch):
             return session.generate(prompt, num_return_sequences=batch, **settings)
 
-        def compiled():
+        def compiled(batch=batch):
             return session.generate(prompt, num_return_sequences=batch, compile=backend, **settings)
 
         start = time.perf_counter()
@@ -191,7 +191,7 @@ def quantized_rows(session: Session, tokens: int) -> list:
         except LLMError as error:
             rows.append([mode, f"skipped: {error}", "", ""])
             continue
-        seconds, _ = timed(lambda: trial.generate(prompt, **settings))
+        seconds, _ = timed(lambda trial=trial: trial.generate(prompt, **settings))
         rate = tokens / seconds
         base_rate = base_rate or rate
         rows.append([mode, f"{rate:,.0f}", f"{rate / base_rate:.2f}x", f"{quantization.weights_mb(trial.model):,.0f}"])
@@ -317,10 +317,10 @@ def attention_rows(loaded: LoadedModel, lengths: list[int]) -> list:
         text, ids = text_of(loaded.tokenizer, n)
         ids = ids.to(loaded.device)
 
-        def ours():
+        def ours(text=text):
             return capture(loaded, text, layers=layer)
 
-        def baseline():
+        def baseline(ids=ids):
             with torch.inference_mode():
                 return eager(input_ids=ids, output_attentions=True).attentions
 
@@ -333,7 +333,6 @@ def attention_rows(loaded: LoadedModel, lengths: list[int]) -> list:
                 torch.cuda.empty_cache()
                 cells += ["out of memory", "-"]
         rows.append(cells)
-    del eager
     return rows
 
 

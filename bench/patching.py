@@ -39,13 +39,15 @@ def hook_loop(loaded, layers: list[int], answer: int, wrong: int) -> torch.Tenso
             source = states[layer + 1] if layer + 1 < len(states) - 1 else None
             if source is None:
                 kept = {}
-                handle = blocks[layer].register_forward_hook(lambda m, a, out: kept.setdefault("x", out.clone()))
+                handle = blocks[layer].register_forward_hook(
+                    lambda m, a, out, kept=kept: kept.setdefault("x", out.clone())
+                )
                 model(input_ids=clean)
                 handle.remove()
                 source = kept["x"]
             for position in range(clean.shape[1]):
 
-                def swap(module, args, out, position=position):
+                def swap(module, args, out, position=position, source=source):
                     out = out.clone()
                     out[0, position] = source[0, position]
                     return out

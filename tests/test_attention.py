@@ -17,7 +17,8 @@ from support import run
 TEXT = "The cat sat on the mat because it was tired."
 
 
-@pytest.fixture(scope="module", params=["default", "minilm"])
+# SmolLM2 (135M) is the slow one: its tests are in the slow tier; the small encoder's stay in the fast one.
+@pytest.fixture(scope="module", params=[pytest.param("default", marks=pytest.mark.slow), "minilm"])
 def model_pair(request, default_model_dir):
     s = Session()
     loaded = s.load(request.param)
@@ -97,6 +98,7 @@ def test_explain_detects_and_names_the_sinks(model_pair):
         assert explanation["target"].startswith("[CLS]")
 
 
+@pytest.mark.slow
 def test_explain_gradient_x_input_and_rank_correlation(session):
     """Gradient × input of the predicted token's log-probability, by hand with autograd (the oracle for
     Captum's InputXGradient behind it), on the rollout's scale; ρ against scipy's spearmanr."""
@@ -245,6 +247,7 @@ def test_bad_attention_input():
         capture(loaded, "word " * 700)
 
 
+@pytest.mark.slow
 def test_attention_magic(shell, capsys, magic_session):
     view = run(shell, "attention --layer 2 --head 1 The cat sat on the mat")
     assert isinstance(view, AttentionView) and view.layer == 2 and view.head == 1
@@ -282,6 +285,7 @@ def test_attention_magic(shell, capsys, magic_session):
     assert result is llm_magics.last and result.new_tokens == 4
 
 
+@pytest.mark.slow
 def test_block_by_block_overview_equals_the_whole_capture(model_pair):
     """What a long text gets lazily, one block of query rows at a time (the shown map, the head entropies,
     the thumbnails, the sink shares and the rollout row, read top-down), equals the whole-matrix capture and
@@ -329,6 +333,7 @@ def _pooled_oracle(exact: torch.Tensor, r0: int, c0: int, span: int, f: int) -> 
     return padded.reshape(side, f, side, f).max(axis=(1, 3))
 
 
+@pytest.mark.slow
 def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
     """The long-text matrix picture (rows scaled to their max, max-pooled; or an exact box) equals the same
     thing computed from transformers' eager attentions, with row blocks smaller than the box."""
@@ -352,6 +357,7 @@ def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
         attention.ROW_BLOCK = block
 
 
+@pytest.mark.slow
 def test_long_matrix_sends_a_pooled_overview_and_exact_tiles(model_pair, monkeypatch):
     """Past MATRIX_PIXELS tokens the matrix view sends the pooled overview, never the n² map; a zoom gets the
     square in sight as an exact tile (its rows only), a layer switch recomputes both, and the head view

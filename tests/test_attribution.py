@@ -59,7 +59,9 @@ def log_prob(loaded, ids, target):
     return float(torch.log_softmax(logits, -1)[target])
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize(
+    "method", [pytest.param(m, marks=pytest.mark.slow) if m == "integrated-gradients" else m for m in METHODS]
+)
 def test_every_method_on_a_causal_model(causal, method):
     result = attribute(causal, PROMPT, method=method, max_new_tokens=2, steps=4)
     n = result.prompt_length
@@ -220,6 +222,7 @@ def test_json_round_trip_frame_and_view(causal, tmp_path):
         AttributionResult.load(tmp_path / "missing.json")
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(shell, magic_session, capsys):
     run(shell, "attribute --method gradient-magic The capital of France is")
     assert "unknown method 'gradient-magic'" in one_error_line(capsys)
@@ -229,6 +232,7 @@ def test_bad_input_is_one_line(shell, magic_session, capsys):
     assert "longer than the model's context" in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_magic_on_real_weights(shell, magic_session, capsys):
     result = run(shell, "attribute --method input-x-gradient --target ' Paris' The capital of France is")
     assert result.targets == [" Paris"] and result.scores.shape == (1, result.prompt_length + 1)

@@ -22,6 +22,7 @@ def test_every_script_is_listed_by_run_all():
     assert listed == set(SCRIPTS) - {"run_all.py", "int8_kernels.py"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
 def test_script_imports_and_shows_its_options(script):
     done = subprocess.run(

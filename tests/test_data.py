@@ -107,6 +107,7 @@ def test_each_format_reads_back_the_documents_written(tmp_path, cache, fmt):
     assert read == expected
 
 
+@pytest.mark.slow
 def test_record_shapes_finetune_from_files(tmp_path, cache, tiny_config):
     import datasets
 
@@ -152,6 +153,7 @@ def test_record_shapes_finetune_from_files(tmp_path, cache, tiny_config):
     assert score.examples == len(labelled)
 
 
+@pytest.mark.slow
 def test_tokens_are_cached_and_reused(tmp_path, cache, tiny_config):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n\n".join(documents(200)))
@@ -195,6 +197,7 @@ def test_tokens_are_cached_and_reused(tmp_path, cache, tiny_config):
     assert "tokenizing" in stages
 
 
+@pytest.mark.slow
 def test_max_tokens_and_sample_docs_take_a_prefix(tmp_path, cache, monkeypatch):
     monkeypatch.setattr(token_cache, "SHARD_BYTES", 4096)  # many small shards
     corpus = tmp_path / "corpus.txt"
@@ -228,6 +231,7 @@ def test_byte_fast_path_gives_byt5_ids_and_the_saved_tokenizer_reloads(tmp_path,
     assert reloaded(text, add_special_tokens=False)["input_ids"] == slow
 
 
+@pytest.mark.slow
 def test_50mb_corpus_trains_with_flat_memory(tmp_path, cache, tiny_config):
     import threading
 

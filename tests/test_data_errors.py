@@ -96,6 +96,7 @@ at_most_30mb_more(lambda: read_corpus(None, text))
 """
 
 
+@pytest.mark.slow
 def test_out_of_memory_while_reading_or_tokenizing_is_one_line(tmp_path):
     corpus = tmp_path / "corpus.txt"
     corpus.write_text(("word " * 200 + "\n\n") * 40_000)
@@ -136,7 +137,7 @@ def stop_when(stage: str, how: str, session: Session, marks: dict, delay: float 
     return hook
 
 
-@pytest.mark.parametrize("how", ["sigint", "stop"])
+@pytest.mark.parametrize("how", ["sigint", pytest.param("stop", marks=pytest.mark.slow)])
 def test_interrupting_tokenization_stops_within_a_second(tmp_path, cache, tiny_config, monkeypatch, how):
     monkeypatch.setattr(token_cache, "SHARD_BYTES", 1 << 20)
     monkeypatch.setattr(token_cache, "BATCH_BYTES", 1024)  # about 25 documents a batch
@@ -162,6 +163,7 @@ def test_interrupting_tokenization_stops_within_a_second(tmp_path, cache, tiny_c
     assert all(path.exists() for path in finished)
 
 
+@pytest.mark.slow
 def test_interrupting_while_reading_stops_within_a_second(tmp_path, cache, tiny_config):
     corpus = generated_corpus(tmp_path / "big.txt", 30)
     s, marks = Session(), {}

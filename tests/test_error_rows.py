@@ -56,6 +56,7 @@ def test_finetune_resume_with_another_models_weights(tmp_path):
     assert all(torch.equal(before[k], v) for k, v in other.model.state_dict().items())  # nothing replaced
 
 
+@pytest.mark.slow
 def test_finetune_resume_starts_from_the_checkpoints_weights(tmp_path):
     """The shapes are checked from the file's header; the tensors reach the model when the run starts: the
     first forward of the resumed run sees exactly the checkpoint's weights, not the model's own. A train
@@ -135,6 +136,7 @@ def test_config_file_errors(shell, capsys, tmp_path, content, expected):
     assert expected in one_error_line(capsys)
 
 
+@pytest.mark.slow
 def test_bleu_with_no_new_tokens(shell, capsys, magic_session):
     capsys.readouterr()
     run(shell, f"eval --metric bleu --max-new-tokens 0 --data {DATA / 'instructions_heldout.jsonl'}")
@@ -198,6 +200,7 @@ def test_lr_find_bounds_that_cannot_sweep(shell, capsys):
     assert not any(r.kind == "lr-find" and r.steps_done for r in llm_magics.session.runs)  # nothing swept
 
 
+@pytest.mark.slow
 def test_attribute_steps_and_new_tokens_of_zero(shell, capsys):
     run(shell, TRAIN, CORPUS)
     capsys.readouterr()
@@ -207,11 +210,15 @@ def test_attribute_steps_and_new_tokens_of_zero(shell, capsys):
     assert one_error_line(capsys) == "llm attribute: --max-new-tokens must be at least 1; got 0"
 
 
+@pytest.mark.slow
 def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):
     """A tiny classifier (--task classify on MiniLM, one step): --target must be one of its labels."""
     rows = tmp_path / "rows.jsonl"
     rows.write_text(
-        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", "pos"), ("bad film", "neg")] * 4)
+        "".join(
+            json.dumps({"text": t, "label": label}) + "\n"
+            for t, label in [("good film", "pos"), ("bad film", "neg")] * 4
+        )
     )
     run(shell, "load minilm")
     run(
@@ -224,6 +231,7 @@ def test_attribute_target_that_is_not_a_label(shell, capsys, tmp_path):
     assert one_error_line(capsys) == "llm attribute: --target 'maybe' is not one of the classifier's labels: neg, pos"
 
 
+@pytest.mark.slow
 def test_patch_prompts_with_the_same_logit_difference(shell, capsys):
     run(shell, TRAIN, CORPUS)
     capsys.readouterr()

@@ -10,6 +10,8 @@ import torch
 from llm_magics import LLMError, Session
 from support import DATA, run
 
+pytestmark = pytest.mark.slow
+
 
 def test_perplexity_drops_after_training(tmp_path):
     s = Session()

@@ -3,6 +3,7 @@ import pytest
 from llm_magics import LLMError, Session
 
 
+@pytest.mark.slow
 def test_same_seed_same_text_and_streaming_matches_result(session):
     chunks = []
     first = session.generate("Once upon a time", max_new_tokens=20, seed=3, on_text=chunks.append)
@@ -41,6 +42,7 @@ def test_streamed_pieces_join_into_the_decoded_text_at_any_length(session):
     assert len(pieces) > 300 and max(decoded_lengths) <= 8, max(decoded_lengths)
 
 
+@pytest.mark.slow
 def test_greedy_and_several_samples(session):
     greedy = session.generate("The capital of France is", max_new_tokens=8, do_sample=False)
     assert "Paris" in greedy.text
@@ -48,6 +50,7 @@ def test_greedy_and_several_samples(session):
     assert len(many.texts) == 3 and len(set(many.texts)) > 1
 
 
+@pytest.mark.slow
 def test_chat_answers_and_keeps_history(session):
     reply = session.chat("What is the capital of France?", do_sample=False, max_new_tokens=30)
     assert "Paris" in reply.text
@@ -58,6 +61,7 @@ def test_chat_answers_and_keeps_history(session):
     assert session.history == []
 
 
+@pytest.mark.slow
 def test_system_prompt_changes_the_answer(session):
     plain = session.chat("Who are you?", do_sample=False, max_new_tokens=20).text
     session.reset_chat()
@@ -87,6 +91,7 @@ def test_encoder_cannot_generate():
         s.generate("hello")
 
 
+@pytest.mark.slow
 def test_stop_through_the_magic_cuts_each_sample_and_says_why(shell, magic_session, capsys):
     from support import run
 

@@ -17,6 +17,7 @@ def test_completion_list_matches_the_magics():
     assert shipped == command_spec(), "run: python -m llm_magics commands > labextension/src/commands.json"
 
 
+@pytest.mark.slow
 def test_jest_suite_passes():
     import os
 
@@ -37,6 +38,7 @@ def test_prebuilt_extension_is_in_the_package():
     assert any((built / "static").glob("remoteEntry.*.js"))
 
 
+@pytest.mark.slow
 def test_kernel_side_snapshot_and_throttled_progress():
     from llm_magics import Session
     from llm_magics.frontend import FrontendBridge, snapshot
@@ -62,6 +64,7 @@ def test_kernel_side_snapshot_and_throttled_progress():
     assert message["active"] is None and message["status"]["process_memory_mb"] > 0
 
 
+@pytest.mark.slow
 def test_wheel_ships_the_prebuilt_extension(tmp_path):
     import sys
     import zipfile
@@ -113,6 +116,7 @@ def _comm(client, msg_type, content, subshell=None):
     client.shell_channel.send(msg)
 
 
+@pytest.mark.slow
 def test_a_page_that_connects_later_asks_the_kernel_even_while_it_trains(tmp_path):
     """What a reloaded page does, over a real kernel: find our comm (comm_info), open its own to ask for a
     snapshot and a run's curves; and while a cell trains, ask over a kernel subshell and get the progress."""

@@ -12,6 +12,7 @@ from support import run
 TEXT = "The cat sat on the mat because it was"
 
 
+@pytest.mark.slow
 def test_lens_equals_final_norm_and_unembedding_of_each_hidden_state(session):
     loaded = session.loaded
     lens = session.lens(TEXT)
@@ -41,6 +42,7 @@ def test_lens_equals_final_norm_and_unembedding_of_each_hidden_state(session):
     assert not torch.equal(lens.top_ids[1, :, 0], lens.top_ids[-1, :, 0])
 
 
+@pytest.mark.slow
 def test_lens_magic_and_widget_tab(shell, capsys, magic_session):
     view = run(shell, "lens The cat sat on the mat")
     assert isinstance(view, AttentionView) and view.view == "lens"
@@ -67,6 +69,7 @@ def test_lens_needs_a_causal_model(shell, capsys):
     assert err.startswith("llm lens: the logit lens") and "\n" not in err
 
 
+@pytest.mark.slow
 def test_lens_target_mode_against_a_hand_softmax(session):
     """--target: the token's probability and rank in every layer, against softmax(final_norm(h) @ W_U) by
     hand (the last hidden state is already normed) for every row and position."""
@@ -89,6 +92,7 @@ def test_lens_target_mode_against_a_hand_softmax(session):
     assert lens.target_ranks[-1, -1] < lens.target_ranks[1, -1]  # the last layer ranks ' tired' higher
 
 
+@pytest.mark.slow
 def test_lens_target_magic_and_its_errors(shell, capsys, magic_session):
     view = run(shell, "lens --target ' tired' The cat sat on the mat because it was")
     view._fill_lens()
@@ -108,6 +112,7 @@ def test_lens_target_magic_and_its_errors(shell, capsys, magic_session):
     assert all(t.replace(" ", "·") in view.static_html() for t in view.tokens)
 
 
+@pytest.mark.slow
 def test_widget_lens_reads_out_only_the_window_in_view(session):
     """A text longer than the lens window: the widget reads out LENS_WINDOW positions (the last ones, then the
     ones asked with lens_start), each equal to the same columns of the full logit lens; the target still

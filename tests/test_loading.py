@@ -8,6 +8,7 @@ from llm_magics import LLMError, Session
 from llm_magics.loading import CAUSAL, ENCODER, packaged_path
 
 
+@pytest.mark.slow
 def test_default_model_is_the_packaged_smollm2_converted_once(default_model_dir):
     config = json.loads((default_model_dir / "config.json").read_text())
     assert config["num_hidden_layers"] == 30 and "quantization_config" not in config
@@ -68,6 +69,7 @@ def test_cuda_without_gpu_is_a_clear_error():
         Session().load("default", device="cuda")
 
 
+@pytest.mark.slow
 def test_dtype_override(default_model_dir):
     loaded = Session().load("default", dtype="bfloat16")
     assert loaded.model.dtype == torch.bfloat16

@@ -7,7 +7,11 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from support import ROOT
+
+pytestmark = pytest.mark.slow
 
 TOKENS = 4096
 LIMIT_MB = 1536  # issue 20: under 1.5 GB extra RSS at 4k tokens

@@ -76,6 +76,7 @@ def _same(before, after):
     assert all(torch.equal(before[k], after[k]) and before[k].dtype == after[k].dtype for k in before)
 
 
+@pytest.mark.slow
 def test_a_sweep_restores_the_full_model_and_rng_bit_for_bit():
     s = Session()
     s.train(text=CORPUS, from_scratch=True, steps=3, **SMALL)

@@ -3,6 +3,7 @@
 import html
 import json
 
+import pytest
 import torch
 
 import llm_magics
@@ -83,6 +84,7 @@ def test_user_errors_are_one_line_without_traceback(shell, capsys):
     assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_load_status_generate(shell, capsys, magic_session):
     loaded = run(shell, "load default")
     assert loaded is llm_magics.session.loaded
@@ -98,6 +100,7 @@ def test_load_status_generate(shell, capsys, magic_session):
     assert len(three.texts) == 3 and "--- sample 3 ---" in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_chat_magic_keeps_history_and_resets(shell, capsys, magic_session):
     reply = run(shell, "chat --greedy --max-new-tokens 30", "What is the capital of France?")
     assert "Paris" in reply.text and "Paris" in capsys.readouterr().out
@@ -109,6 +112,7 @@ def test_chat_magic_keeps_history_and_resets(shell, capsys, magic_session):
     assert magic_session.system == "Answer in French."
 
 
+@pytest.mark.slow
 def test_playground_and_generate_magics_take_chat_and_system(shell, capsys, magic_session):
     from support import one_error_line
 
@@ -148,6 +152,7 @@ def test_playground_and_generate_magics_take_chat_and_system(shell, capsys, magi
         tokenizer.chat_template = template
 
 
+@pytest.mark.slow
 def test_train_from_scratch_magic_loss_falls(shell, capsys):
     corpus = (DATA / "tiny_corpus.txt").read_text() * 5
     result = run(
@@ -177,6 +182,7 @@ def test_data_errors_name_the_problem(shell, capsys, magic_session, tmp_path):
     assert "no data" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_interrupting_generation_keeps_partial_text(shell, capsys, magic_session):
     timer = interrupt_after(0.5)
     # Greedy counting never ends on its own, so only the interrupt can stop it early.
@@ -188,6 +194,7 @@ def test_interrupting_generation_keeps_partial_text(shell, capsys, magic_session
     assert again.new_tokens == 5 and not again.interrupted
 
 
+@pytest.mark.slow
 def test_interrupting_training_keeps_model_and_checkpoint(shell, capsys, tmp_path):
     corpus = (DATA / "tiny_corpus.txt").read_text()
     timer = interrupt_after(2)

@@ -49,6 +49,7 @@ def test_every_bounded_option_of_every_command_is_covered():
     assert len(CASES) >= 25
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command, option, value", CASES, ids=[f"{c}{o.flag}={v}" for c, o, v in CASES])
 def test_a_value_outside_the_declared_bounds_is_one_line(shell, capsys, magic_session, command, option, value):
     line, body = LINES[command]
@@ -71,6 +72,7 @@ def test_the_messages_read_as_written():
         TrainOptions(seq_len=1).validated()
 
 
+@pytest.mark.slow
 def test_lora_rank_from_python_is_a_whole_number_within_the_declared_bound():
     from llm_magics import Session
 

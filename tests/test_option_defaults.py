@@ -103,6 +103,7 @@ def test_training_options_resolve_alike_from_the_magic_and_the_api(line, command
     assert from_api.train.steps == (100 if command == "train" else None)  # finetune: --epochs over the data
 
 
+@pytest.mark.slow
 def test_a_real_run_records_the_same_options_from_the_magic_and_the_api(shell, tmp_path):
     """A from-scratch train run, stopped after its first step, records the options it ran with. Only --config is
     given (a very small model, both ways alike); every other option is its default."""

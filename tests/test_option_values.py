@@ -17,6 +17,8 @@ from test_patching import CLEAN, CORRUPTED, reference
 import llm_magics
 from support import DATA, one_error_line, run
 
+pytestmark = pytest.mark.slow
+
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 QUIET = "--no-widget --no-progress"
 TINY = f"--seq-len 16 --batch-size 2 {QUIET}"

@@ -80,6 +80,7 @@ def test_named_configs_build_the_documented_sizes(line, model_type, sizes):
     assert model.config.vocab_size == len(byte_tokenizer())
 
 
+@pytest.mark.slow
 def test_arch_and_tokenizer_choices_train(shell, magic_session):
     """--arch llama|gpt2 build that architecture; --tokenizer bytes is the byte tokenizer, --tokenizer loaded
     the loaded model's (SmolLM2's 49,152 tokens): the new model's vocabulary follows it."""
@@ -107,6 +108,7 @@ def test_arch_and_tokenizer_choices_train(shell, magic_session):
     assert tokenizer("The cat")["input_ids"] == magic_session.tokenizer("The cat")["input_ids"]
 
 
+@pytest.mark.slow
 def test_load_device_and_dtype_choices(shell, default_model_dir):
     import llm_magics
 
@@ -126,6 +128,7 @@ def test_load_device_and_dtype_choices(shell, default_model_dir):
     assert float32.strip()
 
 
+@pytest.mark.slow
 def test_attention_backend_widget_and_view_lens(shell, magic_session):
     shell.user_ns.pop("_llm", None)
     result = shell.run_cell("%llm attention --backend widget --view lens The capital of France is")
@@ -134,6 +137,7 @@ def test_attention_backend_widget_and_view_lens(shell, magic_session):
     assert view is not None and type(view).__name__ != "HTML"
 
 
+@pytest.mark.slow
 def test_compile_backend_aot_eager_generates_the_same_greedy_text(shell, tiny_config):
     import llm_magics
 

@@ -91,6 +91,7 @@ def test_gradient_times_input_equals_a_one_hot_autograd(tiny):
 # ---- chat: the system prompt reaches the template ----
 
 
+@pytest.mark.slow
 def test_system_prompt_is_in_the_templated_prompt(session, monkeypatch):
     tokenizer = session.tokenizer
     real = tokenizer.apply_chat_template
@@ -137,6 +138,7 @@ def classifier():
     return s
 
 
+@pytest.mark.slow
 def test_accuracy_and_f1_equal_scikit_learn_and_the_magic_prints_it(classifier, shell, capsys):
     from sklearn.metrics import accuracy_score, f1_score
 

@@ -10,6 +10,7 @@ import tarfile
 import zipfile
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from support import ROOT
@@ -31,6 +32,7 @@ def _run(*command, **kwargs):
     return done.stdout + done.stderr
 
 
+@pytest.mark.slow
 def test_wheel_from_a_clean_checkout_installs_the_extension(tmp_path, monkeypatch):
     # A clean copy holds only committed files: no node_modules, no prebuilt extension, no build outputs.
     source = tmp_path / "source"

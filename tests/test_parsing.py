@@ -1,5 +1,7 @@
 """Line magics keep their free text exactly as typed: options are read shell-style, the text is not."""
 
+import pytest
+
 import llm_magics
 from llm_magics.magics import split_line
 from support import run
@@ -30,6 +32,7 @@ def test_attention_line_keeps_apostrophes(shell, capsys, magic_session):
     assert "".join(view.tokens).count("'") == TEXT.count("'")
 
 
+@pytest.mark.slow
 def test_generate_and_chat_lines_keep_the_text(shell, capsys, magic_session):
     result = run(shell, f"generate --greedy --max-new-tokens 2 {TEXT}")
     assert result.prompt == TEXT

@@ -78,7 +78,7 @@ def reference(loaded, site, answer_id, wrong_id, layers):
                 if site == "heads":
                     width = saved[layer].shape[-1] // heads
 
-                    def hook(m, args):
+                    def hook(m, args, index=index, width=width, layer=layer):
                         x = args[0].clone()
                         x[0, -1, index * width : (index + 1) * width] = saved[layer][
                             0, -1, index * width : (index + 1) * width
@@ -88,7 +88,7 @@ def reference(loaded, site, answer_id, wrong_id, layers):
                     handle = module.register_forward_pre_hook(hook)
                 else:
 
-                    def hook(m, args, out):
+                    def hook(m, args, out, index=index, layer=layer):
                         x = (out[0] if isinstance(out, tuple) else out).clone()
                         x[0, index] = saved[layer][0, index]
                         return (x,) + tuple(out[1:]) if isinstance(out, tuple) else x
@@ -123,6 +123,7 @@ def test_batched_sweep_equals_one_forward_per_patch(tokenizer, arch, site):
         assert float(result.scores[layer, index]) == pytest.approx(score, abs=1e-4), (layer, index)
 
 
+@pytest.mark.slow
 def test_real_weights_residual_and_heads_match_the_reference(session):
     """SmolLM2 on two layers: the clean answer comes back in full when the last position's residual of the
     last layer is patched, and every patched score equals the one-forward-per-patch reference."""
@@ -161,6 +162,7 @@ def test_stop_keeps_the_finished_layers(tokenizer):
     assert "stopped after 2 of 3 layers" in result.summary()
 
 
+@pytest.mark.slow
 def test_bad_input_is_one_line(shell, magic_session, capsys):
     run(shell, "patch", f"{CLEAN}\nThe Colosseum in Rome is in the city of\n")
     line = one_error_line(capsys)

@@ -72,6 +72,7 @@ def test_clear_cache_removes_the_tokens_and_the_next_run_tokenizes_again(tmp_pat
     assert "tokenizing" in stages and list((cache / "tokens").rglob("*.arrow"))
 
 
+@pytest.mark.slow
 def test_playground_keeps_the_last_three_runs(session):
     from llm_magics.generation import SamplingSettings
     from llm_magics.views.playground import SamplingPanel
@@ -112,6 +113,7 @@ def test_hub_id_loads_from_the_local_hf_cache_without_network(tmp_path, monkeypa
         assert torch.equal(s.model.state_dict()[name], value), name
 
 
+@pytest.mark.slow
 def test_lens_hover_lists_the_top_five(session):
     """Each lens cell's hover (its title in the widget's saved snapshot) is the lens's own top 5, likeliest
     first, as the independent Session.lens computes them."""

@@ -47,6 +47,7 @@ def transformers_perplexity(model, tokenizer, text: str) -> float:
         return math.exp(model(input_ids=ids, labels=ids).loss.item())
 
 
+@pytest.mark.slow
 def test_int8_swaps_linear_layers_in_place_and_status_shows_the_saving(full, int8):
     model = int8.model
     linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
@@ -64,6 +65,7 @@ def test_int8_swaps_linear_layers_in_place_and_status_shows_the_saving(full, int
     assert full.status()["quantization"].startswith("none (`%llm load MODEL --quantize int8` would cut")
 
 
+@pytest.mark.slow
 def test_int8_perplexity_within_3_percent_of_fp32(full, int8):
     fp32 = transformers_perplexity(full.model, full.tokenizer, HELD_OUT)
     quantized = transformers_perplexity(int8.model, int8.tokenizer, HELD_OUT)
@@ -75,6 +77,7 @@ def test_int8_perplexity_within_3_percent_of_fp32(full, int8):
     assert abs(ours_int8 - ours_fp32) / ours_fp32 < 0.03, (ours_int8, ours_fp32)
 
 
+@pytest.mark.slow
 def test_int8_greedy_continuations_match_fp32(full, int8):
     for prompt in PROMPTS:
         ids = full.tokenizer(prompt, return_tensors="pt")
@@ -86,6 +89,7 @@ def test_int8_greedy_continuations_match_fp32(full, int8):
         assert ours.token_ids[0][:GREEDY_TOKENS] == reference.tolist()[:GREEDY_TOKENS], prompt
 
 
+@pytest.mark.slow
 def test_attention_and_lens_agree_with_fp32(full, int8):
     from llm_magics import attention
 
@@ -128,6 +132,7 @@ def test_bad_quantize_requests_are_one_line(int8, full, shell, capsys, magic_ses
     assert magic_session.model is model  # the failed load changed nothing
 
 
+@pytest.mark.slow
 def test_int4_works_or_says_there_is_no_kernel(full, default_model_dir):
     s = Session()
     if int4_cpu_config() is None:
@@ -142,6 +147,7 @@ def test_int4_works_or_says_there_is_no_kernel(full, default_model_dir):
     assert abs(int4 - fp32) / fp32 < 0.25, (int4, fp32)  # README states the measured figure
 
 
+@pytest.mark.slow
 def test_magic_load_quantize_then_status(shell, capsys, magic_session):
     import llm_magics
 

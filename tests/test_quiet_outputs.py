@@ -4,6 +4,8 @@ import json
 import logging
 import re
 
+import pytest
+
 from llm_magics import Session
 from support import DATA, run
 
@@ -53,6 +55,7 @@ def test_finetune_bar_says_finetune(capsys):
     assert "finetune:" in err and "lm:" not in err, err
 
 
+@pytest.mark.slow
 def test_generate_ends_with_tokens_speed_and_why_it_stopped(shell, capsys, magic_session):
     run(shell, "generate --max-new-tokens 3 --greedy The capital of France is")
     assert re.search(r"\[3 tokens, [\d.]+ tok/s, stopped at max tokens\]", capsys.readouterr().out)

@@ -87,6 +87,7 @@ def test_stopped_and_failed_runs_say_so(tmp_path):
     assert failed["status"].startswith("failed: --output-dir") and "is a file" in failed["status"]
 
 
+@pytest.mark.slow
 def test_a_crashed_kernel_leaves_a_readable_partial_run(tmp_path):
     """A real crash: the process dies at step 4 without any clean-up."""
     script = f"""
@@ -143,6 +144,7 @@ def _execute(cells: list[str], folder) -> list:
     return notebook.cells
 
 
+@pytest.mark.slow
 def test_runs_survive_a_kernel_restart(tmp_path, monkeypatch):
     """Two real kernels one after the other in the notebook's folder: the second one (after the 'restart')
     lists the first one's run from llm_runs/ beside the notebook, with its final loss."""

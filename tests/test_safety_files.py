@@ -21,6 +21,7 @@ def tiny_lora_session() -> Session:
     return s
 
 
+@pytest.mark.slow
 def test_save_never_loses_the_users_files(shell, capsys, tmp_path):
     import llm_magics
 
@@ -64,6 +65,7 @@ def test_save_refuses_a_checkpoint_folder(tmp_path, capsys, shell):
     assert {p.name: p.stat().st_mtime_ns for p in checkpoint.iterdir()} == before
 
 
+@pytest.mark.slow
 def test_a_second_run_never_removes_another_runs_checkpoints(tmp_path, capsys):
     first = Session().train(
         text=CORPUS, from_scratch=True, steps=4, checkpoint_every=2, output_dir=str(tmp_path), **SMALL
@@ -118,6 +120,7 @@ def test_output_dir_that_is_a_file_is_refused_before_the_first_step(shell, capsy
     assert len(llm_magics.session.runs) == runs_before + 1 and llm_magics.session.runs[-1].error
 
 
+@pytest.mark.slow
 def test_out_of_memory_run_is_recorded_with_what_it_reached():
     s = Session()
     s.train(text=CORPUS * 4, from_scratch=True, steps=1, **SMALL)
@@ -131,6 +134,7 @@ def _losses(result):
     return [row["loss"] for row in result.history]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_resume_reproduces_an_uninterrupted_run(tmp_path, arch):
     config = tmp_path / "cfg.json"
@@ -176,6 +180,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, arch):
     assert _losses(continued)[5:] == pytest.approx(_losses(straight)[5:], rel=1e-5)
 
 
+@pytest.mark.slow
 def test_lora_finetune_with_the_same_seed_gives_the_same_losses():
     runs = []
     for other_work in (1, 1000):
@@ -241,7 +246,10 @@ def test_a_failed_command_never_replaces_the_loaded_model(shell, capsys, tmp_pat
     )
     labelled = tmp_path / "labelled.jsonl"
     labelled.write_text(
-        "".join(json.dumps({"text": t, "label": l}) + "\n" for t, l in [("good film", "pos"), ("bad film", "neg")] * 4)
+        "".join(
+            json.dumps({"text": t, "label": label}) + "\n"
+            for t, label in [("good film", "pos"), ("bad film", "neg")] * 4
+        )
     )
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
@@ -332,6 +340,7 @@ print(result.checkpoint)
 """
 
 
+@pytest.mark.slow
 def test_two_runs_sharing_an_output_dir_at_once(tmp_path):
     """Two real processes (two kernels): the second is refused in one line while the first runs, and the
     first run's checkpoints are its own."""
@@ -500,6 +509,7 @@ Session().train(text=open(sys.argv[2]).read(), from_scratch=True, config="small"
 """
 
 
+@pytest.mark.slow
 def test_an_interrupted_checkpoint_leaves_no_partial_after_the_next_run(tmp_path):
     """A run killed while it writes a checkpoint (SIGKILL: nothing of ours runs) leaves checkpoint-N.partial;
     the next run into the folder removes it."""
@@ -549,6 +559,7 @@ s.save(sys.argv[1])
 """
 
 
+@pytest.mark.slow
 def test_a_save_killed_half_way_leaves_no_staging_folder_after_the_next_save(tmp_path):
     """A process killed during `save` leaves its `.NAME.saving-PID-*` folder; the next save removes it (its
     process is gone) and writes a complete folder."""

@@ -27,6 +27,7 @@ def test_out_of_range_seeds(shell, capsys, magic_session, seed):
     assert magic_session.generate("Hello", seed=2**32 - 1, max_new_tokens=2, do_sample=True).new_tokens >= 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "option", ["--temperature inf", "--temperature nan", "--top-p nan", "--repetition-penalty inf"]
 )
@@ -169,6 +170,7 @@ def _latin1_jsonl(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_non_utf8_jsonl_is_one_line_in_eval_and_finetune(shell, capsys, magic_session, tmp_path, cache):
     data = _latin1_jsonl(tmp_path / "latin1.jsonl")
     model = magic_session.model
@@ -188,6 +190,7 @@ def test_non_utf8_jsonl_is_not_trained_on_with_the_byte_tokenizer(tmp_path, cach
     assert s.model is None and not list(cache.rglob("shard-*.arrow"))  # nothing trained, nothing tokenized
 
 
+@pytest.mark.slow
 def test_empty_save_to_disk_dataset_is_one_line(shell, capsys, magic_session, tmp_path, cache):
     import datasets
 
@@ -200,6 +203,7 @@ def test_empty_save_to_disk_dataset_is_one_line(shell, capsys, magic_session, tm
     _still_usable(shell, capsys, model)
 
 
+@pytest.mark.slow
 def test_corrupt_arrow_file_in_a_dataset_folder_is_one_line(shell, capsys, magic_session, tmp_path, cache):
     import datasets
 
@@ -214,6 +218,7 @@ def test_corrupt_arrow_file_in_a_dataset_folder_is_one_line(shell, capsys, magic
     _still_usable(shell, capsys, model)
 
 
+@pytest.mark.slow
 def test_num_return_sequences_0_and_lora_alpha_0_are_refused(shell, capsys, magic_session):
     model = magic_session.model
     run(shell, "generate --num-return-sequences 0 --max-new-tokens 2 Hello")
@@ -223,6 +228,7 @@ def test_num_return_sequences_0_and_lora_alpha_0_are_refused(shell, capsys, magi
     _still_usable(shell, capsys, model)
 
 
+@pytest.mark.slow
 def test_seq_len_shorter_than_the_chat_template_prompt_says_so(shell, capsys, magic_session, tmp_path, cache):
     chats = tmp_path / "chats.jsonl"
     record = {
@@ -250,6 +256,7 @@ def test_seq_len_shorter_than_the_chat_template_prompt_says_so(shell, capsys, ma
     _still_usable(shell, capsys, model)
 
 
+@pytest.mark.slow
 def test_max_tokens_on_a_big_file_with_no_newline_tokenizes_only_what_it_needs(tmp_path, cache, session):
     """A 4 MB file with no newline is one document: --max-tokens reads it in bounded chunks (from about 4
     characters a token, doubling) instead of tokenizing all of it."""
@@ -309,6 +316,7 @@ def test_perplexity_of_a_one_token_text_is_too_short(shell, capsys, magic_sessio
     assert value == pytest.approx(_perplexity_by_hand(magic_session.loaded, two), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_magic_and_api_give_the_same_perplexity_on_the_same_text(shell, capsys, magic_session):
     text = "The cat sat on the mat.\nIt was a sunny day, and the cat was happy."
     by_api = magic_session.eval("perplexity", text=text, progress=False).value
@@ -321,6 +329,7 @@ def test_magic_and_api_give_the_same_perplexity_on_the_same_text(shell, capsys, 
     assert kept != magic_session.eval("perplexity", text=code.rstrip("\n"), progress=False).value
 
 
+@pytest.mark.slow
 def test_tokenized_cache_is_keyed_on_content_not_size_and_mtime(cache, session, tmp_path):
     """The issue's stale-token repro: a file rewritten with content of the same size and its mtime restored
     (as cp -p, rsync or git checkout can leave it) is read and tokenized again."""
@@ -351,6 +360,7 @@ def _tiny_byte_model() -> Session:
     return s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_two_processes_equal_one_process_for_finetune_with_mixed_lengths(lora):
     """--processes 2 x 4 rows = 1 process x 8 rows for records of very different lengths: the loss is the
@@ -388,6 +398,7 @@ def test_two_processes_equal_one_process_for_finetune_with_mixed_lengths(lora):
     assert max((mine[k].float() - theirs[k].float()).abs().max().item() for k in mine) <= 1e-4
 
 
+@pytest.mark.slow
 def test_reversed_labels_map_by_name_onto_the_existing_classifier(cache):
     """--labels neg,pos then --labels pos,neg: the same head, class by name (never inverted); other names
     get a head of their own."""

@@ -32,6 +32,7 @@ def _stop_at_forward(session: Session, calls: int):
     return session.model.register_forward_hook(hook)
 
 
+@pytest.mark.slow
 def test_session_stop_makes_the_evaluation_partial():
     s = Session()
     s.train(text=CORPUS * 5, from_scratch=True, steps=2, seq_len=16, batch_size=2, progress=False)
@@ -49,6 +50,7 @@ def test_session_stop_makes_the_evaluation_partial():
     assert s.stop_flag is None
 
 
+@pytest.mark.slow
 def test_kernel_interrupt_stops_eval_in_the_magic(shell, capsys):
     run(shell, "train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress", CORPUS * 5)
     recorded = dict(llm_magics.session.runs[-1].metrics)
@@ -64,6 +66,7 @@ def test_kernel_interrupt_stops_eval_in_the_magic(shell, capsys):
     assert llm_magics.session.runs[-1].metrics == recorded
 
 
+@pytest.mark.slow
 def test_stop_during_generation_metrics_discards_the_cut_answer(session):
     data = str(DATA / "instructions_heldout.jsonl")
     handle = _stop_at_forward(session, 2)  # in the middle of the first answer
@@ -74,6 +77,7 @@ def test_stop_during_generation_metrics_discards_the_cut_answer(session):
     assert result.partial and (result.examples, result.total) == (0, 4) and math.isnan(result.value)
 
 
+@pytest.mark.slow
 def test_stopped_classifier_eval_is_partial_not_a_score():
     from llm_magics.base.interrupts import StopFlag
     from llm_magics.data import read_corpus
@@ -119,13 +123,16 @@ if len(sys.argv) > 2:  # the user's own `import datasets`, cut short by the inte
 cell = "the cat sat on the mat.\\n\\nthe dog sat on the log.\\n\\n" * 20
 for attempt in (1, 2):
     shell.user_ns.pop("_llm", None)
-    result = shell.run_cell("%%llm train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress\\n" + cell)
+    line = "%%llm train --from-scratch --steps 2 --seq-len 16 --batch-size 2 --no-widget --no-progress"
+    result = shell.run_cell(line + "\\n" + cell)
     value = shell.user_ns.get("_llm")
-    print(f"attempt {attempt}: fired={InterruptOnce.fired} error={type(result.error_in_exec).__name__ if result.error_in_exec else None} "
+    error = type(result.error_in_exec).__name__ if result.error_in_exec else None
+    print(f"attempt {attempt}: fired={InterruptOnce.fired} error={error} "
           f"steps={getattr(value, 'steps_done', None)}", flush=True)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("whose", ["the first data command's", "the user's own"])
 def test_interrupt_while_datasets_is_first_imported_keeps_data_reading_working(tmp_path, whose):
     """A fresh interpreter (datasets not imported yet); a real SIGINT is sent from inside the import of
@@ -174,6 +181,7 @@ class interrupt_inside:
 NOTHING_CHANGED = "interrupted; nothing was changed (the loaded model and any saved folder are as they were)"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["attention The cat sat on the mat", "lens The cat sat on the mat"])
 def test_interrupt_during_attention_or_lens_is_one_line(shell, capsys, magic_session, command):
     model, last = magic_session.model, object()
@@ -187,6 +195,7 @@ def test_interrupt_during_attention_or_lens_is_one_line(shell, capsys, magic_ses
     assert run(shell, command) is not None  # and the same command works next time
 
 
+@pytest.mark.slow
 def test_interrupt_during_save_is_one_line_and_keeps_the_earlier_save(shell, capsys, magic_session, tmp_path):
     folder = tmp_path / "saved"
     run(shell, f"save {folder}")
@@ -281,6 +290,7 @@ def _interrupted_runs(tmp_path, mode: str, runs: int) -> list[dict]:
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_single_interrupt_during_processes_2_stops_every_rank_and_brings_the_weights_back_20_times(tmp_path):
     reports, _ = _interrupted_runs(tmp_path, "single", 20)
     assert len(reports) == 20
@@ -292,6 +302,7 @@ def test_single_interrupt_during_processes_2_stops_every_rank_and_brings_the_wei
         assert report["worst"] < 1e-3 and report["env_restored"], report
 
 
+@pytest.mark.slow
 def test_double_interrupt_during_processes_2_is_one_line_and_restores_the_kernel(tmp_path):
     reports, stderr = _interrupted_runs(tmp_path, "double", 2)
     *interrupted, after = reports

@@ -13,6 +13,8 @@ from llm_magics import Session
 from llm_magics.base.errors import LLMError
 from support import DATA, run
 
+pytestmark = pytest.mark.slow
+
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 # The CPU: these compare process counts with gloo on CPU, and hold on a CUDA machine too (device="cpu").
 SMALL = dict(from_scratch=True, seq_len=32, progress=False, device="cpu")

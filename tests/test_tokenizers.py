@@ -6,6 +6,8 @@ from transformers import AutoTokenizer, ByT5Tokenizer
 from llm_magics.loading import gguf_to_safetensors, packaged_path
 from support import DATA, run
 
+pytestmark = pytest.mark.slow
+
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 SAMPLE = "The cat sat on the mat, naïvely."
 

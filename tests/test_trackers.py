@@ -72,6 +72,7 @@ def test_unknown_or_missing_trackers_are_one_line(shell, capsys, monkeypatch):
         Session().train(text=CORPUS, from_scratch=True, steps=2, seq_len=16, progress=False, track="tensorboard,aim")
 
 
+@pytest.mark.slow
 def test_tensorboard_with_two_processes_logs_once_from_rank_0_the_history():
     """--processes 2: accelerate logs on the main process only, so one events file, and what it holds is the
     history the kernel shows (the mean of both ranks' losses, the lr) step for step."""

@@ -10,6 +10,7 @@ from support import DATA
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
 
+@pytest.mark.slow
 def test_from_scratch_loss_falls_quickly():
     s = Session()
     result = s.train(
@@ -35,6 +36,7 @@ def test_gpt2_arch_and_json_config(tmp_path):
         s.train(text=CORPUS, from_scratch=True, config="huge", progress=False)
 
 
+@pytest.mark.slow
 def test_checkpoint_and_resume_continue_the_same_run(tmp_path):
     s = Session()
     first = s.train(
@@ -76,6 +78,7 @@ def test_checkpoint_and_resume_continue_the_same_run(tmp_path):
         Session().train(text=CORPUS, steps=5, resume=str(tmp_path), from_scratch=True, progress=False)
 
 
+@pytest.mark.slow
 def test_lora_finetune_learns_the_style_and_round_trips(session, tmp_path):
     prompt = "What is the capital of Germany?"
     before = session.chat(prompt, do_sample=False, max_new_tokens=16).text
@@ -108,18 +111,20 @@ def test_lora_finetune_learns_the_style_and_round_trips(session, tmp_path):
         assert reloaded.chat(prompt, do_sample=False, max_new_tokens=16).text == after
 
 
+@pytest.mark.slow
 def test_full_finetune_masks_prompt_tokens(session):
     from llm_magics.data import IGNORE_INDEX, read_records, supervised_examples
 
     records = read_records(str(DATA / "instructions.jsonl"))
     example = supervised_examples(session.tokenizer, records[:1], 256)[0]
-    answer = [t for t, l in zip(example["input_ids"], example["labels"]) if l != IGNORE_INDEX]
+    answer = [t for t, label in zip(example["input_ids"], example["labels"]) if label != IGNORE_INDEX]
     assert session.tokenizer.decode(answer).startswith("Arr, matey! Paris")
     assert example["labels"][0] == IGNORE_INDEX
     result = session.finetune(data=str(DATA / "instructions.jsonl"), steps=4, batch_size=4, lr=5e-5, progress=False)
     assert result.steps_done == 4 and session.status()["trainable_parameters"] == session.status()["parameters"]
 
 
+@pytest.mark.slow
 def test_classifier_on_packaged_minilm_reports_accuracy_and_f1():
     s = Session()
     s.load("minilm")
@@ -173,6 +178,7 @@ def test_interrupt_via_stop_flag_between_steps(tmp_path):
     assert torch.isfinite(logits).all()
 
 
+@pytest.mark.slow
 def test_out_of_memory_is_one_clear_line_and_the_model_survives():
     s = Session()
     s.train(text=CORPUS * 4, from_scratch=True, steps=2, seq_len=32, progress=False)

@@ -15,6 +15,7 @@ from support import DATA, run
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
 
+@pytest.mark.slow
 def test_live_training_view_plots_every_step_throttled():
     s = Session()
     view = TrainingView(s, "tiny")
@@ -142,6 +143,7 @@ def test_failed_training_leaves_no_live_chart(shell, capsys):
     assert len(open_views()) == before
 
 
+@pytest.mark.slow
 def test_long_runs_are_thinned_for_the_browser():
     s = Session()
     view = TrainingView(s, "tiny", max_points=50)
@@ -153,6 +155,7 @@ def test_long_runs_are_thinned_for_the_browser():
     assert len(view.losses) == 300 and len(result.history) == 300  # the full history is kept
 
 
+@pytest.mark.slow
 def test_stop_button_ends_training_with_model_usable(tmp_path):
     s = Session()
     view = TrainingView(s, "tiny")
@@ -177,6 +180,7 @@ def test_stop_button_ends_training_with_model_usable(tmp_path):
     assert s.generate("The cat", max_new_tokens=4, do_sample=False).interrupted is False
 
 
+@pytest.mark.slow
 def test_sampling_panel_reruns_with_changed_settings(session):
     panel = SamplingPanel(session, "Once upon a time")
     panel.seed.value = 1
@@ -196,6 +200,7 @@ def test_sampling_panel_reruns_with_changed_settings(session):
     assert greedy.settings.do_sample is False and len(panel.outputs.children) == 3
 
 
+@pytest.mark.slow
 def test_playground_busy_state_new_seed_per_click_and_fallback(session):
     panel = SamplingPanel(session, "Once upon a time", SamplingSettings(max_new_tokens=4))
     assert not panel.pin_seed.value  # no --seed: each click draws one
@@ -219,6 +224,7 @@ def test_playground_busy_state_new_seed_per_click_and_fallback(session):
     assert pinned.pin_seed.value and pinned.seed.value == 5
 
 
+@pytest.mark.slow
 def test_playground_typed_box_moves_the_slider_and_the_next_generate_uses_it(session):
     from llm_magics import options
 
@@ -241,6 +247,7 @@ def test_playground_typed_box_moves_the_slider_and_the_next_generate_uses_it(ses
     assert (high - low) / (int(panel.max_new_tokens.layout.width.rstrip("px")) - 130) <= 2
 
 
+@pytest.mark.slow
 def test_playground_streams_into_the_new_column(session):
     panel = SamplingPanel(session, "Once upon a time", SamplingSettings(max_new_tokens=24, seed=11))
     seen = []
@@ -261,6 +268,7 @@ def test_playground_streams_into_the_new_column(session):
     assert panel.outputs.children[0] is panel.columns[0]
 
 
+@pytest.mark.slow
 def test_token_rank_probability_and_card_match_a_plain_forward_pass(session):
     import torch
 
@@ -308,6 +316,7 @@ def test_probability_scale_is_cividis_with_readable_text():
     assert "#00224e" in PROBABILITY_LEGEND and "hsl" not in PROBABILITY_LEGEND
 
 
+@pytest.mark.slow
 def test_playground_columns_record_prompt_and_settings(session):
     panel = SamplingPanel(session, "A long prompt " * 8, SamplingSettings(max_new_tokens=3, seed=9, top_k=12))
     result = panel.generate()
@@ -327,6 +336,7 @@ def test_playground_columns_record_prompt_and_settings(session):
     assert "seed=9" in saved and "max=3" in saved and "prompt: 'A long prompt" in saved
 
 
+@pytest.mark.slow
 def test_stop_sequence_cuts_the_output_and_the_column_says_so(session):
     prompt = "Once upon a time"
     plain = session.generate(prompt, max_new_tokens=40, do_sample=False)
@@ -350,6 +360,7 @@ def test_stop_sequence_cuts_the_output_and_the_column_says_so(session):
         session.generate(prompt, stop=" , ")
 
 
+@pytest.mark.slow
 def test_playground_chat_template_and_system_prompt_change_the_prompt_ids(session):
     question = "What is the capital of France?"
     panel = SamplingPanel(session, question, SamplingSettings(max_new_tokens=8, do_sample=False))
@@ -380,6 +391,7 @@ def test_playground_chat_template_and_system_prompt_change_the_prompt_ids(sessio
     )
 
 
+@pytest.mark.slow
 def test_hover_lists_only_real_alternatives(session):
     from llm_magics.generation import token_probabilities
 
@@ -395,6 +407,7 @@ def test_hover_lists_only_real_alternatives(session):
         assert 1 <= len(token["top"]) <= 3 and all(p > 0 and text not in special for text, p in token["top"])
 
 
+@pytest.mark.slow
 def test_token_probabilities_come_from_generate_scores(session):
     from llm_magics.generation import token_probabilities
 
@@ -409,6 +422,7 @@ def test_token_probabilities_come_from_generate_scores(session):
     assert any("Paris" in t["token"] for t in tokens)
 
 
+@pytest.mark.slow
 def test_generate_widget_magic_prefills_controls(shell, magic_session):
     panel = run(shell, "generate --widget --temperature 0.9 --top-k 20 --seed 5 --max-new-tokens 8", "Hello")
     assert isinstance(panel, SamplingPanel)
@@ -416,6 +430,7 @@ def test_generate_widget_magic_prefills_controls(shell, magic_session):
     assert panel.runs and panel.runs[0].new_tokens <= 8
 
 
+@pytest.mark.slow
 def test_train_magic_with_widget(shell):
     result = run(shell, "train --from-scratch --steps 20 --seq-len 32 --widget", CORPUS)
     assert result.steps_done == 20 and len(result.history) == 20

@@ -1,5 +1,6 @@
 """Shared by the browser tests: a real Jupyter server on loopback and a real headless Chromium."""
 
+import json
 import os
 import re
 import shutil
@@ -7,8 +8,10 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 
+import nbformat
 import pytest
 
 from support import ARTIFACTS
@@ -25,13 +28,27 @@ def free_port() -> int:
 
 
 class Server(str):
+    """A server's base URL; `root` is the folder a test writes its notebooks in, `folder` that folder's path
+    under the server's root ("" for the root itself)."""
+
     root = None
+    folder = ""
+
+    def within(self, folder: str) -> "Server":
+        view = Server(self)
+        view.root, view.folder = self.root / folder, folder
+        view.root.mkdir(parents=True, exist_ok=True)
+        return view
 
 
-def serve(app: str, root):
+def serve(app: str, root, env=None):
+    """Start `jupyter app` on loopback serving `root` (env: the server's and its kernels' environment), and
+    yield its base URL until the generator is closed."""
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
-    log = open(ARTIFACTS / f"jupyter-{app}.log", "w")
+    # one log per pytest-xdist worker: each worker starts its own servers
+    name = f"jupyter-{app}{'-' + os.environ['PYTEST_XDIST_WORKER'] if 'PYTEST_XDIST_WORKER' in os.environ else ''}.log"
+    log = open(ARTIFACTS / name, "w")
     server = subprocess.Popen(
         [
             sys.executable,
@@ -56,6 +73,7 @@ def serve(app: str, root):
         ),
         stdout=log,
         stderr=subprocess.STDOUT,
+        env=env,
     )
     base = Server(f"http://127.0.0.1:{port}")
     base.root = root
@@ -67,16 +85,37 @@ def serve(app: str, root):
             time.sleep(0.5)
     else:
         server.kill()
-        pytest.fail(f"jupyter {app} did not start: see test-artifacts/jupyter-{app}.log")
+        pytest.fail(f"jupyter {app} did not start: see test-artifacts/{name}")
     yield base
     server.terminate()
     server.wait(timeout=30)
     log.close()
 
 
+def shut_down_kernels(base):
+    """Shut down every kernel of this server (a test's kernels must not outlive it: each holds a model)."""
+    for kind in ("sessions", "kernels"):
+        with urllib.request.urlopen(f"{base}/api/{kind}?token={TOKEN}", timeout=30) as reply:
+            for entry in json.load(reply):
+                request = urllib.request.Request(f"{base}/api/{kind}/{entry['id']}?token={TOKEN}", method="DELETE")
+                try:
+                    urllib.request.urlopen(request, timeout=60).close()
+                except urllib.error.HTTPError as error:  # gone meanwhile (a session's kernel goes with it)
+                    if error.code != 404:
+                        raise
+
+
 # Any URL that does not go to this machine: matched by Playwright itself, so loopback requests (all of
 # JupyterLab's) never wait for a Python callback.
 LEAVES_THE_MACHINE = re.compile(r"^(?!https?://(127\.0\.0\.1|localhost|\[::1\])[:/])(?!data:|blob:|about:).*")
+
+
+def write_notebook(root, name, cells):
+    """A Python 3 notebook of these code cells at root/name."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, root / name)
 
 
 def offline(page) -> list[str]:
@@ -100,7 +139,8 @@ def open_page(browser, lab, name, path="lab/tree"):
         "console", lambda m: errors.append(f"{m.text} (at {m.location.get('url', '?')})") if m.type == "error" else None
     )
     page.on("pageerror", lambda e: errors.append(f"{e} (at {(e.stack or '').splitlines()[1:2]})"))
-    page.goto(f"{lab}/{path}/{name}?reset&token={TOKEN}")  # reset: no notebooks restored from before
+    where = f"{lab.folder}/{name}" if getattr(lab, "folder", "") else name
+    page.goto(f"{lab}/{path}/{where}?reset&token={TOKEN}")  # reset: no notebooks restored from before
     page.wait_for_selector(".jp-Notebook", timeout=60_000)
     page.wait_for_function(
         "window.jupyterapp && window.jupyterapp.shell.currentWidget && "

@@ -5,9 +5,12 @@ generate's closing line, and which model a finetune after --from-scratch tunes."
 import re
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from support import DATA
+
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
 LONG_TEXT = " ".join(["the cat sat on the mat"] * 60)  # 360+ byte tokens

@@ -1,79 +1,37 @@
 """A real JupyterLab on loopback and a real headless Chromium: the extension, the live loss chart and the
 attention view as a person sees them. Screenshots land in test-artifacts/."""
 
-import os
 import re
 import shutil
 
 import nbformat
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, serve
+from browser_support import needs_chromium, open_page, ours, write_notebook
 from support import ARTIFACTS, DATA
 
-pytestmark = needs_chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab")
-    # Our own settings (the Dark theme a test picks) and workspaces: nothing leaks to other servers.
-    for name in ("JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
-        os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [
-        nbformat.v4.new_code_cell(source)
-        for source in [
-            "%load_ext llm_magics",
-            "%llm load default",
-            "%llm attention --layer 3 The cat sat on the mat because it was tired.",
-            "long_text = 'The quick brown fox jumps over the lazy dog. ' * 108\n%llm attention --layer 5 {long_text}",
-            f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
-        ]
-    ]
-    nbformat.write(notebook, root / "demo.ipynb")
-    plain = nbformat.v4.new_notebook()
-    plain.metadata["kernelspec"] = notebook.metadata["kernelspec"]
-    plain.cells = [nbformat.v4.new_code_cell("print(1 + 1)")]
-    nbformat.write(plain, root / "plain.ipynb")
-    endless = nbformat.v4.new_notebook()
-    endless.metadata["kernelspec"] = notebook.metadata["kernelspec"]
-    endless.cells = [
-        nbformat.v4.new_code_cell(source)
-        for source in [
-            "%load_ext llm_magics",
-            f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
-        ]
-    ]
-    nbformat.write(endless, root / "stop.ipynb")
-    (root / "eval.txt").write_text((DATA / "tiny_corpus.txt").read_text())
-    views = nbformat.v4.new_notebook()
-    views.metadata["kernelspec"] = notebook.metadata["kernelspec"]
-    views.cells = [
-        nbformat.v4.new_code_cell(source)
-        for source in [
-            "%load_ext llm_magics\n%llm load default",
-            "%llm generate --max-new-tokens 24 --seed 0 It's a dog's life, and the weather is",
-            "%%llm chat --greedy --max-new-tokens 16\nWhat is the capital of France?",
-            "%llm playground --max-new-tokens 6 Once upon a time",
-            f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --eval-data eval.txt --widget\n{CORPUS}",
-        ]
-    ]
-    nbformat.write(views, root / "views.ipynb")
-    yield from serve("lab", root)
-
-
-@pytest.fixture(scope="module")
-def notebook7(lab, tmp_path_factory):
-    root = tmp_path_factory.mktemp("nb7")
-    for name in ("demo.ipynb",):
-        shutil.copy(lab.root / name, root / name)
-    yield from serve("notebook", root)
+DEMO = [
+    "%load_ext llm_magics",
+    "%llm load default",
+    "%llm attention --layer 3 The cat sat on the mat because it was tired.",
+    "long_text = 'The quick brown fox jumps over the lazy dog. ' * 108\n%llm attention --layer 5 {long_text}",
+    f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
+]
+VIEWS = [
+    "%load_ext llm_magics\n%llm load default",
+    "%llm generate --max-new-tokens 24 --seed 0 It's a dog's life, and the weather is",
+    "%%llm chat --greedy --max-new-tokens 16\nWhat is the capital of France?",
+    "%llm playground --max-new-tokens 6 Once upon a time",
+    f"%%llm train --from-scratch --steps 40 --seq-len 32 --batch-size 4 --eval-data eval.txt --widget\n{CORPUS}",
+]
 
 
 def test_extension_chart_attention_status_and_panel(browser, lab):
+    write_notebook(lab.root, "demo.ipynb", DEMO)
     page, errors = open_page(browser, lab, "demo.ipynb")
     assert page.evaluate("window.jupyterapp.isPluginActivated('llm-magics:plugin')")
     # The %%llm cell's magic line is highlighted by token, before anything runs.
@@ -137,6 +95,7 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
 
 
 def test_notebook_without_llm_magics_shows_nothing(browser, lab):
+    write_notebook(lab.root, "plain.ipynb", ["print(1 + 1)"])
     page, errors = open_page(browser, lab, "plain.ipynb")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(
@@ -150,6 +109,7 @@ def test_notebook_without_llm_magics_shows_nothing(browser, lab):
 
 
 def test_notebook7_renders_the_chart_and_attention_offline(browser, notebook7):
+    write_notebook(notebook7.root, "demo.ipynb", DEMO)
     page, errors = open_page(browser, notebook7, "demo.ipynb", path="notebooks")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_selector(".llm-attention line.llm-line", state="attached", timeout=120_000)
@@ -177,6 +137,8 @@ def _stop_training_from_the_browser(page, click):
 
 
 def test_stop_button_of_the_live_chart_stops_training(browser, lab):
+    endless = f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}"
+    write_notebook(lab.root, "stop.ipynb", ["%load_ext llm_magics", endless])
     page, errors = open_page(browser, lab, "stop.ipynb")
     _stop_training_from_the_browser(page, lambda: page.locator("button:has-text('Stop')").first.click())
     page.screenshot(path=str(ARTIFACTS / "lab-stopped.png"))
@@ -200,7 +162,8 @@ CONTRAST = """el => {
   for (const layer of layers.reverse()) background = over(layer, background);
   const style = getComputedStyle(el);
   const text = over(parse(el instanceof SVGElement ? style.fill : style.color), background);
-  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255;
+      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
   const [a, b] = [lum(text), lum(background)].sort((x, y) => y - x);
   return (a + 0.05) / (b + 0.05);
@@ -212,13 +175,10 @@ def _output_of(page, cell_index):
 
 
 def test_views_chart_playground_outputs_theme_and_reopened_notebook(browser, lab):
+    write_notebook(lab.root, "views.ipynb", VIEWS)
+    (lab.root / "eval.txt").write_text((DATA / "tiny_corpus.txt").read_text())
     page, errors = open_page(browser, lab, "views.ipynb")
-    try:
-        _check_views(page, errors, lab, browser)
-    except Exception:
-        if not page.is_closed():
-            page.screenshot(path=str(ARTIFACTS / "lab-views-failure.png"))
-        raise
+    _check_views(page, errors, lab, browser)
 
 
 def _check_views(page, errors, lab, browser):
@@ -253,8 +213,8 @@ def _check_views(page, errors, lab, browser):
     page.wait_for_selector(".jp-RenderedPlotly .scatterlayer", state="attached", timeout=240_000)
     page.wait_for_function(IDLE, timeout=120_000)
     traces = page.locator(".jp-RenderedPlotly .scatterlayer .trace")
-    # the run's own four traces first; an earlier run on the same data (this module's Lab shares a runs dir)
-    # is overlaid after them (--compare's default)
+    # the run's own four traces first; an earlier run on the same data would be overlaid after them
+    # (--compare's default; none here: each test's kernel records its runs in the test's own folder)
     assert traces.count() >= 4 and traces.nth(2).locator("path.point").count() >= 1
     lr_ticks = page.eval_on_selector_all(".jp-RenderedPlotly .y2tick text", "ns => ns.map(n => n.textContent)")
     assert lr_ticks and not any(t.startswith(("-", "\u2212")) for t in lr_ticks), lr_ticks
@@ -360,39 +320,29 @@ def test_notebook7_reopens_a_saved_notebook_with_its_fallbacks(browser, notebook
 
 
 def test_playground_busy_state_and_new_seed_per_click(browser, lab):
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [
-        nbformat.v4.new_code_cell(
-            "%load_ext llm_magics\n%llm load default\n%llm playground --max-new-tokens 6 Once upon a time"
-        )
-    ]
-    nbformat.write(notebook, lab.root / "playground.ipynb")
+    cell = "%load_ext llm_magics\n%llm load default\n%llm playground --max-new-tokens 6 Once upon a time"
+    write_notebook(lab.root, "playground.ipynb", [cell])
     page, errors = open_page(browser, lab, "playground.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-    try:
-        # The playground: busy while generating (disabled, spinner), a new seed per click, shown per column.
-        playground = page.locator(".llm-playground")
-        page.wait_for_selector(".llm-run-column", timeout=180_000)
-        page.evaluate("""() => { const b = document.querySelector('.llm-generate'); window.__busy = [];
-            new MutationObserver(() => window.__busy.push([b.disabled, !!b.querySelector('.fa-spin')]))
-              .observe(b, { attributes: true, childList: true, subtree: true }); }""")
-        page.locator(".llm-generate").click()
-        page.wait_for_function(
-            "document.querySelector('.llm-playground').querySelectorAll('.llm-run-column').length === 2",
-            timeout=240_000,
-        )
-        assert [True, True] in page.evaluate("window.__busy")
-        page.wait_for_function("!document.querySelector('.llm-generate').disabled")
-        seeds = [
-            re.search(r"seed=(\d+)", t).group(1) for t in playground.first.locator(".llm-run-label").all_text_contents()
-        ]
-        assert len(seeds) == 2 and seeds[0] != seeds[1]
-        assert playground.first.locator(".llm-token-legend").count() == 1
-        playground.first.screenshot(path=str(ARTIFACTS / "playground-two-runs.png"))
-    except Exception:
-        page.screenshot(path=str(ARTIFACTS / "lab-playground-failure.png"))
-        raise
+    # The playground: busy while generating (disabled, spinner), a new seed per click, shown per column.
+    playground = page.locator(".llm-playground")
+    page.wait_for_selector(".llm-run-column", timeout=180_000)
+    page.evaluate("""() => { const b = document.querySelector('.llm-generate'); window.__busy = [];
+        new MutationObserver(() => window.__busy.push([b.disabled, !!b.querySelector('.fa-spin')]))
+          .observe(b, { attributes: true, childList: true, subtree: true }); }""")
+    page.locator(".llm-generate").click()
+    page.wait_for_function(
+        "document.querySelector('.llm-playground').querySelectorAll('.llm-run-column').length === 2",
+        timeout=240_000,
+    )
+    assert [True, True] in page.evaluate("window.__busy")
+    page.wait_for_function("!document.querySelector('.llm-generate').disabled")
+    seeds = [
+        re.search(r"seed=(\d+)", t).group(1) for t in playground.first.locator(".llm-run-label").all_text_contents()
+    ]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]
+    assert playground.first.locator(".llm-token-legend").count() == 1
+    playground.first.screenshot(path=str(ARTIFACTS / "playground-two-runs.png"))
     assert not ours(errors), errors
     page.close()
 
@@ -414,115 +364,105 @@ def test_playground_hover_card_scale_and_typed_box(browser, lab, default_model_d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     prompt = "The weather today is"
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     # temperature 1, no top-k, no top-p: the sampling distribution is the model's own softmax
-    notebook.cells = [
-        nbformat.v4.new_code_cell(
-            "%load_ext llm_magics\n%llm load default\n"
-            f"%llm playground --max-new-tokens 8 --seed 4 --temperature 1 --top-k 0 --top-p 1 {prompt}"
-        )
-    ]
-    nbformat.write(notebook, lab.root / "hover.ipynb")
+    cell = (
+        "%load_ext llm_magics\n%llm load default\n"
+        f"%llm playground --max-new-tokens 8 --seed 4 --temperature 1 --top-k 0 --top-p 1 {prompt}"
+    )
+    write_notebook(lab.root, "hover.ipynb", [cell])
     page, errors = open_page(browser, lab, "hover.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-    try:
-        page.wait_for_selector(".llm-run-column .llm-token", timeout=180_000)
-        page.wait_for_function(IDLE, timeout=120_000)
-        tokens = page.locator(".llm-run-column .llm-token")
-        assert tokens.first.locator(".llm-token-card").is_hidden() and tokens.first.get_attribute("title") is None
-        cards = []
-        for index in range(tokens.count()):
-            tokens.nth(index).hover()
-            page.wait_for_timeout(100)
-            cards.append(tokens.nth(index).evaluate(CARD))
-        page.locator(".llm-playground").screenshot(path=str(ARTIFACTS / "playground-hover.png"))
-        page.mouse.move(0, 0)
-        assert all(c["visible"] and c["whole"] for c in cards), cards
-        assert tokens.first.locator(".llm-token-card").is_hidden()  # gone with the mouse
-        # The oracle: plain transformers, the same weights, a softmax over one forward pass of the same ids.
-        tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
-        model = AutoModelForCausalLM.from_pretrained(default_model_dir).eval()
-        prompt_ids = tokenizer(prompt)["input_ids"]
-        with torch.no_grad():
-            logits = model(torch.tensor([prompt_ids + [c["id"] for c in cards]])).logits[0]
-        special = set(tokenizer.all_special_ids)
-        for step, card in enumerate(cards):
-            p = torch.softmax(logits[len(prompt_ids) - 1 + step].double(), dim=-1)
-            chosen = p[card["id"]]
-            assert card["prob"] == pytest.approx(float(chosen), abs=1e-4)
-            assert card["rank"] == int((p > chosen).sum()) + 1
-            listed = [i for i in torch.argsort(p, descending=True).tolist() if i not in special][:5]
-            assert card["probs"] == pytest.approx([round(float(p[i]), 3) for i in listed], abs=1.5e-3)
-            assert card["alternatives"] == [repr(tokenizer.decode([i])) for i in listed]
-            assert sum(card["probs"]) <= 1.0 + 1e-3 and card["probs"] == sorted(card["probs"], reverse=True)
-        assert any(c["rank"] > 1 for c in cards), cards  # sampled, so not always the likeliest
-
-        # Light and Dark: every token and its card readable (WCAG AA) on the cividis scale.
-        for theme in ("JupyterLab Dark", "JupyterLab Light"):
-            page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
-            page.wait_for_function(f"document.body.dataset.jpThemeName === '{theme}'", timeout=30_000)
-            page.wait_for_timeout(1000)
-            for selector in (".llm-token", ".llm-token-card", ".llm-alt-prob", ".llm-run-label"):
-                ratios = page.eval_on_selector_all(selector, f"ns => ns.map({CONTRAST})")
-                assert ratios and min(ratios) >= 4.5, (theme, selector, min(ratios))
-
-        # The typed box: a value typed there is the next Generate's (its column records max=3).
-        box = page.locator(".llm-box-max_new_tokens input")
-        track = box.evaluate(
-            "n => n.closest('.widget-hbox').querySelector('.slider-container, .noUi-target')"
-            ".getBoundingClientRect().width"
-        )
-        assert 511 / track <= 2, track  # max new tokens: under 2 tokens a pixel
-        # Counted from the mutation records' added nodes, not from the page when the observer runs: a short run's
-        # streamed text and its final tokens may both land before the observer's callback.
-        page.evaluate("""() => { window.__streaming = 0; new MutationObserver(records => {
-            for (const r of records) for (const n of r.addedNodes)
-              if (n.nodeType === 1 && (n.matches('.llm-streaming') || n.querySelector('.llm-streaming')))
-                window.__streaming += 1; })
-            .observe(document.querySelector('.llm-playground'), { childList: true, subtree: true }); }""")
-        box.fill("3")
-        box.press("Enter")
-        box.press("Tab")
-        # through the kernel (the box and the slider are linked there): the slider's handle moves to 3
-        handle = box.evaluate_handle("n => n.closest('.widget-hbox').querySelector('.noUi-handle')")
-        page.wait_for_function("h => +h.getAttribute('aria-valuenow') === 3", arg=handle, timeout=30_000)
-        page.locator(".llm-generate").click()
-        # Finished: the new (first) column's footer says how the run ended. The column count and the button's
-        # state alone are not enough: the column opens before the button is disabled.
-        page.wait_for_function(
-            """() => { const c = document.querySelectorAll('.llm-playground .llm-run-column');
-            return c.length === 2 && c[0].querySelector('.llm-run-footer').textContent.includes('stopped:'); }""",
-            timeout=120_000,
-        )
-        page.wait_for_function("!document.querySelector('.llm-generate').disabled", timeout=120_000)
-        assert not page.locator(".llm-playground .llm-streaming").count()
-        assert "max=3" in page.locator(".llm-playground .llm-run-label").first.inner_text()
-        assert page.locator(".llm-run-column").first.locator(".llm-token").count() <= 3
-        assert page.evaluate("window.__streaming") >= 1  # the new column showed text before its tokens
-
-        # Saved and reopened without the kernel: the cards are still there (and each token's title says the same).
-        page.wait_for_timeout(1500)
-        page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
-        page.wait_for_function("!window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
-        page.evaluate("window.jupyterapp.serviceManager.sessions.shutdownAll()")
-        assert not ours(errors), errors
-        page.close()
-        page, errors = open_page(browser, lab, "hover.ipynb")
-        page.wait_for_selector(".llm-widget-fallback .llm-playground-fallback .llm-token", timeout=60_000)
-        saved = page.locator(".llm-playground-fallback .llm-token")
-        assert saved.count() == len(cards) + 3  # both runs
-        last = saved.nth(saved.count() - 1)
-        last.hover()
+    page.wait_for_selector(".llm-run-column .llm-token", timeout=180_000)
+    page.wait_for_function(IDLE, timeout=120_000)
+    tokens = page.locator(".llm-run-column .llm-token")
+    assert tokens.first.locator(".llm-token-card").is_hidden() and tokens.first.get_attribute("title") is None
+    cards = []
+    for index in range(tokens.count()):
+        tokens.nth(index).hover()
         page.wait_for_timeout(100)
-        card = last.evaluate(CARD)
-        page.locator(".llm-playground-fallback").screenshot(path=str(ARTIFACTS / "playground-reopened-hover.png"))
-        assert card["visible"] and card["whole"] and card["probs"] == cards[-1]["probs"], (card, cards[-1])
-        assert f"rank {cards[-1]['rank']}" in last.get_attribute("title")
-    except Exception:
-        if not page.is_closed():
-            page.screenshot(path=str(ARTIFACTS / "lab-playground-hover-failure.png"))
-        raise
+        cards.append(tokens.nth(index).evaluate(CARD))
+    page.locator(".llm-playground").screenshot(path=str(ARTIFACTS / "playground-hover.png"))
+    page.mouse.move(0, 0)
+    assert all(c["visible"] and c["whole"] for c in cards), cards
+    assert tokens.first.locator(".llm-token-card").is_hidden()  # gone with the mouse
+    # The oracle: plain transformers, the same weights, a softmax over one forward pass of the same ids.
+    tokenizer = AutoTokenizer.from_pretrained(default_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(default_model_dir).eval()
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([prompt_ids + [c["id"] for c in cards]])).logits[0]
+    special = set(tokenizer.all_special_ids)
+    for step, card in enumerate(cards):
+        p = torch.softmax(logits[len(prompt_ids) - 1 + step].double(), dim=-1)
+        chosen = p[card["id"]]
+        assert card["prob"] == pytest.approx(float(chosen), abs=1e-4)
+        assert card["rank"] == int((p > chosen).sum()) + 1
+        listed = [i for i in torch.argsort(p, descending=True).tolist() if i not in special][:5]
+        assert card["probs"] == pytest.approx([round(float(p[i]), 3) for i in listed], abs=1.5e-3)
+        assert card["alternatives"] == [repr(tokenizer.decode([i])) for i in listed]
+        assert sum(card["probs"]) <= 1.0 + 1e-3 and card["probs"] == sorted(card["probs"], reverse=True)
+    assert any(c["rank"] > 1 for c in cards), cards  # sampled, so not always the likeliest
+
+    # Light and Dark: every token and its card readable (WCAG AA) on the cividis scale.
+    for theme in ("JupyterLab Dark", "JupyterLab Light"):
+        page.evaluate(f"window.jupyterapp.commands.execute('apputils:change-theme', {{theme: '{theme}'}})")
+        page.wait_for_function(f"document.body.dataset.jpThemeName === '{theme}'", timeout=30_000)
+        page.wait_for_timeout(1000)
+        for selector in (".llm-token", ".llm-token-card", ".llm-alt-prob", ".llm-run-label"):
+            ratios = page.eval_on_selector_all(selector, f"ns => ns.map({CONTRAST})")
+            assert ratios and min(ratios) >= 4.5, (theme, selector, min(ratios))
+
+    # The typed box: a value typed there is the next Generate's (its column records max=3).
+    box = page.locator(".llm-box-max_new_tokens input")
+    track = box.evaluate(
+        "n => n.closest('.widget-hbox').querySelector('.slider-container, .noUi-target').getBoundingClientRect().width"
+    )
+    assert 511 / track <= 2, track  # max new tokens: under 2 tokens a pixel
+    # Counted from the mutation records' added nodes, not from the page when the observer runs: a short run's
+    # streamed text and its final tokens may both land before the observer's callback.
+    page.evaluate("""() => { window.__streaming = 0; new MutationObserver(records => {
+        for (const r of records) for (const n of r.addedNodes)
+          if (n.nodeType === 1 && (n.matches('.llm-streaming') || n.querySelector('.llm-streaming')))
+            window.__streaming += 1; })
+        .observe(document.querySelector('.llm-playground'), { childList: true, subtree: true }); }""")
+    box.fill("3")
+    box.press("Enter")
+    box.press("Tab")
+    # through the kernel (the box and the slider are linked there): the slider's handle moves to 3
+    handle = box.evaluate_handle("n => n.closest('.widget-hbox').querySelector('.noUi-handle')")
+    page.wait_for_function("h => +h.getAttribute('aria-valuenow') === 3", arg=handle, timeout=30_000)
+    page.locator(".llm-generate").click()
+    # Finished: the new (first) column's footer says how the run ended. The column count and the button's
+    # state alone are not enough: the column opens before the button is disabled.
+    page.wait_for_function(
+        """() => { const c = document.querySelectorAll('.llm-playground .llm-run-column');
+        return c.length === 2 && c[0].querySelector('.llm-run-footer').textContent.includes('stopped:'); }""",
+        timeout=120_000,
+    )
+    page.wait_for_function("!document.querySelector('.llm-generate').disabled", timeout=120_000)
+    assert not page.locator(".llm-playground .llm-streaming").count()
+    assert "max=3" in page.locator(".llm-playground .llm-run-label").first.inner_text()
+    assert page.locator(".llm-run-column").first.locator(".llm-token").count() <= 3
+    assert page.evaluate("window.__streaming") >= 1  # the new column showed text before its tokens
+
+    # Saved and reopened without the kernel: the cards are still there (and each token's title says the same).
+    page.wait_for_timeout(1500)
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("!window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+    page.evaluate("window.jupyterapp.serviceManager.sessions.shutdownAll()")
+    assert not ours(errors), errors
+    page.close()
+    page, errors = open_page(browser, lab, "hover.ipynb")
+    page.wait_for_selector(".llm-widget-fallback .llm-playground-fallback .llm-token", timeout=60_000)
+    saved = page.locator(".llm-playground-fallback .llm-token")
+    assert saved.count() == len(cards) + 3  # both runs
+    last = saved.nth(saved.count() - 1)
+    last.hover()
+    page.wait_for_timeout(100)
+    card = last.evaluate(CARD)
+    page.locator(".llm-playground-fallback").screenshot(path=str(ARTIFACTS / "playground-reopened-hover.png"))
+    assert card["visible"] and card["whole"] and card["probs"] == cards[-1]["probs"], (card, cards[-1])
+    assert f"rank {cards[-1]['rank']}" in last.get_attribute("title")
     assert not [e for e in ours(errors) if "widget model not found" not in e], errors
     page.close()
 
@@ -549,13 +489,7 @@ def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, s
     oracle = logit_lens(session.loaded, LENS_TEXT)  # every layer at every position, in this process
     n = len(oracle.tokens)
     assert LENS_WINDOW < n < 2 * LENS_WINDOW, n  # the last window and the first overlap
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [
-        nbformat.v4.new_code_cell("%load_ext llm_magics\n%llm load default"),
-        nbformat.v4.new_code_cell(f"%llm lens {LENS_TEXT}"),
-    ]
-    nbformat.write(notebook, lab.root / "lens-window.ipynb")
+    write_notebook(lab.root, "lens-window.ipynb", ["%load_ext llm_magics\n%llm load default", f"%llm lens {LENS_TEXT}"])
     page, errors = open_page(browser, lab, "lens-window.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     root = page.locator(".llm-attention").first
@@ -588,18 +522,13 @@ def test_lens_window_buttons_move_to_earlier_and_later_positions(browser, lab, s
             )
         return root.locator(".llm-lens-earlier"), root.locator(".llm-lens-later")
 
-    try:
-        earlier, later = shown(n - LENS_WINDOW)  # opens on the last window
-        assert earlier.is_enabled() and later.is_disabled()
-        earlier.click()
-        earlier, later = shown(0)  # the first 64 positions
-        assert earlier.is_disabled() and later.is_enabled()
-        later.click()
-        earlier, later = shown(n - LENS_WINDOW)  # back to the last window
-        assert earlier.is_enabled() and later.is_disabled()
-    except Exception:
-        if not page.is_closed():
-            page.screenshot(path=str(ARTIFACTS / "lab-lens-window-failure.png"))
-        raise
+    earlier, later = shown(n - LENS_WINDOW)  # opens on the last window
+    assert earlier.is_enabled() and later.is_disabled()
+    earlier.click()
+    earlier, later = shown(0)  # the first 64 positions
+    assert earlier.is_disabled() and later.is_enabled()
+    later.click()
+    earlier, later = shown(n - LENS_WINDOW)  # back to the last window
+    assert earlier.is_enabled() and later.is_disabled()
     assert not ours(errors), errors
     page.close()

@@ -2,51 +2,16 @@
 the runs panel come back from the kernel, the panel lists the run history and plots a run, and its Stop
 button stops a training in a busy kernel. Screenshots land in test-artifacts/."""
 
-import nbformat
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, serve
+from browser_support import needs_chromium, open_page, ours, write_notebook
 from support import ARTIFACTS, DATA
 
-pytestmark = needs_chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3
 KERNEL = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel"
 IDLE = f"{KERNEL}.status === 'idle'"
 STATUS = "document.querySelector('.llm-status-item')"
-
-
-def _notebook(root, name, cells):
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(notebook, root / name)
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    import os
-
-    root = tmp_path_factory.mktemp("lab")
-    for name in ("JUPYTERLAB_SETTINGS_DIR", "JUPYTERLAB_WORKSPACES_DIR"):
-        os.environ[name] = str(tmp_path_factory.mktemp(name.lower()))
-    _notebook(
-        root,
-        "reload.ipynb",
-        [
-            "%load_ext llm_magics",
-            f"%%llm train --from-scratch --steps 20 --seq-len 32 --batch-size 4\n{CORPUS}",
-            "%llm load default",
-        ],
-    )
-    _notebook(
-        root,
-        "busy.ipynb",
-        [
-            "%load_ext llm_magics",
-            f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}",
-        ],
-    )
-    yield from serve("lab", root)
 
 
 def _restoring_the_chart_widget(error: str) -> bool:
@@ -68,6 +33,12 @@ def _reload(page):
 
 
 def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(browser, lab):
+    cells = [
+        "%load_ext llm_magics",
+        f"%%llm train --from-scratch --steps 20 --seq-len 32 --batch-size 4\n{CORPUS}",
+        "%llm load default",
+    ]
+    write_notebook(lab.root, "reload.ipynb", cells)
     page, errors = open_page(browser, lab, "reload.ipynb")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     page.wait_for_function(f"{STATUS} && {STATUS}.textContent.includes('LLM: default')", timeout=300_000)
@@ -110,6 +81,8 @@ def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(brows
 
 
 def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab):
+    endless = f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}"
+    write_notebook(lab.root, "busy.ipynb", ["%load_ext llm_magics", endless])
     page, errors = open_page(browser, lab, "busy.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_function("() => /step ([6-9]|\\d\\d+)\\//.test(document.body.innerText)", timeout=120_000)

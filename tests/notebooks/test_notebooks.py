@@ -7,6 +7,8 @@ from nbclient import NotebookClient
 
 from support import ARTIFACTS, ROOT
 
+pytestmark = [pytest.mark.notebook, pytest.mark.slow]
+
 NOTEBOOKS = sorted((ROOT / "examples").glob("*.ipynb"))
 
 

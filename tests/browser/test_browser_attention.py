@@ -4,13 +4,12 @@ Screenshots land in test-artifacts/ and refresh the README's pictures in docs/."
 
 import shutil
 
-import nbformat
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, serve
+from browser_support import needs_chromium, open_page, ours, write_notebook
 from support import ARTIFACTS, ROOT
 
-pytestmark = needs_chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 DOCS = ROOT / "docs"
 SENTENCE = "The cat sat on the mat because it was tired."
 CELLS = [
@@ -38,12 +37,15 @@ RECORD = """(index) => { const root = document.querySelectorAll('.llm-attention'
 # WCAG contrast of each text-bearing element against the background actually behind it.
 CONTRAST = """([index, selector]) => {
   const root = document.querySelectorAll(selector || '.llm-attention')[index];
-  const parse = (c) => { const m = c.match(/[\\d.]+/g) || [0, 0, 0, 0]; return [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1]; };
+  const parse = (c) => { const m = c.match(/[\\d.]+/g) || [0, 0, 0, 0];
+    return [+m[0], +m[1], +m[2], m.length > 3 ? +m[3] : 1]; };
   const over = (top, bottom) => top.slice(0, 3).map((c, i) => c * top[3] + bottom[i] * (1 - top[3])).concat(1);
   const background = (node) => { const layers = [];
-    for (let n = node; n && n.nodeType === 1; n = n.parentElement) layers.push(parse(getComputedStyle(n).backgroundColor));
+    for (let n = node; n && n.nodeType === 1; n = n.parentElement)
+      layers.push(parse(getComputedStyle(n).backgroundColor));
     return layers.reverse().reduce((below, layer) => over(layer, below), [255, 255, 255, 1]); };
-  const lum = (c) => { const l = c.slice(0, 3).map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+  const lum = (c) => { const l = c.slice(0, 3).map((v) => { v /= 255;
+      return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
     return 0.2126 * l[0] + 0.7152 * l[1] + 0.0722 * l[2]; };
   let worst = {ratio: 99};
   for (const node of root.querySelectorAll('*')) {
@@ -53,27 +55,6 @@ CONTRAST = """([index, selector]) => {
     if (ratio < worst.ratio) worst = {ratio, text: node.textContent.slice(0, 30), cls: node.className, fg, bg};
   }
   return worst; }"""
-
-
-def _write_notebook(root, cells=CELLS, name="attention.ipynb"):
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(notebook, root / name)
-
-
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab-attention")
-    _write_notebook(root)
-    yield from serve("lab", root)
-
-
-@pytest.fixture(scope="module")
-def notebook7(tmp_path_factory):
-    root = tmp_path_factory.mktemp("nb7-attention")
-    _write_notebook(root)  # not the Lab test's saved copy: this test starts from the same empty cells
-    yield from serve("notebook", root)
 
 
 def _run_all(page):
@@ -120,6 +101,7 @@ def _switch_and_record(page, index, act, layer, head):
 
 
 def test_attention_views_and_lens_in_jupyterlab(browser, lab):
+    write_notebook(lab.root, "attention.ipynb", CELLS)
     page, errors = open_page(browser, lab, "attention.ipynb")
     _run_all(page)
     # Head view: it opens on the layer's top 3 heads by attention entropy, one colour each; a chip click
@@ -267,6 +249,7 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
 
 
 def test_attention_views_in_notebook7(browser, notebook7):
+    write_notebook(notebook7.root, "attention.ipynb", CELLS)
     page, errors = open_page(browser, notebook7, "attention.ipynb", path="notebooks")
     _run_all(page)
     matrix = page.locator(".llm-attention").nth(1)
@@ -301,18 +284,7 @@ LONG_TEXT = 18 * (
 LONG_TEXT = LONG_TEXT.strip()
 
 
-@pytest.fixture(scope="module")
-def lab_long(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lab-long-matrix")
-    _write_notebook(
-        root,
-        ["%load_ext llm_magics", "%llm load default", f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"],
-        "long.ipynb",
-    )
-    yield from serve("lab", root)
-
-
-def test_long_matrix_overview_and_exact_tile_in_jupyterlab(browser, lab_long):
+def test_long_matrix_overview_and_exact_tile_in_jupyterlab(browser, lab):
     """Past 512 tokens the matrix view paints a pooled overview; a dragged zoom brings the exact tile of the
     square in sight, and hovering a cell in it reads that cell's weight, checked against transformers' eager
     attentions computed here."""
@@ -321,7 +293,9 @@ def test_long_matrix_overview_and_exact_tile_in_jupyterlab(browser, lab_long):
 
     from llm_magics import Session
 
-    page, errors = open_page(browser, lab_long, "long.ipynb")
+    cells = ["%load_ext llm_magics", "%llm load default", f"%%llm attention --view matrix --layer 4\n{LONG_TEXT}"]
+    write_notebook(lab.root, "long.ipynb", cells)
+    page, errors = open_page(browser, lab, "long.ipynb")
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     matrix = page.locator(".llm-attention").first
     overview = matrix.locator("canvas.llm-matrix")

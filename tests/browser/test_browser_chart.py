@@ -1,13 +1,12 @@
 """The training chart in a real JupyterLab and headless Chromium: its height through window resizes (live and
 static), a reopened chart in a narrow output, the overlay's legend, and the raw loss line in Dark."""
 
-import nbformat
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, serve
+from browser_support import needs_chromium, open_page, ours, write_notebook
 from support import ARTIFACTS, DATA
 
-pytestmark = needs_chromium
+pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3
 IDLE = "window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'"
 HEIGHTS = "ns => ns.map(n => Math.round(n.getBoundingClientRect().height))"
@@ -26,30 +25,21 @@ STROKE_CONTRAST = """el => {
   const stroke = parse(getComputedStyle(el).stroke);
   stroke[3] *= Number(getComputedStyle(el).strokeOpacity);
   const line = over(stroke, background);
-  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+  const lum = c => { const v = c.slice(0, 3).map(x => { x /= 255;
+      return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
     return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
   const [a, b] = [lum(line), lum(background)].sort((x, y) => y - x);
   return (a + 0.05) / (b + 0.05);
 }"""
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory):
-    root = tmp_path_factory.mktemp("chart")
-    notebook = nbformat.v4.new_notebook()
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    notebook.cells = [
-        nbformat.v4.new_code_cell(source)
-        for source in [
-            "%load_ext llm_magics",
-            # live until the Stop button is pressed
-            f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --lr 0.003 --widget\n{CORPUS}",
-            # overlays the stopped run (--compare's default: the previous run on the same data)
-            f"%%llm train --from-scratch --steps 6 --seq-len 32 --batch-size 4 --lr 0.001 --widget\n{CORPUS}",
-        ]
-    ]
-    nbformat.write(notebook, root / "chart.ipynb")
-    yield from serve("lab", root)
+CELLS = [
+    "%load_ext llm_magics",
+    # live until the Stop button is pressed
+    f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --lr 0.003 --widget\n{CORPUS}",
+    # overlays the stopped run (--compare's default: the previous run on the same data)
+    f"%%llm train --from-scratch --steps 6 --seq-len 32 --batch-size 4 --lr 0.001 --widget\n{CORPUS}",
+]
 
 
 def _resized_heights(page, selector):
@@ -63,13 +53,9 @@ def _resized_heights(page, selector):
 
 
 def test_chart_height_legend_dark_line_and_reopened_width(browser, lab):
+    write_notebook(lab.root, "chart.ipynb", CELLS)
     page, errors = open_page(browser, lab, "chart.ipynb")
-    try:
-        _check_chart(page, errors, lab, browser)
-    except Exception:
-        if not page.is_closed():
-            page.screenshot(path=str(ARTIFACTS / "lab-chart-failure.png"))
-        raise
+    _check_chart(page, errors, lab, browser)
 
 
 def _check_chart(page, errors, lab, browser):
