@@ -286,7 +286,7 @@ def test_block_by_block_overview_equals_the_whole_capture(model_pair):
     """What a long text gets lazily, one block of query rows at a time (the shown map, the head entropies,
     the thumbnails, the sink shares and the rollout row, read top-down), equals the whole-matrix capture and
     transformers' eager attentions at a short text, with blocks smaller than the text."""
-    from llm_magics import attention
+    from llm_magics.inspect import attention
 
     s, loaded, reference = model_pair
     whole = capture(loaded, TEXT, thumbnails=4, rollout=True)
@@ -332,7 +332,7 @@ def _pooled_oracle(exact: torch.Tensor, r0: int, c0: int, span: int, f: int) -> 
 def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
     """The long-text matrix picture (rows scaled to their max, max-pooled; or an exact box) equals the same
     thing computed from transformers' eager attentions, with row blocks smaller than the box."""
-    from llm_magics import attention
+    from llm_magics.inspect import attention
 
     s, loaded, reference = model_pair
     kept = capture(loaded, TEXT, layers=[], keep_queries_keys=True)
