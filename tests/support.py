@@ -30,6 +30,8 @@ TINY_CONFIG = {
 TEST_DEVICE = os.environ.get("LLM_MAGICS_TEST_DEVICE", "cpu")
 DEVICE = torch.device("cpu" if TEST_DEVICE == "meta" else TEST_DEVICE)
 DTYPE = torch.float32 if DEVICE.type == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+# What `--device auto` picks, so where a kernel started by a test runs (its status bar shows it).
+AUTO_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Tolerances per dtype. fp32 keeps each test's own (1e-5 for probabilities and maps, 1e-4 for sums and
 # entropies). bf16 keeps 8 bits of mantissa (a relative step of 2**-8 = 0.004): a probability read through a
 # bf16 model differs from its reference by up to ~1e-2, so the floor there is 2e-2 absolute and relative.

@@ -298,7 +298,7 @@ def _perplexity_by_hand(loaded, text: str) -> float:
     import torch
 
     ids = loaded.tokenizer(text, add_special_tokens=False)["input_ids"] + [loaded.tokenizer.eos_token_id]
-    window = torch.tensor([ids])
+    window = torch.tensor([ids], device=loaded.device)
     with torch.no_grad():
         return math.exp(float(loaded.model(input_ids=window, labels=window).loss))
 
