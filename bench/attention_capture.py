@@ -1,6 +1,6 @@
 """Our one-layer attention capture vs transformers' output_attentions=True (eager), same input.
 
-python bench/attention_capture.py [--lengths 128 512 1024]
+python bench/attention_capture.py [--lengths 128 512 1024] [--repeats 3]
 """
 
 import argparse
@@ -11,7 +11,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_time, device_name, markdown_table, peak_memory_mb  # noqa: E402
+from common import allocator_peak_mb, alternating, device_name, markdown_table, median, spread  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.inspect.attention import capture
@@ -25,6 +25,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024])
     parser.add_argument("--layer", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds of each side (at least 3)")
     args = parser.parse_args()
     session = Session()
     loaded = session.load("default")
@@ -48,8 +49,9 @@ def main():
             with torch.inference_mode():
                 return eager(input_ids=ids, output_attentions=True).attentions
 
-        ours_s, base_s = best_time(ours), best_time(baseline)
-        ours_mb, base_mb = peak_memory_mb(ours), peak_memory_mb(baseline)
+        times = alternating({"ours": ours, "eager": baseline}, repeats=args.repeats)
+        ours_s, base_s = median(times["ours"]), median(times["eager"])
+        ours_mb, base_mb = allocator_peak_mb(ours), allocator_peak_mb(baseline)
         # What each view sends to the browser for this one layer: our widget's state vs bertviz's page.
         view = AttentionView(loaded, text, layer=args.layer)
         widget_mb = (len(view.weights) + len(view.thumbnails) + 16 * len(view.tokens)) / 2**20
@@ -58,21 +60,33 @@ def main():
         rows.append(
             [
                 n,
-                f"{ours_s * 1000:.0f}",
-                f"{base_s * 1000:.0f}",
+                spread(times["ours"], 0, 1000),
+                spread(times["eager"], 0, 1000),
                 f"{base_s / ours_s:.2f}x",
-                f"{ours_mb:.0f}",
-                f"{base_mb:.0f}",
-                f"{base_mb / ours_mb:.1f}x" if ours_mb >= 16 else "(ours below RSS resolution)",
+                f"{ours_mb:.1f}",
+                f"{base_mb:.1f}",
+                f"{base_mb / ours_mb:.1f}x",
             ]
         )
         print(
             f"n={n}: ours {ours_s:.3f}s {ours_mb:.0f}MB | output_attentions {base_s:.3f}s {base_mb:.0f}MB", flush=True
         )
     table = markdown_table(
-        ["tokens", "ours ms", "eager ms", "speed-up", "ours peak MB", "eager peak MB", "memory ratio"], rows
+        [
+            "tokens",
+            "ours ms (min-max)",
+            "eager ms (min-max)",
+            "speed-up",
+            "ours peak MB",
+            "eager peak MB",
+            "memory ratio",
+        ],
+        rows,
     )
-    print(f"\nAttention capture, SmolLM2-135M, layer {args.layer} of 30, on {device_name()}\n\n{table}")
+    print(
+        f"\nAttention capture, SmolLM2-135M, layer {args.layer} of 30, on {device_name()}: medians of "
+        f"{max(3, args.repeats)} alternating rounds after a warm-up; peaks from the allocator\n\n{table}"
+    )
     print(
         "\nSent to the browser for that layer (all heads): our widget state vs bertviz's head-view HTML "
         "(which also needs require.js and d3 from a CDN)\n"

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_time, device_name, markdown_table  # noqa: E402
+from common import alternating, device_name, markdown_table, median, spread  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.inspect.attention import capture  # noqa: E402
@@ -27,6 +27,7 @@ def text_of(loaded, n: int) -> str:
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024])
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds of each side (at least 3)")
     args = parser.parse_args()
     loaded = Session().load("default")
     rows = []
@@ -36,17 +37,16 @@ def main():
         view = AttentionView(loaded, text, view="matrix")
         layers = iter(range(10**9))
 
-        # what a click on the layer menu runs in the kernel, data ready to send included
-        def ours(view=view, layers=layers):
+        def ours(view=view, layers=layers):  # what a click on the layer menu runs in the kernel, data included
             view.layer = next(layers) % view.num_layers
 
-        # before: a fresh capture of the asked layer, then the same bytes
-        def recapture(view=view, layers=layers, text=text):
+        def recapture(view=view, layers=layers, text=text):  # before: a fresh capture of the asked layer
             layer = next(layers) % view.num_layers
             maps = capture(loaded, text, layers=layer).weights[layer]
             return maps.mean(0)
 
-        ours_s, before_s = best_time(ours, repeats=5), best_time(recapture, repeats=3)
+        times = alternating({"ours": ours, "before": recapture}, repeats=args.repeats)
+        ours_s, before_s = median(times["ours"]), median(times["before"])
         kept = (
             sum(
                 x.query.numel() * x.query.element_size() + x.key.numel() * x.key.element_size()
@@ -54,13 +54,23 @@ def main():
             )
             / 2**20
         )
-        rows.append([n, f"{ours_s * 1000:.0f}", f"{before_s * 1000:.0f}", f"{before_s / ours_s:.1f}x", f"{kept:.0f}"])
+        rows.append(
+            [
+                n,
+                spread(times["ours"], 0, 1000),
+                spread(times["before"], 0, 1000),
+                f"{before_s / ours_s:.1f}x",
+                f"{kept:.0f}",
+            ]
+        )
         print(f"n={n}: switch {ours_s:.3f}s vs re-capture {before_s:.3f}s; kept queries+keys {kept:.0f} MB", flush=True)
     table = markdown_table(
-        ["tokens", "layer switch ms (ours)", "fresh capture ms (before)", "speed-up", "kept q+k MB"], rows
+        ["tokens", "layer switch ms (ours, min-max)", "fresh capture ms (before, min-max)", "speed-up", "kept q+k MB"],
+        rows,
     )
     print(
-        f"\nAttention widget layer switch (mean of heads, matrix view), SmolLM2-135M, 30 layers, best of 5 vs 3, "
+        f"\nAttention widget layer switch (mean of heads, matrix view), SmolLM2-135M, 30 layers, medians of "
+        f"{max(3, args.repeats)} alternating rounds after a warm-up, "
         f"on {device_name()}\n\n{table}"
     )
 

@@ -3,10 +3,13 @@ perturbations in batches sized from a memory budget, one target at a time, the w
 requires_grad off) vs the same Captum method called with its defaults (all IG steps in one batch, one
 perturbation per forward) on the same input and baseline, with the plain forward function (every position's
 logits, the model as loaded). A prompt of --prompt-tokens tokens and --new-tokens greedily generated targets on SmolLM2;
-attributions must agree to 1e-4. Each side runs in its own fresh process (the model loaded, then one
-run), so that the peak RSS of one is not hidden by memory the other left in the allocator.
+attributions must agree to 1e-4. Both sides time the same work: the greedy generation of the targets
+(`Session.attribute` generates them; the Captum side runs the same `generate` first), then the attribution.
+Each run is a fresh process (the model loaded, a first call whose peak RSS is the memory column, so that one
+side's peak is not hidden by memory the other left in the allocator, then a timed call); the sides' processes
+alternate for --repeats rounds (median and min-max).
 
-    python bench/attribution.py [--prompt-tokens 100] [--new-tokens 10] [--methods ...] [--steps 50]
+    python bench/attribution.py [--prompt-tokens 100] [--new-tokens 10] [--methods ...] [--steps 50] [--repeats 3]
 """
 
 import argparse
@@ -21,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
+from common import device_name, markdown_table, median, peak_memory_mb, spread  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.inspect.attribution import METHODS, _baseline_id  # noqa: E402
@@ -110,7 +113,8 @@ def prompt_text(tokenizer, prompt_tokens: int) -> str:
 
 
 def one_side(args):
-    """In a fresh process: load, then run one side once; print its time and extra peak RSS, save the scores."""
+    """In a fresh process: load, run one side once (its extra peak RSS), then once more timed; print both,
+    save the scores."""
     session = Session()
     loaded = session.load("default")
     text = prompt_text(loaded.tokenizer, args.prompt_tokens)
@@ -118,7 +122,6 @@ def one_side(args):
     out = {}
 
     def run():
-        start = time.perf_counter()
         torch.manual_seed(0)
         if args.side == "ours":
             result = session.attribute(
@@ -131,13 +134,17 @@ def one_side(args):
             )
             out.update(scores=result.scores, ids=result.ids)
         else:
-            ids = json.loads(Path(args.ids).read_text())
-            prompt_length = len(loaded.tokenizer(text)["input_ids"])
-            out.update(scores=captum_defaults(method, loaded, torch.tensor([ids]), prompt_length, steps), ids=ids)
-        out["seconds"] = time.perf_counter() - start
+            prompt = loaded.tokenizer(text, return_tensors="pt")["input_ids"].to(loaded.device)
+            with torch.inference_mode():  # the targets' greedy generation, as Session.attribute runs it
+                loaded.model.generate(prompt, max_new_tokens=args.new_tokens, do_sample=False)
+            ids = json.loads(Path(args.ids).read_text())  # the same targets as ours, token for token
+            out.update(scores=captum_defaults(method, loaded, torch.tensor([ids]), prompt.shape[1], steps), ids=ids)
 
-    extra_mb = peak_memory_mb(run)  # sampled RSS over the call, in a process that ran nothing else
-    scores, ids, seconds = out["scores"], out["ids"], out["seconds"]
+    extra_mb = peak_memory_mb(run)  # sampled RSS over the first call, in a process that ran nothing else
+    start = time.perf_counter()
+    run()
+    seconds = time.perf_counter() - start
+    scores, ids = out["scores"], out["ids"]
     np.save(args.out, scores)
     Path(args.out + ".ids.json").write_text(json.dumps(ids))
     print(json.dumps({"seconds": seconds, "extra_mb": extra_mb}))
@@ -182,6 +189,7 @@ def main():
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--ids", help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, help="ours: steps per forward pass (default: from the budget)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds of a fresh process per side (at least 3)")
     args = parser.parse_args()
     if args.one:
         return one_side(args)
@@ -190,18 +198,23 @@ def main():
         for method in args.methods:
             steps = args.steps if "integrated" in method else max(1, args.steps // 2)
             ours_out, theirs_out = f"{folder}/{method}-ours.npy", f"{folder}/{method}-captum.npy"
-            ours = run_side(args, method, steps, "ours", ours_out)
-            theirs = run_side(args, method, steps, "captum", theirs_out, ours_out + ".ids.json")
+            runs: dict[str, list[dict]] = {"ours": [], "captum": []}
+            for round_ in range(max(3, args.repeats)):  # the sides alternate; ours first makes the targets
+                for side in ("ours", "captum") if round_ % 2 == 0 else ("captum", "ours"):
+                    out, ids = (ours_out, None) if side == "ours" else (theirs_out, ours_out + ".ids.json")
+                    runs[side].append(run_side(args, method, steps, side, out, ids))
+            ours, theirs = ([r["seconds"] for r in runs[side]] for side in ("ours", "captum"))
+            ours_mb, theirs_mb = (median([r["extra_mb"] for r in runs[side]]) for side in ("ours", "captum"))
             difference = float(np.nanmax(np.abs(np.load(ours_out) - np.load(theirs_out))))
             rows.append(
                 [
                     method,
                     steps,
-                    f"{ours['seconds']:.1f}",
-                    f"{theirs['seconds']:.1f}",
-                    f"{theirs['seconds'] / ours['seconds']:.2f}x",
-                    f"{ours['extra_mb']:.0f}",
-                    f"{theirs['extra_mb']:.0f}",
+                    spread(ours, 1),
+                    spread(theirs, 1),
+                    f"{median(theirs) / median(ours):.2f}x",
+                    f"{ours_mb:.0f}",
+                    f"{theirs_mb:.0f}",
                     f"{difference:.1e}",
                 ]
             )
@@ -214,8 +227,8 @@ def main():
         [
             "method",
             "steps / samples",
-            "ours s",
-            "Captum defaults s",
+            "ours s, median (min-max)",
+            "Captum defaults s, median (min-max)",
             "speed-up",
             "ours extra peak RSS MB",
             "Captum extra peak RSS MB",
@@ -225,7 +238,8 @@ def main():
     )
     print(
         f"Attribution of {args.new_tokens} generated tokens to a {args.prompt_tokens}-token prompt, "
-        f"SmolLM2-135M, on {device_name()} (each side in a fresh process; ours includes the greedy generation)"
+        f"SmolLM2-135M, on {device_name()} (each run in a fresh process, the sides alternating; "
+        "both include the targets' greedy generation)"
         f"\n\n{table}"
     )
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import best_time, device_name, markdown_table  # noqa: E402
+from common import alternating, device_name, markdown_table, median  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.base.interrupts import StopFlag  # noqa: E402
@@ -97,8 +97,11 @@ def main():
         [raw, lambda: ours(False), lambda: ours(True), playground], args.repeats
     )
     generated = raw()
-    own_s = best_time(lambda: callbacks_alone(generated), args.repeats)
-    shading_s = best_time(lambda: shading_alone(panel.runs[0]), args.repeats)
+    alone = alternating(
+        {"callbacks": lambda: callbacks_alone(generated), "shading": lambda: shading_alone(panel.runs[0])},
+        repeats=args.repeats,
+    )
+    own_s, shading_s = median(alone["callbacks"]), median(alone["shading"])
     rows = [
         ["raw model.generate", f"{raw_s * 1000:.0f}", f"{args.tokens / raw_s:.1f}", "1.000"],
         [

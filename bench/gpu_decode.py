@@ -28,7 +28,7 @@ import torch
 
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
-from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
+from common import alternating, device_name, markdown_table, median, peak_memory_mb, spread  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.base.devices import compile_backend  # noqa: E402
@@ -151,10 +151,8 @@ def decode_rows(session: Session, tokens: int, backend) -> tuple[list, dict]:
         start = time.perf_counter()
         compiled()  # warm-up: compiles (and captures CUDA graphs) for this shape
         warmup = time.perf_counter() - start
-        rates = {}
-        for name, fn in (("raw", raw), ("session", ours), ("compiled", compiled)):
-            seconds, _ = timed(fn)
-            rates[name] = batch * tokens / seconds
+        times = alternating({"raw": raw, "session": ours, "compiled": compiled}, repeats=3)
+        rates = {name: batch * tokens / median(seconds) for name, seconds in times.items()}  # medians
         ratios[batch] = rates
         rows.append(
             [
@@ -324,13 +322,18 @@ def attention_rows(loaded: LoadedModel, lengths: list[int]) -> list:
             with torch.inference_mode():
                 return eager(input_ids=ids, output_attentions=True).attentions
 
+        sides = {"ours": ours, "eager": baseline}
+        try:
+            times = alternating(sides, repeats=3)
+        except torch.cuda.OutOfMemoryError:  # eager's n x n maps of every layer: time ours alone
+            torch.cuda.empty_cache()
+            sides = {"ours": ours}
+            times = alternating(sides, repeats=3)
         cells = [ids.shape[1]]
-        for fn in (ours, baseline):
-            try:
-                seconds, _ = timed(fn, repeats=1)
-                cells += [f"{seconds * 1000:.0f}", f"{peak_memory_mb(fn):,.0f}"]
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
+        for name in ("ours", "eager"):
+            if name in sides:
+                cells += [spread(times[name], 0, 1000), f"{peak_memory_mb(sides[name]):,.0f}"]
+            else:
                 cells += ["out of memory", "-"]
         rows.append(cells)
     return rows
@@ -370,7 +373,10 @@ def main():
     if "decode" in parts:
         tokens = 8 if dry else args.decode_tokens
         rows, decode = decode_rows(session, tokens, backend)
-        print(f"Decode, {what}, {str(dtype).removeprefix('torch.')}, {tokens} new tokens (sampling, top-k 50)\n")
+        print(
+            f"Decode, {what}, {str(dtype).removeprefix('torch.')}, {tokens} new tokens (sampling, top-k 50); "
+            "medians of 3 rounds, the three sides alternating after a warm-up\n"
+        )
         print(
             markdown_table(
                 [
@@ -403,7 +409,9 @@ def main():
             f"\nAttention, one layer captured (ours) vs output_attentions=True under eager attention (all layers), "
             f"{what}\n"
         )
-        print(markdown_table(["tokens", "ours ms", "ours peak MB", "eager ms", "eager peak MB"], rows))
+        print(
+            markdown_table(["tokens", "ours ms (min-max)", "ours peak MB", "eager ms (min-max)", "eager peak MB"], rows)
+        )
 
     if "quantized" in parts:
         tokens = 8 if dry else args.decode_tokens

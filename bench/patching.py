@@ -1,18 +1,19 @@
 """Batched activation patching vs a plain one-forward-per-patch hook loop (TransformerLens's way), residual
 stream sweep of SmolLM2 (30 layers x every position), side by side in one process; scores must agree to 1e-4.
+The two sides run alternately after a warm-up of each (median and min-max of --repeats rounds); the peak
+memory is the allocator's (CUDA, or the torch profiler's record on the CPU).
 
-    python bench/patching.py [--layers 30] [--repeats 1]
+    python bench/patching.py [--layers 30] [--repeats 3]
 """
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import device_name, markdown_table, peak_memory_mb  # noqa: E402
+from common import allocator_peak_mb, alternating, device_name, markdown_table, median, spread  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.inspect.patching import patch  # noqa: E402
@@ -64,6 +65,7 @@ def hook_loop(loaded, layers: list[int], answer: int, wrong: int) -> torch.Tenso
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--layers", type=int, default=30, help="sweep the first N layers (30 = all)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds of each side (at least 3)")
     args = parser.parse_args()
     session = Session()
     loaded = session.load("default")
@@ -79,20 +81,16 @@ def main():
     def loop():
         results["loop"] = hook_loop(loaded, layers, answer, wrong)
 
-    timings = {}
-    for name, fn in (("ours", ours), ("loop", loop)):
-        start = time.perf_counter()
-        fn()
-        timings[name] = time.perf_counter() - start
-    ours_mb, loop_mb = peak_memory_mb(ours), peak_memory_mb(loop)
+    times = alternating({"ours": ours, "loop": loop}, repeats=args.repeats)
+    ours_mb, loop_mb = allocator_peak_mb(ours), allocator_peak_mb(loop)
     difference = float((results["ours"][layers] - results["loop"][layers]).abs().max())
     assert difference < 1e-4, f"scores differ by {difference}"
     shown = results["ours"][layers]
     table = markdown_table(
         [
             "sweep",
-            "batched s",
-            "hook loop s",
+            "batched s, median (min-max)",
+            "hook loop s, median (min-max)",
             "speed-up",
             "batched peak MB",
             "loop peak MB",
@@ -102,17 +100,20 @@ def main():
         [
             [
                 f"{len(layers)} layers x {n} positions",
-                f"{timings['ours']:.1f}",
-                f"{timings['loop']:.1f}",
-                f"{timings['loop'] / timings['ours']:.1f}x",
-                f"{ours_mb:.0f}",
-                f"{loop_mb:.0f}",
+                spread(times["ours"]),
+                spread(times["loop"]),
+                f"{median(times['loop']) / median(times['ours']):.1f}x",
+                f"{ours_mb:.1f}",
+                f"{loop_mb:.1f}",
                 f"{difference:.1e}",
                 f"{float(shown.min()):.2f} .. {float(shown.max()):.2f}",
             ]
         ],
     )
-    print(f"Residual-stream activation patching, SmolLM2-135M, on {device_name()}\n\n{table}")
+    print(
+        f"Residual-stream activation patching, SmolLM2-135M, on {device_name()}; {len(times['ours'])} alternating "
+        f"rounds after a warm-up\n\n{table}"
+    )
 
 
 if __name__ == "__main__":

@@ -91,13 +91,23 @@ def cache(tmp_path, default_model_dir):
         os.environ["LLM_MAGICS_CACHE"] = previous
 
 
+def _load_on() -> dict:
+    """Where the model fixtures load: the suite's device and dtype (support.DEVICE, support.DTYPE)."""
+    from support import DEVICE, DTYPE
+
+    return {"device": str(DEVICE), "dtype": str(DTYPE).removeprefix("torch.")}
+
+
+LOAD_ON = _load_on()
+
+
 @pytest.fixture
 def session(default_model_dir):
-    """A fresh Session with the default model loaded (0.3 s from the cache)."""
+    """A fresh Session with the default model loaded (0.3 s from the cache) on the suite's device."""
     from llm_magics import Session
 
     s = Session()
-    s.load("default")
+    s.load("default", **LOAD_ON)
     return s
 
 
@@ -106,6 +116,6 @@ def magic_session(shell, default_model_dir):
     """The kernel session the magics use, with a freshly loaded default model."""
     import llm_magics
 
-    llm_magics.session.load("default")
+    llm_magics.session.load("default", **LOAD_ON)
     llm_magics.session.reset_chat()
     return llm_magics.session

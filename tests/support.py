@@ -1,10 +1,13 @@
 """Helpers the tests share (imported as `from support import ...`; fixtures stay in conftest.py)."""
 
+import gc
 import os
 import signal
 import threading
 import time
 from pathlib import Path
+
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "examples" / "data"
@@ -19,6 +22,75 @@ TINY_CONFIG = {
     "intermediate_size": 64,
     "max_position_embeddings": 128,
 }
+
+
+# The device and precision the suite runs on, read in this one place: LLM_MAGICS_TEST_DEVICE=cpu (the
+# default) or cuda / cuda:N (then the dtype is what `--device auto` picks there: bf16). `meta` keeps the model
+# fixtures on the CPU (meta tensors hold no values); test_device_placement's fake device checks placement.
+TEST_DEVICE = os.environ.get("LLM_MAGICS_TEST_DEVICE", "cpu")
+DEVICE = torch.device("cpu" if TEST_DEVICE == "meta" else TEST_DEVICE)
+DTYPE = torch.float32 if DEVICE.type == "cpu" else (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+# What `--device auto` picks, so where a kernel started by a test runs (its status bar shows it).
+AUTO_DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+# Tolerances per dtype. fp32 keeps each test's own (1e-5 for probabilities and maps, 1e-4 for sums and
+# entropies). bf16 keeps 8 bits of mantissa (a relative step of 2**-8 = 0.004): a probability read through a
+# bf16 model differs from its reference by up to ~1e-2, so the floor there is 2e-2 absolute and relative.
+LOW_PRECISION_FLOOR = {torch.bfloat16: 2e-2, torch.float16: 5e-3}
+# Training losses that should agree (grad accumulation against a bigger batch, a resumed run against an
+# uninterrupted one), by the dtype the forward passes compute in. In bf16 (autocast) only the order of the
+# sums differs: measured 1.2e-4 for 2 x 4 against a batch of 8, where a batch of 4 instead of 8 is 3e-2 off.
+LOSS_ATOL = {torch.float32: 1e-4, torch.bfloat16: 1e-3, torch.float16: 1e-3}
+
+
+def tol(atol: float = 1e-5, rtol: float = 0.0, dtype: torch.dtype | None = None) -> dict:
+    """assert_close / assert_allclose tolerances: the fp32 ones a test states, raised to the floor of a lower
+    precision when the suite runs in one (`dtype`: the compared tensors' own, default the suite's)."""
+    floor = LOW_PRECISION_FLOOR.get(dtype or DTYPE, 0.0)
+    return {"atol": max(atol, floor), "rtol": max(rtol, floor)}
+
+
+class PeakMemory:
+    """Extra memory at the peak of a block, in MB (`mb()`, readable inside the block too): the CUDA
+    allocator's peak on a GPU (RSS cannot see device memory), else RSS sampled every 2 ms by a thread of its
+    own, so a peak between two reads is seen too."""
+
+    def __init__(self, device: torch.device | str | None = None):
+        self.cuda = torch.device(device or DEVICE).type == "cuda"
+        self.samples = 0
+
+    def __enter__(self):
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            self.base = torch.cuda.memory_allocated()
+            return self
+        import psutil
+
+        self.process = psutil.Process()
+        self.base = self.peak = self.process.memory_info().rss
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self):
+        while not self.done.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            self.samples += 1
+            self.done.wait(0.002)
+
+    def mb(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return (torch.cuda.max_memory_allocated() - self.base) / 2**20
+        self.peak = max(self.peak, self.process.memory_info().rss)
+        return (self.peak - self.base) / 2**20
+
+    def __exit__(self, *exc):
+        if not self.cuda:
+            self.done.set()
+            self.thread.join()
 
 
 def one_error_line(capsys) -> str:

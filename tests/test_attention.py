@@ -12,7 +12,7 @@ import llm_magics
 from llm_magics import LLMError, Session
 from llm_magics.inspect.attention import capture
 from llm_magics.views.attention import AttentionView
-from support import run
+from support import DEVICE, DTYPE, run, tol
 
 TEXT = "The cat sat on the mat because it was tired."
 
@@ -20,12 +20,15 @@ TEXT = "The cat sat on the mat because it was tired."
 # SmolLM2 (135M) is the slow one: its tests are in the slow tier; the small encoder's stay in the fast one.
 @pytest.fixture(scope="module", params=[pytest.param("default", marks=pytest.mark.slow), "minilm"])
 def model_pair(request, default_model_dir):
+    """The model on the suite's device and dtype, and transformers' eager attentions computed there in the same
+    dtype (handed back on the CPU in float32, where the captured maps are)."""
     s = Session()
-    loaded = s.load(request.param)
+    loaded = s.load(request.param, device=str(DEVICE), dtype=str(DTYPE).removeprefix("torch."))
     auto = AutoModelForCausalLM if loaded.kind == "causal" else AutoModel
-    eager = auto.from_pretrained(loaded.source, attn_implementation="eager")
+    eager = auto.from_pretrained(loaded.source, attn_implementation="eager", dtype=loaded.dtype).to(loaded.device)
     with torch.no_grad():
-        reference = eager(**loaded.tokenizer(TEXT, return_tensors="pt"), output_attentions=True).attentions
+        inputs = loaded.tokenizer(TEXT, return_tensors="pt").to(loaded.device)
+        reference = tuple(a.float().cpu() for a in eager(**inputs, output_attentions=True).attentions)
     return s, loaded, reference
 
 
@@ -36,8 +39,8 @@ def test_capture_equals_eager_output_attentions(model_pair):
     assert sorted(captured.weights) == [0, last]  # only the asked layers are kept
     for layer in (0, last):
         weights = captured.weights[layer]
-        torch.testing.assert_close(weights, reference[layer][0], atol=1e-5, rtol=0)
-        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(weights, reference[layer][0], **tol(1e-5))
+        torch.testing.assert_close(weights.sum(-1), torch.ones(weights.shape[:-1]), **tol(1e-5))
     upper = torch.triu(captured.weights[0], diagonal=1)
     if loaded.kind == "causal":
         assert captured.causal and upper.abs().max() == 0
@@ -50,7 +53,7 @@ def test_only_asked_heads_are_computed(model_pair):
     s, loaded, reference = model_pair
     captured = capture(loaded, TEXT, layers=1, heads=[0, 2])
     assert captured.weights[1].shape[0] == 2
-    torch.testing.assert_close(captured.head(1, 2), reference[1][0, 2], atol=1e-5, rtol=0)
+    torch.testing.assert_close(captured.head(1, 2), reference[1][0, 2], **tol(1e-5))
 
 
 def test_kept_queries_and_keys_give_every_layer(model_pair):
@@ -58,7 +61,7 @@ def test_kept_queries_and_keys_give_every_layer(model_pair):
     captured = capture(loaded, TEXT, keep_queries_keys=True)
     assert sorted(captured.queries_keys) == list(range(len(reference)))
     for layer in range(len(reference)):
-        torch.testing.assert_close(captured.layer_weights(layer), reference[layer][0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(captured.layer_weights(layer), reference[layer][0], **tol(1e-5))
 
 
 def test_explain_detects_and_names_the_sinks(model_pair):
@@ -71,7 +74,7 @@ def test_explain_detects_and_names_the_sinks(model_pair):
     captured = capture(loaded, TEXT, thumbnails=8, rollout=True)
     layers, heads = len(reference), reference[0].shape[1]
     assert captured.thumbnails.shape == (layers, heads, 8, 8)
-    torch.testing.assert_close(captured.rollout.sum(-1), torch.ones(captured.rollout.shape[0]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(captured.rollout.sum(-1), torch.ones(captured.rollout.shape[0]), **tol(1e-4))
     mean = torch.stack([a[0].mean(0) for a in reference]).mean(0)  # (n, n): layers and heads averaged
     n = mean.shape[0]
     if loaded.kind == "causal":
@@ -89,7 +92,7 @@ def test_explain_detects_and_names_the_sinks(model_pair):
         assert set(sinks) == expected and 0 in sinks and explanation["target"] == "next token after '.'"
         raw = captured.rollout[-1]
         assert raw.argmax() == 0  # undropped, the sink takes the biggest share
-        torch.testing.assert_close(torch.tensor(row, dtype=torch.float32), without_sinks(raw, sinks), atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.tensor(row, dtype=torch.float32), without_sinks(raw, sinks), **tol(1e-5))
         assert row.max() < 0.9  # no new sink on the second token
         assert sum(explanation["saliency"]) == pytest.approx(1.0, abs=1e-4) and explanation["predicted"]
     else:
@@ -106,16 +109,16 @@ def test_explain_gradient_x_input_and_rank_correlation(session):
 
     loaded = session.loaded
     explanation = session.explain(TEXT)
-    ids = loaded.tokenizer(TEXT, return_tensors="pt")["input_ids"]
+    ids = loaded.tokenizer(TEXT, return_tensors="pt")["input_ids"].to(loaded.device)
     embeddings = loaded.model.get_input_embeddings()(ids).detach().requires_grad_(True)
     with torch.enable_grad():
         logits = loaded.model(inputs_embeds=embeddings).logits[0, -1]
         predicted = int(logits.argmax())
         torch.log_softmax(logits, -1)[predicted].backward()
-    raw = (embeddings.grad * embeddings).sum(-1)[0].abs().detach()
+    raw = (embeddings.grad * embeddings).sum(-1)[0].abs().detach().float().cpu()
     sinks = explanation["sinks"]
     raw[sinks] = 0
-    np.testing.assert_allclose(explanation["saliency"], (raw / raw.sum()).numpy(), atol=1e-4)
+    np.testing.assert_allclose(explanation["saliency"], (raw / raw.sum()).numpy(), **tol(1e-4, 1e-7))
     assert explanation["predicted"] == loaded.tokenizer.decode([predicted])
     kept = [i for i in range(len(explanation["tokens"])) if i not in sinks]
     rho = spearmanr([explanation["rollout"][i] for i in kept], [explanation["saliency"][i] for i in kept]).statistic
@@ -136,12 +139,12 @@ def test_layer_switch_reuses_the_one_forward_pass(model_pair):
                 view.layer, view.head = layer, head
                 assert (view.shown_layer, view.shown_head) == (layer, head)  # the data names itself
                 expected = reference[layer][0]
-                torch.testing.assert_close(view.layer_weights(layer), expected, atol=1e-5, rtol=0)
+                torch.testing.assert_close(view.layer_weights(layer), expected, **tol(1e-5))
                 sent = np.frombuffer(view.weights, np.uint8).reshape(-1, n, n)
                 maps = expected.mean(0) if head < 0 else expected[head]
                 assert view.weight_heads[0] == head
                 peaks = np.frombuffer(view.row_peaks, np.float32).reshape(-1, n)[0]
-                np.testing.assert_allclose(peaks, maps.max(-1).values.numpy(), atol=1e-5)
+                np.testing.assert_allclose(peaks, maps.max(-1).values.numpy(), **tol(1e-5, 1e-7))
                 scaled = (maps / maps.max(-1, keepdim=True).values * 255).round().numpy()
                 assert np.abs(sent[0] - scaled).max() <= 1
         assert len(passes) == 1  # no new forward pass for any layer or head
@@ -290,7 +293,7 @@ def test_block_by_block_overview_equals_the_whole_capture(model_pair):
     """What a long text gets lazily, one block of query rows at a time (the shown map, the head entropies,
     the thumbnails, the sink shares and the rollout row, read top-down), equals the whole-matrix capture and
     transformers' eager attentions at a short text, with blocks smaller than the text."""
-    from llm_magics import attention
+    from llm_magics.inspect import attention
 
     s, loaded, reference = model_pair
     whole = capture(loaded, TEXT, thumbnails=4, rollout=True)
@@ -303,23 +306,23 @@ def test_block_by_block_overview_equals_the_whole_capture(model_pair):
             eager = reference[layer][0]
             for head in (-1, 2):
                 shown = attention.layer_map(kept.queries_keys[layer], head)
-                torch.testing.assert_close(shown, eager.mean(0) if head < 0 else eager[head], atol=1e-5, rtol=0)
+                torch.testing.assert_close(shown, eager.mean(0) if head < 0 else eager[head], **tol(1e-5))
             p = eager.double()
             expected = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean(-1)
             entropy = attention.head_entropies(kept.queries_keys[layer])
-            torch.testing.assert_close(entropy.double(), expected, atol=1e-4, rtol=0)
+            torch.testing.assert_close(entropy.double(), expected, **tol(1e-4))
         position = n - 1 if kept.causal else 0
         thumbnails, shares, row = attention.layer_overview(kept, 4, position)
     finally:
         attention.ROW_BLOCK = block
-    torch.testing.assert_close(thumbnails, whole.thumbnails, atol=1e-5, rtol=0)
-    torch.testing.assert_close(shares, whole.shares, atol=1e-5, rtol=0)
-    torch.testing.assert_close(row, whole.rollout[position], atol=1e-5, rtol=0)
+    torch.testing.assert_close(thumbnails, whole.thumbnails, **tol(1e-5))
+    torch.testing.assert_close(shares, whole.shares, **tol(1e-5))
+    torch.testing.assert_close(row, whole.rollout[position], **tol(1e-5))
     view = AttentionView(loaded, TEXT, view="matrix")
     assert view.thumbnails == b"" and view.rollout == []  # not computed until a view needs them
     view.view = "head"
     assert view.sinks == whole.sinks
-    np.testing.assert_allclose(view.rollout, whole.rollout_row().numpy(), atol=1e-5)
+    np.testing.assert_allclose(view.rollout, whole.rollout_row().numpy(), **tol(1e-5, 1e-7))
     assert len(view.thumbnails) == view.num_layers * view.num_heads * min(24, n) ** 2
 
 
@@ -337,7 +340,7 @@ def _pooled_oracle(exact: torch.Tensor, r0: int, c0: int, span: int, f: int) -> 
 def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
     """The long-text matrix picture (rows scaled to their max, max-pooled; or an exact box) equals the same
     thing computed from transformers' eager attentions, with row blocks smaller than the box."""
-    from llm_magics import attention
+    from llm_magics.inspect import attention
 
     s, loaded, reference = model_pair
     kept = capture(loaded, TEXT, layers=[], keep_queries_keys=True)
@@ -351,8 +354,10 @@ def test_layer_image_pools_and_tiles_like_the_eager_map(model_pair):
                 image, peaks, f = attention.layer_image(kept.queries_keys[layer], head, box, pixels)
                 r0, c0, span = box
                 assert f == -(-span // pixels) and image.shape == (-(-span // f),) * 2
-                np.testing.assert_allclose(image.numpy(), _pooled_oracle(exact, r0, c0, span, f), atol=1e-5)
-                np.testing.assert_allclose(peaks.numpy(), exact.max(-1).values[r0 : r0 + span].numpy(), atol=1e-5)
+                np.testing.assert_allclose(image.numpy(), _pooled_oracle(exact, r0, c0, span, f), **tol(1e-5, 1e-7))
+                np.testing.assert_allclose(
+                    peaks.numpy(), exact.max(-1).values[r0 : r0 + span].numpy(), **tol(1e-5, 1e-7)
+                )
     finally:
         attention.ROW_BLOCK = block
 
@@ -373,13 +378,17 @@ def test_long_matrix_sends_a_pooled_overview_and_exact_tiles(model_pair, monkeyp
     exact = reference[1][0].mean(0)
     sent = np.frombuffer(view.weights, np.uint8).reshape(side, side) / 255
     assert np.abs(sent - _pooled_oracle(exact, 0, 0, n, f)).max() <= 0.5 / 255 + 1e-6
-    np.testing.assert_allclose(np.frombuffer(view.row_peaks, np.float32), exact.max(-1).values.numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.frombuffer(view.row_peaks, np.float32), exact.max(-1).values.numpy(), **tol(1e-5, 1e-7)
+    )
 
     view.zoom = [2.0, 1.0, 4.0]  # what the browser sends once a zoom gesture settles
     assert view.tile_box == [1, -1, 2, 1, 4, 1]
     tile = np.frombuffer(view.tile, np.uint8).reshape(4, 4) / 255
     assert np.abs(tile - _pooled_oracle(exact, 2, 1, 4, 1)).max() <= 0.5 / 255 + 1e-6
-    np.testing.assert_allclose(np.frombuffer(view.tile_peaks, np.float32), exact.max(-1).values[2:6].numpy(), atol=1e-5)
+    np.testing.assert_allclose(
+        np.frombuffer(view.tile_peaks, np.float32), exact.max(-1).values[2:6].numpy(), **tol(1e-5, 1e-7)
+    )
     static = view.static_html()
     assert "zoomed to rows 2..5, columns 1..4" in static and static.count("llm-row-label") == 4
 

@@ -233,34 +233,17 @@ def test_byte_fast_path_gives_byt5_ids_and_the_saved_tokenizer_reloads(tmp_path,
 
 @pytest.mark.slow
 def test_50mb_corpus_trains_with_flat_memory(tmp_path, cache, tiny_config):
-    import threading
-
-    import psutil
+    from support import PeakMemory
 
     corpus = generated_corpus(tmp_path / "big.txt", 50)
-    process = psutil.Process()
-    base = process.memory_info().rss
-    peak, samples, done = [base], [0], threading.Event()
-
-    def sample_every_5ms():  # a sampler of its own, so a peak between two callbacks is seen too
-        while not done.is_set():
-            peak[0] = max(peak[0], process.memory_info().rss)
-            samples[0] += 1
-            done.wait(0.005)
-
-    sampler = threading.Thread(target=sample_every_5ms, daemon=True)
-    sampler.start()
-    try:
+    with PeakMemory("cpu") as peak:  # the corpus and its ids are host memory, on a GPU machine too
         result = Session().train(
             data=str(corpus), from_scratch=True, config=tiny_config, steps=3, seq_len=64, progress=False
         )
-    finally:
-        done.set()
-        sampler.join()
-    assert result.steps_done == 3 and samples[0] > 20
+    assert result.steps_done == 3 and peak.samples > 20
     # The old path held every id as a Python int (~1.7 GB for 50 MB of text); now the text and the
     # ids stay in memory-mapped Arrow files.
-    assert (peak[0] - base) / 2**20 < 400, (peak[0] - base) / 2**20
+    assert peak.mb() < 400, peak.mb()
     assert os.path.getsize(corpus) >= 50 * 10**6
 
 

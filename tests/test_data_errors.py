@@ -153,14 +153,22 @@ def test_interrupting_tokenization_stops_within_a_second(tmp_path, cache, tiny_c
         on_prepare=[stop_when("tokenizing", how, s, marks, delay=0.2)],
     )
     elapsed = time.monotonic() - marks["stopped_at"]
-    assert result.interrupted and result.steps_done == 0 and elapsed < 1.0
+    assert result.interrupted and result.steps_done == 0
     assert result.summary() == "train: stopped before the first step"
     tokens = cache / "tokens"
     assert not list(tokens.rglob("done.json")) and not list(tokens.rglob("tmp*"))  # nothing half-written
     finished = list(tokens.rglob("shard-*.arrow"))
+    started = time.monotonic()
     again = s.train(data=str(corpus), steps=2, seq_len=32, progress=False)  # goes on from the finished shards
     assert again.steps_done == 2 and list(tokens.rglob("done.json"))
     assert all(path.exists() for path in finished)
+    assert elapsed < stop_limit(time.monotonic() - started), elapsed
+
+
+def stop_limit(reference: float) -> float:
+    """How soon a stop must end the run: a second on a quiet machine, and under load (where every wall time
+    stretches) a quarter of `reference`, the same work done uninterrupted in the same test."""
+    return max(1.0, reference / 4)
 
 
 @pytest.mark.slow
@@ -173,17 +181,20 @@ def test_interrupting_while_reading_stops_within_a_second(tmp_path, cache, tiny_
         steps=5,
         seq_len=32,
         progress=False,
-        on_prepare=[stop_when("reading", "sigint", s, marks, delay=0.1)],
+        # at once: a fast machine reads the 30 MB in a fraction of a second
+        on_prepare=[stop_when("reading", "sigint", s, marks)],
     )
     elapsed = time.monotonic() - marks["stopped_at"]
-    assert result.interrupted and result.steps_done == 0 and elapsed < 1.0
+    assert result.interrupted and result.steps_done == 0
     assert ("reading", 1) not in marks["stages"]  # it stopped inside datasets' reader
     assert not [p for p in (cache / "datasets").rglob("*") if p.name.endswith(".incomplete")]
     # A later run reads the whole file (the interrupted read left nothing it would take as complete).
     from llm_magics.data import read_corpus
 
     blocks = sum(1 for block in corpus.read_text().split("\n\n") if block)
+    started = time.monotonic()
     assert len(read_corpus(str(corpus), cache=cache / "datasets")) == blocks
+    assert elapsed < stop_limit(time.monotonic() - started), elapsed
 
 
 def test_numbers_are_not_scored_as_text(shell, capsys, magic_session, tmp_path, cache):

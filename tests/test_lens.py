@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 from llm_magics import LLMError, Session
 from llm_magics.inspect.lens import logit_lens
 from llm_magics.views.attention import AttentionView
-from support import run
+from support import run, tol
 
 TEXT = "The cat sat on the mat because it was"
 
@@ -18,8 +18,10 @@ def test_lens_equals_final_norm_and_unembedding_of_each_hidden_state(session):
     lens = session.lens(TEXT)
     assert session.last is lens
     # Reference: a separately loaded copy, its hidden states read out by hand.
-    reference = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager")
-    inputs = loaded.tokenizer(TEXT, return_tensors="pt")
+    # On the lens's device and dtype (the suite's), compared at that dtype's tolerance (support.tol).
+    reference = AutoModelForCausalLM.from_pretrained(loaded.source, attn_implementation="eager", dtype=loaded.dtype)
+    reference.to(loaded.device)
+    inputs = loaded.tokenizer(TEXT, return_tensors="pt").to(loaded.device)
     with torch.no_grad():
         out = reference(**inputs, output_hidden_states=True)
         hidden = out.hidden_states
@@ -29,11 +31,11 @@ def test_lens_equals_final_norm_and_unembedding_of_each_hidden_state(session):
             normed = state[0] if row == len(hidden) - 1 else reference.model.norm(state[0])
             probs = torch.softmax(reference.lm_head(normed), dim=-1)
             top = probs.topk(5, dim=-1)
-            torch.testing.assert_close(lens.top_probs[row], top.values, atol=1e-4, rtol=0)
-            assert torch.equal(lens.top_ids[row, :, 0], top.indices[:, 0])
+            torch.testing.assert_close(lens.top_probs[row], top.values.float().cpu(), **tol(1e-4))
+            assert torch.equal(lens.top_ids[row, :, 0], top.indices[:, 0].cpu())
         # The last row is the model's own next-token distribution.
         torch.testing.assert_close(
-            lens.top_probs[-1], torch.softmax(out.logits[0], -1).topk(5).values, atol=1e-4, rtol=0
+            lens.top_probs[-1], torch.softmax(out.logits[0].float(), -1).topk(5).values.cpu(), **tol(1e-4)
         )
     assert lens.rows[0] == "embeddings" and lens.rows[-1] == "layer 29"
     assert lens.tokens[-1] == " was" and len(lens.top_tokens[-1]) == len(lens.tokens)
@@ -80,12 +82,13 @@ def test_lens_target_mode_against_a_hand_softmax(session):
     model = loaded.model
     norm, unembedding = model.model.norm, model.lm_head.weight
     with torch.no_grad():
-        hidden = model(**loaded.tokenizer(TEXT, return_tensors="pt"), output_hidden_states=True).hidden_states
+        inputs = loaded.tokenizer(TEXT, return_tensors="pt").to(loaded.device)
+        hidden = model(**inputs, output_hidden_states=True).hidden_states
         for row, state in enumerate(hidden):
             normed = state[0] if row == len(hidden) - 1 else norm(state[0])
-            logits = (normed @ unembedding.T).double()
+            logits = (normed @ unembedding.T).double().cpu()
             probs = torch.softmax(logits, -1)
-            torch.testing.assert_close(lens.target_probs[row].double(), probs[:, target], atol=1e-5, rtol=1e-3)
+            torch.testing.assert_close(lens.target_probs[row].double(), probs[:, target], **tol(1e-5, 1e-3))
             ranks = (logits > logits[:, target : target + 1]).sum(-1) + 1
             assert (lens.target_ranks[row] - ranks).abs().max() <= 1  # ties within float rounding only
     assert lens.target_ranks.shape == lens.target_probs.shape == (31, len(lens.tokens))
@@ -138,7 +141,7 @@ def test_widget_lens_reads_out_only_the_window_in_view(session):
         assert lens["start"] == start and len(lens["tokens"][0]) == LENS_WINDOW
         assert lens["tokens"] == [row[start : start + LENS_WINDOW] for row in full.top_tokens]
         torch.testing.assert_close(
-            torch.tensor(lens["probs"]), full.top_probs[:, start : start + LENS_WINDOW], atol=1e-4, rtol=0
+            torch.tensor(lens["probs"]), full.top_probs[:, start : start + LENS_WINDOW], **tol(1e-4)
         )
         assert lens["target"]["ranks"] == full.target_ranks[:, -1].tolist()
     view.lens_start = n  # past the end: the last window

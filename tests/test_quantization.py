@@ -91,7 +91,7 @@ def test_int8_greedy_continuations_match_fp32(full, int8):
 
 @pytest.mark.slow
 def test_attention_and_lens_agree_with_fp32(full, int8):
-    from llm_magics import attention
+    from llm_magics.inspect import attention
 
     text = "The cat sat on the mat because it was warm."
     layers = [0, 15, 29]

@@ -10,7 +10,7 @@ from llm_magics import LLMError, Session
 from llm_magics.generation import SamplingSettings
 from llm_magics.views.playground import SamplingPanel
 from llm_magics.views.training_chart import TrainingView
-from support import DATA, run
+from support import DATA, run, tol
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 
@@ -281,12 +281,12 @@ def test_token_rank_probability_and_card_match_a_plain_forward_pass(session):
     )
     tokens = token_probabilities(session.tokenizer, result.token_ids[0], result.scores)
     prompt_ids = session.tokenizer("The weather today is")["input_ids"]
-    ids = torch.tensor([prompt_ids + result.token_ids[0]])
+    ids = torch.tensor([prompt_ids + result.token_ids[0]], device=session.loaded.device)
     with torch.no_grad():
-        probs = torch.softmax(session.loaded.model(ids).logits[0].double(), dim=-1)
+        probs = torch.softmax(session.loaded.model(ids).logits[0].double(), dim=-1).cpu()
     for step, token in enumerate(tokens):
         p = probs[len(prompt_ids) - 1 + step]
-        assert token["prob"] == pytest.approx(float(p[token["id"]]), abs=1e-4)
+        assert token["prob"] == pytest.approx(float(p[token["id"]]), abs=tol(1e-4)["atol"])
         assert token["rank"] == int((p > p[token["id"]] + 1e-6).sum()) + 1
         listed = p.clone()
         listed[[i for i in session.tokenizer.all_special_ids if i != token["id"]]] = 0  # never listed

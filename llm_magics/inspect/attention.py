@@ -114,10 +114,10 @@ def row_blocks(inputs: LayerInputs, heads: list[int] | None = None):
 def layer_map(inputs: LayerInputs, head: int) -> torch.Tensor:
     """The (n, n) map of one head (head -1: the mean of the heads), block by block."""
     n, m = inputs.query.shape[2], inputs.key.shape[2]
-    shown = torch.zeros(n, m)
+    shown = torch.zeros(n, m, device=inputs.query.device)
     for rows, columns, probs in row_blocks(inputs, None if head < 0 else [head]):
         shown[rows, :columns] = probs.mean(0) if head < 0 else probs[0]
-    return shown
+    return shown.cpu()
 
 
 def layer_image(
@@ -131,7 +131,8 @@ def layer_image(
     n = inputs.query.shape[2]
     r0, c0, span = box or (0, 0, n)
     f = -(-span // pixels)
-    image, peaks = torch.zeros((-(-span // f),) * 2), torch.zeros(span)
+    device = inputs.query.device
+    image, peaks = torch.zeros((-(-span // f),) * 2, device=device), torch.zeros(span, device=device)
     blocks = score_blocks(inputs, None if head < 0 else [head], r0, r0 + span, f * max(1, ROW_BLOCK // f))
     for rows, columns, scores in blocks:
         if head >= 0:  # one head's softmax row over its max is exp(score - max score); its max is 1 / Σ exp
@@ -148,20 +149,20 @@ def layer_image(
             continue
         pooled = part if f == 1 else torch.nn.functional.max_pool2d(part[None], f, ceil_mode=True)[0]
         image[top // f : top // f + pooled.shape[0], : pooled.shape[1]] = pooled
-    return image, peaks, f
+    return image.cpu(), peaks.cpu(), f
 
 
 def head_entropies(inputs: LayerInputs) -> torch.Tensor:
     """Each head's mean row entropy (the head view's top 3), block by block."""
-    entropy = torch.zeros(inputs.query.shape[1])
+    entropy = torch.zeros(inputs.query.shape[1], device=inputs.query.device)
     for _, _, probs in row_blocks(inputs):
         entropy -= torch.special.xlogy(probs, probs).sum(-1).sum(-1)
-    return entropy / inputs.query.shape[2]
+    return (entropy / inputs.query.shape[2]).cpu()
 
 
-def _pooling(n: int, t: int) -> torch.Tensor:
+def _pooling(n: int, t: int, device: torch.device) -> torch.Tensor:
     """(n, t): a map @ this averages its n columns into adaptive_avg_pool1d's t bins (one matmul, no copy)."""
-    pool = torch.zeros(n, t)
+    pool = torch.zeros(n, t, device=device)
     for b in range(t):
         first, last = b * n // t, -(-(b + 1) * n // t)
         pool[first:last, b] = 1 / (last - first)
@@ -177,17 +178,18 @@ def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: in
     sinks included)."""
     n, heads = len(captured.tokens), captured.num_heads
     t = min(thumbnail_size, n)
-    pool = _pooling(n, t)
-    shares = torch.zeros(n)  # attention into each position from the others (causal: the later ones)
-    thumbnails = torch.zeros(captured.num_layers, heads, t, t)
-    row = torch.zeros(n)
+    device = next(iter(captured.queries_keys.values())).query.device  # computed there, handed back on the CPU
+    pool = _pooling(n, t, device)
+    shares = torch.zeros(n, device=device)  # attention into each position from the others (causal: the later ones)
+    thumbnails = torch.zeros(captured.num_layers, heads, t, t, device=device)
+    row = torch.zeros(n, device=device)
     row[position] = 1.0
     for layer in reversed(range(captured.num_layers)):
-        pooled_columns = torch.empty(heads, n, t)
-        through = torch.zeros(n)  # row @ (mean of heads)
+        pooled_columns = torch.empty(heads, n, t, device=device)
+        through = torch.zeros(n, device=device)  # row @ (mean of heads)
         for rows, columns, probs in row_blocks(captured.queries_keys[layer]):
             pooled_columns[:, rows] = probs @ pool[:columns]  # the skipped keys' zeros add nothing
-            weights = torch.stack([row[rows], torch.ones(probs.shape[1])])
+            weights = torch.stack([row[rows], torch.ones(probs.shape[1], device=device)])
             sums = (weights @ probs).sum(0) / heads  # (2, columns): the rollout step, the mean's column sums
             through[:columns] += sums[0]
             shares[:columns] += sums[1]  # a causal row gives nothing to later keys: only its own is taken off
@@ -195,9 +197,9 @@ def layer_overview(captured: AttentionCapture, thumbnail_size: int, position: in
         thumbnails[layer] = torch.nn.functional.adaptive_avg_pool1d(pooled_columns.transpose(1, 2), t).transpose(1, 2)
         mixed = 0.5 * through + 0.5 * row  # rollout_step's half residual path (its rows already sum to 1)
         row = mixed / mixed.sum().clamp_min(1e-12)
-    counts = n - 1 - torch.arange(n) if captured.causal else torch.full((n,), n - 1)  # the positions seeing each
+    counts = n - 1 - torch.arange(n, device=device) if captured.causal else torch.full((n,), n - 1, device=device)
     shares = torch.where(counts > 0, shares / captured.num_layers / counts.clamp_min(1), torch.zeros_like(shares))
-    return thumbnails, shares.clamp_min(0), row
+    return thumbnails.cpu(), shares.clamp_min(0).cpu(), row.cpu()
 
 
 SINK_SHARE = 0.3  # a position drawing more than this share of attention on average is a sink

@@ -8,7 +8,7 @@ import nbformat
 import pytest
 
 from browser_support import needs_chromium, open_page, ours, write_notebook
-from support import ARTIFACTS, DATA
+from support import ARTIFACTS, AUTO_DEVICE, DATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 3
@@ -81,7 +81,7 @@ def test_extension_chart_attention_status_and_panel(browser, lab):
         timeout=30_000,
     )
     status = page.locator(".llm-status-item").text_content()
-    assert "cpu" in status and "RAM" in status
+    assert AUTO_DEVICE in status and "RAM" in status
     page.screenshot(path=str(ARTIFACTS / "lab-notebook.png"), full_page=False)
 
     page.locator(".llm-status-item").click()
