@@ -42,6 +42,11 @@ class SamplingSettings:
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
         check_seed(self.seed)
         check_bounds(self, "generate")  # the bounds declared in options.py
+        if not self.do_sample and self.num_return_sequences > 1:  # transformers refuses it deep in generate
+            raise LLMError(
+                f"--greedy gives one sequence (every sample would be the same): "
+                f"drop --greedy or ask for --num-return-sequences 1 (got {self.num_return_sequences})"
+            )
         if self.stop is not None and not self.stop_strings():
             raise LLMError("--stop has no text: give texts separated by commas or newlines (a comma cannot be one)")
         return self

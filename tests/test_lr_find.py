@@ -63,6 +63,79 @@ def test_suggestions_follow_fastai_on_a_hand_made_curve(seed):
     assert 1e-5 < ours["valley"] < 1e-1  # on the way down, not on the plateau or past the minimum
 
 
+def test_smoothing_is_fastais_debiased_average_and_stops_at_4x_the_best():
+    """A known loss sequence through the sweep's step callback, against fastai's AvgSmoothLoss written out:
+    avg = beta * avg + (1 - beta) * loss, smoothed = avg / (1 - beta ** (i + 1)), beta = 0.98."""
+    from llm_magics.base.interrupts import StopFlag
+
+    losses = [5.0, 4.0, 4.5, 3.0, 2.0, 2.5, 1.0, 0.5, 0.7, 3.0, 40.0, 400.0, 9000.0]
+    beta, average, expected = 0.98, 0.0, []
+    for i, loss in enumerate(losses):
+        average = beta * average + (1 - beta) * loss
+        expected.append(average / (1 - beta ** (i + 1)))
+    session = Session()
+    session.stop_flag = StopFlag()
+    watcher = lr_finder.SweepWatcher(session, 1e-7, 10, len(losses), "valley")
+    for step, loss in enumerate(losses, 1):
+        watcher({"step": step, "loss": loss}, None)
+        best = min(expected[:step])
+        # the sweep is stopped once the smoothed loss passes 4x its best, not before
+        assert session.stop_flag.requested == any(e > 4 * min(expected[: i + 1]) for i, e in enumerate(expected[:step]))
+        assert best == watcher.best
+    assert watcher.losses == pytest.approx(expected, rel=1e-12)
+    assert watcher.losses[0] == losses[0]  # debiased: the first point is the first loss, not 2% of it
+    assert session.stop_flag.requested  # 9000 smoothed is far past 4x the best
+    assert watcher.lrs == pytest.approx([1e-7 * 1e8 ** (k / len(losses)) for k in range(len(losses))], rel=1e-12)
+
+
+# A fixed curve on lrs 10 ** (i - 10), i = 0..19, 20 planned steps: fastai's window is points 2..14.
+CURVE = [9.0, 8.0] + [4.0, 6.0, 5.9, 5.8, 5.0, 3.9, 3.8, 3.7, 3.6, 4.5, 6.0, 7.0, 8.0] + [9.0, 10.0, 11.0, 12.0, 13.0]
+
+
+def test_suggestions_on_a_fixed_curve_equal_the_hand_computed_answers():
+    """Worked by hand on the window [4.0, 6.0, 5.9, 5.8, 5.0, 3.9, 3.8, 3.7, 3.6, 4.5, 6.0, 7.0, 8.0]:
+    - minimum: the lowest loss 3.6 is window point 8 (sweep point 10, lr 1): suggest 1 / 10;
+    - steep: the steepest fall, 5.0 -> 3.9, starts at window point 4 (sweep point 6): lr 1e-4;
+    - valley: the longest decreasing run 6.0 .. 3.6 is window points 1..8 (8 long, ending at 8); fastai
+      takes start = end - length = 0 and index start + int(8/3) + int(8/3/2) = 3 (sweep point 5): lr 1e-5."""
+    lrs = [10.0 ** (i - 10) for i in range(20)]
+    suggestions = {name: (lr, *point) for name, (lr, point) in lr_finder.suggest(lrs, CURVE, 20).items()}
+    assert suggestions["minimum"] == pytest.approx((0.1, 1.0, 3.6))  # (suggested lr, the marked point)
+    assert suggestions["steep"] == pytest.approx((1e-4, 1e-4, 5.0))
+    assert suggestions["valley"] == pytest.approx((1e-5, 1e-5, 5.8))
+    # a NaN in the window (the 3.6) cuts it there: the lowest loss left is the 3.7 at lr 0.1
+    cut = CURVE[:10] + [float("nan")] + CURVE[11:]
+    lr, point = lr_finder.suggest(lrs, cut, 20)["minimum"]
+    assert (lr, *point) == pytest.approx((1e-2, 1e-1, 3.7))
+
+
+def _draw_random_numbers():
+    """Move every global generator away from any fresh seed, so that 'restored' cannot mean 're-seeded'."""
+    torch.rand(7)
+    random.random()
+    np.random.rand(3)
+    if torch.cuda.is_available():
+        torch.rand(5, device="cuda")
+
+
+def test_lr_find_puts_back_the_rng_state_it_found(tiny_config):
+    """torch, numpy, Python's random (and CUDA's) after the sweep are exactly as before it, and that state is
+    not a freshly seeded one."""
+    from transformers import set_seed
+
+    s = Session()
+    s.train(text=CORPUS, from_scratch=True, config=tiny_config, steps=1, **SMALL)
+    _draw_random_numbers()
+    before = _rng()
+    cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+    s.lr_find(text=CORPUS, config=tiny_config, num_steps=10, **SMALL)
+    after = _rng()
+    assert torch.equal(before[0], after[0]) and before[1:] == after[1:]
+    assert all(torch.equal(a, b) for a, b in zip(cuda, torch.cuda.get_rng_state_all() if cuda else []))
+    set_seed(0)
+    assert not torch.equal(_rng()[0], before[0]) and _rng()[1:] != before[1:]  # the test can fail
+
+
 def _state(s):
     return {name: p.detach().clone() for name, p in s.model.state_dict().items()}
 
@@ -80,6 +153,7 @@ def _same(before, after):
 def test_a_sweep_restores_the_full_model_and_rng_bit_for_bit():
     s = Session()
     s.train(text=CORPUS, from_scratch=True, steps=3, **SMALL)
+    _draw_random_numbers()  # else the state before equals a fresh set_seed(0): a re-seed would pass
     model, weights, rng = s.model, _state(s), _rng()
     result = s.lr_find(text=CORPUS, num_steps=30, **SMALL)
     assert s.model is model
@@ -112,6 +186,7 @@ def test_a_lora_sweep_leaves_the_model_without_an_adapter_bit_for_bit(tmp_path):
     s.train(text=CORPUS, from_scratch=True, steps=2, **SMALL)
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps({"text": line}) + "\n" for line in CORPUS.splitlines() if line.strip()))
+    _draw_random_numbers()
     model, weights, rng = s.model, _state(s), _rng()
     result = s.lr_find(finetune=True, data=str(data), lora=True, num_steps=20, **SMALL)
     assert result.kind == "lr-find" and result.steps_done >= 10 and result.suggested_lr
