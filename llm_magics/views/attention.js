@@ -1,6 +1,7 @@
 // Attention views for llm-magics: head view, model view (layers x heads grid), matrix view, logit lens.
-// Plain DOM + canvas/SVG, no CDN: everything ships inside the Python package. Colours come from
-// JupyterLab's CSS variables (with fallbacks elsewhere), so light and dark themes both read well.
+// Plain DOM + canvas/SVG, no CDN: everything ships inside the Python package. Colours come from the shared
+// theme (theme.css: JupyterLab's CSS variables), so light and dark themes both read well; its own styles are
+// in attention.css.
 //
 // Never a stale picture: the kernel sends a layer's maps together with `shown_layer` / `shown_head`. Until
 // they equal the selection (`layer` / `head`), the head and matrix views show a busy state, not the
@@ -9,52 +10,12 @@
 // A text longer than 512 tokens: the matrix view gets a max-pooled overview (`weights_pool` cells a pixel)
 // and, once a zoom gesture settles, the kernel sends the square in sight as an exact tile (`tile`,
 // `tile_box`), drawn over the overview; hover reads exact values from the tile.
+import { cssColour, el, onTheme, shortToken, themed } from "./dom.js";
+
 const SVG = "http://www.w3.org/2000/svg";
 // Per-head colours, as bertviz's head view (d3's category10, then two more).
 const HEAD_COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
   "#bcbd22", "#17becf", "#393b79", "#ad494a"];
-const STYLE = `
-.llm-attention { --llm-fg: var(--jp-ui-font-color1, #1f1f1f); --llm-fg-dim: var(--jp-ui-font-color2, #555);
-  --llm-bg: var(--jp-layout-color0, #fff); --llm-bg2: var(--jp-layout-color1, #fff);
-  --llm-border: var(--jp-border-color1, #bdbdbd); --llm-accent: var(--jp-brand-color1, #1976d2);
-  --llm-select: var(--jp-warn-color2, #ffb74d);
-  color: var(--llm-fg); background: var(--llm-bg); font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: 12px; padding: 6px; position: relative; }
-.llm-attention select, .llm-attention button { color: var(--llm-fg); background: var(--llm-bg2);
-  border: 1px solid var(--llm-border); border-radius: 3px; font-size: 12px; padding: 1px 4px; }
-.llm-attention .llm-toolbar { display: flex; flex-wrap: wrap; gap: 8px; align-items: center; margin-bottom: 6px; }
-.llm-attention .llm-label { font-weight: 600; }
-.llm-attention .llm-info { min-height: 16px; color: var(--llm-fg-dim); margin-top: 4px; }
-.llm-attention .llm-mono { font-family: var(--jp-code-font-family, monospace); font-size: 11px; }
-.llm-attention .llm-busy-note { display: none; padding: 24px; color: var(--llm-fg-dim); }
-.llm-attention.llm-busy .llm-body { visibility: hidden; }
-.llm-attention.llm-busy .llm-busy-note { display: block; position: absolute; left: 12px; top: 44px; }
-.llm-attention .llm-token { cursor: pointer; white-space: pre; overflow: hidden; border-radius: 2px; }
-.llm-attention .llm-token:hover, .llm-attention .llm-token.llm-hover { outline: 1px solid var(--llm-accent); }
-.llm-attention .llm-token.llm-selected { background: var(--llm-select); color: #000; }
-.llm-attention .llm-chip { display: inline-block; width: 14px; height: 14px; border-radius: 3px; cursor: pointer;
-  border: 2px solid transparent; vertical-align: middle; }
-.llm-attention .llm-chip.llm-active { border-color: var(--llm-fg); }
-.llm-attention .llm-axis-label { position: absolute; white-space: pre; overflow: hidden; color: var(--llm-fg); }
-.llm-attention .llm-viewport { position: absolute; overflow: hidden; border: 1px solid var(--llm-border); cursor: crosshair; }
-.llm-attention .llm-region { position: absolute; border: 1px dashed var(--llm-fg); background: rgba(128,128,128,0.15); pointer-events: none; }
-.llm-attention .llm-scroll { overflow: auto; border: 1px solid var(--llm-border); }
-.llm-attention .llm-sticky { position: sticky; background: var(--llm-bg); z-index: 1; }
-.llm-attention .llm-lens-cell { padding: 1px 4px; white-space: pre; text-align: center; cursor: default; }
-.llm-attention .llm-lens-target { margin-bottom: 6px; }
-.llm-attention .llm-lens th { font-weight: 400; white-space: pre; padding: 1px 4px; }
-`;
-
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "style") Object.assign(node.style, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
 
 function bytes(model, name) {
   const value = model.get(name);
@@ -67,20 +28,6 @@ function bytes(model, name) {
 function floats(model, name) {
   const b = bytes(model, name);
   return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
-}
-
-function shortToken(t, length = 16) {
-  return JSON.stringify(t).slice(1, -1).replace(/\\u0120|Ġ/g, "·").replace(/ /g, "·").slice(0, length) || "∅";
-}
-
-// A CSS colour (variables resolved against `root`) as [r, g, b].
-function cssColour(root, value, fallback) {
-  if (!root.isConnected) return fallback;  // not in the page yet: nothing to resolve the variables against
-  const probe = el("span", { style: { color: value, display: "none" } });
-  root.append(probe);
-  const parts = getComputedStyle(probe).color.match(/[\d.]+/g);
-  probe.remove();
-  return parts ? parts.slice(0, 3).map(Number) : fallback;
 }
 
 function palette(root) {
@@ -122,8 +69,7 @@ function legend(colours, caption) {
 }
 
 function render({ model, el: root }) {
-  root.classList.add("llm-attention");
-  root.append(el("style", {}, [STYLE]));
+  themed(root, "llm-attention");
   const toolbar = el("div", { class: "llm-toolbar" });
   const body = el("div", { class: "llm-body" });
   const busyNote = el("div", { class: "llm-busy-note" });
@@ -506,14 +452,10 @@ function render({ model, el: root }) {
     // A new selection is drawn at once (busy until its data arrives); the data itself on the next frame.
     model.on("change:" + name, name === "layer" || name === "head" || name === "view" ? draw : schedule);
   }
-  // Canvases take their colours from the theme: repaint when JupyterLab switches it.
-  const observer = new MutationObserver(schedule);
-  observer.observe(document.body, { attributes: true, attributeFilter: ["data-jp-theme-name", "data-jp-theme-light"] });
-  // The first draw may happen before the output is attached: repaint once it is in the page.
-  let attached = root.isConnected;
-  const sized = new ResizeObserver(() => { if (!attached && root.isConnected) { attached = true; schedule(); } });
-  sized.observe(root);
+  // Canvases take their colours from the theme: repaint when JupyterLab switches it, and once the output is
+  // in the page (the first draw may come before).
+  const stop = onTheme(root, schedule);
   draw();
-  return () => { observer.disconnect(); sized.disconnect(); };
+  return stop;
 }
 export default { render };

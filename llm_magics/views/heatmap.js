@@ -1,47 +1,12 @@
 // A heatmap for "why" views (activation patching: layers x positions or heads; attribution: output x input
-// tokens). Same family as attention.js: plain DOM, no CDN, JupyterLab's CSS variables so light and dark
-// themes both read well. Blue for positive, orange for negative values (a colour-blind-safe pair).
+// tokens). Same family as attention.js: plain DOM, no CDN, the shared theme (theme.css: JupyterLab's CSS
+// variables) so light and dark themes both read well; its own styles are in heatmap.css.
+// Blue for positive, orange for negative values (a colour-blind-safe pair).
 // Hover names the cell and its value; a click sets `selected`, and the kernel answers with `detail`
 // (a patched run's top-5 next tokens, an output token's step scores) for that cell.
-const STYLE = `
-.llm-heatmap { --llm-fg: var(--jp-ui-font-color1, #1f1f1f); --llm-fg-dim: var(--jp-ui-font-color2, #555);
-  --llm-bg: var(--jp-layout-color0, #fff); --llm-border: var(--jp-border-color1, #bdbdbd);
-  --llm-select: var(--jp-warn-color2, #ffb74d);
-  color: var(--llm-fg); background: var(--llm-bg); font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: 12px; padding: 6px; }
-.llm-heatmap .llm-toolbar { display: flex; gap: 10px; align-items: center; margin-bottom: 6px; flex-wrap: wrap; }
-.llm-heatmap .llm-label { font-weight: 600; }
-.llm-heatmap .llm-info { min-height: 16px; color: var(--llm-fg-dim); margin-top: 4px; }
-.llm-heatmap .llm-grid { display: grid; gap: 1px; font-family: var(--jp-code-font-family, monospace); font-size: 11px;
-  overflow: auto; max-height: 640px; }
-.llm-heatmap .llm-cell { min-width: 18px; height: 18px; cursor: pointer; border-radius: 2px; }
-.llm-heatmap .llm-cell.llm-empty { cursor: default; background: transparent; }
-.llm-heatmap .llm-cell:hover { outline: 1px solid var(--llm-fg); }
-.llm-heatmap .llm-cell.llm-selected { outline: 2px solid var(--llm-select); }
-.llm-heatmap .llm-row { text-align: right; white-space: pre; padding-right: 4px; overflow: hidden; max-width: 220px; }
-.llm-heatmap .llm-col { writing-mode: vertical-rl; transform: rotate(180deg); white-space: pre; max-height: 110px;
-  overflow: hidden; text-align: left; }
-.llm-heatmap .llm-detail { margin-top: 6px; font-family: var(--jp-code-font-family, monospace); font-size: 11px; }
-.llm-heatmap .llm-detail td { padding: 1px 6px; }
-.llm-heatmap .llm-bar { display: inline-block; height: 9px; background: rgb(25,118,210); }
-`;
+import { el, shortToken, themed } from "./dom.js";
 
 const POSITIVE = [25, 118, 210], NEGATIVE = [230, 97, 0];
-
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "style") Object.assign(node.style, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function shortToken(t, length = 18) {
-  return JSON.stringify(t).slice(1, -1).replace(/ /g, "·").slice(0, length) || "∅";
-}
 
 function colour(value, peak) {
   if (value === null || value === undefined || Number.isNaN(value)) return "transparent";
@@ -61,10 +26,7 @@ function shownValues(model) {
 }
 
 function render({ model, el: root }) {
-  if (!document.getElementById("llm-heatmap-style")) {
-    document.head.append(el("style", { id: "llm-heatmap-style" }, [STYLE]));
-  }
-  const container = el("div", { class: "llm-heatmap" });
+  const container = themed(el("div"), "llm-heatmap");
   const label = el("span", { class: "llm-label" });
   const normalize = el("input", { type: "checkbox", class: "llm-normalize" });
   const normalizeLabel = el("label", {}, [normalize, " normalise each row"]);
@@ -83,7 +45,7 @@ function render({ model, el: root }) {
     detail.append(el("div", { class: "llm-label" }, [model.get("detail_title")]));
     const table = el("table", { class: "llm-detail-table" });
     for (const [token, prob] of rows) {
-      table.append(el("tr", {}, [el("td", {}, [shortToken(token)]), el("td", {}, [prob.toFixed(4)]),
+      table.append(el("tr", {}, [el("td", {}, [shortToken(token, 18)]), el("td", {}, [prob.toFixed(4)]),
         el("td", {}, [el("span", { class: "llm-bar", style: { width: `${Math.round(120 * prob)}px` } })])]));
     }
     detail.append(table);
