@@ -28,8 +28,17 @@ def commands() -> None:
     print(json.dumps(command_spec(), indent=1))
 
 
+def protocol() -> None:
+    """The kernel-page messages and their fields, as JSON, for labextension/test/protocol.json."""
+    import json
+
+    from .frontend import protocol
+
+    print(json.dumps(protocol(), indent=2))
+
+
 if __name__ == "__main__":
-    actions = {"demo": demo, "commands": commands}
+    actions = {"demo": demo, "commands": commands, "protocol": protocol}
     if len(sys.argv) != 2 or sys.argv[1] not in actions:
-        sys.exit("usage: python -m llm_magics demo|commands")
+        sys.exit("usage: python -m llm_magics demo|commands|protocol")
     actions[sys.argv[1]]()

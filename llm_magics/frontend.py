@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal, TypedDict, cast, get_args, get_type_hints
 
 if TYPE_CHECKING:
     from comm.base_comm import BaseComm
@@ -20,8 +20,139 @@ COMM_TARGET = "llm_magics"
 SOURCE = "llm-magics"  # marks our messages: a reloaded page reads them before it knows the comm's id
 CURVE_POINTS = 300  # the most points a curve sends (the panel's chart is ~300 px wide)
 
+# --- the protocol: every message between the kernel and the page, and the records they carry ---------------
+# labextension/src/protocol.ts declares the same types; `python -m llm_magics protocol` writes protocol() to
+# labextension/test/protocol.json, which tests/test_labextension.py keeps equal to these and jest to protocol.ts.
 
-def curve(rows: list[dict], key: str, limit: int = CURVE_POINTS) -> list[list[float]]:
+Curve = list[list[float]]  # [[step, value], ...]
+
+
+# A TypedDict's optional fields are those of a total=False class (Python 3.10 has no NotRequired): each
+# message with some is its required fields' class and a total=False subclass that adds the others.
+class _ModelName(TypedDict):
+    model: str | None  # None: no model loaded (and no other field)
+
+
+class ModelStatus(_ModelName, total=False):
+    """Session.status() with this module's memory figures: the fields the page reads (it sends more)."""
+
+    kind: str
+    device: str
+    dtype: str
+    parameters: int
+    trainable_parameters: int
+    context_length: int | None
+    weights_mb: float
+    quantization: str
+    gpu_memory_mb: float  # on CUDA only
+    process_memory_mb: float
+
+
+class RunRow(TypedDict):
+    """One run of the session, as `%llm runs` lists it."""
+
+    index: int
+    id: str | None
+    kind: str
+    status: str
+    steps: int
+    total_steps: int
+    initial_loss: float | None
+    final_loss: float | None
+    interrupted: bool
+    final_eval_loss: float | None
+    best_eval_loss: float | None
+    eval_step: int | None
+    checkpoint: str | None
+    output_dir: str | None
+    metrics: dict[str, float]
+    tokens_per_second: float
+
+
+class ActiveRun(TypedDict):
+    """The run in progress, as its last step left it."""
+
+    kind: str
+    step: int
+    total_steps: int
+    loss: float
+    loss_curve: Curve
+    cell_id: str | None  # the notebook cell that runs it
+
+
+class _Status(TypedDict):
+    type: Literal["status"]
+    source: str
+    status: ModelStatus
+    runs: list[RunRow]
+    active: ActiveRun | None
+
+
+class StatusMessage(_Status, total=False):
+    """Kernel to page, after every cell, during training and on request: what is loaded and the runs."""
+
+    reply_to: str | None  # on an answer: the request_id it answers
+
+
+class _History(TypedDict):
+    type: Literal["history"]
+    source: str
+    id: str
+
+
+class HistoryMessage(_History, total=False):
+    """Kernel to page, on request: one run's curves, or the error why not."""
+
+    kind: str
+    status: str
+    loss: Curve
+    eval_loss: Curve
+    error: str
+    reply_to: str | None
+
+
+class SnapshotRequest(TypedDict):
+    """Page to kernel (a page's own comm, on opening it): send me a snapshot."""
+
+    type: Literal["request"]
+    request_id: str
+
+
+class HistoryRequest(TypedDict):
+    """Page to kernel: send me this run's curves."""
+
+    type: Literal["history"]
+    id: str
+    request_id: str
+
+
+TO_PAGE = (StatusMessage, HistoryMessage)
+TO_KERNEL = (SnapshotRequest, HistoryRequest)
+RECORDS = (ModelStatus, RunRow, ActiveRun)
+
+
+def fields(record) -> dict[str, str]:
+    """A TypedDict's fields, each "required" or "optional"."""
+    return {name: "required" if name in record.__required_keys__ else "optional" for name in record.__annotations__}
+
+
+def kind(message) -> str:
+    """A message's `type`: its Literal's one value."""
+    return get_args(get_type_hints(message)["type"])[0]
+
+
+def protocol() -> dict:
+    """The protocol as JSON (labextension/test/protocol.json): each message by its `type`, each record by name."""
+    return {
+        "comm_target": COMM_TARGET,
+        "source": SOURCE,
+        "to_page": {kind(message): fields(message) for message in TO_PAGE},
+        "to_kernel": {kind(message): fields(message) for message in TO_KERNEL},
+        "records": {record.__name__: fields(record) for record in RECORDS},
+    }
+
+
+def curve(rows: list[dict], key: str, limit: int = CURVE_POINTS) -> Curve:
     """[[step, value], ...] of the rows that have `key`, thinned evenly to at most `limit` (the last kept)."""
     points = [[row["step"], row[key]] for row in rows if row.get(key) is not None]
     if len(points) <= limit:
@@ -41,7 +172,7 @@ def run_status(result) -> str:
     return "finished"
 
 
-def run_row(index: int, r) -> dict:
+def run_row(index: int, r) -> RunRow:
     evals = [row["eval_loss"] for row in r.eval_history if row.get("eval_loss") is not None]
     return {
         "index": index,
@@ -64,9 +195,9 @@ def run_row(index: int, r) -> dict:
     }
 
 
-def snapshot(session, active: dict | None = None) -> dict:
+def snapshot(session, active: ActiveRun | None = None) -> StatusMessage:
     """What the status bar and the runs panel show, as plain JSON."""
-    status = session.status()
+    status = cast(ModelStatus, session.status())
     runs = [run_row(i, r) for i, r in enumerate(session.runs)]
     torch = sys.modules.get("torch")  # never imported for this (at %load_ext it takes seconds)
     if torch is not None and torch.cuda.is_available():
@@ -77,7 +208,7 @@ def snapshot(session, active: dict | None = None) -> dict:
     return {"type": "status", "source": SOURCE, "status": status, "runs": runs, "active": active}
 
 
-def history_message(session, run_id) -> dict:
+def history_message(session, run_id) -> HistoryMessage:
     """One run's loss and eval-loss curves, for the panel's chart."""
     found = [r for r in session.runs if r.record_id is not None and r.record_id == run_id]
     if not found:
@@ -113,20 +244,21 @@ class FrontendBridge:
         self.session = session
         self.min_interval = min_interval
         self.comm: BaseComm | None = None
-        self.active: dict | None = None  # the run in progress, as the last progress message said
+        self.active: ActiveRun | None = None  # the run in progress, as the last progress message said
         self._last: float | None = None  # None: nothing sent yet (monotonic() may be small after boot)
 
-    def _send(self, message: dict) -> None:
+    def _send(self, message: StatusMessage) -> None:
+        data = dict(message)
         if self.comm is None:
             try:
                 from comm import create_comm
 
-                self.comm = create_comm(target_name=COMM_TARGET, data=message)
+                self.comm = create_comm(target_name=COMM_TARGET, data=data)
                 self.comm.on_close(self._closed)
             except Exception:  # no kernel (plain IPython): nothing to tell
                 self.comm = None
         else:
-            self.comm.send(message)
+            self.comm.send(data)
 
     def _closed(self, msg) -> None:
         self.comm = None  # a page without our extension closed it: the next message opens a new one
@@ -151,7 +283,8 @@ class FrontendBridge:
 
     def answer(self, comm, msg) -> None:
         """A page's request: a snapshot ({"type": "request"}) or a run's curves ({"type": "history", "id"})."""
-        data = (msg.get("content") or {}).get("data") or {}
+        data = (msg.get("content") or {}).get("data") or {}  # a SnapshotRequest or a HistoryRequest
+        reply: StatusMessage | HistoryMessage
         if data.get("type") == "request":
             reply = snapshot(self.session, active=self.active)
         elif data.get("type") == "history":

@@ -17,6 +17,74 @@ def test_completion_list_matches_the_magics():
     assert shipped == command_spec(), "run: python -m llm_magics commands > labextension/src/commands.json"
 
 
+def test_protocol_fixture_matches_the_kernel():
+    """jest checks labextension/src/protocol.ts against this file (test/protocol.test.ts)."""
+    from llm_magics.frontend import protocol
+
+    shipped = json.loads((LABEXTENSION / "test" / "protocol.json").read_text())
+    assert shipped == protocol(), "run: python -m llm_magics protocol > labextension/test/protocol.json"
+
+
+def _declared(message: dict, record) -> None:
+    """`message` has every required field of the TypedDict `record` and no field it does not declare."""
+    declared = set(record.__annotations__)
+    assert record.__required_keys__ <= message.keys() <= declared, (record.__name__, sorted(message))
+
+
+def test_the_kernel_sends_what_the_protocol_declares():
+    """Every message the kernel sends, and every answer to a page's request, has the fields frontend.py
+    declares (so what protocol.json says, and protocol.ts with it, is what goes over the comm)."""
+    from llm_magics import Session
+    from llm_magics.frontend import (
+        ActiveRun,
+        FrontendBridge,
+        HistoryMessage,
+        HistoryRequest,
+        ModelStatus,
+        RunRow,
+        SnapshotRequest,
+        StatusMessage,
+        kind,
+    )
+    from support import DATA
+
+    class Comm:  # the page's end of a comm
+        def __init__(self):
+            self.received = []
+
+        def send(self, message):
+            self.received.append(json.loads(json.dumps(message)))  # as JSON carries it
+
+    s = Session()
+    bridge = FrontendBridge(s, min_interval=0)
+    bridge.comm = Comm()
+    s.step_listeners.append(bridge.on_step)
+    s.train(text=(DATA / "tiny_corpus.txt").read_text() * 3, from_scratch=True, steps=3, seq_len=32, progress=False)
+    bridge.after_cell()
+    page = Comm()
+    run_id = s.runs[0].record_id
+    for request, data in [
+        (SnapshotRequest, {"type": kind(SnapshotRequest), "request_id": "a"}),
+        (HistoryRequest, {"type": kind(HistoryRequest), "id": run_id, "request_id": "b"}),
+        (HistoryRequest, {"type": kind(HistoryRequest), "id": "no-such-run", "request_id": "c"}),
+    ]:
+        _declared(data, request)
+        bridge.answer(page, {"content": {"data": data}})
+    sent = bridge.comm.received + page.received
+    assert [m["type"] for m in sent] == ["status"] * 4 + ["status", "history", "history"]
+    assert [m.get("reply_to") for m in page.received] == ["a", "b", "c"]
+    assert page.received[1]["loss"] and "no-such-run" in page.received[2]["error"]
+    for message in sent:
+        _declared(message, StatusMessage if message["type"] == kind(StatusMessage) else HistoryMessage)
+        for row in message.get("runs", []):
+            _declared(row, RunRow)
+        if message.get("active"):
+            _declared(message["active"], ActiveRun)
+    assert sum(1 for m in sent if m.get("active")) == 3
+    status = sent[-3]["status"]  # the page reads these fields of Session.status(): all there but the GPU's
+    assert set(ModelStatus.__annotations__) - {"gpu_memory_mb"} <= status.keys()
+
+
 @pytest.mark.slow
 def test_jest_suite_passes():
     import os

@@ -6,10 +6,9 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
 import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
-import { IActiveRun, IRunCurves, ISnapshot, ourMessage } from './magic';
+import { ourMessage } from './magic';
+import { COMM_TARGET, IActiveRun, IHistoryRequest, ISnapshot, ISnapshotRequest } from './protocol';
 import { chart, RunsPanel, StatusItem } from './views';
-
-const COMM_TARGET = 'llm_magics';
 
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
 type KernelConnection = NonNullable<NonNullable<NotebookPanel['sessionContext']['session']>['kernel']>;
@@ -25,7 +24,7 @@ async function openRequestComm(kernel: KernelConnection): Promise<Comm> {
   if (kernel.supportsSubshells && started) {
     await started;
   }
-  comm.open({ type: 'request', request_id: comm.commId });
+  comm.open({ type: 'request', request_id: comm.commId } satisfies ISnapshotRequest);
   return comm;
 }
 
@@ -136,7 +135,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
       runId => {
         const kernel = currentKernel();
         const comm = kernel ? requests.get(kernel.id) : undefined;
-        void comm?.then(c => c.send({ type: 'history', id: runId, request_id: c.commId }));
+        void comm?.then(c => c.send({ type: 'history', id: runId, request_id: c.commId } satisfies IHistoryRequest));
       }
     );
     const item = new StatusItem(() => {
@@ -164,16 +163,16 @@ const plugin: JupyterFrontEndPlugin<void> = {
       kernel.iopubMessage.connect((_, msg) => {
         const message = ourMessage(msg);
         if (message?.type === 'status') {
-          snapshots.set(kernel.id, message as ISnapshot);
+          snapshots.set(kernel.id, message);
           refresh();
           tracker.forEach(notebook => {
             if (notebook.sessionContext.session?.kernel === kernel) {
-              followRun(notebook, (message as ISnapshot).active);
+              followRun(notebook, message.active);
             }
           });
           ask(kernel); // llm-magics runs in this kernel: ask for the run history at once
         } else if (message?.type === 'history' && currentKernel() === kernel) {
-          panel.showCurves(message as IRunCurves);
+          panel.showCurves(message);
         }
       });
       kernel.statusChanged.connect((_, status) => {

@@ -1,6 +1,7 @@
 // Pure functions about %llm / %%llm text: highlighting tokens, completion and status text.
 // Kept free of JupyterLab imports so jest tests them directly.
 import commandSpec from './commands.json';
+import { Curve, IRun, ISnapshot, MESSAGE_SOURCE, ToPage } from './protocol';
 
 /** Each sub-command's long options. */
 export const COMMANDS: Record<string, string[]> = commandSpec.options;
@@ -119,76 +120,9 @@ export function completeMagic(before: string): { start: number; items: string[];
   return { start, items: options.filter(o => o.startsWith(current) && !done.includes(o)), command };
 }
 
-export interface IModelStatus {
-  model: string | null;
-  kind?: string;
-  device?: string;
-  dtype?: string;
-  parameters?: number;
-  trainable_parameters?: number;
-  context_length?: number | null;
-  weights_mb?: number;
-  quantization?: string;
-  gpu_memory_mb?: number;
-  process_memory_mb?: number;
-}
-
-export interface IRun {
-  index: number;
-  id: string | null;
-  kind: string;
-  status?: string;
-  final_eval_loss?: number | null;
-  best_eval_loss?: number | null;
-  eval_step?: number | null;
-  steps: number;
-  total_steps: number;
-  initial_loss: number | null;
-  final_loss: number | null;
-  interrupted: boolean;
-  checkpoint: string | null;
-  output_dir: string | null;
-  metrics: Record<string, number>;
-  tokens_per_second: number;
-}
-
-/** [step, value] pairs. */
-export type Curve = [number, number][];
-
-export interface IActiveRun {
-  kind: string;
-  step: number;
-  total_steps: number;
-  loss: number;
-  loss_curve?: Curve;
-  cell_id?: string | null;
-}
-
-export interface ISnapshot {
-  type: 'status';
-  status: IModelStatus;
-  runs: IRun[];
-  active: IActiveRun | null;
-  reply_to?: string | null;
-}
-
-/** A run's curves, the kernel's answer to a click on it in the panel. */
-export interface IRunCurves {
-  type: 'history';
-  id: string;
-  kind?: string;
-  status?: string;
-  loss?: Curve;
-  eval_loss?: Curve;
-  error?: string;
-  reply_to?: string | null;
-}
-
-export const MESSAGE_SOURCE = 'llm-magics';
-
 /** Our message in a kernel's iopub message (a comm_open or comm_msg whose data says it is ours), else null.
  * A reloaded page reads the kernel's pushes this way before it knows the comm they come on. */
-export function ourMessage(msg: { header: { msg_type: string }; content: unknown }): ISnapshot | IRunCurves | null {
+export function ourMessage(msg: { header: { msg_type: string }; content: unknown }): ToPage | null {
   if (msg.header.msg_type !== 'comm_open' && msg.header.msg_type !== 'comm_msg') {
     return null;
   }
@@ -196,7 +130,7 @@ export function ourMessage(msg: { header: { msg_type: string }; content: unknown
   if (!data || data.source !== MESSAGE_SOURCE || (data.type !== 'status' && data.type !== 'history')) {
     return null;
   }
-  return data as ISnapshot | IRunCurves;
+  return data as ToPage;
 }
 
 /** A run's line in the panel: its status, then its losses (the eval losses as measured). */

@@ -1,15 +1,7 @@
 // The status bar item and the runs side panel. Both render an ISnapshot sent by the kernel.
 import { Widget } from '@lumino/widgets';
-import {
-  Curve,
-  curvePaths,
-  formatParameters,
-  IRunCurves,
-  ISnapshot,
-  runSummary,
-  shortModelName,
-  statusText
-} from './magic';
+import { curvePaths, formatParameters, runSummary, shortModelName, statusText } from './magic';
+import { Curve, IRunCurves, ISnapshot } from './protocol';
 
 export class StatusItem extends Widget {
   constructor(onClick: () => void) {

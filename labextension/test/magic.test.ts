@@ -7,10 +7,9 @@ import {
   ourMessage,
   runSummary,
   statusText,
-  tokenizeMagicLine,
-  IRun,
-  ISnapshot
+  tokenizeMagicLine
 } from '../src/magic';
+import { IRun, ISnapshot } from '../src/protocol';
 
 describe('tokenizeMagicLine', () => {
   it('splits the magic, sub-command, options and values', () => {
@@ -98,6 +97,7 @@ describe('completeMagic', () => {
 describe('statusText', () => {
   const snapshot: ISnapshot = {
     type: 'status',
+    source: 'llm-magics',
     status: { model: 'default (SmolLM2-135M-Instruct.Q4_1.gguf)', device: 'cpu', process_memory_mb: 1234.4 },
     runs: [],
     active: null
@@ -106,7 +106,8 @@ describe('statusText', () => {
     expect(statusText(snapshot)).toBe('LLM: default · cpu · RAM 1234 MB');
   });
   it('shows an active run', () => {
-    const training = { ...snapshot, active: { kind: 'train', step: 40, total_steps: 100, loss: 1.23456 } };
+    const active = { kind: 'train', step: 40, total_steps: 100, loss: 1.23456, loss_curve: [], cell_id: null };
+    const training = { ...snapshot, active };
     expect(statusText(training)).toContain('train 40/100 loss 1.235');
   });
   it('is empty without a model', () => {

@@ -78,7 +78,7 @@ def colour_legend(peak: float, colour: str) -> str:
     return (
         '<div style="display:flex;align-items:center;gap:6px;font-size:11px;margin-top:4px">0'
         f'<span style="display:inline-block;width:120px;height:10px;border:1px solid '
-        f'var(--jp-border-color1,#bbb);background:linear-gradient(to right,transparent,{colour})"></span>'
+        f'var(--jp-border-color1,#bdbdbd);background:linear-gradient(to right,transparent,{colour})"></span>'
         f"{peak:.3f}</div>"
     )
 
@@ -135,7 +135,7 @@ def explain_html(explanation: dict) -> str:
     notes = "".join(f'<div class="llm-explain-note">{line}</div>' for line in lines)
     return (
         f'<div class="llm-explain" style="font-family:monospace;font-size:12px;'
-        f'color:var(--jp-ui-font-color1,#222);background:var(--jp-layout-color0,transparent)">'
+        f'color:var(--jp-ui-font-color1,#1f1f1f);background:var(--jp-layout-color0,transparent)">'
         f'<b style="font-family:sans-serif">why: {html.escape(explanation["target"])}</b>'
         f'<div style="overflow-x:auto"><table style="border-collapse:collapse"><tr><th></th>{header}</tr>'
         f"{''.join(body)}</table></div>{notes}{colour_legend(peak, f'rgba({colour},0.85)')}"

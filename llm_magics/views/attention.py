@@ -18,7 +18,6 @@ import base64
 import html
 import struct
 import zlib
-from pathlib import Path
 
 import anywidget
 import numpy as np
@@ -30,6 +29,7 @@ from ..base.html import short_token
 from ..inspect import attention
 from ..inspect.lens import Decoder, check_causal, lens_inputs, read_out, target_token
 from ..loading import LoadedModel
+from . import assets
 from .lens import lens_table
 
 VIEWS = ("head", "model", "matrix", "lens")
@@ -52,7 +52,8 @@ def _as_bytes(maps: torch.Tensor) -> bytes:
 
 
 class AttentionView(anywidget.AnyWidget):
-    _esm = Path(__file__).parent / "attention.js"
+    _esm = assets.esm("attention.js")
+    _css = assets.css("attention.css")
 
     tokens = traitlets.List(traitlets.Unicode()).tag(sync=True)
     num_layers = traitlets.Int(0).tag(sync=True)

@@ -1,50 +1,16 @@
 // A heatmap for "why" views (activation patching: layers x positions or heads; attribution: output x input
-// tokens). Same family as attention.js: plain DOM, no CDN, JupyterLab's CSS variables so light and dark
-// themes both read well. Blue for positive, orange for negative values (a colour-blind-safe pair).
+// tokens). Same family as attention.js: plain DOM, no CDN, the shared theme (theme.css: JupyterLab's CSS
+// variables) so light and dark themes both read well; its own styles are in heatmap.css.
+// Blue for positive, orange for negative values (a colour-blind-safe pair).
 // Hover names the cell and its value; a click sets `selected`, and the kernel answers with `detail`
 // (a patched run's top-5 next tokens, an output token's step scores) for that cell.
-const STYLE = `
-.llm-heatmap { --llm-fg: var(--jp-ui-font-color1, #1f1f1f); --llm-fg-dim: var(--jp-ui-font-color2, #555);
-  --llm-bg: var(--jp-layout-color0, #fff); --llm-border: var(--jp-border-color1, #bdbdbd);
-  --llm-select: var(--jp-warn-color2, #ffb74d);
-  color: var(--llm-fg); background: var(--llm-bg); font-family: var(--jp-ui-font-family, system-ui, sans-serif);
-  font-size: 12px; padding: 6px; }
-.llm-heatmap .llm-toolbar { display: flex; gap: 10px; align-items: center; margin-bottom: 6px; flex-wrap: wrap; }
-.llm-heatmap .llm-label { font-weight: 600; }
-.llm-heatmap .llm-info { min-height: 16px; color: var(--llm-fg-dim); margin-top: 4px; }
-.llm-heatmap .llm-grid { display: grid; gap: 1px; font-family: var(--jp-code-font-family, monospace); font-size: 11px;
-  overflow: auto; max-height: 640px; }
-.llm-heatmap .llm-cell { min-width: 18px; height: 18px; cursor: pointer; border-radius: 2px; }
-.llm-heatmap .llm-cell.llm-empty { cursor: default; background: transparent; }
-.llm-heatmap .llm-cell:hover { outline: 1px solid var(--llm-fg); }
-.llm-heatmap .llm-cell.llm-selected { outline: 2px solid var(--llm-select); }
-.llm-heatmap .llm-row { text-align: right; white-space: pre; padding-right: 4px; overflow: hidden; max-width: 220px; }
-.llm-heatmap .llm-col { writing-mode: vertical-rl; transform: rotate(180deg); white-space: pre; max-height: 110px;
-  overflow: hidden; text-align: left; }
-.llm-heatmap .llm-detail { margin-top: 6px; font-family: var(--jp-code-font-family, monospace); font-size: 11px; }
-.llm-heatmap .llm-detail td { padding: 1px 6px; }
-.llm-heatmap .llm-bar { display: inline-block; height: 9px; background: rgb(25,118,210); }
-`;
+import { el, shortToken, themed } from './dom.js';
 
-const POSITIVE = [25, 118, 210], NEGATIVE = [230, 97, 0];
-
-function el(tag, attrs = {}, children = []) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) {
-    if (k === "style") Object.assign(node.style, v);
-    else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
-function shortToken(t, length = 18) {
-  return JSON.stringify(t).slice(1, -1).replace(/ /g, "·").slice(0, length) || "∅";
-}
+const POSITIVE = [25, 118, 210],
+  NEGATIVE = [230, 97, 0];
 
 function colour(value, peak) {
-  if (value === null || value === undefined || Number.isNaN(value)) return "transparent";
+  if (value === null || value === undefined || Number.isNaN(value)) return 'transparent';
   const share = Math.min(1, Math.abs(value) / (peak || 1));
   const [r, g, b] = value >= 0 ? POSITIVE : NEGATIVE;
   return `rgba(${r},${g},${b},${(0.08 + 0.92 * Math.sqrt(share)).toFixed(3)})`;
@@ -52,75 +18,102 @@ function colour(value, peak) {
 
 // The values as drawn: each row scaled to its largest |value| when `normalize` is on.
 function shownValues(model) {
-  const values = model.get("values");
-  if (!model.get("normalize")) return values;
-  return values.map((row) => {
-    const peak = Math.max(0, ...row.filter((v) => v !== null).map(Math.abs));
-    return row.map((v) => (v === null || !peak ? v : v / peak));
+  const values = model.get('values');
+  if (!model.get('normalize')) return values;
+  return values.map(row => {
+    const peak = Math.max(0, ...row.filter(v => v !== null).map(Math.abs));
+    return row.map(v => (v === null || !peak ? v : v / peak));
   });
 }
 
 function render({ model, el: root }) {
-  if (!document.getElementById("llm-heatmap-style")) {
-    document.head.append(el("style", { id: "llm-heatmap-style" }, [STYLE]));
-  }
-  const container = el("div", { class: "llm-heatmap" });
-  const label = el("span", { class: "llm-label" });
-  const normalize = el("input", { type: "checkbox", class: "llm-normalize" });
-  const normalizeLabel = el("label", {}, [normalize, " normalise each row"]);
-  normalize.addEventListener("change", () => { model.set("normalize", normalize.checked); model.save_changes(); });
-  const toolbar = el("div", { class: "llm-toolbar" }, [label, normalizeLabel]);
-  const grid = el("div", { class: "llm-grid" });
-  const info = el("div", { class: "llm-info" });
-  const detail = el("div", { class: "llm-detail" });
+  const container = themed(el('div'), 'llm-heatmap');
+  const label = el('span', { class: 'llm-label' });
+  const normalize = el('input', { type: 'checkbox', class: 'llm-normalize' });
+  const normalizeLabel = el('label', {}, [normalize, ' normalise each row']);
+  normalize.addEventListener('change', () => {
+    model.set('normalize', normalize.checked);
+    model.save_changes();
+  });
+  const toolbar = el('div', { class: 'llm-toolbar' }, [label, normalizeLabel]);
+  const grid = el('div', { class: 'llm-grid' });
+  const info = el('div', { class: 'llm-info' });
+  const detail = el('div', { class: 'llm-detail' });
   container.append(toolbar, grid, info, detail);
   root.append(container);
 
   function drawDetail() {
-    const rows = model.get("detail") || [];
+    const rows = model.get('detail') || [];
     detail.replaceChildren();
     if (!rows.length) return;
-    detail.append(el("div", { class: "llm-label" }, [model.get("detail_title")]));
-    const table = el("table", { class: "llm-detail-table" });
+    detail.append(el('div', { class: 'llm-label' }, [model.get('detail_title')]));
+    const table = el('table', { class: 'llm-detail-table' });
     for (const [token, prob] of rows) {
-      table.append(el("tr", {}, [el("td", {}, [shortToken(token)]), el("td", {}, [prob.toFixed(4)]),
-        el("td", {}, [el("span", { class: "llm-bar", style: { width: `${Math.round(120 * prob)}px` } })])]));
+      table.append(
+        el('tr', {}, [
+          el('td', {}, [shortToken(token, 18)]),
+          el('td', {}, [prob.toFixed(4)]),
+          el('td', {}, [el('span', { class: 'llm-bar', style: { width: `${Math.round(120 * prob)}px` } })])
+        ])
+      );
     }
     detail.append(table);
   }
 
   function draw() {
-    const rows = model.get("rows"), columns = model.get("columns"), notes = model.get("row_notes") || [];
-    const values = shownValues(model), raw = model.get("values");
-    const peak = model.get("normalize") ? 1 : Math.max(1e-12, ...raw.flat().filter((v) => v !== null).map(Math.abs));
-    const [selRow, selCol] = model.get("selected").length ? model.get("selected") : [-1, -1];
-    label.textContent = model.get("title");
-    normalizeLabel.style.display = model.get("normalizable") ? "" : "none";
-    normalize.checked = model.get("normalize");
+    const rows = model.get('rows'),
+      columns = model.get('columns'),
+      notes = model.get('row_notes') || [];
+    const values = shownValues(model),
+      raw = model.get('values');
+    const peak = model.get('normalize')
+      ? 1
+      : Math.max(
+          1e-12,
+          ...raw
+            .flat()
+            .filter(v => v !== null)
+            .map(Math.abs)
+        );
+    const [selRow, selCol] = model.get('selected').length ? model.get('selected') : [-1, -1];
+    label.textContent = model.get('title');
+    normalizeLabel.style.display = model.get('normalizable') ? '' : 'none';
+    normalize.checked = model.get('normalize');
     grid.style.gridTemplateColumns = `auto repeat(${columns.length}, minmax(18px, 1fr))`;
-    grid.replaceChildren(el("div"));
-    for (const name of columns) grid.append(el("div", { class: "llm-col", title: name }, [shortToken(name, 24)]));
+    grid.replaceChildren(el('div'));
+    for (const name of columns) grid.append(el('div', { class: 'llm-col', title: name }, [shortToken(name, 24)]));
     rows.forEach((name, r) => {
-      const note = notes[r] ? ` ${notes[r]}` : "";
-      grid.append(el("div", { class: "llm-row", title: name + note }, [shortToken(name, 24) + note]));
+      const note = notes[r] ? ` ${notes[r]}` : '';
+      grid.append(el('div', { class: 'llm-row', title: name + note }, [shortToken(name, 24) + note]));
       columns.forEach((column, c) => {
         const v = values[r][c];
-        const cell = el("div", { class: "llm-cell" + (v === null ? " llm-empty" : "") + (r === selRow && c === selCol ? " llm-selected" : ""),
-          "data-row": r, "data-col": c, style: { background: colour(v, peak) } });
+        const cell = el('div', {
+          class: 'llm-cell' + (v === null ? ' llm-empty' : '') + (r === selRow && c === selCol ? ' llm-selected' : ''),
+          'data-row': r,
+          'data-col': c,
+          style: { background: colour(v, peak) }
+        });
         if (v !== null) {
-          const text = `${name} · ${column}: ${raw[r][c].toFixed(4)}` + (model.get("normalize") ? ` (row-normalised ${v.toFixed(3)})` : "");
+          const text =
+            `${name} · ${column}: ${raw[r][c].toFixed(4)}` +
+            (model.get('normalize') ? ` (row-normalised ${v.toFixed(3)})` : '');
           cell.title = text;
-          cell.addEventListener("mouseenter", () => { info.textContent = text; });
-          cell.addEventListener("click", () => { model.set("selected", [r, c]); model.save_changes(); });
+          cell.addEventListener('mouseenter', () => {
+            info.textContent = text;
+          });
+          cell.addEventListener('click', () => {
+            model.set('selected', [r, c]);
+            model.save_changes();
+          });
         }
         grid.append(cell);
       });
     });
-    if (!info.textContent) info.textContent = model.get("hint");
+    if (!info.textContent) info.textContent = model.get('hint');
   }
 
-  for (const name of ["values", "rows", "columns", "normalize", "selected", "title"]) model.on("change:" + name, draw);
-  model.on("change:detail", drawDetail);
+  for (const name of ['values', 'rows', 'columns', 'normalize', 'selected', 'title']) model.on('change:' + name, draw);
+  model.on('change:detail', drawDetail);
   draw();
   drawDetail();
 }

@@ -11,7 +11,6 @@ from __future__ import annotations
 import html
 import math
 from collections.abc import Callable
-from pathlib import Path
 
 import anywidget
 import traitlets
@@ -20,12 +19,14 @@ from ..base.drawing import draws
 from ..base.html import short_token
 from ..inspect.attribution import AttributionResult
 from ..inspect.patching import PatchingResult
+from . import assets
 
 POSITIVE, NEGATIVE = (25, 118, 210), (230, 97, 0)  # blue / orange: a colour-blind-safe pair
 
 
 class HeatmapView(anywidget.AnyWidget):
-    _esm = Path(__file__).parent / "heatmap.js"
+    _esm = assets.esm("heatmap.js")
+    _css = assets.css("heatmap.css")
 
     title = traitlets.Unicode("").tag(sync=True)
     hint = traitlets.Unicode("").tag(sync=True)

@@ -76,8 +76,8 @@ FALLBACK_CARD_STYLE = (
 _CARD = (
     "display:none;position:absolute;left:0;z-index:1000;width:max-content;max-width:calc(100% - 8px);"
     "transform:translateY(calc(-100% - 2em));padding:4px 8px;border-radius:4px;font-size:12px;line-height:1.5;"
-    "white-space:normal;background:var(--jp-layout-color1,#fff);color:var(--jp-ui-font-color1,#000);"
-    "border:1px solid var(--jp-border-color1,#999);box-shadow:0 2px 6px rgba(0,0,0,0.3)"
+    "white-space:normal;background:var(--jp-layout-color1,#fff);color:var(--jp-ui-font-color1,#1f1f1f);"
+    "border:1px solid var(--jp-border-color1,#bdbdbd);box-shadow:0 2px 6px rgba(0,0,0,0.3)"
 )
 
 
@@ -156,12 +156,12 @@ def _speed_note(session) -> str:
     loaded = session.loaded
     if loaded is not None and (quantization := quantization_of(loaded.model)) is not None:
         return (
-            f"<small style='color:var(--jp-ui-font-color2,#666)'>quantized weights: "
+            f"<small style='color:var(--jp-ui-font-color2,#555)'>quantized weights: "
             f"{html.escape(quantization.describe())}</small>"
         )
     hint = gain_hint(loaded)
     return (
-        f"<small style='color:var(--jp-ui-font-color2,#666)'>full precision: {html.escape(hint)}</small>"
+        f"<small style='color:var(--jp-ui-font-color2,#555)'>full precision: {html.escape(hint)}</small>"
         if hint
         else ""
     )
@@ -347,7 +347,7 @@ class SamplingPanel:
             )
         except LLMError as error:
             self.outputs.children = (
-                widgets.HTML(f"<span style='color:var(--jp-error-color1,#b00)'>{html.escape(str(error))}</span>"),
+                widgets.HTML(f"<span style='color:var(--jp-error-color1,#d32f2f)'>{html.escape(str(error))}</span>"),
                 *previous,
             )
             return None
