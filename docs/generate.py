@@ -103,7 +103,7 @@ def results_section(script: str, table: int | None = None) -> str:
     if start < 0:
         raise ValueError(f"bench/RESULTS.md has no section for {script}: run python bench/run_all.py --only {script}")
     end = text.find("\n## ", start + 1)
-    paragraphs = [p.strip() for p in text[start:end if end > 0 else None].split("\n\n")[1:] if p.strip()]
+    paragraphs = [p.strip() for p in text[start : end if end > 0 else None].split("\n\n")[1:] if p.strip()]
     command = paragraphs[0]
     tables = [i for i, p in enumerate(paragraphs) if _is_table(p)]
     if not tables:  # it printed no table (e.g. "skipped: no CUDA GPU")
