@@ -26,6 +26,7 @@ autodoc_typehints = "description"
 default_role = "code"  # the docstrings write `name` for code, as Markdown does
 html_theme = "pydata_sphinx_theme"
 html_title = "llm-magics"
+html_sidebars = {"**": []}  # one level of pages: the wide benchmark tables get the room
 html_theme_options = {"navigation_with_keys": False, "show_toc_level": 2}
 # The notebooks have no language_info, so their %%llm cells are lexed as plain Python (and retried relaxed).
 suppress_warnings = ["misc.highlighting_failure"]
