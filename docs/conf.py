@@ -5,6 +5,7 @@ reference through autodoc, pydata-sphinx-theme (as JupyterLab, Jupyter Server an
 """
 
 import re
+import shutil
 import sys
 from pathlib import Path
 
@@ -13,10 +14,18 @@ sys.path.insert(0, str(ROOT))  # autodoc imports this checkout's llm_magics
 
 from llm_magics import __version__  # noqa: E402
 
+# Sphinx reads only under docs/: the example notebooks are copied in (docs/examples/ is ignored by git; a symlink
+# would not survive a Windows checkout, and the sdist would carry the notebooks twice).
+NOTEBOOKS = Path(__file__).resolve().parent / "examples"
+shutil.rmtree(NOTEBOOKS, ignore_errors=True)
+NOTEBOOKS.mkdir()
+for notebook in sorted((ROOT / "examples").glob("*.ipynb")):
+    shutil.copy2(notebook, NOTEBOOKS)  # with its time stamp, so an unchanged notebook is not read again
+
 project = "llm-magics"
 release = version = __version__
 extensions = ["myst_nb", "sphinx.ext.autodoc", "sphinx.ext.napoleon"]
-exclude_patterns = ["_build", "examples/runs", "examples/data", "**/.ipynb_checkpoints"]
+exclude_patterns = ["_build", "**/.ipynb_checkpoints"]
 # The notebooks are shown as saved, never run here: CI time matters, and tests/test_notebooks.py runs them.
 nb_execution_mode = "off"
 myst_enable_extensions = ["colon_fence"]
