@@ -18,8 +18,8 @@ def test_every_script_is_listed_by_run_all():
     run_all = module_from_spec(spec)
     spec.loader.exec_module(run_all)
     listed = {script for script, _ in run_all.SCRIPTS}
-    # int8_kernels.py is the kernel study behind the README's Speed notes, run by hand (minutes per kernel);
-    # gpu_suite.py runs the test suite on a GPU machine, not a benchmark of run_all's
+    # int8_kernels.py is the kernel study behind docs/performance.md's decoding notes, run by hand (minutes per
+    # kernel); gpu_suite.py runs the test suite on a GPU machine, not a benchmark of run_all's
     assert listed == set(SCRIPTS) - {"run_all.py", "int8_kernels.py", "gpu_suite.py"}
 
 

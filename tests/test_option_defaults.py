@@ -1,5 +1,5 @@
-"""Every option is declared once (llm_magics/options.py): the magics, the API, the playground and the README
-agree with the declaration, option by option."""
+"""Every option is declared once (llm_magics/options.py): the magics, the API, the playground and the docs' options
+table agree with the declaration, option by option."""
 
 import inspect
 import re
@@ -163,13 +163,11 @@ def test_playground_sliders_have_the_declared_ranges():
         assert slider.value == declared[name].default, name
 
 
-def test_readme_table_is_the_declaration():
-    readme = (ROOT / "README.md").read_text()
-    table = re.search(r"<!-- options table: .*?-->\n(.*?)\n<!-- end of options table -->", readme, re.S)
-    assert table, "README.md lacks the options table markers"
-    assert table.group(1).strip() == options.readme_table(), (
-        "README's table differs: paste python -c 'from llm_magics import options; print(options.readme_table())'"
-    )
+def test_docs_table_is_the_declaration():
+    page = (ROOT / "docs" / "commands.md").read_text()
+    table = re.search(r"<!-- generated: options -->\n(.*?)\n<!-- end generated -->", page, re.S)
+    assert table, "docs/commands.md lacks the options table markers"
+    assert table.group(1).strip() == options.readme_table(), "docs/commands.md differs: run python3 docs/generate.py"
 
 
 def test_completion_spec_shows_values_and_help():

@@ -21,7 +21,7 @@ HELD_OUT = (
 )
 PROMPTS = ["The capital of France is", "Once upon a time, in a small village,", "def add(a, b):\n   "]
 GREEDY_TOKENS = 16
-# Stated tolerances (README, "Speed"): attention weights (probabilities) of int8 vs fp32, and the lens.
+# Stated tolerances (docs/performance.md, "Quantization"): int8 vs fp32 attention weights (probabilities), the lens.
 ATTENTION_TOLERANCE = 0.05
 LENS_TOP1_AGREEMENT = 0.9  # of (layer, position) top guesses in the last four layers
 
@@ -144,7 +144,7 @@ def test_int4_works_or_says_there_is_no_kernel(full, default_model_dir):
     fp32 = transformers_perplexity(full.model, full.tokenizer, HELD_OUT)
     int4 = transformers_perplexity(s.model, s.tokenizer, HELD_OUT)
     print(f"perplexity on the held-out text: fp32 {fp32:.2f}, int4 {int4:.2f}")
-    assert abs(int4 - fp32) / fp32 < 0.25, (int4, fp32)  # README states the measured figure
+    assert abs(int4 - fp32) / fp32 < 0.25, (int4, fp32)  # docs/performance.md: the measured figure
 
 
 @pytest.mark.slow

@@ -78,7 +78,7 @@ class AttributionResult:
         return pd.DataFrame(rows)
 
     def normalized(self) -> np.ndarray:
-        """Each row scaled to its largest |score| (the view's --normalize)."""
+        """Each row scaled to its largest absolute score (the view's --normalize)."""
         peak = np.nanmax(np.abs(self.scores), axis=1, keepdims=True)
         return self.scores / np.where(peak > 0, peak, 1)
 
