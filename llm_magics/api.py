@@ -318,7 +318,7 @@ class Session:
         (step callbacks with an `on_prepare` method get them too); num_proc: tokenizing processes.
         processes > 1 (or an accelerate config) trains on several processes; the kernel then keeps its copy
         of the model on the CPU. runs_dir: where the run is recorded (default `self.runs_dir`).
-        **options: TrainOptions' (steps, batch_size, lr...); lr and steps default by kind of run (README)."""
+        **options: TrainOptions' (steps, batch_size, lr...); lr and steps default by kind of run (docs/commands.md)."""
         given = {**_keywords(locals()), **options}
         return self.run(RunSpec.build("train", given), on_step=on_step, on_prepare=on_prepare)
 
@@ -353,7 +353,7 @@ class Session:
         runs_dir: str | None = _FINETUNE.runs_dir,
         **options,
     ) -> TrainResult:
-        """**options: TrainOptions' (epochs, steps, lr...); lr defaults by kind of run (README)."""
+        """**options: TrainOptions' (epochs, steps, lr...); lr defaults by kind of run (docs/commands.md)."""
         given = {**_keywords(locals()), **options}
         return self.run(RunSpec.build("finetune", given), on_step=on_step, on_prepare=on_prepare)
 

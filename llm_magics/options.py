@@ -201,7 +201,7 @@ TRAINING = [
                 "lr",
                 type=_lr_value,
                 help="peak learning rate (AdamW, warmup + cosine), or 'suggested': the last "
-                "lr-find's; default: by kind of run (README)",
+                "lr-find's; default: by kind of run (docs: Commands and options)",
                 bounds=POSITIVE,
             ),
             Option("warmup", 0.1, float, "warmup: a fraction (<1) or a step count", bounds=NOT_NEGATIVE),

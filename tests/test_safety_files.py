@@ -107,6 +107,9 @@ def test_output_dir_that_is_a_file_is_refused_before_the_first_step(shell, capsy
         )
     assert steps == [] and taken.read_text() == "a file of the user's"
     assert len(s.runs) == 1 and s.runs[0].steps_done == 0 and "is a file" in s.runs[0].error
+    # without --checkpoint-every too (nothing would be written there, but a file named is a typo)
+    with pytest.raises(LLMError, match=f"--output-dir {taken} is a file, not a folder"):
+        s.train(text=CORPUS, from_scratch=True, steps=3, output_dir=str(taken), **SMALL)
     # the same through the magic: one line, and the run is in the kernel session's runs
     runs_before = len(llm_magics.session.runs)
     capsys.readouterr()

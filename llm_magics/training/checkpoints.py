@@ -113,9 +113,14 @@ def lock_output_dir(path: str | Path) -> OutputDirLock:
     return OutputDirLock(path).acquire()
 
 
+def check_not_a_file(output_dir: str | None) -> None:
+    """Before anything runs, also when no checkpoint will be written: a file given as --output-dir is a typo."""
+    if output_dir and Path(output_dir).expanduser().is_file():
+        raise LLMError(f"--output-dir {output_dir} is a file, not a folder")
+
+
 def _writable(path: Path) -> None:
-    if path.exists() and not path.is_dir():
-        raise LLMError(f"--output-dir {path} is a file, not a folder")
+    check_not_a_file(str(path))
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

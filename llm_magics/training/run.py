@@ -21,7 +21,7 @@ from ..loading import CAUSAL, CLASSIFIER, LoadedModel, load_model, refuse_remote
 from ..options import DataSpec, ModelSpec, RunSpec, check_bounds
 from ..quantization import require_full_precision
 from .callbacks import StepCallback, as_callbacks
-from .checkpoints import read_state, seed_everything
+from .checkpoints import check_not_a_file, read_state, seed_everything
 from .loop import Hooks, run_here
 from .models import check_lora_rank, head_labels, new_model, resolve_tokenizer, scratch_config
 from .options import TrainOptions, TrainResult
@@ -123,6 +123,7 @@ def execute(
     progress = spec.engine.progress
 
     def work(stop: StopFlag, callbacks: list) -> TrainResult:
+        check_not_a_file(spec.train.output_dir)  # also when no checkpoint is asked for: a typo, said at once
         prep = preparation(stop, callbacks, on_prepare, progress)
         corpora = read_both(prep, data=spec.data)
         if corpora is None:  # a train run knows its steps; a finetune run derives them from the data
