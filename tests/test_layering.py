@@ -96,7 +96,7 @@ def test_the_parser_sees_relative_and_lazy_imports():
     assert "base" in imported_rooms(PACKAGE / "runs.py")  # base.html, a lazy import inside a function
     assert "base" in imported_rooms(PACKAGE / "views" / "training_chart.py")  # `from ..base.html import`
     assert "inspect" in imported_rooms(PACKAGE / "views" / "heatmap.py")  # `from ..inspect.patching import`
-    assert imported_rooms(PACKAGE / "__main__.py") == {"__init__", "magics"}  # `from . import Session`
+    assert imported_rooms(PACKAGE / "__main__.py") == {"__init__", "magics", "frontend"}  # `from . import Session`
     assert imported_rooms(PACKAGE / "api.py") >= {"generation", "training", "runs", "loading", "inspect"}
 
 
