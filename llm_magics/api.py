@@ -563,13 +563,14 @@ class Session:
         answer: str | None = _PATCH.answer,
         wrong: str | None = _PATCH.wrong,
         site: str = _PATCH.site,
-        layers: list[int] | None = None,
+        layers: list[int] | str | None = None,
         batch_size: int = 64,
         progress: bool = True,
     ):
         """Activation patching: every layer × position (site 'heads': layer × head) of the corrupted run
         patched from the clean run; `.scores` is the share of the logit difference answer − wrong restored.
-        answer / wrong default to the clean and the corrupted run's top next tokens. Stoppable."""
+        answer / wrong default to the clean and the corrupted run's top next tokens. layers: a list of layer
+        numbers or a text as --layers takes it ('0,5,20-29'). Stoppable."""
         from .inspect.patching import patch
 
         loaded = self.require_model("patch")

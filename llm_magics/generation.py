@@ -12,11 +12,11 @@ from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
 from transformers.generation.streamers import BaseStreamer
 
 from .base.checks import check_finite, check_seed
-from .base.devices import compile_backend
+from .base.devices import available_memory, compile_backend
 from .base.errors import LLMError, is_out_of_memory
 from .base.interrupts import StopFlag, graceful_interrupts
 from .loading import LoadedModel, context_length, require_causal
-from .options import check_bounds, defaults
+from .options import check_bounds, defaults, split_stop_texts
 
 _D = defaults("generate")  # declared in llm_magics/options.py, with their help and the playground's ranges
 
@@ -30,13 +30,21 @@ class SamplingSettings:
     repetition_penalty: float = _D.repetition_penalty
     num_return_sequences: int = _D.num_return_sequences
     seed: int | None = _D.seed
-    stop: str | None = _D.stop
+    stop: str | list[str] | None = _D.stop  # a text as --stop takes it, or a list of texts, each as it is
     do_sample: bool = _D.do_sample
 
     def stop_strings(self) -> list[str]:
-        """--stop's texts: comma- or newline-separated, each stripped, `\\n` read as a newline."""
-        pieces = (piece.strip().replace("\\n", "\n") for piece in (self.stop or "").replace("\n", ",").split(","))
-        return [piece for piece in pieces if piece]
+        """The texts to stop at: a string is split as --stop's value is (comma- or newline-separated, each
+        stripped, `\\n` read as a newline); a list's texts are taken as they are (transformers' stop_strings)."""
+        if self.stop is None:
+            return []
+        if isinstance(self.stop, str):
+            return split_stop_texts(self.stop)
+        return [text for text in self.stop if text]
+
+    def stop_text(self) -> str:
+        """The stop texts as one --stop value (the playground's field): comma-separated, newlines as `\\n`."""
+        return ",".join(text.replace("\n", "\\n") for text in self.stop_strings())
 
     def validated(self) -> SamplingSettings:
         check_finite(temperature=self.temperature, top_p=self.top_p, repetition_penalty=self.repetition_penalty)
@@ -47,6 +55,9 @@ class SamplingSettings:
                 f"--greedy gives one sequence (every sample would be the same): "
                 f"drop --greedy or ask for --num-return-sequences 1 (got {self.num_return_sequences})"
             )
+        if self.stop is not None and not isinstance(self.stop, str):
+            if not isinstance(self.stop, (list, tuple)) or not all(isinstance(text, str) for text in self.stop):
+                raise LLMError(f"--stop takes a text or a list of texts; got {self.stop!r}")
         if self.stop is not None and not self.stop_strings():
             raise LLMError("--stop has no text: give texts separated by commas or newlines (a comma cannot be one)")
         return self
@@ -178,6 +189,7 @@ def generate_ids(
             f"prompt ({prompt_length} tokens) + --max-new-tokens {settings.max_new_tokens} "
             f"exceeds the model's context of {limit} tokens"
         )
+    check_generation_memory(loaded, settings, prompt_length)
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     if settings.seed is not None:
         set_seed(settings.seed)
@@ -229,6 +241,54 @@ def generate_ids(
         scores=list(output.scores) if output_scores else None,
         compile_warmup=first_compile,
     )
+
+
+def generation_bytes(config, dtype_bytes: int, sequences: int, prompt_tokens: int, new_tokens: int) -> int | None:
+    """Roughly what generating takes beyond the weights: the KV cache (per sequence, per token, per layer, a key
+    and a value of kv_heads x head_dim numbers) and one step's logits in float32. None when the config does not
+    say its shape."""
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    shape = [getattr(config, name, None) for name in ("num_hidden_layers", "num_attention_heads", "hidden_size")]
+    shape.append(getattr(config, "vocab_size", None))
+    if not all(isinstance(n, int) and n > 0 for n in shape):
+        return None
+    layers, heads, hidden, vocab = (int(n) for n in shape)  # type: ignore[arg-type]  # checked just above
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
+    kv_cache = sequences * (prompt_tokens + new_tokens) * layers * 2 * kv_heads * head_dim * dtype_bytes
+    logits = sequences * vocab * 4
+    return kv_cache + logits
+
+
+def check_generation_memory(loaded: LoadedModel, settings: SamplingSettings, prompt_tokens: int) -> None:
+    """One line, before anything is allocated, when the estimate (generation_bytes) is beyond the memory
+    available, with a smaller setting that fits."""
+    dtype_bytes = torch.empty((), dtype=loaded.model.dtype).element_size()
+    n, new = settings.num_return_sequences, settings.max_new_tokens
+
+    def need(sequences: int, tokens: int) -> int:
+        return generation_bytes(loaded.model.config, dtype_bytes, sequences, prompt_tokens, tokens) or 0
+
+    needed, available = need(n, new), available_memory(loaded.device)
+    if needed <= available:  # 0: the config does not say its shape
+        return
+    per_token = need(n, 1) - need(n, 0)  # every sequence one token longer
+    tokens_fit = (available - need(n, 0)) // per_token
+    sequences_fit = available // need(1, new)
+    if tokens_fit >= 1:
+        fits = f"--max-new-tokens {tokens_fit} fits"
+    elif sequences_fit >= 1:
+        fits = f"--num-return-sequences {sequences_fit} fits"
+    else:
+        fits = "not even one sequence of that length fits"
+    raise LLMError(
+        f"generating {n} x ({prompt_tokens} + {new}) tokens needs about {_gib(needed)} for the KV cache and "
+        f"logits, more than the {_gib(available)} of memory available: {fits}"
+    )
+
+
+def _gib(size: int) -> str:
+    return f"{size / 2**30:,.1f} GiB"
 
 
 def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, str | None]:

@@ -364,7 +364,7 @@ class LLMMagics(Magics):
                 f"one on the second (got {len(lines)} non-empty line{'s' if len(lines) != 1 else ''})"
             )
         result = self.session.patch(
-            lines[0], lines[1], answer=args.answer, wrong=args.wrong, site=args.site, layers=_layers(args.layers)
+            lines[0], lines[1], answer=args.answer, wrong=args.wrong, site=args.site, layers=args.layers
         )
         print(result.summary())
         display(result.view())
@@ -417,20 +417,6 @@ def _as_typed(cell: str | None) -> str | None:
     """The cell body as the user typed it: IPython ends every body with one newline of its own (it adds
     it when the cell does not end with one), and only that one is dropped."""
     return cell[:-1] if cell is not None and cell.endswith("\n") else cell
-
-
-def _layers(text: str | None) -> list[int] | None:
-    """'0,5,20-29' -> [0, 5, 20, ..., 29]."""
-    if not text:
-        return None
-    layers: list[int] = []
-    try:
-        for part in text.split(","):
-            first, _, last = part.strip().partition("-")
-            layers.extend(range(int(first), int(last or first) + 1))
-    except ValueError:
-        raise LLMError(f"--layers {text!r}: write layer numbers and ranges, e.g. 0,5,20-29") from None
-    return layers
 
 
 def _finished(prompt: str, text: str, note: str) -> dict:

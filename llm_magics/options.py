@@ -64,6 +64,7 @@ class Bounds:
 
 
 AT_LEAST_1 = Bounds(1)
+MAX_RETURN_SEQUENCES = 64  # samples one generate call draws side by side (each holds its own KV cache)
 POSITIVE = Bounds(0, low_open=True)
 NOT_NEGATIVE = Bounds(0)
 
@@ -84,6 +85,7 @@ class Option:
     metavar: str | None = None
     keyword: str | Literal[False] | None = None  # the Session keyword when it differs; MAGIC_ONLY when there is none
     group: str = ""  # the heading `--help` lists it under (see _grouped); none: the command's own options
+    repeatable: bool = False  # given several times, the values (lists, from `type`) are joined into one list
 
     @property
     def flag(self) -> str:
@@ -109,6 +111,12 @@ def _flag(name: str, help: str, default: bool = False, **more) -> Option:
     """A switch: --name turns it on (or, default True, --no-name turns it off)."""
     flag = ("--no-" if default else "--") + name.replace("_", "-")
     return Option(name, default, help=help, flags={flag: not default}, **more)
+
+
+def split_stop_texts(text: str) -> list[str]:
+    """One --stop value's texts: comma- or newline-separated, each stripped, `\\n` read as a newline."""
+    pieces = (piece.strip().replace("\\n", "\n") for piece in text.replace("\n", ",").split(","))
+    return [piece for piece in pieces if piece]
 
 
 def _lr_value(text: str):
@@ -157,8 +165,10 @@ SAMPLING = _grouped(
         Option(
             "stop",
             None,
-            str,
-            "end at the first of these texts (comma- or newline-separated; \\n: a newline), cut from the output",
+            split_stop_texts,
+            "end at the first of these texts (comma- or newline-separated; \\n: a newline; repeatable), cut from "
+            "the output",
+            repeatable=True,
         ),
         Option(
             "do_sample",
@@ -176,7 +186,9 @@ CHAT_TEMPLATE = _grouped(
         Option("system", type=str, help="a system prompt before the user's turn (implies --chat)"),
     ],
 )
-NUM_RETURN_SEQUENCES = Option("num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1), bounds=AT_LEAST_1)
+NUM_RETURN_SEQUENCES = Option(
+    "num_return_sequences", 1, int, "samples to draw", range=(1, 8, 1), bounds=Bounds(1, MAX_RETURN_SEQUENCES)
+)
 
 # What a training run does; train, finetune and lr-find share them (see TrainOptions).
 TRAINING = [
@@ -620,6 +632,7 @@ def add_arguments(parser: argparse.ArgumentParser, command: str) -> None:
                 required=option.required,
                 metavar=option.metavar,
                 help=option.value_help(),
+                **({"action": "extend"} if option.repeatable else {}),
             )
 
 

@@ -58,3 +58,13 @@ def compile_backend(compile: bool | str | None) -> str | None:
     if backend not in torch._dynamo.list_backends(exclude_tags=()):
         raise LLMError(f"unknown --compile backend {backend!r}: use inductor, aot_eager or eager")
     return backend
+
+
+def available_memory(device: torch.device) -> int:
+    """The bytes a new allocation can still take: the GPU's free memory on CUDA, else the machine's available
+    RAM (what psutil counts as available without swapping)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    import psutil
+
+    return psutil.virtual_memory().available

@@ -281,7 +281,7 @@ def attribute(
         )
     if not text or not text.strip():
         raise LLMError("the text is empty: give the prompt (or sentence) to explain")
-    check_bounds({"steps": steps}, "attribute", only=("steps",))
+    check_bounds({"steps": steps, "max_new_tokens": max_new_tokens}, "attribute")
     if batch_size is not None and batch_size < 1:
         raise LLMError(f"batch_size must be at least 1 (got {batch_size}); None sizes it from memory")
     steps = steps or (INTEGRATION_STEPS if method in INTEGRATED else SHAPLEY_SAMPLES)

@@ -25,6 +25,7 @@ from typing import cast
 
 import torch
 
+from ..base.checks import parse_layer_ranges
 from ..base.drawing import draw
 from ..base.errors import LLMError, no_model
 from ..base.interrupts import StopFlag
@@ -274,7 +275,7 @@ def patch(
     answer: str | None = None,
     wrong: str | None = None,
     site: str = defaults("patch").site,
-    layers: list[int] | None = None,
+    layers: list[int] | str | None = None,
     batch_size: int = 64,
     stop: StopFlag | None = None,
     on_layer=None,
@@ -289,7 +290,11 @@ def patch(
     model, tokenizer = loaded.model, loaded.tokenizer
     clean_ids, corrupted_ids = encode_pair(loaded, clean, corrupted)
     num_layers, num_heads = model_shape(model)
+    if isinstance(layers, str):  # '0,5,20-29', as --layers takes it
+        layers = parse_layer_ranges("--layers", layers)
     layers = list(range(num_layers)) if layers is None else list(layers)
+    if not layers:
+        raise LLMError("--layers names no layer: give layer numbers and ranges, e.g. 0,5,20-29")
     for layer in layers:
         if not 0 <= layer < num_layers:
             raise LLMError(f"layer {layer} is out of range: this model has layers 0..{num_layers - 1}")

@@ -213,7 +213,7 @@ class SamplingPanel:
             value=settings.seed is not None, description="pin seed", indent=False, layout=widgets.Layout(width="auto")
         )
         self.stop = widgets.Text(
-            value=settings.stop or "",
+            value=settings.stop_text(),
             description="stop",
             placeholder="texts that end it: comma-separated, \\n for a newline",
             style=style,
