@@ -91,7 +91,9 @@ function render({ model, el: root }) {
     label.textContent = model.get('title');
     warning.textContent = model.get('warning') ? `⚠ ${model.get('warning')}` : '';
     warning.style.display = model.get('warning') ? '' : 'none';
-    const scale = model.get('normalize') ? 'each row scaled to its largest |value|' : `largest |value| ${peak.toPrecision(4)}`;
+    const scale = model.get('normalize')
+      ? 'each row scaled to its largest |value|'
+      : `largest |value| ${peak.toPrecision(4)}`;
     units.textContent = ` · ${model.get('units') ? model.get('units') + '; ' : ''}${scale}`;
     normalizeLabel.style.display = model.get('normalizable') ? '' : 'none';
     normalize.checked = model.get('normalize');
@@ -128,7 +130,8 @@ function render({ model, el: root }) {
     if (!info.textContent) info.textContent = model.get('hint');
   }
 
-  for (const name of ['values', 'rows', 'columns', 'normalize', 'selected', 'title', 'warning', 'units']) model.on('change:' + name, draw);
+  for (const name of ['values', 'rows', 'columns', 'normalize', 'selected', 'title', 'warning', 'units'])
+    model.on('change:' + name, draw);
   model.on('change:detail', drawDetail);
   draw();
   drawDetail();
