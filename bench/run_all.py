@@ -27,6 +27,7 @@ SCRIPTS = [
     ("attribution.py", "--prompt-tokens 30 --new-tokens 3 --steps 16"),
     ("trackers.py", "--steps 60 --repeats 3"),
     ("decode_cpu.py", "--tokens 32 --repeats 2"),
+    ("int8_agreement.py", "--tokens 24"),
 ]
 
 

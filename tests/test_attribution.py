@@ -3,6 +3,7 @@ models, few steps), IG completeness against an independent forward pass, stop ke
 JSON round trip, the view, and one line per user mistake."""
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -237,3 +238,101 @@ def test_magic_on_real_weights(shell, magic_session, capsys):
     result = run(shell, "attribute --method input-x-gradient --target ' Paris' The capital of France is")
     assert result.targets == [" Paris"] and result.scores.shape == (1, result.prompt_length + 1)
     assert "attribution (input-x-gradient)" in capsys.readouterr().out
+
+
+def ig_captum(loaded, text: str, target: int, steps: int) -> tuple[np.ndarray, float]:
+    """Integrated gradients on the input embeddings (baseline all zeros) of log p(target), called the plain
+    Captum way: the per-token scores and Captum's convergence delta."""
+    from captum.attr import IntegratedGradients
+
+    ids = loaded.tokenizer(text, return_tensors="pt")["input_ids"]
+    x = loaded.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+
+    def f(embeds):
+        return torch.log_softmax(loaded.model(inputs_embeds=embeds).logits[:, -1].float(), -1)[:, target]
+
+    attr, delta = IntegratedGradients(f).attribute(x, torch.zeros_like(x), n_steps=steps, return_convergence_delta=True)
+    return attr.sum(-1)[0].detach().numpy(), float(delta)
+
+
+def test_an_unconverged_ig_says_so_in_the_summary_and_the_view(causal):
+    """Two steps on the tiny llama leave a delta far above 5% of the target's scale (the larger of
+    |f(x) - f(baseline)|, computed here by plain forward passes, and the largest |score|): the summary and
+    the view (widget and static HTML) each carry one line naming the target and a larger --steps."""
+    result = attribute(causal, PROMPT, method="integrated-gradients", max_new_tokens=1, steps=2)
+    ids = causal.tokenizer(PROMPT, return_tensors="pt")["input_ids"]
+    target = result.ids[-1]
+    with torch.no_grad():
+        zeros = torch.zeros_like(causal.model.get_input_embeddings()(ids))
+        baseline = float(torch.log_softmax(causal.model(inputs_embeds=zeros).logits[0, -1], -1)[target])
+    difference = log_prob(causal, ids, target) - baseline
+    scale = max(abs(difference), float(np.nanmax(np.abs(result.scores[0]))))
+    assert abs(result.deltas[0]) > 0.05 * scale  # the case: far from converged
+    line = result.convergence_warning()
+    assert line.startswith(f"IG has not converged for {result.targets[0]!r} (delta {abs(result.deltas[0]):.3g}")
+    assert f"difference of {abs(difference):.3g}" in line
+    suggested = int(line.rsplit("--steps ", 1)[1])
+    assert suggested > 2
+    assert line in result.summary().splitlines()
+    view = result.view()
+    assert view.get_state()["warning"] == line
+    assert html_text(view.static_html()).count(line) == 1
+    # a converged result (a delta inside 5% of its scale) and a method without a delta say nothing
+    # the rule on numbers worked by hand: scores [1, 1] sum to 2, so f(x) - f(b) = 2 - delta; a delta of 0.09
+    # is inside 5% of |2 - 0.09| = 1.91 (0.0955), 0.11 outside 5% of 1.89 (0.0945); -0.10 inside 5% of 2.10
+    for delta, converged in ((0.09, True), (0.11, False), (-0.10, True), (-0.11, False)):
+        made = AttributionResult(
+            "integrated-gradients", [" a", " b"], [" c"], np.ones((1, 2)), deltas=[delta], steps=10
+        )
+        assert made.convergence()[0]["converged"] is converged, delta
+        assert (made.convergence_warning() == "") is converged
+    saliency = attribute(causal, PROMPT, method="saliency", max_new_tokens=1)
+    assert saliency.convergence_warning() == "" and saliency.view().get_state()["warning"] == ""
+    assert "has not converged" not in saliency.summary()
+
+
+def test_more_steps_shrink_the_delta_as_captum_computes_it(causal):
+    """Our deltas are Captum's (IntegratedGradients called the plain way, return_convergence_delta=True), and
+    raising --steps from 2 to 128 makes Captum's delta smaller."""
+    coarse = attribute(causal, PROMPT, method="integrated-gradients", max_new_tokens=1, steps=2)
+    fine = attribute(causal, PROMPT, method="integrated-gradients", max_new_tokens=1, steps=128)
+    target = coarse.ids[-1]
+    deltas = {}
+    for result, steps in ((coarse, 2), (fine, 128)):
+        scores, delta = ig_captum(causal, PROMPT, target, steps)
+        n = result.prompt_length
+        np.testing.assert_allclose(result.scores[0, :n], scores, atol=1e-4 * max(1.0, np.abs(scores).max()))
+        assert result.deltas[0] == pytest.approx(delta, abs=1e-4)
+        deltas[steps] = abs(delta)
+    assert deltas[128] < deltas[2]
+
+
+def html_text(markup: str) -> str:
+    import html
+    import re
+
+    return html.unescape(re.sub(r"<[^>]+>", "", markup))
+
+
+def test_the_heatmap_has_a_colour_legend_with_the_sign_and_the_units(causal):
+    """The legend's swatch beside 'positive' is the colour of a positive cell, the one beside 'negative' that
+    of a negative cell, and it names what the numbers are; the widget carries the units for its JS legend."""
+    import re
+
+    result = attribute(causal, PROMPT, method="integrated-gradients", max_new_tokens=2, steps=4)
+    view = result.view()
+    markup = view.static_html()
+    legend = re.search(r'<div class="llm-legend".*?</div>', markup).group(0)
+    swatches = dict(
+        (label, rgb)
+        for rgb, label in re.findall(r"background:rgb\((\d+,\d+,\d+)\).*?</span><span[^>]*>\w+: (\w+)</span>", legend)
+    )
+    assert set(swatches) == {"positive", "negative"} and swatches["positive"] != swatches["negative"]
+    assert "attribution to log p(target)" in html_text(legend)
+    assert view.get_state()["units"] == "attribution to log p(target)"
+    cells = re.findall(r'title="[^"]*: (-?[\d.]+)" style="[^"]*background:rgba\((\d+,\d+,\d+),', markup)
+    signs = {("positive" if float(v) > 0 else "negative"): rgb for v, rgb in cells if float(v) != 0}
+    assert set(signs) == {"positive", "negative"}  # the case has both signs
+    assert signs == swatches
+    js = (Path(__file__).parents[1] / "llm_magics" / "views" / "heatmap.js").read_text()
+    assert "llm-legend-positive" in js and "llm-legend-negative" in js and "model.get('units')" in js

@@ -19,7 +19,11 @@ attributions then moved by up to 2e-3 from the plain forward's (4x further from 
 Per-token scores: gradient methods sum over the embedding dimension (as the IG authors do); occlusion
 replaces one token's embedding by zeros; feature ablation and Shapley sampling replace token ids by the
 baseline token (the pad token, else id 0). Integrated gradients report their convergence delta:
-sum(attributions) - (f(input) - f(baseline)).
+sum(attributions) - (f(input) - f(baseline)). A target has not converged when |delta| is more than
+CONVERGENCE_TOLERANCE of its scale, the larger of |f(input) - f(baseline)| (= sum(attributions) - delta) and
+its largest |score|: its scores are then not to be read, and the summary and the view say so in one line with
+a number of steps that would converge (IG's error shrinks about as 1/steps: the steps scaled by
+|delta| / (tolerance x scale), capped at --steps' declared maximum when it has one).
 """
 
 from __future__ import annotations
@@ -37,11 +41,22 @@ from ..base.drawing import draw
 from ..base.errors import LLMError, no_model
 from ..base.interrupts import StopFlag
 from ..loading import CAUSAL, CLASSIFIER, LoadedModel, context_length
-from ..options import ATTRIBUTION_METHODS, INTEGRATION_STEPS, SHAPLEY_SAMPLES, check_bounds, defaults
+from ..options import ATTRIBUTION_METHODS, INTEGRATION_STEPS, SHAPLEY_SAMPLES, check_bounds, defaults, options
 
 METHODS = ATTRIBUTION_METHODS  # declared with the --method option
 INTEGRATED = ("integrated-gradients", "layer-integrated-gradients")
 TOP_K = 5
+CONVERGENCE_TOLERANCE = 0.05  # |delta| above this share of a target's scale: IG has not converged
+# what each method's score is a share of: the unit named by the view's colour legend
+UNITS = {
+    "integrated-gradients": "attribution to log p(target)",
+    "layer-integrated-gradients": "attribution to log p(target)",
+    "saliency": "|gradient of log p(target)|, summed over the embedding",
+    "input-x-gradient": "input x gradient of log p(target)",
+    "occlusion": "drop in log p(target) with the token's embedding zeroed",
+    "feature-ablation": "drop in log p(target) with the token replaced by the pad token",
+    "shapley-sampling": "Shapley value of log p(target)",
+}
 ACTIVATION_BUDGET = 5 * 2**27  # bytes of activations kept for backward by one internal batch of steps (640 MiB)
 
 
@@ -82,6 +97,53 @@ class AttributionResult:
         peak = np.nanmax(np.abs(self.scores), axis=1, keepdims=True)
         return self.scores / np.where(peak > 0, peak, 1)
 
+    def convergence(self) -> list[dict]:
+        """Integrated gradients, per target: its delta, f(input) - f(baseline) (the sum of its scores minus the
+        delta), its largest |score| (peak), its scale (the larger of |difference| and peak) and whether
+        |delta| <= CONVERGENCE_TOLERANCE x scale (converged). Empty for the other methods."""
+        rows = []
+        for t, delta in enumerate(self.deltas[: len(self.targets)]):
+            row = self.scores[t]
+            difference = float(np.nansum(row)) - delta
+            peak = float(np.nanmax(np.abs(row))) if np.isfinite(row).any() else 0.0
+            scale = max(abs(difference), peak)
+            rows.append(
+                {
+                    "target": self.targets[t],
+                    "delta": delta,
+                    "difference": difference,
+                    "peak": peak,
+                    "scale": scale,
+                    "converged": abs(delta) <= CONVERGENCE_TOLERANCE * scale,
+                }
+            )
+        return rows
+
+    def convergence_warning(self) -> str:
+        """One line when some target's IG has not converged (see `convergence`), naming the worst one and a
+        --steps that would converge it; "" otherwise."""
+        bad = [row for row in self.convergence() if not row["converged"]]
+        if not bad:
+            return ""
+        worst = max(bad, key=lambda row: abs(row["delta"]) / max(row["scale"], 1e-30))
+        steps = self.steps or INTEGRATION_STEPS
+        ratio = abs(worst["delta"]) / max(CONVERGENCE_TOLERANCE * worst["scale"], 1e-30)
+        suggested = max(steps + 1, math.ceil(steps * ratio))
+        high = next(o.bounds.high for o in options("attribute") if o.name == "steps" and o.bounds is not None)
+        if high is not None:
+            suggested = min(suggested, int(high))
+        others = f" and {len(bad) - 1} other target(s)" if len(bad) > 1 else ""
+        advice = (
+            f"try --steps {suggested}"
+            if suggested > steps
+            else f"--steps is at its maximum ({steps}): read these scores as approximate"
+        )
+        return (
+            f"IG has not converged for {worst['target']!r}{others} (delta {abs(worst['delta']):.3g} against a "
+            f"difference of {abs(worst['difference']):.3g} and a largest |score| of {worst['peak']:.3g}: over "
+            f"{CONVERGENCE_TOLERANCE:.0%} of the larger): {advice}"
+        )
+
     def summary(self) -> str:
         note = (
             f"; stopped after {len(self.targets)} target token(s), the finished ones are kept"
@@ -89,7 +151,12 @@ class AttributionResult:
             else ""
         )
         delta = f", largest |convergence delta| {max(abs(d) for d in self.deltas):.4f}" if self.deltas else ""
-        return f"attribution ({self.method}): {len(self.targets)} target(s) x {len(self.tokens)} tokens{delta}{note}"
+        warning = self.convergence_warning()
+        warning = f"\n{warning}" if warning else ""
+        return (
+            f"attribution ({self.method}): {len(self.targets)} target(s) x {len(self.tokens)} tokens{delta}{note}"
+            f"{warning}"
+        )
 
     # --- JSON ---
     def to_json(self) -> dict:

@@ -36,10 +36,22 @@ function render({ model, el: root }) {
     model.save_changes();
   });
   const toolbar = el('div', { class: 'llm-toolbar' }, [label, normalizeLabel]);
+  const warning = el('div', { class: 'llm-warning' });
   const grid = el('div', { class: 'llm-grid' });
+  // the colour scale's key: which colour is positive, which negative, and what the numbers are
+  const swatch = rgb => el('span', { class: 'llm-swatch', style: { background: `rgb(${rgb.join(',')})` } });
+  const units = el('span', { class: 'llm-legend-units' });
+  const legend = el('div', { class: 'llm-legend' }, [
+    swatch(POSITIVE),
+    el('span', { class: 'llm-legend-positive' }, ['blue: positive']),
+    ' ',
+    swatch(NEGATIVE),
+    el('span', { class: 'llm-legend-negative' }, ['orange: negative']),
+    units
+  ]);
   const info = el('div', { class: 'llm-info' });
   const detail = el('div', { class: 'llm-detail' });
-  container.append(toolbar, grid, info, detail);
+  container.append(toolbar, warning, grid, legend, info, detail);
   root.append(container);
 
   function drawDetail() {
@@ -77,6 +89,12 @@ function render({ model, el: root }) {
         );
     const [selRow, selCol] = model.get('selected').length ? model.get('selected') : [-1, -1];
     label.textContent = model.get('title');
+    warning.textContent = model.get('warning') ? `⚠ ${model.get('warning')}` : '';
+    warning.style.display = model.get('warning') ? '' : 'none';
+    const scale = model.get('normalize')
+      ? 'each row scaled to its largest |value|'
+      : `largest |value| ${peak.toPrecision(4)}`;
+    units.textContent = ` · ${model.get('units') ? model.get('units') + '; ' : ''}${scale}`;
     normalizeLabel.style.display = model.get('normalizable') ? '' : 'none';
     normalize.checked = model.get('normalize');
     grid.style.gridTemplateColumns = `auto repeat(${columns.length}, minmax(18px, 1fr))`;
@@ -112,7 +130,8 @@ function render({ model, el: root }) {
     if (!info.textContent) info.textContent = model.get('hint');
   }
 
-  for (const name of ['values', 'rows', 'columns', 'normalize', 'selected', 'title']) model.on('change:' + name, draw);
+  for (const name of ['values', 'rows', 'columns', 'normalize', 'selected', 'title', 'warning', 'units'])
+    model.on('change:' + name, draw);
   model.on('change:detail', drawDetail);
   draw();
   drawDetail();

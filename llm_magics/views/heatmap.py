@@ -17,7 +17,7 @@ import traitlets
 
 from ..base.drawing import draws
 from ..base.html import short_token
-from ..inspect.attribution import AttributionResult
+from ..inspect.attribution import UNITS, AttributionResult
 from ..inspect.patching import PatchingResult
 from . import assets
 
@@ -30,6 +30,8 @@ class HeatmapView(anywidget.AnyWidget):
 
     title = traitlets.Unicode("").tag(sync=True)
     hint = traitlets.Unicode("").tag(sync=True)
+    units = traitlets.Unicode("").tag(sync=True)  # what the numbers are, named by the colour legend
+    warning = traitlets.Unicode("").tag(sync=True)  # one line shown above the grid (IG has not converged)
     rows = traitlets.List(traitlets.Unicode()).tag(sync=True)
     columns = traitlets.List(traitlets.Unicode()).tag(sync=True)
     row_notes = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -105,17 +107,41 @@ class HeatmapView(anywidget.AnyWidget):
                 f'<table style="font-family:monospace;font-size:11px">{items}</table></div>'
             )
         scale = "each row scaled to its largest |value|" if self.normalize else f"largest |value| {peak:.4g}"
+        warning = (
+            f'<div class="llm-warning" style="color:var(--jp-error-color1, #d32f2f);font-weight:600;margin-bottom:4px">'
+            f"⚠ {html.escape(self.warning)}</div>"
+            if self.warning
+            else ""
+        )
         return (
             f'<div class="llm-heatmap-static" data-normalize="{int(self.normalize)}" style="font-family:sans-serif;'
             f"font-size:12px;color:inherit;background:transparent;"
             f'padding:4px"><div style="font-weight:600;margin-bottom:4px">{html.escape(self.title)} '
             f'<span style="font-weight:400;opacity:0.75">(saved snapshot: run the cell '
-            f"for the interactive view)</span></div>"
+            f"for the interactive view)</span></div>{warning}"
             f'<table style="border-collapse:separate;border-spacing:1px;font-family:monospace;font-size:11px">'
             f"<tr><th></th>{head}</tr>{''.join(body)}</table>"
-            f'<div style="opacity:0.75">blue: positive, orange: negative; {scale}</div>'
+            f"{_legend(self.units, scale)}"
             f"{detail}</div>"
         )
+
+
+def _legend(units: str, scale: str) -> str:
+    """The colour scale's key: which colour is positive, which negative, what the numbers are."""
+
+    def swatch(rgb) -> str:
+        r, g, b = rgb
+        return (
+            f'<span style="display:inline-block;width:12px;height:12px;vertical-align:middle;'
+            f'background:rgb({r},{g},{b});margin:0 3px"></span>'
+        )
+
+    what = f"{html.escape(units)}; " if units else ""
+    return (
+        f'<div class="llm-legend" style="opacity:0.85;margin-top:2px">'
+        f'{swatch(POSITIVE)}<span class="llm-legend-positive">blue: positive</span> '
+        f'{swatch(NEGATIVE)}<span class="llm-legend-negative">orange: negative</span> · {what}{scale}</div>'
+    )
 
 
 def _colour(value: float | None, peak: float) -> str:
@@ -146,6 +172,7 @@ def patching_view(result: PatchingResult) -> HeatmapView:
 
     return HeatmapView(
         describe=describe,
+        units="share of the clean run's logit difference restored (0 = corrupted, 1 = clean)",
         title=f"activation patching · {result.site} · {result.answer!r} vs "
         f"{result.wrong!r} · score 0 = corrupted, 1 = clean",
         rows=[f"layer {i}" for i in range(result.scores.shape[0])],
@@ -173,6 +200,8 @@ def attribution_view(result, normalize: bool = False) -> HeatmapView:
     return HeatmapView(
         describe=describe,
         title=f"attribution · {result.method}{delta} · rows: output tokens (p, entropy), columns: input tokens",
+        units=UNITS.get(result.method, ""),
+        warning=result.convergence_warning(),
         rows=result.targets,
         columns=result.tokens,
         row_notes=notes,
