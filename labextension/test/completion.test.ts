@@ -3,7 +3,6 @@ import { LlmCompletionProvider } from '../src/completion';
 // What JupyterLab's completer asks our provider (the parts it reads), for the cursor at the end of `text`.
 async function complete(text: string) {
   const provider = new LlmCompletionProvider();
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
   return provider.fetch({ text, offset: text.length } as any);
 }
 
