@@ -10,7 +10,7 @@ import { llmHighlighter } from './highlight';
 import { ourMessage, statusText } from './magic';
 import { COMMAND_IDS, registerCommands } from './palette';
 import { COMM_TARGET, IActiveRun, IHistoryRequest, ISnapshot, ISnapshotRequest } from './protocol';
-import { shellStatus, whenIdle } from './requests';
+import { shellStatus } from './shellstatus';
 import { chart, RunsPanel, StatusItem } from './views';
 
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
@@ -21,7 +21,6 @@ type Comm = ReturnType<KernelConnection['createComm']>;
  * Opened over a kernel subshell where the kernel has them (ipykernel 7), so it is answered even while a
  * cell trains; the answers come back on iopub like the kernel's pushes. */
 async function openRequestComm(kernel: KernelConnection): Promise<Comm> {
-  await whenIdle(kernel); // not while a cell trains (see requests.ts)
   const comm = kernel.createComm(COMM_TARGET);
   await kernel.info;
   const started = (comm as unknown as { subshellStarted?: Promise<void> }).subshellStarted;
@@ -181,9 +180,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       registered.add(kernel);
-      // JupyterLab takes any busy/idle for the kernel's (the server tracks comm_open and comm_msg): a subshell
-      // answering our comm while a cell trains would make the status bar say "Idle" until the cell ends.
-      // Put back the main shell's state (a private setter: there is no public one; skipped if it is gone).
+      // A subshell's busy/idle is not the kernel's (see shellstatus.ts): put back the main shell's state,
+      // through a private setter as there is no public one (skipped if a JupyterLab lacks it).
       let mainShell = kernel.status;
       const keepMainShellStatus = (msg: Parameters<typeof shellStatus>[0]) => {
         const status = shellStatus(msg);
@@ -191,7 +189,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           return;
         }
         const setter = (kernel as unknown as { _updateStatus?: (s: string) => void })._updateStatus;
-        if (!status.subshell) {
+        if (status.mainShell) {
           mainShell = status.state as typeof mainShell;
         } else if (kernel.status !== mainShell && typeof setter === 'function') {
           setter.call(kernel, mainShell);

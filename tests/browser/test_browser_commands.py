@@ -29,7 +29,9 @@ def test_first_run_status_and_stop_from_the_palette(browser, lab):
         "() => /train \\d+\\/100000/.test(document.querySelector('.llm-status-item')?.textContent || '')",
         timeout=180_000,
     )
-    # JupyterLab's own kernel status stays busy for the whole run (a subshell's idle used to say "Idle")
+    # JupyterLab's own kernel status stays busy for the whole run (a subshell's idle used to say "Idle"),
+    # also after the page's comm and subshells are made
+    page.wait_for_timeout(3000)
     for _ in range(6):
         assert page.evaluate(f"{KERNEL}.status") == "busy"
         page.wait_for_timeout(500)

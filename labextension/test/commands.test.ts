@@ -1,5 +1,5 @@
 import { COMMAND_IDS, ICommandActions, registerCommands, STOP_KEYS } from '../src/palette';
-import { shellStatus, whenIdle } from '../src/requests';
+import { shellStatus } from '../src/shellstatus';
 
 type Options = { execute: () => void; isEnabled?: () => boolean; label: string };
 
@@ -55,42 +55,6 @@ describe('registerCommands', () => {
   });
 });
 
-describe('whenIdle', () => {
-  function kernel(status: string) {
-    const slots = new Set<(sender: unknown, status: string) => void>();
-    return {
-      status,
-      slots,
-      statusChanged: {
-        connect: (slot: (sender: unknown, status: string) => void) => !!slots.add(slot),
-        disconnect: (slot: (sender: unknown, status: string) => void) => slots.delete(slot)
-      },
-      emit(next: string) {
-        this.status = next;
-        slots.forEach(slot => slot(this, next));
-      }
-    };
-  }
-  it('resolves at once for an idle kernel', async () => {
-    await expect(whenIdle(kernel('idle'))).resolves.toBeUndefined();
-  });
-  it('waits while the kernel is busy (a cell training), then lets go of the signal', async () => {
-    const k = kernel('busy');
-    let opened = false;
-    const done = whenIdle(k).then(() => {
-      opened = true;
-    });
-    await Promise.resolve();
-    k.emit('busy');
-    await Promise.resolve();
-    expect(opened).toBe(false);
-    k.emit('idle');
-    await done;
-    expect(opened).toBe(true);
-    expect(k.slots.size).toBe(0);
-  });
-});
-
 describe('shellStatus', () => {
   const status = (state: string, parent: object) => ({
     header: { msg_type: 'status' },
@@ -98,12 +62,16 @@ describe('shellStatus', () => {
     content: { execution_state: state }
   });
   it("tells a subshell's busy/idle from the main shell's", () => {
-    expect(shellStatus(status('busy', { msg_type: 'execute_request' }))).toEqual({ state: 'busy', subshell: false });
+    expect(shellStatus(status('busy', { msg_type: 'execute_request' }))).toEqual({ state: 'busy', mainShell: true });
     expect(shellStatus(status('idle', { msg_type: 'comm_open', subshell_id: 'a1' }))).toEqual({
       state: 'idle',
-      subshell: true
+      mainShell: false
     });
-    expect(shellStatus(status('idle', { msg_type: 'execute_request', subshell_id: null }))!.subshell).toBe(false);
+    expect(shellStatus(status('idle', { msg_type: 'execute_request', subshell_id: null }))!.mainShell).toBe(true);
+    // a subshell being made (for a comm target) while a cell trains
+    expect(shellStatus(status('idle', { msg_type: 'create_subshell_request', subshell_id: null }))!.mainShell).toBe(
+      false
+    );
     expect(shellStatus({ header: { msg_type: 'stream' }, content: {} })).toBeNull();
   });
 });
