@@ -264,6 +264,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const kernel = notebook?.sessionContext.session?.kernel;
         if (kernel) {
           button.disabled = true; // one interrupt: a second one would stop mid-step
+          stopping.add(kernel.id); // (the Stop command too)
           void kernel.interrupt();
         }
       },
