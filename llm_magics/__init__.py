@@ -61,5 +61,7 @@ def load_ipython_extension(ipython):
         bridge.open()
     ipython.register_magics(LLMMagics(ipython, session))
     from .base.cells import register
+    from .completer import register as register_completer
 
     register(ipython)
+    register_completer(ipython)

@@ -23,6 +23,7 @@ LAYERS = [
     {"views"},
     {"api", "frontend"},
     {"magics"},
+    {"completer"},  # the kernel's completions read the magics' command spec
     {"__init__"},  # the extension's entry point registers the magics
     {"__main__"},
 ]

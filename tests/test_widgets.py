@@ -86,6 +86,33 @@ def test_training_view_carries_a_static_fallback_and_eval_without_eval_every():
     assert "8/8" in fallback and "eval loss" in fallback and fallback.count("<circle") >= 1
 
 
+def test_compared_run_ticks_the_step_axis_as_a_single_run_would(monkeypatch):
+    """A 5-step run over a 60-step earlier one: the x axis spans 60 steps, so plotly's own whole spacing,
+    not a tick at every step (whose labels overlapped)."""
+    from types import SimpleNamespace
+
+    from llm_magics import runs as run_history
+
+    earlier = {
+        "id": "r1",
+        "options": {"lr": 0.01},
+        "history": [{"step": i, "loss": 3.0 - i / 60} for i in range(1, 61)],
+    }
+    monkeypatch.setattr(run_history, "select", lambda *args, **kwargs: [earlier])
+    view = TrainingView(Session(), "tiny", compare="last")
+    view.on_record(SimpleNamespace(info={"kind": "train", "options": {"lr": 0.003}}, root=None, id="r2"))
+    result = SimpleNamespace(total_steps=5, seconds=1.0, interrupted=False, tokens_per_second=100.0)
+    for step in range(1, 6):
+        view({"step": step, "loss": 3.0, "lr": 0.003}, result)
+    assert len(view.figure.data) == 5 and max(view.figure.data[4].x) == 60
+    assert view.figure.layout.xaxis.dtick is None and view.figure.layout.xaxis.tickformat == "d"
+    # alone, the same 5 steps tick every step (plotly would tick halves)
+    alone = TrainingView(Session(), "tiny", compare="none")
+    for step in range(1, 6):
+        alone({"step": step, "loss": 3.0, "lr": 0.003}, result)
+    assert alone.figure.layout.xaxis.dtick == 1
+
+
 def tensorboard_ema(values, weight):
     """TensorBoard's smoothing, as its scalar dashboard writes it (an independent oracle)."""
     last, out = 0.0, []

@@ -4,7 +4,9 @@ import { completeMagic, completionHelp } from './magic';
 
 export class LlmCompletionProvider implements ICompletionProvider {
   readonly identifier = 'llm-magics:completer';
-  readonly rank = 1100; // ahead of the kernel's own completions on magic lines
+  // ahead of the kernel's: JupyterLab merges both lists, ours first, dropping the kernel's same labels, so
+  // ours keep their help; the kernel adds file names after path options (llm_magics/completer.py)
+  readonly rank = 1100;
 
   async isApplicable(context: ICompletionContext): Promise<boolean> {
     return !!context.editor;
@@ -22,8 +24,8 @@ export class LlmCompletionProvider implements ICompletionProvider {
       end: request.offset,
       items: reply.items.map(label => ({
         label,
-        type: label.startsWith('--') ? 'option' : reply.command ? 'value' : 'command',
-        documentation: completionHelp(reply.command, label)
+        type: reply.option ? 'value' : label.startsWith('--') ? 'option' : 'command',
+        documentation: completionHelp(reply.command, label, reply.option)
       }))
     };
   }

@@ -1,4 +1,5 @@
 import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/application';
+import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/codemirror';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
@@ -6,8 +7,10 @@ import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
 import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
-import { ourMessage } from './magic';
+import { ourMessage, statusText } from './magic';
+import { COMMAND_IDS, registerCommands } from './palette';
 import { COMM_TARGET, IActiveRun, IHistoryRequest, ISnapshot, ISnapshotRequest } from './protocol';
+import { shellStatus } from './shellstatus';
 import { chart, RunsPanel, StatusItem } from './views';
 
 // The kernel type as the notebook package sees it (one copy of @jupyterlab/services, whatever npm installed).
@@ -91,13 +94,15 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: '%%llm cells, model status and runs for llm-magics',
   autoStart: true,
   requires: [INotebookTracker, IEditorExtensionRegistry],
-  optional: [IStatusBar, ICompletionProviderManager, ILabShell],
+  optional: [IStatusBar, ICompletionProviderManager, ILabShell, ICommandPalette],
   activate: (
     app: JupyterFrontEnd,
     tracker: INotebookTracker,
     editorExtensions: IEditorExtensionRegistry,
     statusBar: IStatusBar | null,
-    completions: ICompletionProviderManager | null
+    completions: ICompletionProviderManager | null,
+    _labShell: ILabShell | null,
+    palette: ICommandPalette | null
   ) => {
     editorExtensions.addExtension({
       name: 'llm-magics:highlight',
@@ -126,28 +131,47 @@ const plugin: JupyterFrontEndPlugin<void> = {
       }
     };
 
-    const panel = new RunsPanel(
-      () => {
-        // An interrupt, not a comm message: the training loop turns it into a graceful stop after the
-        // current step, whatever the kernel (a comm message may wait behind the running cell).
-        void currentKernel()?.interrupt();
-      },
-      runId => {
-        const kernel = currentKernel();
-        const comm = kernel ? requests.get(kernel.id) : undefined;
-        void comm?.then(c => c.send({ type: 'history', id: runId, request_id: c.commId } satisfies IHistoryRequest));
+    // An interrupt, not a comm message: the training loop turns it into a graceful stop after the current
+    // step, whatever the kernel (a comm message may wait behind the running cell).
+    // One interrupt per run: a second one would stop mid-step.
+    const stopping = new Set<string>(); // kernels interrupted whose run has not ended yet
+    const stop = () => {
+      const kernel = currentKernel();
+      if (kernel) {
+        stopping.add(kernel.id);
+        void kernel.interrupt();
       }
-    );
-    const item = new StatusItem(() => {
+    };
+    const currentSnapshot = () => {
+      const kernel = currentKernel();
+      return kernel ? (snapshots.get(kernel.id) ?? null) : null;
+    };
+    const panel = new RunsPanel(stop, runId => {
+      const kernel = currentKernel();
+      const comm = kernel ? requests.get(kernel.id) : undefined;
+      void comm?.then(c => c.send({ type: 'history', id: runId, request_id: c.commId } satisfies IHistoryRequest));
+    });
+    const openPanel = () => {
       if (!panel.isAttached) {
         app.shell.add(panel, 'right', { rank: 700 });
       }
       app.shell.activateById(panel.id);
+    };
+    const item = new StatusItem(openPanel);
+    registerCommands(app.commands, palette, {
+      training: () => !!currentSnapshot()?.active && !stopping.has(currentKernel()!.id),
+      stop,
+      openPanel,
+      showStatus: () => {
+        Notification.info(statusText(currentSnapshot()) || 'llm-magics: no model loaded in this kernel', {
+          autoClose: 5000
+        });
+      }
     });
     const refresh = () => {
-      const kernel = currentKernel();
-      const snapshot = kernel ? (snapshots.get(kernel.id) ?? null) : null;
+      const snapshot = currentSnapshot();
       item.render(snapshot);
+      app.commands.notifyCommandChanged(COMMAND_IDS.stop);
       panel.render(snapshot);
     };
 
@@ -156,14 +180,33 @@ const plugin: JupyterFrontEndPlugin<void> = {
         return;
       }
       registered.add(kernel);
+      // A subshell's busy/idle is not the kernel's (see shellstatus.ts): put back the main shell's state,
+      // through a private setter as there is no public one (skipped if a JupyterLab lacks it).
+      let mainShell = kernel.status;
+      const keepMainShellStatus = (msg: Parameters<typeof shellStatus>[0]) => {
+        const status = shellStatus(msg);
+        if (!status) {
+          return;
+        }
+        const setter = (kernel as unknown as { _updateStatus?: (s: string) => void })._updateStatus;
+        if (status.mainShell) {
+          mainShell = status.state as typeof mainShell;
+        } else if (kernel.status !== mainShell && typeof setter === 'function') {
+          setter.call(kernel, mainShell);
+        }
+      };
       // The kernel's push comm: accepted (a refused comm is closed and logged), read below like all ours.
       kernel.registerCommTarget(COMM_TARGET, () => undefined);
       // Every message of ours on iopub, whichever comm and page it is for: a reloaded page or a second tab
       // gets the pushes of a cell another page started.
       kernel.iopubMessage.connect((_, msg) => {
+        keepMainShellStatus(msg);
         const message = ourMessage(msg);
         if (message?.type === 'status') {
           snapshots.set(kernel.id, message);
+          if (!message.active) {
+            stopping.delete(kernel.id);
+          }
           refresh();
           tracker.forEach(notebook => {
             if (notebook.sessionContext.session?.kernel === kernel) {
@@ -179,6 +222,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         if (status === 'restarting' || status === 'autorestarting') {
           snapshots.delete(kernel.id);
           requests.delete(kernel.id);
+          stopping.delete(kernel.id);
           refresh();
         }
       });
@@ -220,6 +264,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
         const kernel = notebook?.sessionContext.session?.kernel;
         if (kernel) {
           button.disabled = true; // one interrupt: a second one would stop mid-step
+          stopping.add(kernel.id); // (the Stop command too)
           void kernel.interrupt();
         }
       },

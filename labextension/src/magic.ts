@@ -14,12 +14,13 @@ export const COMMAND_HELP: Record<string, string> = commandSpec.commands;
 /** Each sub-command's options: their help (with the default) and usual values, from llm_magics/options.py. */
 export const DETAILS: Record<string, Record<string, { help: string; values?: string[] }>> = commandSpec.details;
 
-/** The help shown beside a completion item: a sub-command's, or an option's or value's of `command`. */
-export function completionHelp(command: string | undefined, label: string): string | undefined {
+/** The help shown beside a completion item: a sub-command's, an option's of `command`, or for a value of
+ * `option` that option's help (it names what each value means). */
+export function completionHelp(command: string | undefined, label: string, option?: string): string | undefined {
   if (command === undefined) {
     return COMMAND_HELP[label];
   }
-  return DETAILS[command]?.[label]?.help;
+  return DETAILS[command]?.[option ?? label]?.help;
 }
 
 export type TokenType = 'magic' | 'command' | 'option' | 'value' | 'text' | 'unknown';
@@ -80,8 +81,11 @@ export function tokenizeMagicLine(line: string): IToken[] {
 }
 
 /** Completion candidates for the text before the cursor on a magic line, or null if none apply: sub-commands,
- * then the sub-command's options, or after an option its usual values. `command` is set past the sub-command. */
-export function completeMagic(before: string): { start: number; items: string[]; command?: string } | null {
+ * then the sub-command's options, or after an option its usual values. `command` is set past the sub-command,
+ * `option` on an option's value (file names for a path option come from the kernel: llm_magics/completer.py). */
+export function completeMagic(
+  before: string
+): { start: number; items: string[]; command?: string; option?: string } | null {
   const match = /^(\s*%%?llm)(\s+.*)?$/.exec(before);
   if (!match) {
     return null;
@@ -112,7 +116,7 @@ export function completeMagic(before: string): { start: number; items: string[];
     !(FLAGS[command] || []).includes(previous);
   if (wantsValue) {
     const values = DETAILS[command]?.[previous]?.values;
-    return values ? { start, items: values.filter(v => v.startsWith(current)), command } : null;
+    return values ? { start, items: values.filter(v => v.startsWith(current)), command, option: previous } : null;
   }
   if (!current.startsWith('-') && current !== '') {
     return null;

@@ -181,13 +181,19 @@ class TrainingView:
             smooth.x, smooth.y = steps, [self.smoothed[i] for i in keep]
             evals.x, evals.y = self.eval_steps, self.eval_losses
             lr.x, lr.y = steps, [self.lrs[i] for i in keep]
-            # integer step ticks: plotly's own spacing is whole past 10 steps, below it would tick halves
-            self.figure.layout.xaxis.dtick = 1 if self.steps[-1] - self.steps[0] < 10 else None
+            self.figure.layout.xaxis.dtick = self._step_dtick()
             self._mark_best(getattr(result, "best_step", None))
         self.header.value = self._header_html()
         step, total = self.steps[-1], result.total_steps
         self.progress.max, self.progress.value = total, step
         self.redraws += 1
+
+    def _step_dtick(self) -> int | None:
+        """Integer step ticks: plotly's own spacing is whole past 10 steps, below it would tick halves. The
+        span is the whole x axis, overlaid earlier runs included: a 60-step run under a 5-step one is not
+        ticked at every step."""
+        steps = [*self.steps, *(row["step"] for info in self.compared for row in info["history"])]
+        return 1 if max(steps) - min(steps) < 10 else None
 
     def _next_smoothed(self, loss: float) -> float:
         """TensorBoard's debiased EMA, one step on: the average so far divided by 1 - smoothing^t."""
