@@ -99,8 +99,8 @@ class AttributionResult:
 
     def convergence(self) -> list[dict]:
         """Integrated gradients, per target: its delta, f(input) - f(baseline) (the sum of its scores minus the
-        delta), its largest |score| (peak), its scale (the larger of |difference| and peak) and whether
-        |delta| <= CONVERGENCE_TOLERANCE x scale (converged). Empty for the other methods."""
+        delta), its largest absolute score (peak), its scale (the larger of abs(difference) and peak) and
+        whether abs(delta) <= CONVERGENCE_TOLERANCE x scale (converged). Empty for the other methods."""
         rows = []
         for t, delta in enumerate(self.deltas[: len(self.targets)]):
             row = self.scores[t]
