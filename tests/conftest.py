@@ -26,9 +26,11 @@ def pytest_configure(config):
 def pytest_collection_modifyitems(config, items):
     """pytest-xdist's groups (`--dist loadgroup`): a file's tests run on one worker (its module fixtures are built
     once), and so do all the browser tests (one Jupyter server and one Chromium at a time: two browser tests at
-    once starve a 2-core machine until a click times out)."""
+    once starve a 2-core machine until a click times out). A test marked `cpu_heavy` (it starts processes of
+    its own) joins the browser tests' worker, so that it never runs beside one."""
     for item in items:
-        group = "browser" if item.get_closest_marker("browser") else item.path.name
+        alone = item.get_closest_marker("browser") or item.get_closest_marker("cpu_heavy")
+        group = "browser" if alone else item.path.name
         item.add_marker(pytest.mark.xdist_group(group))
 
 

@@ -10,6 +10,7 @@ from support import ROOT
 
 
 @pytest.mark.slow
+@pytest.mark.cpu_heavy
 def test_every_deliberate_break_is_caught():
     done = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "mutations" / "run.py")], capture_output=True, text=True, timeout=1800

@@ -222,7 +222,7 @@ def test_corrupt_arrow_file_in_a_dataset_folder_is_one_line(shell, capsys, magic
 def test_num_return_sequences_0_and_lora_alpha_0_are_refused(shell, capsys, magic_session):
     model = magic_session.model
     run(shell, "generate --num-return-sequences 0 --max-new-tokens 2 Hello")
-    assert _error_line(capsys) == "llm generate: --num-return-sequences must be at least 1; got 0"
+    assert _error_line(capsys) == "llm generate: --num-return-sequences must be in [1, 64]; got 0"
     run(shell, "finetune --lora --lora-alpha 0 --steps 1 --seq-len 16 --no-progress --no-widget", CORPUS[:300])
     assert _error_line(capsys) == "llm finetune: --lora-alpha must be > 0 (the adapter's scale is alpha / r); got 0"
     _still_usable(shell, capsys, model)

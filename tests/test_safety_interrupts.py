@@ -81,6 +81,7 @@ def test_stop_during_generation_metrics_discards_the_cut_answer(session):
 def test_stopped_classifier_eval_is_partial_not_a_score():
     from llm_magics.base.interrupts import StopFlag
     from llm_magics.data import read_corpus
+    from llm_magics.data.preparing import Preparation
     from llm_magics.evaluation import evaluate
 
     s = Session()
@@ -89,10 +90,23 @@ def test_stopped_classifier_eval_is_partial_not_a_score():
     s.finetune(data=test, task="classify", labels="negative,positive", steps=1, progress=False)
     stop = StopFlag()
     stop.request("stop button")
-    result = evaluate(s.loaded, "accuracy", read_corpus(test), stop=stop)
+
+    def run(stop):
+        return evaluate(
+            s.loaded,
+            "accuracy",
+            read_corpus(test),
+            max_new_tokens=1,
+            seq_len=2,
+            stop=stop,
+            max_tokens=None,
+            prep=Preparation(stop, progress=False),
+        )
+
+    result = run(stop)
     assert result.partial and math.isnan(result.value) and result.examples == 0 and result.total == 16
     assert "partial: 0 of 16 examples, stopped" in result.summary()
-    assert not evaluate(s.loaded, "accuracy", read_corpus(test)).partial
+    assert not run(StopFlag()).partial
 
 
 IMPORT_SCRIPT = """

@@ -56,10 +56,11 @@ def test_first_run_status_and_stop_from_the_palette(browser, lab):
     page.close()
 
 
-def _completions(page, cell_text, expected):
-    """The completer's labels for the cursor at the end of the first cell's text, once `expected` is among
-    them (the kernel's reply merges in after ours)."""
-    editor = page.locator(".jp-Cell .cm-content").first
+def _completions(page, cell, cell_text, expected):
+    """The completer's labels for the cursor at the end of the cell's text, once `expected` is among them (the
+    kernel's reply merges in after ours). One cell per query: JupyterLab opens no new list for a query typed
+    over the same cell's text right after its last list was closed."""
+    editor = page.locator(".jp-Cell .cm-content").nth(cell)
     editor.click()
     page.keyboard.press("Control+a")
     page.keyboard.insert_text(cell_text)
@@ -77,14 +78,14 @@ def _completions(page, cell_text, expected):
 
 def test_value_completion_lists_values_and_files_only(browser, lab):
     (lab.root / "corpus.txt").write_text(CORPUS)
-    write_notebook(lab.root, "complete.ipynb", ["%load_ext llm_magics", ""])
+    write_notebook(lab.root, "complete.ipynb", ["%load_ext llm_magics", "", ""])
     page, errors = open_page(browser, lab, "complete.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     page.wait_for_function(IDLE, timeout=60_000)
-    config = _completions(page, "%llm train --config ", "gpt2-124m")
+    config = _completions(page, 1, "%llm train --config ", "gpt2-124m")
     assert config[:3] == ["tiny", "small", "gpt2-124m"], config
     assert not {"import", "def", "%alias", "%llm"} & set(config), config
-    data = _completions(page, "%llm train --data ./", "./corpus.txt")
+    data = _completions(page, 2, "%llm train --data ./", "./corpus.txt")
     assert not {"import", "def", "%alias", "%llm"} & set(data), data
     assert not ours(errors), errors
     page.close()
