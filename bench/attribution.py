@@ -25,80 +25,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import device_name, markdown_table, median, peak_memory_mb, spread  # noqa: E402
+from plain_captum import plain_captum  # noqa: E402
 
 from llm_magics import Session  # noqa: E402
 from llm_magics.inspect.attribution import METHODS, _baseline_id  # noqa: E402
 
 
-class PlainLogProb(torch.nn.Module):
-    """log p(target | sequence) the plain way: the model's logits at every position, log-softmax of the last."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs, target, embeds=False):
-        logits = self.model(**{"inputs_embeds" if embeds else "input_ids": inputs}).logits
-        return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, target]
-
-
 def captum_defaults(method: str, loaded, sequence: torch.Tensor, prompt_length: int, steps: int) -> np.ndarray:
     """Each target token attributed by the Captum method with its default batching."""
-    from captum.attr import (
-        FeatureAblation,
-        InputXGradient,
-        IntegratedGradients,
-        LayerIntegratedGradients,
-        Occlusion,
-        Saliency,
-        ShapleyValueSampling,
-    )
-
-    f, embedding = PlainLogProb(loaded.model), loaded.model.get_input_embeddings()
     base = _baseline_id(loaded.tokenizer)
     rows = []
     for index in range(sequence.shape[1] - prompt_length):
         ids, target = sequence[:, : prompt_length + index], int(sequence[0, prompt_length + index])
-        x = embedding(ids).detach().requires_grad_(True)
-        if method == "integrated-gradients":
-            a = (
-                IntegratedGradients(f)
-                .attribute(x, torch.zeros_like(x), additional_forward_args=(target, True), n_steps=steps)
-                .sum(-1)
-            )
-        elif method == "layer-integrated-gradients":
-            a = (
-                LayerIntegratedGradients(f, embedding)
-                .attribute(ids, torch.full_like(ids, base), additional_forward_args=(target,), n_steps=steps)
-                .sum(-1)
-            )
-        elif method == "saliency":
-            a = Saliency(f).attribute(x, additional_forward_args=(target, True)).sum(-1)
-        elif method == "input-x-gradient":
-            a = InputXGradient(f).attribute(x, additional_forward_args=(target, True)).sum(-1)
-        elif method == "occlusion":
-            with torch.no_grad():
-                a = (
-                    Occlusion(f)
-                    .attribute(
-                        x,
-                        (1, x.shape[-1]),
-                        strides=(1, x.shape[-1]),
-                        baselines=0,
-                        additional_forward_args=(target, True),
-                    )
-                    .mean(-1)
-                )
-        elif method == "feature-ablation":
-            with torch.no_grad():
-                a = FeatureAblation(f).attribute(ids, baselines=base, additional_forward_args=(target,))
-        else:
-            with torch.no_grad():
-                a = ShapleyValueSampling(f).attribute(
-                    ids, baselines=base, additional_forward_args=(target,), n_samples=steps
-                )
         row = np.full(sequence.shape[1], np.nan)
-        row[: ids.shape[1]] = a[0].detach().double().numpy()
+        row[: ids.shape[1]] = plain_captum(method, loaded.model, ids, target, steps, base)
         rows.append(row)
     return np.array(rows)
 

@@ -3,22 +3,19 @@ model's logits at every position, the same baseline and steps) on a tiny random 
 largest score: integrated gradients (on the embeddings and through the embedding layer), saliency (the
 absolute gradient, Captum's default), input x gradient, occlusion, feature ablation and Shapley sampling."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
-from captum.attr import (
-    FeatureAblation,
-    InputXGradient,
-    IntegratedGradients,
-    LayerIntegratedGradients,
-    Occlusion,
-    Saliency,
-    ShapleyValueSampling,
-)
+from captum.attr import Saliency
 
 from llm_magics import Session
 from llm_magics.inspect.attribution import METHODS
-from support import tiny_causal_model
+from support import ROOT, tiny_causal_model
+
+sys.path.insert(0, str(ROOT / "bench"))
+from plain_captum import PlainLogProb, plain_captum  # noqa: E402
 
 PROMPT, TARGET, STEPS = "The capital of France", " is Paris", 16
 BATCH = 4  # steps or perturbations per forward pass: sized from memory, ours would take hundreds at once
@@ -32,48 +29,10 @@ def tiny(tmp_path_factory, default_model_dir):
     return s
 
 
-class LogProb(torch.nn.Module):
-    """log p(target | sequence): the log-softmax of the last position's logits."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, inputs, target, embeds=False):
-        logits = self.model(**{"inputs_embeds" if embeds else "input_ids": inputs}).logits
-        return torch.log_softmax(logits[:, -1].float(), dim=-1)[:, target]
-
-
 def captum(method: str, session, ids: torch.Tensor, target: int) -> np.ndarray:
     """One target's per-token scores with the Captum method, as its documentation calls it."""
-    f, embedding = LogProb(session.model), session.model.get_input_embeddings()
-    pad = session.tokenizer.pad_token_id  # the baseline token of the id-based methods
-    x = embedding(ids).detach().requires_grad_(True)
-    if method == "integrated-gradients":
-        a = IntegratedGradients(f).attribute(
-            x, torch.zeros_like(x), additional_forward_args=(target, True), n_steps=STEPS
-        )
-    elif method == "layer-integrated-gradients":
-        a = LayerIntegratedGradients(f, embedding).attribute(
-            ids, torch.full_like(ids, pad), additional_forward_args=(target,), n_steps=STEPS
-        )
-    elif method == "saliency":
-        a = Saliency(f).attribute(x, additional_forward_args=(target, True))  # abs=True is Captum's default
-    elif method == "input-x-gradient":
-        a = InputXGradient(f).attribute(x, additional_forward_args=(target, True))
-    elif method == "occlusion":  # one token's embedding replaced by zeros: the mean over the window's cells
-        a = Occlusion(f).attribute(
-            x, (1, x.shape[-1]), strides=(1, x.shape[-1]), baselines=0, additional_forward_args=(target, True)
-        )
-        return a.mean(-1)[0].detach().double().numpy()
-    elif method == "feature-ablation":
-        return FeatureAblation(f).attribute(ids, baselines=pad, additional_forward_args=(target,))[0].double().numpy()
-    else:
-        a = ShapleyValueSampling(f).attribute(
-            ids, baselines=pad, additional_forward_args=(target,), n_samples=STEPS // 4
-        )
-        return a[0].detach().double().numpy()
-    return a.sum(-1)[0].detach().double().numpy()  # gradient methods: summed over the embedding dimension
+    steps = STEPS // 4 if method == "shapley-sampling" else STEPS
+    return plain_captum(method, session.model, ids, target, steps, session.tokenizer.pad_token_id)
 
 
 def _close(ours: np.ndarray, theirs: np.ndarray):
@@ -101,7 +60,7 @@ def test_saliency_is_the_absolute_gradient(tiny):
     """Saliency differs from the signed gradient on this input, so the comparison above checks the abs."""
     ours = tiny.attribute(PROMPT, method="saliency", target=TARGET, batch_size=BATCH, progress=False)
     ids = torch.tensor([ours.ids[: ours.prompt_length]])
-    f, x = LogProb(tiny.model), tiny.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+    f, x = PlainLogProb(tiny.model), tiny.model.get_input_embeddings()(ids).detach().requires_grad_(True)
     signed = Saliency(f).attribute(x, additional_forward_args=(ours.ids[ours.prompt_length], True), abs=False)
     signed = signed.sum(-1)[0].detach().double().numpy()
     saliency = ours.scores[0, : ours.prompt_length]
@@ -113,7 +72,7 @@ def test_integrated_gradients_complete_to_the_output_difference(tiny):
     """IG's completeness axiom, with the model itself as the oracle: the scores sum to f(input) - f(baseline),
     up to the reported convergence delta."""
     ours = tiny.attribute(PROMPT, method="integrated-gradients", target=TARGET, steps=32, batch_size=32, progress=False)
-    f, embedding = LogProb(tiny.model), tiny.model.get_input_embeddings()
+    f, embedding = PlainLogProb(tiny.model), tiny.model.get_input_embeddings()
     with torch.no_grad():
         for row, (target, delta) in enumerate(zip(ours.ids[ours.prompt_length :], ours.deltas)):
             x = embedding(torch.tensor([ours.ids[: ours.prompt_length + row]]))
