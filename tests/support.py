@@ -22,6 +22,16 @@ TINY_CONFIG = {
     "intermediate_size": 64,
     "max_position_embeddings": 128,
 }
+# Two layers of 64: big enough for bf16 rounding, dropout and a checkpoint's files to show, still trains in ms.
+TWO_LAYER_CONFIG = {
+    "model_type": "llama",
+    "hidden_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "intermediate_size": 128,
+    "max_position_embeddings": 64,
+}
 
 
 # The device and precision the suite runs on, read in this one place: LLM_MAGICS_TEST_DEVICE=cpu (the

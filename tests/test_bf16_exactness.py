@@ -6,18 +6,9 @@ import pytest
 import torch
 
 from llm_magics import Session
-from support import DATA, DEVICE, LOSS_ATOL
+from support import DATA, DEVICE, LOSS_ATOL, TWO_LAYER_CONFIG
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text()
-CONFIG = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "max_position_embeddings": 64,
-}
 
 
 @pytest.fixture
@@ -35,7 +26,7 @@ def bf16(monkeypatch, tmp_path):
 
     handle = torch.nn.modules.module.register_module_forward_hook(hook)
     config = tmp_path / "llama.json"
-    config.write_text(json.dumps(CONFIG))
+    config.write_text(json.dumps(TWO_LAYER_CONFIG))
     yield str(config), dtypes
     handle.remove()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llm_magics import LLMError, Session
-from support import DATA, one_error_line, run
+from support import DATA, TWO_LAYER_CONFIG, one_error_line, run
 
 CORPUS = (DATA / "tiny_corpus.txt").read_text() * 5
 SMALL = dict(seq_len=16, batch_size=2, progress=False)
@@ -157,20 +157,7 @@ def test_resume_reproduces_an_uninterrupted_run(tmp_path, arch):
             )
         )
     else:
-        config.write_text(
-            json.dumps(
-                {
-                    "model_type": "llama",
-                    "hidden_size": 64,
-                    "num_hidden_layers": 2,
-                    "num_attention_heads": 2,
-                    "num_key_value_heads": 2,
-                    "intermediate_size": 128,
-                    "max_position_embeddings": 64,
-                    "attention_dropout": 0.2,
-                }
-            )
-        )
+        config.write_text(json.dumps({**TWO_LAYER_CONFIG, "attention_dropout": 0.2}))
     common = dict(text=CORPUS, config=str(config), arch=arch, steps=10, lr=3e-3, **SMALL)
     straight = Session().train(from_scratch=True, **common)
     Session().train(from_scratch=True, checkpoint_every=5, output_dir=str(tmp_path / "a"), **common)
@@ -429,22 +416,11 @@ def _files(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
 
 
-TINY_CONFIG = {
-    "model_type": "llama",
-    "hidden_size": 64,
-    "num_hidden_layers": 2,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "intermediate_size": 128,
-    "max_position_embeddings": 64,
-}
-
-
 def test_full_disk_during_save_over_an_earlier_save(small_disk, tmp_path, shell, capsys):
     import llm_magics
 
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps(TINY_CONFIG))
+    config.write_text(json.dumps(TWO_LAYER_CONFIG))
     s = llm_magics.session
     s.train(text=CORPUS, from_scratch=True, config=str(config), steps=1, **SMALL)
     saved = small_disk / "model"
@@ -466,7 +442,7 @@ def test_full_disk_during_save_over_an_earlier_save(small_disk, tmp_path, shell,
 
 def test_full_disk_during_checkpointing(small_disk, tmp_path):
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps(TINY_CONFIG))
+    config.write_text(json.dumps(TWO_LAYER_CONFIG))
     out = small_disk / "run"
     kept = {}
 
