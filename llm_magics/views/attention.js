@@ -452,6 +452,18 @@ function render({ model, el: root }) {
     viewport.append(plane, region);
     const axes = el('div', { class: 'llm-axes llm-mono' });
     frame.append(axes, viewport);
+    // A token's label on the query (row) or key (column) axis: its full text on hover.
+    const axisLabel = (axis, i, style) =>
+      el(
+        'div',
+        {
+          class: `llm-axis-label ${axis === 'query' ? 'llm-row-label' : 'llm-col-label'}`,
+          'data-index': i,
+          title: `${axis} ${i}: ${JSON.stringify(tokens[i])}`,
+          style: { lineHeight: '14px', ...style }
+        },
+        [shortToken(tokens[i], 14)]
+      );
     const resetButton = el(
       'button',
       {
@@ -472,46 +484,21 @@ function render({ model, el: root }) {
       const step = Math.max(1, Math.ceil(zoom.span / Math.floor(size / 13)));
       const labels = [];
       for (let i = Math.ceil(zoom.r0 / step) * step; i < zoom.r0 + zoom.span && i < n; i += step) {
-        labels.push(
-          el(
-            'div',
-            {
-              class: 'llm-axis-label llm-row-label',
-              'data-index': i,
-              title: `query ${i}: ${JSON.stringify(tokens[i])}`,
-              style: {
-                left: '0',
-                width: margin - 6 + 'px',
-                textAlign: 'right',
-                top: margin + (i - zoom.r0 + 0.5) * cell - 7 + 'px',
-                lineHeight: '14px'
-              }
-            },
-            [shortToken(tokens[i], 14)]
-          )
-        );
+        const top = margin + (i - zoom.r0 + 0.5) * cell - 7 + 'px';
+        labels.push(axisLabel('query', i, { left: '0', width: margin - 6 + 'px', textAlign: 'right', top }));
       }
       for (let j = Math.ceil(zoom.c0 / step) * step; j < zoom.c0 + zoom.span && j < n; j += step) {
+        const left = margin + (j - zoom.c0 + 0.5) * cell - 7 + 'px';
         labels.push(
-          el(
-            'div',
-            {
-              class: 'llm-axis-label llm-col-label',
-              'data-index': j,
-              title: `key ${j}: ${JSON.stringify(tokens[j])}`,
-              style: {
-                top: '0',
-                height: margin - 6 + 'px',
-                left: margin + (j - zoom.c0 + 0.5) * cell - 7 + 'px',
-                width: '14px',
-                writingMode: 'vertical-rl',
-                transform: 'rotate(180deg)',
-                textAlign: 'left',
-                lineHeight: '14px'
-              }
-            },
-            [shortToken(tokens[j], 14)]
-          )
+          axisLabel('key', j, {
+            top: '0',
+            height: margin - 6 + 'px',
+            left,
+            width: '14px',
+            writingMode: 'vertical-rl',
+            transform: 'rotate(180deg)',
+            textAlign: 'left'
+          })
         );
       }
       axes.replaceChildren(...labels);

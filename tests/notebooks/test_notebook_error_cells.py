@@ -27,7 +27,7 @@ CELLS = [
     ("%llm train --data notext.jsonl --steps 5", "llm train: notext.jsonl, line 1: needs a 'text', 'messages'"),
     (f"%llm train --data {CORPUS} --steps 5 --lr nan", "llm train: --lr must be a finite number; got nan"),
     ("%llm generate --temperature 0 Hello", "llm generate: --temperature must be > 0"),
-    ("%llm generate --num-return-sequences 0 Hello", "llm generate: --num-return-sequences must be at least 1"),
+    ("%llm generate --num-return-sequences 0 Hello", "llm generate: --num-return-sequences must be in [1, 64]"),
     ("%llm generate --seed -1 Hello", "llm generate: --seed must be a whole number from 0 to 4294967295; got -1"),
     ("%llm save a_file.txt", "llm save: a_file.txt exists and is not a directory"),
     (f"%llm train --data {CORPUS} --steps 5 --output-dir a_file.txt", "llm train: --output-dir a_file.txt is a file"),
