@@ -1,9 +1,7 @@
 """The RunSpec the registry builds for a train or finetune run: what a Session keyword reaches, what it
-refuses, and the record (run.json) it keeps. Expected values are written out by hand, or read from the
-Session's signature."""
+refuses, and the record (run.json) it keeps. Expected values are written out by hand."""
 
 import dataclasses
-import inspect
 
 import pytest
 
@@ -52,8 +50,8 @@ def test_the_record_keeps_its_shape():
     training = [field.name for field in dataclasses.fields(TrainOptions)]
     own = list(record)[: len(record) - len(training)]
     assert list(record)[len(own) :] == training
-    assert {"data", "eval_data", "lora", "lora_r", "task", "labels"} <= set(own)
-    assert set(own) <= set(inspect.signature(Session.finetune).parameters)
+    expected = "data eval_data lora lora_r lora_alpha task labels text_field sample_docs processes"
+    assert own == expected.split()  # the kind's own arguments, in the order saved runs have them
     assert record["lora"] is True
     assert record["labels"] == ["a", "b"] and record["lr"] == 2e-4 and "weight_decay" in record
     assert "config" not in record and "progress" not in record and "text" not in record
