@@ -155,6 +155,34 @@ class _CallbackStreamer(BaseStreamer):
             self.prefix_offset, self.read_offset = self.read_offset, len(self.ids)
 
 
+class _UpToStop:
+    """Streams the text up to the first stop text, never past it (the result is cut there too, _cut_at_stop):
+    an ending that may be the start of a stop text is held back until the next piece tells. `flush()` at the
+    end hands over what is held back when no stop text came."""
+
+    def __init__(self, on_text: Callable[[str], None], stops: list[str]):
+        self.on_text, self.stops = on_text, stops
+        self.held = ""
+        self.cut = False
+
+    def __call__(self, piece: str) -> None:
+        if self.cut:
+            return
+        text, stop = _cut_at_stop(self.held + piece, self.stops)
+        if stop is not None:
+            self.cut, self.held = True, ""
+        else:  # hold back the longest ending that begins a stop text
+            hold = max((n for s in self.stops for n in range(1, len(s)) if text.endswith(s[:n])), default=0)
+            text, self.held = text[: len(text) - hold], text[len(text) - hold :]
+        if text:
+            self.on_text(text)
+
+    def flush(self) -> None:
+        if self.held and not self.cut:
+            self.on_text(self.held)
+        self.held = ""
+
+
 class _StopWhenFlagged(StoppingCriteria):
     def __init__(self, flag: StopFlag):
         self.flag = flag
@@ -193,10 +221,12 @@ def generate_ids(
     inputs = {k: v.to(loaded.device) for k, v in inputs.items()}
     if settings.seed is not None:
         set_seed(settings.seed)
-    streamer = None
-    if on_text is not None and settings.num_return_sequences == 1:
-        streamer = _CallbackStreamer(loaded.tokenizer, on_text)
     stops = settings.stop_strings()
+    streamer = up_to_stop = None
+    if on_text is not None and settings.num_return_sequences == 1:
+        if stops:
+            on_text = up_to_stop = _UpToStop(on_text, stops)
+        streamer = _CallbackStreamer(loaded.tokenizer, on_text)
     # transformers' own stop_strings: it ends each sequence once its text contains one (it needs the tokenizer)
     stopping = {"stop_strings": stops, "tokenizer": loaded.tokenizer} if stops else {}
     first_compile = bool(compile) and not getattr(loaded.model, "_llm_magics_compiled", False)
@@ -223,6 +253,8 @@ def generate_ids(
                 f"{settings.max_new_tokens} tokens: ask for fewer sequences or tokens"
             ) from None
         seconds = time.perf_counter() - start
+    if up_to_stop is not None:
+        up_to_stop.flush()
     if first_compile:
         loaded.model._llm_magics_compiled = True  # type: ignore[assignment]  # torch types Module attributes as Tensor | Module
     new_ids = output.sequences[:, prompt_length:]

@@ -431,7 +431,7 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
     import plotly.graph_objects as go
     import plotly.io as pio
 
-    from .base.html import GRID, PLOT_CONFIG, PLOT_THEME, svg_chart
+    from .base.html import GRID, LR_TICKS, PLOT_CONFIG, PLOT_THEME, svg_chart
 
     if metric not in PLOT_METRICS:
         raise LLMError(f"unknown --plot {metric!r}: use {', '.join(PLOT_METRICS)}")
@@ -444,7 +444,7 @@ def plot(metric: str = "loss", run_ids: list[str] | None = None, root=None) -> d
             height=340,
             margin=dict(l=55, r=20, t=60, b=40),
             xaxis=dict(title="step", gridcolor=GRID, tickformat="d"),
-            yaxis=dict(title=metric, gridcolor=GRID, tickformat="~s" if metric == "lr" else None),
+            yaxis=dict(title=metric, gridcolor=GRID, **(LR_TICKS if metric == "lr" else {})),
             legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"),
         )
     )

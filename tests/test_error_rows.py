@@ -239,3 +239,15 @@ def test_patch_prompts_with_the_same_logit_difference(shell, capsys):
     line = one_error_line(capsys)
     assert line.startswith("llm patch: the clean and corrupted runs give the same logit difference (")
     assert line.endswith("for 'P' vs 'R': there is nothing to restore")
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv"])
+def test_a_table_with_no_rows(shell, capsys, tmp_path, kind):
+    import pandas as pd
+
+    table = tmp_path / f"empty.{kind}"
+    header_only = pd.DataFrame({"text": pd.Series([], dtype=str)})
+    header_only.to_parquet(table) if kind == "parquet" else header_only.to_csv(table, index=False)
+    capsys.readouterr()
+    run(shell, f"train --from-scratch --steps 1 --no-widget --no-progress --data {table}")
+    assert one_error_line(capsys) == f"llm train: no data: {table} has no rows"

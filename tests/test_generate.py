@@ -106,3 +106,20 @@ def test_stop_through_the_magic_cuts_each_sample_and_says_why(shell, magic_sessi
     stopped = run(shell, line)  # each text stripped of the spaces around it: the stop text is "the"
     assert stopped.texts == [t[: t.find("the")] if "the" in t else t for t in samples.texts]
     assert stopped.stopped_at == ["the" if "the" in t else None for t in samples.texts]
+
+
+def test_the_stream_stops_before_a_stop_text_split_across_pieces():
+    from llm_magics.generation import _UpToStop
+
+    seen = []
+    stream = _UpToStop(seen.append, ["END", "\n\n"])
+    for piece in ["ab", "cE", "N", "Dxyz", "more"]:
+        stream(piece)
+    stream.flush()
+    assert seen == ["ab", "c"]  # "E" and "N" were held back until "D" made them the stop text
+    seen.clear()
+    stream = _UpToStop(seen.append, ["END"])
+    for piece in ["aE", "Nb", "cE"]:
+        stream(piece)
+    stream.flush()
+    assert "".join(seen) == "aENbcE"  # no stop text came: everything, the held-back ending last

@@ -227,3 +227,4 @@ def test_playground_on_quantized_model_and_the_hint_on_fp32(full, int8):
     assert len(panel.runs) == 1 and panel.runs[0].new_tokens == 8
     hint = SamplingPanel(full, "Once upon a time", None).speed_note.value
     assert ("--quantize int8" in hint) == (full.loaded.device.type == "cpu")
+    assert "`" not in hint  # the command is set as code, not between literal backticks

@@ -105,8 +105,10 @@ def _a_stop_text(session) -> tuple[str, str]:
 
 def test_stop_text_ends_generation_like_transformers_stop_strings(tiny):
     stop, before = _a_stop_text(tiny)
-    ours = tiny.generate(PROMPT, max_new_tokens=NEW, seed=1, stop=stop)
+    streamed = []
+    ours = tiny.generate(PROMPT, max_new_tokens=NEW, seed=1, stop=stop, on_text=streamed.append)
     expected = reference(tiny, seed=1, stop=[stop])
+    assert "".join(streamed) == ours.text  # the stream ends where the text is cut: not the stop text itself
     assert ours.token_ids == expected and len(expected[0]) == 4  # transformers ended it at the 4th token
     full = tiny.tokenizer.decode(expected[0], skip_special_tokens=True)
     assert ours.stopped_at == [stop] and ours.text == full[: full.find(stop)]  # cut before the stop text

@@ -2,12 +2,14 @@ import { ILabShell, JupyterFrontEnd, JupyterFrontEndPlugin } from '@jupyterlab/a
 import { ICommandPalette, Notification } from '@jupyterlab/apputils';
 import { EditorExtensionRegistry, IEditorExtensionRegistry } from '@jupyterlab/codemirror';
 import { ICompletionProviderManager } from '@jupyterlab/completer';
+import type { CodeCell } from '@jupyterlab/cells';
 import { INotebookTracker, NotebookPanel } from '@jupyterlab/notebook';
 import { IStatusBar } from '@jupyterlab/statusbar';
 import { LlmCompletionProvider } from './completion';
 import { addWidgetFallback } from './fallback';
 import { llmHighlighter } from './highlight';
 import { ourMessage, statusText } from './magic';
+import { applyChange, IOutput, outputChange } from './mirror';
 import { COMMAND_IDS, registerCommands } from './palette';
 import { COMM_TARGET, IActiveRun, IHistoryRequest, ISnapshot, ISnapshotRequest } from './protocol';
 import { shellStatus } from './shellstatus';
@@ -32,13 +34,25 @@ async function openRequestComm(kernel: KernelConnection): Promise<Comm> {
 }
 
 /** plotly's FigureWidget sizes itself before JupyterLab has laid the output out (it falls back to 700 px)
- * and autosizes again only on a window resize: give it one, so our live chart fills the output's width. */
+ * and autosizes again only on a window resize: give it one whenever its output's width changes (once it
+ * is laid out, and later), so our live chart fills the output's width. One observer per chart. */
 function resizeOurLiveCharts(): void {
+  const observed = new WeakSet<Element>();
   document.addEventListener('plotlywidget-after-render', event => {
     const element = (event as CustomEvent<{ element?: HTMLElement & { layout?: { meta?: unknown } } }>).detail?.element;
-    if (element?.layout?.meta === 'llm-magics') {
-      requestAnimationFrame(() => window.dispatchEvent(new Event('resize')));
+    const output = element?.closest('.jp-OutputArea-output') ?? element?.parentElement;
+    if (element?.layout?.meta !== 'llm-magics' || !output || observed.has(output)) {
+      return;
     }
+    observed.add(output);
+    let width = -1;
+    new ResizeObserver(entries => {
+      const now = Math.round(entries[entries.length - 1].contentRect.width);
+      if (now > 0 && now !== width) {
+        width = now;
+        requestAnimationFrame(() => window.dispatchEvent(new Event('resize')));
+      }
+    }).observe(output);
   });
 }
 
@@ -62,31 +76,59 @@ function markOurPlots(root: HTMLElement): void {
 }
 
 /** A training cell this page did not start (it was reloaded, or it is a second tab): JupyterLab sends the
- * cell's outputs only to the page that ran it, so draw the kernel's progress in the cell here instead. */
-function followRun(notebook: NotebookPanel, active: IActiveRun | null): void {
+ * cell's outputs only to the page that ran it, so draw the kernel's progress in the cell here instead, with
+ * a Stop (the click handler below interrupts the kernel). Returns the cell it follows, if any. */
+function followRun(notebook: NotebookPanel, active: IActiveRun | null): CodeCell | null {
   const live = Array.from(notebook.node.querySelectorAll('.llm-cell-live'));
   if (!active?.cell_id) {
     for (const node of live) {
-      node.querySelector('.llm-cell-live-text')!.textContent =
-        'Training ended (the outputs went to the page that started it): the runs panel has the run.';
+      node.querySelector('.llm-cell-live-text')!.textContent = 'Training ended: the runs panel has the run.';
+      node.querySelector('.llm-stop-training')?.remove();
     }
-    return;
+    return null;
   }
   const cell = notebook.content.widgets.find(c => c.model.id === active.cell_id);
   const model = cell?.model as { executionState?: string } | undefined;
   if (!cell || cell.model.type !== 'code' || model?.executionState === 'running') {
-    return; // not in this notebook, or this page runs it and has its live chart
+    return null; // not in this notebook, or this page runs it and has its live chart
   }
   let node = cell.node.querySelector('.llm-cell-live') as HTMLElement | null;
   if (!node) {
     node = document.createElement('div');
     node.className = 'llm-cell-live';
+    const text = document.createElement('div');
+    text.className = 'llm-cell-live-text';
+    const stop = document.createElement('button');
+    stop.className = 'jp-mod-styled jp-mod-warn llm-stop-training';
+    stop.textContent = 'Stop';
+    stop.title = 'Stop after the current step (the model and checkpoint are kept)';
+    const chartBox = document.createElement('div');
+    chartBox.className = 'llm-cell-live-chart';
+    node.append(text, stop, chartBox);
     cell.node.append(node);
   }
-  const text = document.createElement('div');
-  text.className = 'llm-cell-live-text';
-  text.textContent = `${active.kind}: step ${active.step}/${active.total_steps}, loss ${active.loss.toFixed(4)} (live from the kernel)`;
-  node.replaceChildren(text, chart([[active.loss_curve || [], 'llm-chart-loss']], 480, 120));
+  node.querySelector('.llm-cell-live-text')!.textContent =
+    `${active.kind}: step ${active.step}/${active.total_steps}, loss ${active.loss.toFixed(4)} (live from the kernel)`;
+  node
+    .querySelector('.llm-cell-live-chart')!
+    .replaceChildren(chart([[active.loss_curve || [], 'llm-chart-loss']], 480, 120));
+  return cell as CodeCell;
+}
+
+/** An output the kernel sent for a cell this page follows: into the cell's model (so it is saved); the
+ * final chart takes the place of the live widget and of the progress drawn by followRun. */
+function mirrorOutput(cell: CodeCell, msg: Parameters<typeof outputChange>[0]): void {
+  const change = outputChange(msg);
+  if (!change) {
+    return;
+  }
+  const outputs = cell.model.outputs;
+  const next = applyChange(outputs.toJSON() as IOutput[], change);
+  outputs.clear();
+  outputs.fromJSON(next as Parameters<typeof outputs.fromJSON>[0]);
+  if ('replacesLive' in change && change.replacesLive) {
+    cell.node.querySelector('.llm-cell-live')?.remove();
+  }
 }
 
 const plugin: JupyterFrontEndPlugin<void> = {
@@ -199,9 +241,22 @@ const plugin: JupyterFrontEndPlugin<void> = {
       kernel.registerCommTarget(COMM_TARGET, () => undefined);
       // Every message of ours on iopub, whichever comm and page it is for: a reloaded page or a second tab
       // gets the pushes of a cell another page started.
+      // The cells this page follows (see followRun), by the id of the request that runs them.
+      const followed = new Map<string, CodeCell>();
       kernel.iopubMessage.connect((_, msg) => {
         keepMainShellStatus(msg);
+        const parentId = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id ?? '';
         const message = ourMessage(msg);
+        if (!message && followed.has(parentId)) {
+          if (
+            msg.header.msg_type === 'status' &&
+            (msg.content as { execution_state?: string }).execution_state === 'idle'
+          ) {
+            followed.delete(parentId); // the cell is done
+          } else {
+            mirrorOutput(followed.get(parentId)!, msg);
+          }
+        }
         if (message?.type === 'status') {
           snapshots.set(kernel.id, message);
           if (!message.active) {
@@ -210,7 +265,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
           refresh();
           tracker.forEach(notebook => {
             if (notebook.sessionContext.session?.kernel === kernel) {
-              followRun(notebook, message.active);
+              const cell = followRun(notebook, message.active);
+              if (cell && parentId) {
+                followed.set(parentId, cell); // a push from the running cell: its request's id
+              }
             }
           });
           ask(kernel); // llm-magics runs in this kernel: ask for the run history at once

@@ -15,6 +15,8 @@ PLOT_THEME = dict(
     paper_bgcolor="rgba(0,0,0,0)", plot_bgcolor="rgba(0,0,0,0)", font=dict(color="#808080"), meta=PLOT_META
 )
 PLOT_CONFIG = {"responsive": True, "displaylogo": False}
+# Learning-rate ticks: 0.001, 2e−4 (SI's "3m" and "500µ" read as minutes beside an ETA).
+LR_TICKS = dict(exponentformat="e", showexponent="all")
 
 
 def plain_text(markup: str) -> str:

@@ -117,6 +117,8 @@ def _read_path(data: str, cache: Path | None) -> Corpus:
         if path.stat().st_size == 0 or (builders == {"text"} and not _has_text(path)):
             raise LLMError(f"no data: {data} is empty")
     builder = builders.pop()
+    if not any(_has_rows(builder, f) for f in files):  # the readers' own words for this are cryptic
+        raise LLMError(f"no data: {data} has no rows")
     content = content_key(files, path if path.is_dir() else None)
     dataset = _load(builder, files, data, cache, content)
     if builder == "json":  # Arrow's JSON reader keeps invalid UTF-8 bytes as they are: refuse them here
@@ -124,6 +126,22 @@ def _read_path(data: str, cache: Path | None) -> Corpus:
     if len(dataset) == 0:
         raise LLMError(f"no data: {data} has no records")
     return Corpus(dataset, data, builder, files=files, content=content)
+
+
+def _has_rows(builder: str, path: Path) -> bool:
+    """False for a parquet file of 0 rows or a CSV of its header alone (other formats: checked after reading)."""
+    if builder == "parquet":
+        import pyarrow.parquet
+
+        try:
+            return pyarrow.parquet.ParquetFile(path).metadata.num_rows > 0
+        except Exception:  # not a readable parquet: the reader says why
+            return True
+    if builder == "csv":
+        with open(path, "rb") as handle:
+            lines = (line for line in handle if line.strip())
+            return next(lines, None) is not None and next(lines, None) is not None
+    return True
 
 
 def _has_text(path: Path) -> bool:

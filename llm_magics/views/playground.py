@@ -4,6 +4,7 @@ by side with each token shaded by its probability (hover lists the alternatives)
 from __future__ import annotations
 
 import html
+import re
 import time
 
 import ipywidgets as widgets
@@ -161,10 +162,15 @@ def _speed_note(session) -> str:
         )
     hint = gain_hint(loaded)
     return (
-        f"<small style='color:var(--jp-ui-font-color2,#555)'>full precision: {html.escape(hint)}</small>"
+        f"<small style='color:var(--jp-ui-font-color2,#555)'>full precision: {_code_spans(hint)}</small>"
         if hint
         else ""
     )
+
+
+def _code_spans(text: str) -> str:
+    """Escaped HTML of a message, its `backticked` parts as <code> (the text output keeps the backticks)."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 class SamplingPanel:
@@ -215,7 +221,7 @@ class SamplingPanel:
         self.stop = widgets.Text(
             value=settings.stop_text(),
             description="stop",
-            placeholder="texts that end it: comma-separated, \\n for a newline",
+            placeholder="comma-separated; \\n = newline",
             style=style,
             layout=widgets.Layout(width=SLIDER_WIDTH),
         )
@@ -333,7 +339,7 @@ class SamplingPanel:
                 column.value = (
                     _header_html(prompt, settings, chat, system)
                     + _streamed_html("".join(pieces))
-                    + _footer_html(f"generating… {len(pieces)} pieces")
+                    + _footer_html(f"generating… {sum(map(len, pieces)):,} characters")
                 )
 
         try:

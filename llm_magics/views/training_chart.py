@@ -9,7 +9,7 @@ import time
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
-from ..base.html import GRID, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
+from ..base.html import GRID, LR_TICKS, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
 
 # The raw loss: opaque and thin, a light blue that contrasts with Dark's background (7.5:1 on #111) and
 # lies under the darker smoothed line in Light. A translucent colour vanished in Dark.
@@ -46,13 +46,16 @@ class TrainingView:
     """
 
     HEIGHT = 340
+    # Once a second: each redraw sends every trace and the page redraws the whole plot; faster, a browser
+    # sharing a busy CPU with the kernel falls behind the messages and stops answering clicks.
+    MAX_REDRAWS_PER_SECOND = 1.0
     SLIDER_HEIGHT = 70  # under the static figure: its smoothing slider
 
     def __init__(
         self,
         session,
         title: str = "training",
-        max_redraws_per_second: float = 4.0,
+        max_redraws_per_second: float = MAX_REDRAWS_PER_SECOND,
         smoothing: float = 0.9,
         max_points: int = 1000,
         compare: str | None = "auto",
@@ -126,7 +129,7 @@ class TrainingView:
             title=title,
             xaxis=dict(title="step", gridcolor=GRID, zerolinecolor=GRID, tickformat="d"),
             yaxis=dict(title="loss", gridcolor=GRID, zerolinecolor=GRID),
-            # lr: from 0 with SI ticks (3m = 3e-3), never a negative or odd tick
+            # lr: from 0, never a negative or odd tick
             yaxis2=dict(
                 title="learning rate",
                 overlaying="y",
@@ -134,7 +137,7 @@ class TrainingView:
                 showgrid=False,
                 autorange=True,
                 rangemode="tozero",
-                tickformat="~s",
+                **LR_TICKS,
                 tickmode="auto",
                 nticks=5,
                 zeroline=False,
@@ -185,7 +188,8 @@ class TrainingView:
             self._mark_best(getattr(result, "best_step", None))
         self.header.value = self._header_html()
         step, total = self.steps[-1], result.total_steps
-        self.progress.max, self.progress.value = total, step
+        with self.progress.hold_sync():  # one message
+            self.progress.max, self.progress.value = total, step
         self.redraws += 1
 
     def _step_dtick(self) -> int | None:

@@ -20,6 +20,17 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 needs_chromium = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian chromium is not installed")
 TOKEN = "llm-magics-test-token"
 
+# A live training chart past its 5th step. Waited for with `polling=250`: the default polls every animation
+# frame, and body.innerText (layout forced on each read) at 60 Hz starves a busy page.
+LIVE_CHART_PAST_STEP_5 = (
+    "() => /step ([6-9]|\\d\\d+)\\//.test(document.querySelector('.llm-training-view')?.textContent || '')"
+)
+
+
+def notebook_says(text: str) -> str:
+    """A page condition: the current notebook's text includes `text` (for wait_for_function, polling=250)."""
+    return f"() => (document.querySelector('.jp-Notebook')?.textContent || '').includes({text!r})"
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -3,7 +3,7 @@ static), a reopened chart in a narrow output, the overlay's legend, and the raw 
 
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, write_notebook
+from browser_support import LIVE_CHART_PAST_STEP_5, needs_chromium, open_page, ours, write_notebook
 from support import ARTIFACTS, DATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -60,7 +60,7 @@ def test_chart_height_legend_dark_line_and_reopened_width(browser, lab):
 
 def _check_chart(page, errors, lab, browser):
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-    page.wait_for_function("() => /step ([6-9]|\\d\\d+)\\//.test(document.body.innerText)", timeout=180_000)
+    page.wait_for_function(LIVE_CHART_PAST_STEP_5, polling=250, timeout=180_000)
     live = _resized_heights(page, ".llm-training-view .js-plotly-plot")
     assert live[0] and live[0][0] > 300 and live[0] == live[1] == live[2], live
 
@@ -71,6 +71,10 @@ def _check_chart(page, errors, lab, browser):
     page.wait_for_function(IDLE, timeout=120_000)
     static = _resized_heights(page, ".jp-RenderedPlotly")
     assert len(static[0]) == 2 and min(static[0]) > 300 and static[0] == static[1] == static[2], static
+
+    # The lr axis reads 0.001 or 2e−4, never SI's "3m" (minutes, beside an ETA).
+    lr_ticks = page.locator(".jp-RenderedPlotly").first.locator(".y2tick text").all_text_contents()
+    assert lr_ticks and not any(tick[-1] in "mµnk" for tick in lr_ticks), lr_ticks
 
     # The overlay's legend names the earlier run by the option that differs.
     legend = page.locator(".jp-RenderedPlotly").nth(1).locator(".legend").text_content()

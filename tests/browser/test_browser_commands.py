@@ -4,7 +4,7 @@ option's values and file names without Python's names."""
 
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, write_notebook
+from browser_support import needs_chromium, notebook_says, open_page, ours, write_notebook
 from support import DATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -44,7 +44,7 @@ def test_first_run_status_and_stop_from_the_palette(browser, lab):
     page.wait_for_selector(".lm-CommandPalette-item:has-text('Stop LLM Training')", timeout=10_000)
     palette.press("Enter")
     page.wait_for_function(IDLE, timeout=120_000)
-    page.wait_for_function("() => /stopped/.test(document.body.innerText)", timeout=60_000)
+    page.wait_for_function(notebook_says("stopped"), polling=250, timeout=60_000)
     page.wait_for_function(
         "() => !/train \\d+\\//.test(document.querySelector('.llm-status-item')?.textContent || '')",
         timeout=30_000,

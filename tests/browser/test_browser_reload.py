@@ -1,10 +1,14 @@
 """The extension after a page reload, in a real JupyterLab and a real headless Chromium: the status bar and
-the runs panel come back from the kernel, the panel lists the run history and plots a run, and its Stop
-button stops a training in a busy kernel. Screenshots land in test-artifacts/."""
+the runs panel come back from the kernel, the panel lists the run history and plots a run; a training cell
+the reloaded page did not start shows the kernel's progress with a Stop, and gets its final chart and closing
+line, which the saved notebook keeps. Screenshots land in test-artifacts/."""
 
+import shutil
+
+import nbformat
 import pytest
 
-from browser_support import needs_chromium, open_page, ours, write_notebook
+from browser_support import LIVE_CHART_PAST_STEP_5, needs_chromium, open_page, ours, write_notebook
 from support import ARTIFACTS, DATA
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, needs_chromium]
@@ -80,12 +84,12 @@ def test_status_and_panel_come_back_after_a_reload_and_a_click_plots_a_run(brows
     page.close()
 
 
-def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab):
+def test_a_reloaded_page_follows_a_training_stops_it_in_the_cell_and_saves_its_final_chart(browser, lab, notebook7):
     endless = f"%%llm train --from-scratch --steps 100000 --seq-len 32 --batch-size 4 --widget\n{CORPUS}"
     write_notebook(lab.root, "busy.ipynb", ["%load_ext llm_magics", endless])
     page, errors = open_page(browser, lab, "busy.ipynb")
     page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-    page.wait_for_function("() => /step ([6-9]|\\d\\d+)\\//.test(document.body.innerText)", timeout=120_000)
+    page.wait_for_function(LIVE_CHART_PAST_STEP_5, polling=250, timeout=120_000)
 
     _reload(page)
     # The status bar and the panel come back from the kernel's progress while the cell runs.
@@ -102,22 +106,29 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     )  # it streams
     # The training cell: JupyterLab sends a running cell's outputs only to the page that ran it, so its
     # widget chart is not here (nor restored: the widget manager's comm_info waits behind the cell); the
-    # extension draws the kernel's progress in that cell instead, and it keeps streaming.
+    # extension draws the kernel's progress in that cell instead, from the first step on, with a Stop.
     cell = page.locator(".jp-Notebook .jp-Cell").nth(1)
     assert cell.locator(".llm-training-view").count() == 0
     live = cell.locator(".llm-cell-live path")
     live.wait_for(state="attached", timeout=30_000)
-    first = len(live.get_attribute("d").split("L"))
+    points, text = page.evaluate("""() => { const n = document.querySelectorAll('.jp-Notebook .jp-Cell')[1]
+        .querySelector('.llm-cell-live');
+        return [n.querySelector('path').getAttribute('d').split('L').length,
+                n.querySelector('.llm-cell-live-text').textContent]; }""")
+    step = int(text.split("step ")[1].split("/")[0])
+    assert points == min(step, 300), (points, text)  # every step so far (thinned to 300 points past 300)
     page.wait_for_function(
         "(n) => document.querySelectorAll('.jp-Notebook .jp-Cell')[1]"
         ".querySelector('.llm-cell-live path').getAttribute('d').split('L').length > n",
-        arg=first,
+        arg=points,
         timeout=60_000,
     )
     assert "(live from the kernel)" in cell.locator(".llm-cell-live").text_content()
     cell.screenshot(path=str(ARTIFACTS / "lab-cell-after-reload.png"))
 
-    page.locator("#llm-magics-panel .llm-stop").click()
+    # The cell's Stop: the run stops after its step; the kernel's last outputs for the cell come to this
+    # page, so the final chart replaces the live progress, with the run's closing line under it.
+    cell.locator(".llm-cell-live .llm-stop-training").click()
     page.wait_for_function(IDLE, timeout=60_000)
     page.wait_for_function(
         "document.querySelector('#llm-magics-panel .llm-run-status') && "
@@ -126,8 +137,10 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
         timeout=30_000,
     )
     assert page.locator("#llm-magics-panel .llm-active").count() == 0
-    assert "Training ended" in cell.locator(".llm-cell-live").text_content()
     assert "train " not in page.locator(".llm-status-item").text_content()
+    cell.locator(".jp-RenderedPlotly").wait_for(timeout=30_000)
+    assert cell.locator(".llm-cell-live").count() == 0
+    assert "Stopped early: the model in memory keeps step" in cell.locator(".jp-OutputArea").text_content()
     # The model in memory is usable: a new cell generates with it.
     page.evaluate("""() => { const nb = window.jupyterapp.shell.currentWidget.content;
         nb.activeCellIndex = 1;
@@ -141,4 +154,20 @@ def test_a_reloaded_page_follows_a_training_and_its_panel_stops_it(browser, lab)
     assert output.locator(".llm-generation b").text_content() == "The cat"
     page.screenshot(path=str(ARTIFACTS / "lab-panel-stopped.png"))
     assert not [e for e in ours(errors) if not _restoring_the_chart_widget(e)], errors
+
+    # Saved, the notebook keeps the final chart and the closing line: reopened in Lab and in Notebook 7.
+    page.evaluate("window.jupyterapp.commands.execute('docmanager:save')")
+    page.wait_for_function("!window.jupyterapp.shell.currentWidget.context.model.dirty", timeout=30_000)
+    saved = nbformat.read(lab.root / "busy.ipynb", as_version=4)
+    kinds = [o.get("output_type") for o in saved.cells[1].outputs]
+    assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in saved.cells[1].outputs), kinds
+    page.evaluate("window.jupyterapp.serviceManager.sessions.shutdownAll()")
     page.close()
+    shutil.copy(lab.root / "busy.ipynb", notebook7.root / "busy.ipynb")
+    for server, path in ((lab, "lab/tree"), (notebook7, "notebooks")):
+        page, errors = open_page(browser, server, "busy.ipynb", path=path)
+        page.wait_for_selector(".jp-RenderedPlotly", state="attached", timeout=60_000)
+        reopened = page.locator(".jp-Notebook .jp-Cell").nth(1).locator(".jp-OutputArea").text_content()
+        assert "Stopped early: the model in memory keeps step" in reopened
+        page.screenshot(path=str(ARTIFACTS / f"reload-saved-reopened-{path.split('/')[0]}.png"))
+        page.close()
