@@ -13,6 +13,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Literal, TypedDict, cast, get_args, get_type_hints
 
+from .base.live import page_drew
+
 if TYPE_CHECKING:
     from comm.base_comm import BaseComm
 
@@ -126,8 +128,16 @@ class HistoryRequest(TypedDict):
     request_id: str
 
 
+class DrawnReport(TypedDict):
+    """Page to kernel, while a cell trains: the page has drawn this redraw of this live chart (base/live.py)."""
+
+    type: Literal["drawn"]
+    chart: str
+    redraw: int
+
+
 TO_PAGE = (StatusMessage, HistoryMessage)
-TO_KERNEL = (SnapshotRequest, HistoryRequest)
+TO_KERNEL = (SnapshotRequest, HistoryRequest, DrawnReport)
 RECORDS = (ModelStatus, RunRow, ActiveRun)
 
 
@@ -289,6 +299,9 @@ class FrontendBridge:
             reply = snapshot(self.session, active=self.active)
         elif data.get("type") == "history":
             reply = history_message(self.session, data.get("id"))
+        elif data.get("type") == "drawn" and isinstance(data.get("redraw"), int):
+            page_drew(str(data.get("chart")), data["redraw"])
+            return  # a report: no answer
         else:
             return
         reply["reply_to"] = data.get("request_id")  # which request of the page this answers

@@ -462,3 +462,33 @@ def test_generate_widget_magic_prefills_controls(shell, magic_session):
 def test_train_magic_with_widget(shell):
     result = run(shell, "train --from-scratch --steps 20 --seq-len 32 --widget", CORPUS)
     assert result.steps_done == 20 and len(result.history) == 20
+
+
+def test_the_live_chart_waits_for_the_page_to_draw_its_last_redraw():
+    """With the extension, the page reports each redraw it has drawn (a DrawnReport on its comm, through the
+    bridge as the page sends it); the chart sends none while the last is not drawn, then resumes."""
+    from llm_magics.base.live import DRAWN
+    from llm_magics.frontend import FrontendBridge
+
+    s = Session()
+    bridge = FrontendBridge(s)
+    view = TrainingView(s, "tiny", max_redraws_per_second=1e9)  # no time throttle: only the page's pace
+    view.PAGE_WAIT_SECONDS = 1e9  # however slow this machine: the wait for a silent page never runs out here
+    reports = []
+    state = {"page_draws": True}
+
+    def page(row, result):
+        # the page draws what it was sent only while it keeps up; it reports the redraw number it drew
+        revision = view.figure.layout.datarevision
+        if state["page_draws"] and revision and revision not in reports:
+            chart, redraw = revision.split(":")
+            bridge.answer(None, {"content": {"data": {"type": "drawn", "chart": chart, "redraw": int(redraw)}}})
+            reports.append(revision)
+        if row["step"] == 10:
+            state["page_draws"] = False  # from here the page is busy: nothing more is drawn
+
+    s.train(text=CORPUS, from_scratch=True, steps=30, seq_len=16, batch_size=2, on_step=[view, page], progress=False)
+    assert 10 <= len(reports) <= 11 and DRAWN.get(view.chart_id) is None  # the entry goes when the run ends
+    # after the page fell behind: no redraws but the one it never drew, the last step's and the closing one
+    assert view.redraws == len(reports) + 3, (view.redraws, reports)
+    assert list(view.figure.data[0].x) == list(range(1, 31))  # the final redraw has every step

@@ -11,7 +11,7 @@ import { llmHighlighter } from './highlight';
 import { ourMessage, statusText } from './magic';
 import { applyChange, IOutput, outputChange } from './mirror';
 import { COMMAND_IDS, registerCommands } from './palette';
-import { COMM_TARGET, IActiveRun, IHistoryRequest, ISnapshot, ISnapshotRequest } from './protocol';
+import { COMM_TARGET, IActiveRun, IDrawnReport, IHistoryRequest, ISnapshot, ISnapshotRequest } from './protocol';
 import { shellStatus } from './shellstatus';
 import { chart, RunsPanel, StatusItem } from './views';
 
@@ -328,6 +328,34 @@ const plugin: JupyterFrontEndPlugin<void> = {
       },
       true
     );
+
+    // Each redraw of our live training chart this page has drawn, reported to its kernel (on the request
+    // comm, answered beside the training cell): the kernel sends the next one only then (base/live.py), so
+    // a page short of CPU is never buried under a growing queue of chart updates.
+    document.addEventListener('plotlywidget-after-render', event => {
+      type Plot = HTMLElement & {
+        layout?: { meta?: unknown; datarevision?: unknown };
+        on?: (name: string, handler: () => void) => void;
+      };
+      const element = (event as CustomEvent<{ element?: Plot }>).detail?.element;
+      if (element?.layout?.meta !== 'llm-magics' || typeof element.on !== 'function') {
+        return;
+      }
+      let reported = '';
+      element.on('plotly_afterplot', () => {
+        const revision = element.layout?.datarevision;
+        const kernel = tracker.find(panel => panel.node.contains(element))?.sessionContext.session?.kernel;
+        if (typeof revision !== 'string' || revision === reported || !kernel) {
+          return;
+        }
+        reported = revision;
+        const [chart, redraw] = revision.split(':');
+        ask(kernel);
+        void requests
+          .get(kernel.id)
+          ?.then(c => c.send({ type: 'drawn', chart, redraw: Number(redraw) } satisfies IDrawnReport));
+      });
+    });
 
     if (statusBar) {
       statusBar.registerStatusItem('llm-magics:status', { item, align: 'left', rank: 50 });

@@ -91,8 +91,15 @@ export interface IHistoryRequest {
   request_id: string;
 }
 
+/** Page to kernel, while a cell trains: this page has drawn this redraw of this live chart. */
+export interface IDrawnReport {
+  type: 'drawn';
+  chart: string;
+  redraw: number;
+}
+
 export type ToPage = ISnapshot | IRunCurves;
-export type ToKernel = ISnapshotRequest | IHistoryRequest;
+export type ToKernel = ISnapshotRequest | IHistoryRequest | IDrawnReport;
 
 /** Each field of T, 'required' or 'optional' as T declares it: an object of this type must name every field,
  * no other, each with its right word, so FIELDS cannot drift from the interfaces above. */
@@ -132,7 +139,8 @@ export const FIELDS: {
   },
   to_kernel: {
     request: { type: 'required', request_id: 'required' },
-    history: { type: 'required', id: 'required', request_id: 'required' }
+    history: { type: 'required', id: 'required', request_id: 'required' },
+    drawn: { type: 'required', chart: 'required', redraw: 'required' }
   },
   records: {
     ModelStatus: {

@@ -68,6 +68,10 @@ function paint(canvas, data, rows, cols, colours) {
   ctx.putImageData(image, 0, 0);
 }
 
+function hexRgb(hex) {
+  return [1, 3, 5].map(i => parseInt(hex.slice(i, i + 2), 16));
+}
+
 // Black or white, whichever reads better on an [r, g, b] background (WCAG contrast).
 function textOn(rgb) {
   const linear = rgb.map(c => {
@@ -226,16 +230,21 @@ function render({ model, el: root }) {
       all,
       top,
       ...Array.from({ length: H }, (_, h) =>
-        el('span', {
-          class: 'llm-chip' + (drawnSet.includes(h) ? ' llm-active' : ''),
-          'data-head': h,
-          title: `head ${h}: click to add or remove its lines`,
-          style: {
-            background: HEAD_COLOURS[h % HEAD_COLOURS.length],
-            opacity: !perHead && head < 0 ? 0.4 : drawnSet.includes(h) ? 1 : 0.45
+        el(
+          'span',
+          {
+            class: 'llm-chip' + (drawnSet.includes(h) ? ' llm-active' : ''),
+            'data-head': h,
+            title: `head ${h}: click to add or remove its lines`,
+            style: {
+              background: HEAD_COLOURS[h % HEAD_COLOURS.length],
+              color: textOn(hexRgb(HEAD_COLOURS[h % HEAD_COLOURS.length])),
+              opacity: !perHead && head < 0 ? 0.4 : drawnSet.includes(h) ? 1 : 0.55
+            },
+            onclick: () => toggle(h)
           },
-          onclick: () => toggle(h)
-        })
+          [String(h)]
+        )
       )
     );
   }

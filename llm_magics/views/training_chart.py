@@ -4,12 +4,14 @@ throttled), a Stop button, and a static fallback for saved notebooks."""
 from __future__ import annotations
 
 import html
+import secrets
 import time
 
 import ipywidgets as widgets
 import plotly.graph_objects as go
 
 from ..base.html import GRID, LR_TICKS, PLOT_CONFIG, PLOT_META, PLOT_THEME, duration, plain_text, svg_chart  # noqa: F401
+from ..base.live import DRAWN
 
 # The raw loss: opaque and thin, a light blue that contrasts with Dark's background (7.5:1 on #111) and
 # lies under the darker smoothed line in Light. A translucent colour vanished in Dark.
@@ -49,6 +51,9 @@ class TrainingView:
     # Once a second: each redraw sends every trace and the page redraws the whole plot; faster, a browser
     # sharing a busy CPU with the kernel falls behind the messages and stops answering clicks.
     MAX_REDRAWS_PER_SECOND = 1.0
+    # With the llm-magics extension the page reports each redraw it has drawn (base/live.py): none is sent
+    # while the last is not drawn, for up to this long (a page closed meanwhile reports nothing).
+    PAGE_WAIT_SECONDS = 10.0
     SLIDER_HEIGHT = 70  # under the static figure: its smoothing slider
 
     def __init__(
@@ -73,6 +78,7 @@ class TrainingView:
         self.eval_steps: list[int] = []
         self.eval_losses: list[float] = []
         self.redraws = 0
+        self.chart_id = secrets.token_hex(6)  # the page reports the redraws it has drawn under this id
         self.best_step: int | None = None  # marked on the chart (early stopping)
         self._last_draw: float | None = None  # None: never drawn (perf_counter's origin is arbitrary)
         self._result = None
@@ -167,10 +173,16 @@ class TrainingView:
             self.eval_steps.append(row["step"])
             self.eval_losses.append(row["eval_loss"])
         now = time.perf_counter()
-        due = self._last_draw is None or now - self._last_draw >= self.min_interval
+        due = self._last_draw is None or (now - self._last_draw >= self.min_interval and not self._page_behind(now))
         if due or row["step"] == result.total_steps:
             self.redraw()
             self._last_draw = time.perf_counter()
+
+    def _page_behind(self, now: float) -> bool:
+        """A page with the extension has not yet drawn the last redraw (and has had less than the wait)."""
+        drawn = DRAWN.get(self.chart_id)
+        waited = now - self._last_draw if self._last_draw is not None else 0.0
+        return drawn is not None and drawn < self.redraws and waited < self.PAGE_WAIT_SECONDS
 
     def redraw(self) -> None:
         result = self._result
@@ -185,6 +197,7 @@ class TrainingView:
             evals.x, evals.y = self.eval_steps, self.eval_losses
             lr.x, lr.y = steps, [self.lrs[i] for i in keep]
             self.figure.layout.xaxis.dtick = self._step_dtick()
+            self.figure.layout.datarevision = f"{self.chart_id}:{self.redraws + 1}"  # what the page reports drawn
             self._mark_best(getattr(result, "best_step", None))
         self.header.value = self._header_html()
         step, total = self.steps[-1], result.total_steps
@@ -301,6 +314,7 @@ class TrainingView:
         return sorted({int(i * stride) for i in range(self.max_points)} | {count - 1})
 
     def close(self) -> None:
+        DRAWN.pop(self.chart_id, None)
         self._pick_up_final_eval()
         self.redraw()
         self.stop_button.disabled = True

@@ -85,6 +85,10 @@ def serve(app: str, root, env=None):
         stdout=log,
         stderr=subprocess.STDOUT,
         env=env,
+        # The server and its kernels (which inherit it) yield the CPU to the browser, as a user's own browser
+        # has it: on 2 cores, a kernel training flat out beside another test starves the page under test
+        # until its clicks time out.
+        preexec_fn=lambda: os.nice(10),
     )
     base = Server(f"http://127.0.0.1:{port}")
     base.root = root

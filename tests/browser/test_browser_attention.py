@@ -125,6 +125,15 @@ def test_attention_views_and_lens_in_jupyterlab(browser, lab):
         timeout=30_000,
     )
     assert head_view.locator(".llm-chip").count() == 9
+    # Each chip is numbered, its number legible on its colour (WCAG 4.5:1, black or white text).
+    assert head_view.locator(".llm-chip").all_text_contents() == [str(h) for h in range(9)]
+    contrast = head_view.locator(".llm-chip").evaluate_all("""cs => cs.map(c => {
+        const rgb = s => s.match(/\\d+/g).slice(0, 3).map(Number).map(v => { v /= 255;
+          return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; });
+        const lum = s => { const [r, g, b] = rgb(s); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+        const [a, b] = [lum(getComputedStyle(c).color), lum(getComputedStyle(c).backgroundColor)].sort((x, y) => y - x);
+        return (a + 0.05) / (b + 0.05); })""")
+    assert min(contrast) >= 4.5, contrast
     # Controls that do nothing are hidden: no layer/head menu in the model view and the lens.
     for index, shown in [(0, True), (1, True), (2, False), (3, False)]:
         widget = page.locator(".llm-attention").nth(index)

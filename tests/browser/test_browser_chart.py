@@ -47,7 +47,7 @@ def _resized_heights(page, selector):
     seen = []
     for width in (1500, 900, 1500):
         page.set_viewport_size({"width": width, "height": 1000})
-        page.wait_for_timeout(1500)
+        page.wait_for_timeout(800)  # short: see test_browser_commands.py
         seen.append(page.eval_on_selector_all(selector, HEIGHTS))
     return seen
 
