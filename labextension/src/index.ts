@@ -33,15 +33,30 @@ async function openRequestComm(kernel: KernelConnection): Promise<Comm> {
   return comm;
 }
 
+/** A plotly FigureWidget element, as plotly's widget hands it over after its first render. */
+type LivePlot = HTMLElement & {
+  layout?: { meta?: unknown; datarevision?: unknown };
+  on?: (name: string, handler: () => void) => void;
+};
+
+/** Call `handle` with each of our live training charts (layout.meta) as the plotly widget first draws it. */
+function onOurLiveCharts(handle: (element: LivePlot) => void): void {
+  document.addEventListener('plotlywidget-after-render', event => {
+    const element = (event as CustomEvent<{ element?: LivePlot }>).detail?.element;
+    if (element?.layout?.meta === 'llm-magics') {
+      handle(element);
+    }
+  });
+}
+
 /** plotly's FigureWidget sizes itself before JupyterLab has laid the output out (it falls back to 700 px)
  * and autosizes again only on a window resize: give it one whenever its output's width changes (once it
- * is laid out, and later), so our live chart fills the output's width. One observer per chart. */
+ * is laid out, and later), so our live chart fills the output's width. One observer per output. */
 function resizeOurLiveCharts(): void {
   const observed = new WeakSet<Element>();
-  document.addEventListener('plotlywidget-after-render', event => {
-    const element = (event as CustomEvent<{ element?: HTMLElement & { layout?: { meta?: unknown } } }>).detail?.element;
-    const output = element?.closest('.jp-OutputArea-output') ?? element?.parentElement;
-    if (element?.layout?.meta !== 'llm-magics' || !output || observed.has(output)) {
+  onOurLiveCharts(element => {
+    const output = element.closest('.jp-OutputArea-output') ?? element.parentElement;
+    if (!output || observed.has(output)) {
       return;
     }
     observed.add(output);
@@ -239,10 +254,10 @@ const plugin: JupyterFrontEndPlugin<void> = {
       };
       // The kernel's push comm: accepted (a refused comm is closed and logged), read below like all ours.
       kernel.registerCommTarget(COMM_TARGET, () => undefined);
-      // Every message of ours on iopub, whichever comm and page it is for: a reloaded page or a second tab
-      // gets the pushes of a cell another page started.
       // The cells this page follows (see followRun), by the id of the request that runs them.
       const followed = new Map<string, CodeCell>();
+      // Every message of ours on iopub, whichever comm and page it is for: a reloaded page or a second tab
+      // gets the pushes of a cell another page started (and the outputs of the cells it follows).
       kernel.iopubMessage.connect((_, msg) => {
         keepMainShellStatus(msg);
         const parentId = (msg.parent_header as { msg_id?: string } | undefined)?.msg_id ?? '';
@@ -332,13 +347,8 @@ const plugin: JupyterFrontEndPlugin<void> = {
     // Each redraw of our live training chart this page has drawn, reported to its kernel (on the request
     // comm, answered beside the training cell): the kernel sends the next one only then (base/live.py), so
     // a page short of CPU is never buried under a growing queue of chart updates.
-    document.addEventListener('plotlywidget-after-render', event => {
-      type Plot = HTMLElement & {
-        layout?: { meta?: unknown; datarevision?: unknown };
-        on?: (name: string, handler: () => void) => void;
-      };
-      const element = (event as CustomEvent<{ element?: Plot }>).detail?.element;
-      if (element?.layout?.meta !== 'llm-magics' || typeof element.on !== 'function') {
+    onOurLiveCharts(element => {
+      if (typeof element.on !== 'function') {
         return;
       }
       let reported = '';

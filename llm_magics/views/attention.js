@@ -229,23 +229,24 @@ function render({ model, el: root }) {
     chips.replaceChildren(
       all,
       top,
-      ...Array.from({ length: H }, (_, h) =>
-        el(
+      ...Array.from({ length: H }, (_, h) => {
+        const colour = HEAD_COLOURS[h % HEAD_COLOURS.length];
+        return el(
           'span',
           {
             class: 'llm-chip' + (drawnSet.includes(h) ? ' llm-active' : ''),
             'data-head': h,
             title: `head ${h}: click to add or remove its lines`,
             style: {
-              background: HEAD_COLOURS[h % HEAD_COLOURS.length],
-              color: textOn(hexRgb(HEAD_COLOURS[h % HEAD_COLOURS.length])),
+              background: colour,
+              color: textOn(hexRgb(colour)),
               opacity: !perHead && head < 0 ? 0.4 : drawnSet.includes(h) ? 1 : 0.55
             },
             onclick: () => toggle(h)
           },
           [String(h)]
-        )
-      )
+        );
+      })
     );
   }
 

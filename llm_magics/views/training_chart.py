@@ -344,6 +344,7 @@ class TrainingView:
 
         figure = go.Figure(self.figure)
         figure.update_layout(
+            datarevision=None,  # the live chart's redraw tag (for the page's reports): not in the saved figure
             sliders=[self._static_smoothing_slider()],
             height=self.HEIGHT + self.SLIDER_HEIGHT,
             margin=dict(b=40 + self.SLIDER_HEIGHT),
