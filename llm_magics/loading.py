@@ -230,6 +230,17 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     target = cache_dir() / "gguf" / f"{gguf_path.stem}-{key}"
     if (target / "config.json").is_file():
         return target
+    from filelock import FileLock
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One converter at a time (two kernels or test workers on an empty cache): the others wait, then find it.
+    with FileLock(str(target.with_name(target.name + ".lock"))):
+        if not (target / "config.json").is_file():
+            _convert_gguf(gguf_path, target, trust_remote_code)
+    return target
+
+
+def _convert_gguf(gguf_path: Path, target: Path, trust_remote_code: bool) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"Converting {gguf_path.name} to safetensors once (cached in {target})...", flush=True)
@@ -251,7 +262,6 @@ def gguf_to_safetensors(gguf_path: Path, trust_remote_code: bool = False) -> Pat
     with staged_folder(target, target.with_name(target.name + ".partial")) as partial:  # never a half cache
         model.save_pretrained(partial)
         tokenizer.save_pretrained(partial)
-    return target
 
 
 def fetch_from_hub(repo_id: str) -> str:

@@ -566,3 +566,25 @@ def test_a_save_killed_half_way_leaves_no_staging_folder_after_the_next_save(tmp
     s.save(str(target))
     assert not list(tmp_path.glob(".saved.saving-*"))
     assert Session().load(str(target)) is not None
+
+
+@pytest.mark.slow
+def test_two_processes_on_an_empty_cache_convert_the_packaged_model_once(tmp_path):
+    """Two kernels (or test workers) asking for the packaged model on an empty cache at once: one converts,
+    the other waits for it; both get the same complete folder (each used to delete the other's staging)."""
+    import subprocess
+    import sys
+
+    script = (
+        "from llm_magics.loading import gguf_to_safetensors, packaged_path; "
+        "print(gguf_to_safetensors(packaged_path('default')))"
+    )
+    env = {**os.environ, "LLM_MAGICS_CACHE": str(tmp_path / "cache")}
+    runs = [
+        subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=600)[0] for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    folders = {output.strip().splitlines()[-1] for output in outputs}
+    assert len(folders) == 1 and (Path(folders.pop()) / "model.safetensors").is_file()
+    assert sum("Converting" in output for output in outputs) == 1  # converted once
